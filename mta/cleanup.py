@@ -1,0 +1,159 @@
+"""cleanup: the Received header, missing Date and Message-ID, and the hand-off
+of a message stream to the spool.
+
+Content arrives here already dot-unstuffed and with CRLF line endings only
+(smtpd/data.py). The header section is held in memory (at most
+header_size_limit bytes) so that missing headers can be added at its end;
+the body streams straight through to the queue file.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime
+
+from mta.spool import QueueFileWriter
+
+_MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*((?:.*)(?:\r\n[ \t].*)*)")
+_DATE = re.compile(rb"(?im)^date:")
+_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
+
+
+def mail_date(when: float | None = None) -> str:
+    """RFC 5322 date with the zone name in a comment, as Postfix writes it:
+    ``Sun, 22 Nov 2026 06:55:07 +0000 (UTC)``."""
+    stamp = datetime.fromtimestamp(time.time() if when is None else when).astimezone()
+    return f"{format_datetime(stamp)} ({stamp.tzname()})"
+
+
+def rfc_address(address: str) -> str:
+    """The address as Received shows it: IPv6 gets the RFC 5321 ``IPv6:`` tag."""
+    return f"IPv6:{address}" if ":" in address else address
+
+
+@dataclass
+class ReceivedInfo:
+    """What the Received header says about the hop that brought the message."""
+
+    helo: str | None
+    client_name: str
+    client_address: str
+    protocol: str
+    myhostname: str
+    mail_name: str
+    qid: str
+    recipients: list[str]
+    tls_lines: list[str] = field(default_factory=list)
+    when: float | None = None
+
+
+def received_header(info: ReceivedInfo) -> bytes:
+    """Postfix's Received layout (smtpd.c): from, optional TLS clauses, by, for."""
+    lines = [f"Received: from {info.helo or info.client_name} "
+             f"({info.client_name} [{rfc_address(info.client_address)}])"]
+    lines.extend(f"\t{line}" for line in info.tls_lines)
+    by = f"\tby {info.myhostname} ({info.mail_name}) with {info.protocol} id {info.qid}"
+    date = mail_date(info.when)
+    if len(info.recipients) == 1:
+        lines.append(by)
+        lines.append(f"\tfor <{info.recipients[0]}>; {date}")
+    else:
+        lines.append(by + ";")
+        lines.append(f"\t{date}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+def local_received_header(myhostname: str, mail_name: str, uid: int, qid: str,
+                          recipients: list[str], when: float | None = None) -> bytes:
+    """The Received header of locally submitted mail (Postfix's pickup layout)."""
+    lines = [f"Received: by {myhostname} ({mail_name}, from userid {uid})"]
+    date = mail_date(when)
+    if len(recipients) == 1:
+        lines.append(f"\tid {qid}")
+        lines.append(f"\tfor <{recipients[0]}>; {date}")
+    else:
+        lines.append(f"\tid {qid}; {date}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+class CleanupStream:
+    """Feeds one message into a queue file writer, fixing up its header section."""
+
+    def __init__(self, writer: QueueFileWriter, *, received: bytes, add_missing: bool,
+                 myhostname: str, header_size_limit: int,
+                 extra_headers: list[bytes] | None = None) -> None:
+        self.writer = writer
+        self.add_missing = add_missing
+        self.myhostname = myhostname
+        self.header_size_limit = header_size_limit
+        self.extra_headers = extra_headers or []
+        self.message_id: str | None = None
+        self._received = received
+        self._header = bytearray()
+        self._scanned = 0
+        self._in_header = True
+
+    @property
+    def size(self) -> int:
+        return self.writer.size
+
+    async def feed(self, data: bytes) -> None:
+        if not self._in_header:
+            await self.writer.write(data)
+            return
+        self._header += data
+        end = self._header_end()
+        if end is not None:
+            await self._flush_header(end)
+        elif len(self._header) > self.header_size_limit:
+            # Postfix's rule: what does not fit in header_size_limit is body.
+            await self._flush_header(len(self._header), separator=False)
+
+    async def finish(self) -> None:
+        if self._in_header:
+            if self._header and not self._header.endswith(b"\r\n"):
+                # RFC 5322 lines end in CRLF, also the last one.
+                self._header += b"\r\n"
+            end = self._header_end()
+            await self._flush_header(len(self._header) if end is None else end)
+
+    def _header_end(self) -> int | None:
+        """Offset where the header section ends (at its blank line or at the
+        first line that is not a header field), or None if not seen yet."""
+        buffer = self._header
+        position = self._scanned
+        while True:
+            eol = buffer.find(b"\r\n", position)
+            if eol == -1:
+                self._scanned = position
+                return None
+            line = bytes(buffer[position:eol])
+            if not line:
+                return position
+            if not (_FIELD.match(line) or (position and line[:1] in (b" ", b"\t"))):
+                return position
+            position = eol + 2
+
+    async def _flush_header(self, end: int, *, separator: bool = True) -> None:
+        self._in_header = False
+        buffer = bytes(self._header)
+        self._header = bytearray()
+        head, rest = buffer[:end], buffer[end:]
+        if separator and rest and not rest.startswith(b"\r\n"):
+            rest = b"\r\n" + rest  # a body must follow a blank line (RFC 5322 §2.1)
+        match = _MESSAGE_ID.search(head)
+        if match:
+            self.message_id = re.sub(rb"\s+", b" ", match.group(1)).decode(
+                "utf-8", "replace").strip()
+        added: list[bytes] = list(self.extra_headers)
+        if self.add_missing:
+            if not _DATE.search(head):
+                added.append(f"Date: {mail_date()}\r\n".encode())
+            if not match:
+                stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+                self.message_id = f"<{stamp}.{self.writer.qid}@{self.myhostname}>"
+                added.append(f"Message-ID: {self.message_id}\r\n".encode())
+        await self.writer.write(self._received + head + b"".join(added) + rest)

@@ -1,0 +1,1 @@
+"""cli: the operator commands (mta start, config, queue, sendmail, ...)."""

@@ -1,0 +1,176 @@
+"""The parameter table: every main.cf parameter with its default, type, bounds and doc.
+
+Names, defaults and units follow Postfix wherever Postfix has the parameter
+(postconf(5)); the few Postern-only parameters say so in their doc. Defaults
+are raw main.cf text and may refer to other parameters with $name, exactly as
+``postconf -d`` shows them.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from mta.config import types as t
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    doc: str
+    minimum: float | None = None
+    maximum: float | None = None
+    kind: str = "string"
+
+    def convert(self, text: str) -> Any:
+        value = self.parse(text)
+        if self.minimum is not None and value < self.minimum:
+            raise t.BadValue(f"must be at least {_show(self.minimum)}")
+        if self.maximum is not None and value > self.maximum:
+            raise t.BadValue(f"must be at most {_show(self.maximum)}")
+        return value
+
+
+def _show(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _string(text: str) -> str:
+    return text.strip()
+
+
+def _default_hostname() -> str:
+    name = socket.getfqdn()
+    return name if "." in name else f"{name}.localdomain"
+
+
+PARAMS: dict[str, Param] = {}
+
+
+def _p(name: str, default: str, parse: Callable[[str], Any], doc: str, *, kind: str = "string",
+       minimum: float | None = None, maximum: float | None = None) -> None:
+    PARAMS[name] = Param(name, default, parse, doc, minimum, maximum, kind)
+
+
+def _time(name: str, default: str, doc: str, unit: str = "s", minimum: float = 0) -> None:
+    _p(name, default, partial(t.parse_time, unit=unit), doc, kind="time", minimum=minimum)
+
+
+def _int(name: str, default: str, doc: str, minimum: float = 0,
+         maximum: float | None = None) -> None:
+    _p(name, default, t.parse_int, doc, kind="int", minimum=minimum, maximum=maximum)
+
+
+def _bool(name: str, default: str, doc: str) -> None:
+    _p(name, default, t.parse_bool, doc, kind="bool")
+
+
+def _str(name: str, default: str, doc: str) -> None:
+    _p(name, default, _string, doc)
+
+
+def _list(name: str, default: str, doc: str) -> None:
+    _p(name, default, t.parse_list, doc, kind="list")
+
+
+# --- identity -------------------------------------------------------------------------
+_str("myhostname", _default_hostname(), "The Internet hostname of this mail system.")
+_str("mydomain", "", "The Internet domain name of this mail system "
+     "(default: $myhostname minus its first label).")
+_str("myorigin", "$myhostname", "The domain that locally-posted mail appears to come from.")
+_list("mydestination", "$myhostname, localhost.$mydomain, localhost",
+      "Domains delivered locally (to Maildirs) instead of forwarded.")
+_p("mynetworks", "127.0.0.0/8 [::1]/128", t.parse_networks,
+   "Trusted client networks that may relay (permit_mynetworks).", kind="networks")
+_list("relay_domains", "", "Destination domains (besides mydestination) this system relays to.")
+_str("mail_name", "Postern", "The mail system name in the banner and Received headers.")
+_str("syslog_name", "postern", "The program prefix of maillog lines (postern/smtpd[pid]).")
+_str("config_directory", "", "The directory of main.cf (set automatically).")
+
+# --- files and logging ----------------------------------------------------------------
+_str("queue_directory", "/var/spool/postern",
+     "The spool; relative paths are relative to config_directory.")
+_str("maillog_file", "", "The maillog file; empty means standard error only.")
+_bool("maillog_stderr", "yes", "Postern: also write the maillog to standard error.")
+_str("metrics_listen", "127.0.0.1:9154",
+     "Postern: host:port of the Prometheus /metrics listener; empty disables it.")
+_str("debug_log_level", "warning", "Postern: level of the debug log (not the maillog).")
+
+# --- smtpd ----------------------------------------------------------------------------
+_str("smtpd_banner", "$myhostname ESMTP $mail_name", "The text after 220 in the greeting.")
+_p("message_size_limit", "10240000", t.parse_int,
+   "The maximal size in bytes of a message, including envelope information.",
+   kind="size", minimum=0)
+_int("smtpd_recipient_limit", "1000", "The maximal number of recipients per message.", 1)
+_int("smtpd_client_connection_count_limit", "50",
+     "The maximal number of simultaneous connections from one client address.", 0)
+_int("smtpd_client_connection_limit", "1000",
+     "Postern: the maximal number of simultaneous connections to one listener.", 1)
+_p("smtpd_client_event_limit_exceptions", "$mynetworks", t.parse_networks,
+   "Clients exempt from the per-client connection limit.", kind="networks")
+_time("smtpd_timeout", "300s", "The time limit for a client command or DATA block.",
+      minimum=1)
+_int("smtpd_hard_error_limit", "20", "Errors after which the server disconnects.", 1)
+_bool("smtpd_helo_required", "no", "Require HELO or EHLO before MAIL.")
+_list("smtpd_relay_restrictions",
+      "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
+      "Relay control, evaluated for every RCPT before smtpd_recipient_restrictions.")
+_list("smtpd_recipient_restrictions", "", "Further restrictions on RCPT TO.")
+_p("smtpd_forbid_bare_newline", "normalize", t.choice("normalize", "reject", "no"),
+   "Bare LF (or CR) line endings: normalize them to CRLF, or reject the session.")
+_int("line_length_limit", "2048",
+     "The maximal length of an SMTP command line (DATA lines may be longer).", 512)
+_int("header_size_limit", "102400", "The maximal size of a message header section.", 1024)
+_bool("smtpd_peername_lookup", "yes", "Look up the client hostname in the DNS.")
+_bool("disable_vrfy_command", "no", "Disable the VRFY command.")
+_bool("always_add_missing_headers", "no",
+      "Add Date and Message-ID to mail from every client when they are missing.")
+_list("local_header_rewrite_clients", "permit_inet_interfaces",
+      "Clients whose mail gets missing Date and Message-ID headers added.")
+_bool("smtpd_tls_received_header", "yes",
+      "Put the TLS protocol and cipher in the Received header (Postfix default: no).")
+
+# --- local delivery -------------------------------------------------------------------
+_str("local_recipient_maps", "",
+     "Map of local recipients (user or user@domain) to Maildir paths; empty accepts none.")
+_str("mail_spool_directory", "/var/mail/",
+     "Where local Maildirs live; relative paths are relative to config_directory.")
+_str("recipient_delimiter", "", "Separator of address extensions (alice+tag).")
+_int("local_destination_concurrency_limit", "20",
+     "The maximal number of parallel deliveries to local Maildirs.", 1)
+
+# --- queue manager --------------------------------------------------------------------
+_time("maximal_queue_lifetime", "5d", "How long undeliverable mail stays queued.", unit="d")
+_time("bounce_queue_lifetime", "5d", "How long an undeliverable bounce stays queued.",
+      unit="d")
+_time("minimal_backoff_time", "300s", "The minimal time between delivery attempts.",
+      minimum=1)
+_time("maximal_backoff_time", "4000s", "The maximal time between delivery attempts.",
+      minimum=1)
+_time("queue_run_delay", "300s", "How often the deferred queue is scanned.", minimum=1)
+_int("qmgr_message_active_limit", "20000", "The maximal number of messages in active/.", 1)
+_time("delay_warning_time", "0h", "When to warn the sender of delayed mail; 0 disables.",
+      unit="h")
+_int("delay_logging_resolution_limit", "2",
+     "Significant digits after the decimal point of delay= and delays=.", 0, 6)
+
+# --- TLS (server side; the inbound TLS work adds the rest) ----------------------------
+_str("smtpd_tls_cert_file", "", "The server certificate (PEM, chain after it).")
+_str("smtpd_tls_key_file", "$smtpd_tls_cert_file", "The server private key (PEM).")
+_bool("tls_self_signed_on_first_start", "no",
+      "Postern: when smtpd_tls_cert_file and its key do not exist, make a self-signed "
+      "certificate for $myhostname at start.")
+
+# Each area's parameters live next to each other in their own file, all in
+# this one PARAMS table (imported last: they use the helpers above).
+from mta.config import (  # noqa: E402
+    params_certs,  # noqa: F401
+    params_smtp,  # noqa: F401
+    params_smtp_tls,  # noqa: F401
+    params_smtpd_tls,  # noqa: F401
+)

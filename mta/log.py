@@ -1,0 +1,228 @@
+"""The maillog: one function per mail event, each printing Postfix's line for it.
+
+Operators, pflogsumm, fail2ban and postfix_exporter parse these lines, so the
+wording is an interface (docs/logging.md) and tests assert it with regular
+expressions. Lines look like syslog's: ``Nov 22 06:55:07 mx postern/smtpd[42]: text``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+
+_logger = logging.getLogger("mta.maillog")
+_logger.propagate = False
+_state = {"syslog_name": "postern", "host": "localhost", "resolution": 2}
+
+
+class _SyslogFormatter(logging.Formatter):
+    _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+               "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+    def format(self, record: logging.LogRecord) -> str:
+        tm = time.localtime(record.created)
+        stamp = f"{self._MONTHS[tm.tm_mon - 1]} {tm.tm_mday:>2} " \
+                f"{tm.tm_hour:02}:{tm.tm_min:02}:{tm.tm_sec:02}"
+        program = getattr(record, "program", "master")
+        return (f"{stamp} {_state['host']} {_state['syslog_name']}/{program}"
+                f"[{record.process}]: {record.getMessage()}")
+
+
+class _ReopeningFileHandler(logging.FileHandler):
+    """A file handler that reopens its file on request (SIGHUP after logrotate)."""
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            if self.stream:
+                self.stream.close()
+            self.stream = self._open()
+        finally:
+            self.release()
+
+
+def setup(*, syslog_name: str, hostname: str, maillog_file: str | None, stderr: bool,
+          resolution: int = 2) -> None:
+    """Point the maillog at a file and/or standard error; idempotent."""
+    _state["syslog_name"] = syslog_name
+    _state["host"] = hostname.split(".")[0] or hostname
+    _state["resolution"] = resolution
+    for handler in list(_logger.handlers):
+        _logger.removeHandler(handler)
+        handler.close()
+    formatter = _SyslogFormatter()
+    if maillog_file:
+        os.makedirs(os.path.dirname(os.path.abspath(maillog_file)), exist_ok=True)
+        handler: logging.Handler = _ReopeningFileHandler(maillog_file, encoding="utf-8",
+                                                          errors="backslashreplace")
+        handler.setFormatter(formatter)
+        _logger.addHandler(handler)
+    if stderr:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter)
+        _logger.addHandler(handler)
+    if not _logger.handlers:
+        _logger.addHandler(logging.NullHandler())
+    _logger.setLevel(logging.INFO)
+
+
+def reopen() -> None:
+    for handler in _logger.handlers:
+        if isinstance(handler, _ReopeningFileHandler):
+            handler.reopen()
+
+
+def emit(program: str, text: str, level: int = logging.INFO) -> None:
+    _logger.log(level, "%s", text, extra={"program": program})
+
+
+def warning(program: str, text: str) -> None:
+    emit(program, f"warning: {text}", logging.WARNING)
+
+
+def fatal(program: str, text: str) -> None:
+    emit(program, f"fatal: {text}", logging.ERROR)
+
+
+def info(program: str, text: str) -> None:
+    emit(program, text)
+
+
+# --- number formats -------------------------------------------------------------------
+def format_delay(seconds: float) -> str:
+    """A delay as Postfix prints it: two significant digits, at most
+    delay_logging_resolution_limit decimals, whole seconds from 10 up."""
+    if seconds < 0:
+        seconds = 0.0
+    if seconds >= 10:
+        return str(int(seconds + 0.5))
+    resolution = int(_state["resolution"])
+    decimals = 1 if seconds >= 1 else resolution
+    decimals = min(decimals, resolution)
+    text = f"{seconds:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def peer_name(hostname: str, address: str) -> str:
+    return f"{hostname}[{address}]"
+
+
+# --- smtpd ----------------------------------------------------------------------------
+def connect(peer: str) -> None:
+    emit("smtpd", f"connect from {peer}")
+
+
+def client(qid: str, peer: str, sasl_method: str | None = None,
+           sasl_username: str | None = None) -> None:
+    text = f"{qid}: client={peer}"
+    if sasl_method:
+        text += f", sasl_method={sasl_method}, sasl_username={sasl_username}"
+    emit("smtpd", text)
+
+
+def reject(qid: str | None, command: str, peer: str, reply: str, sender: str | None,
+           recipient: str | None, proto: str, helo: str | None) -> None:
+    """``NOQUEUE: reject: RCPT from host[ip]: 554 5.7.1 …; from=<s> to=<r> proto=ESMTP helo=<h>``"""
+    text = f"{qid or 'NOQUEUE'}: reject: {command} from {peer}: {reply};"
+    if sender is not None:
+        text += f" from=<{sender}>"
+    if recipient is not None:
+        text += f" to=<{recipient}>"
+    text += f" proto={proto}"
+    if helo:
+        text += f" helo=<{helo}>"
+    emit("smtpd", text)
+
+
+def lost_connection(stage: str, peer: str, received: int | None = None) -> None:
+    detail = f" ({received} bytes)" if received is not None else ""
+    emit("smtpd", f"lost connection after {stage}{detail} from {peer}")
+
+
+def timeout(stage: str, peer: str) -> None:
+    emit("smtpd", f"timeout after {stage} from {peer}")
+
+
+def too_many_errors(stage: str, peer: str) -> None:
+    emit("smtpd", f"too many errors after {stage} from {peer}")
+
+
+def disconnect(peer: str, counts: Sequence[tuple[str, int, int]],
+               notes: Iterable[str] = ()) -> None:
+    """``disconnect from host[ip] ehlo=1 mail=1 rcpt=0/1 … commands=4/5``.
+
+    Each seen command prints ok, or ok/total when some failed; the commands
+    total prints ok/total whenever they differ or are zero (smtpd.c).
+    """
+    parts = []
+    ok_sum = total_sum = 0
+    for name, ok, total in counts:
+        if total == 0:
+            continue
+        parts.append(f"{name}={ok}" if ok == total else f"{name}={ok}/{total}")
+        ok_sum += ok
+        total_sum += total
+    if ok_sum == total_sum and total_sum:
+        parts.append(f"commands={ok_sum}")
+    else:
+        parts.append(f"commands={ok_sum}/{total_sum}")
+    for note in notes:
+        parts.append(f"notes={note}")
+    emit("smtpd", f"disconnect from {peer} " + " ".join(parts))
+
+
+# --- cleanup, qmgr, delivery ----------------------------------------------------------
+def message_id(qid: str, message_id: str, program: str = "cleanup") -> None:
+    emit(program, f"{qid}: message-id={message_id}")
+
+
+def pickup(qid: str, uid: int, sender: str) -> None:
+    emit("pickup", f"{qid}: uid={uid} from=<{sender}>")
+
+
+def queue_active(qid: str, sender: str, size: int, nrcpt: int) -> None:
+    emit("qmgr", f"{qid}: from=<{sender}>, size={size}, nrcpt={nrcpt} (queue active)")
+
+
+def removed(qid: str, program: str = "qmgr") -> None:
+    emit(program, f"{qid}: removed")
+
+
+def expired(qid: str, sender: str) -> None:
+    emit("qmgr", f"{qid}: from=<{sender}>, status=expired, returned to sender")
+
+
+def delivery(program: str, qid: str, recipient: str, *, relay: str, delay: float,
+             delays: tuple[float, float, float, float], dsn: str, status: str, text: str,
+             orig_recipient: str | None = None, conn_use: int | None = None,
+             tls: str | None = None) -> None:
+    """``QID: to=<r>, relay=…, [conn_use=N, ]delay=T, delays=a/b/c/d, [tls=…, ]dsn=…,
+    status=… (text)``"""
+    line = f"{qid}: to=<{recipient}>, "
+    if orig_recipient and orig_recipient != recipient:
+        line += f"orig_to=<{orig_recipient}>, "
+    line += f"relay={relay}, "
+    if conn_use and conn_use > 1:
+        line += f"conn_use={conn_use}, "
+    line += f"delay={format_delay(delay)}, delays=" + "/".join(format_delay(d) for d in delays)
+    if tls:
+        line += f", tls={tls}"
+    line += f", dsn={dsn}, status={status} ({text})"
+    emit(program, line)
+
+
+def held(qid: str, program: str = "postsuper") -> None:
+    emit(program, f"{qid}: placed on hold")
+
+
+def released(qid: str, program: str = "postsuper") -> None:
+    emit(program, f"{qid}: released from hold")
+
+
+def corrupt(qid: str, reason: str) -> None:
+    warning("qmgr", f"saving corrupt file \"{qid}\" from queue \"{reason}\" to queue \"corrupt\"")

@@ -1,0 +1,202 @@
+"""Lookup tables named as Postfix names them: ``type:name``.
+
+Supported types: ``texthash:`` (a text file of ``key value`` lines, read
+without postmap), ``hash:`` and ``lmdb:`` (the same source file, read the same
+way, so existing Postfix maps work unchanged), ``cidr:`` (network → value,
+first match wins), ``inline:{ key=value, ... }`` and ``static:value``.
+The file syntax is Postfix's: ``#`` comments, whitespace-indented continuation
+lines, the key up to the first whitespace, keys matched case-insensitively.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mta.errors import ConfigError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    key: str
+    value: str
+    path: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def read_table(path: Path) -> list[Entry]:
+    """The logical lines of a Postfix-style table file as (key, value) entries."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read table: {error.strerror}") from None
+    entries: list[Entry] = []
+    current: list[str] = []
+    start = 0
+
+    def finish() -> None:
+        if current:
+            logical = " ".join(part.strip() for part in current)
+            key, *rest = re.split(r"\s+", logical, maxsplit=1)
+            entries.append(Entry(key, rest[0] if rest else "", str(path), start))
+
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if raw[0] in " \t":
+            if not current:
+                raise ConfigError(f"{path}:{number}: continuation line without a key")
+            current.append(raw)
+            continue
+        finish()
+        current = [raw]
+        start = number
+    finish()
+    return entries
+
+
+class Table:
+    """A lookup table: lookup(key) gives the value or None."""
+
+    name = ""
+
+    def lookup(self, key: str) -> str | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def entries(self) -> list[Entry]:
+        return []
+
+
+class HashTable(Table):
+    def __init__(self, name: str, entries: Iterable[Entry]) -> None:
+        self.name = name
+        self._entries = list(entries)
+        self._data = {entry.key.lower(): entry.value for entry in self._entries}
+
+    def lookup(self, key: str) -> str | None:
+        return self._data.get(key.lower())
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries)
+
+
+class StaticTable(Table):
+    def __init__(self, name: str, value: str) -> None:
+        self.name = name
+        self._value = value
+
+    def lookup(self, key: str) -> str | None:
+        return self._value
+
+
+@dataclass
+class CidrTable(Table):
+    name: str
+    rules: list[tuple[Network, str]] = field(default_factory=list)
+
+    def lookup(self, key: str) -> str | None:
+        try:
+            address = ipaddress.ip_address(key.strip("[]"))
+        except ValueError:
+            return None
+        for network, value in self.rules:
+            if address.version == network.version and address in network:
+                return value
+        return None
+
+
+def _parse_cidr(path: Path, name: str) -> CidrTable:
+    table = CidrTable(name)
+    for entry in read_table(path):
+        try:
+            network = ipaddress.ip_network(entry.key.strip("[]"), strict=False)
+        except ValueError:
+            raise ConfigError(f"{entry.where}: bad network {entry.key!r}") from None
+        table.rules.append((network, entry.value))
+    return table
+
+
+_INLINE = re.compile(r"\{(.*)\}\Z", re.S)
+
+
+def open_table(spec: str, base: Path) -> Table:
+    """Open one ``type:name`` table; relative file names are relative to base."""
+    kind, sep, name = spec.partition(":")
+    if not sep:
+        raise ConfigError(f"table {spec!r} has no type: expected type:name, "
+                          "e.g. texthash:/etc/postern/mailboxes")
+    kind = kind.lower()
+    if kind in ("texthash", "hash", "lmdb", "btree"):
+        path = Path(name) if Path(name).is_absolute() else base / name
+        return HashTable(spec, read_table(path))
+    if kind == "cidr":
+        path = Path(name) if Path(name).is_absolute() else base / name
+        return _parse_cidr(path, spec)
+    if kind == "static":
+        return StaticTable(spec, name.strip("{} "))
+    if kind == "inline":
+        match = _INLINE.match(name.strip())
+        if not match:
+            raise ConfigError(f"inline table {spec!r}: expected inline:{{ key=value, ... }}")
+        entries = []
+        for item in (part.strip() for part in match.group(1).split(",")):
+            if not item:
+                continue
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ConfigError(f"inline table {spec!r}: {item!r} is not key=value")
+            entries.append(Entry(key.strip(), value.strip(), spec, 0))
+        return HashTable(spec, entries)
+    raise ConfigError(f"unsupported table type {kind!r} in {spec!r}")
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a list of table specs, keeping inline:{ ... } whole."""
+    specs: list[str] = []
+    depth = 0
+    current = ""
+    for char in text:
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        if depth == 0 and (char == "," or char.isspace()):
+            if current:
+                specs.append(current)
+            current = ""
+            continue
+        current += char
+    if current:
+        specs.append(current)
+    return specs
+
+
+class TableList:
+    """Several tables searched in order, as a Postfix ``*_maps`` parameter is."""
+
+    def __init__(self, tables: list[Table]) -> None:
+        self.tables = tables
+
+    def __bool__(self) -> bool:
+        return bool(self.tables)
+
+    def lookup(self, key: str) -> str | None:
+        for table in self.tables:
+            value = table.lookup(key)
+            if value is not None:
+                return value
+        return None
+
+
+def open_tables(text: str, base: Path) -> TableList:
+    return TableList([open_table(spec, base) for spec in split_specs(text)])

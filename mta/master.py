@@ -1,0 +1,190 @@
+"""master: the one wiring place. Builds every part from the configuration,
+runs them on one event loop, and handles SIGTERM (drain, exit 0) and SIGHUP
+(reload the configuration and reopen the maillog).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mta import config as configuration
+from mta import log as maillog
+from mta.config import Config
+from mta.delivery import DeliveryAgent
+from mta.errors import ConfigError
+from mta.local import LocalDelivery
+from mta.mailboxes import Mailboxes
+from mta.metrics import MetricsServer
+from mta.qmgr import QueueManager
+from mta.routing import Router
+from mta.smtpd.checks import Restrictions
+from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
+from mta.spool import Spool
+from mta.tls import certs
+
+log = logging.getLogger(__name__)
+
+
+def setup_maillog(config: Config) -> None:
+    logfile = config.maillog_file
+    maillog.setup(syslog_name=config.syslog_name, hostname=config.myhostname,
+                  maillog_file=str(config.path_of(logfile)) if logfile else None,
+                  stderr=config.maillog_stderr,
+                  resolution=config.delay_logging_resolution_limit)
+
+
+def prepare_certificates(config: Config) -> None:
+    """The embedded default's self-signed certificate, made once (and logged)."""
+    if not (config.tls_self_signed_on_first_start and config.smtpd_tls_cert_file):
+        return
+    cert = config.path_of(config.smtpd_tls_cert_file)
+    key = config.path_of(config.smtpd_tls_key_file or config.smtpd_tls_cert_file)
+    if certs.ensure_self_signed(cert, key, config.myhostname):
+        maillog.info("master", f"created a self-signed certificate for {config.myhostname} "
+                     f"in {cert} (key in {key})")
+
+
+@dataclass
+class Parts:
+    """What a configuration builds; replaced as a whole on reload."""
+
+    mailboxes: Mailboxes
+    restrictions: Restrictions
+    router: Router
+
+
+def build_parts(config: Config) -> Parts:
+    mailboxes = Mailboxes.from_config(config)
+    return Parts(mailboxes, Restrictions(config, mailboxes), Router(config, mailboxes))
+
+
+@dataclass
+class Daemon:
+    config: Config
+    spool: Spool = field(init=False)
+    qmgr: QueueManager = field(init=False)
+    servers: list[SmtpdServer] = field(default_factory=list)
+    metrics: MetricsServer | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        prepare_certificates(config)
+        self.spool = Spool(config.path_of(config.queue_directory), lane=0)
+        parts = build_parts(config)
+        agents: dict[str, DeliveryAgent] = {"local": LocalDelivery(parts.mailboxes, self.spool)}
+        self.qmgr = QueueManager(config, self.spool, parts.router, agents)
+        self._agents = agents
+        await self.qmgr.start()
+        for listener in config.listeners:
+            view = config.for_listener(listener)
+            view_parts = parts if view is config else build_parts(view)
+            ctx = SmtpdContext(
+                config=view, listener=listener, spool=self.spool,
+                restrictions=view_parts.restrictions,
+                connections=ConnectionRegistry(view),
+                names=NameCache(view.smtpd_peername_lookup),
+                on_queued=lambda envelope: self.qmgr.queued(envelope.qid), loop=loop)
+            server = SmtpdServer(ctx)
+            await server.start()
+            self.servers.append(server)
+            maillog.info("master", f"listening on {listener.address} for service "
+                         f"{listener.name}")
+        if config.metrics_listen:
+            from mta.config.types import parse_hostport
+            where = parse_hostport(config.metrics_listen)
+            self.metrics = MetricsServer(where.host, where.port)
+            await self.metrics.start()
+        maillog.info("master", f"daemon started -- version {_version()}, configuration "
+                     f"{config.path}")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read main.cf; on error keep running with the old one."""
+        try:
+            new = configuration.load(self.config.path)
+            parts = build_parts(new)
+        except ConfigError as error:
+            maillog.warning("master", f"reload failed, keeping the running configuration: "
+                            f"{error}")
+            return
+        for warning in new.warnings:
+            maillog.warning("master", warning)
+        setup_maillog(new)
+        for server in self.servers:
+            listener = next((spec for spec in new.listeners
+                             if spec.name == server.ctx.listener.name), None)
+            if listener is None:
+                maillog.warning("master", f"service {server.ctx.listener.name} removed from "
+                                "main.cf; it keeps running until restart")
+                continue
+            view = new.for_listener(listener)
+            server.ctx.config = view
+            server.ctx.restrictions = (parts if view is new else build_parts(view)).restrictions
+            server.ctx.connections.config = view
+        self.qmgr.config = new
+        self.qmgr.router = parts.router
+        local = self._agents.get("local")
+        if isinstance(local, LocalDelivery):
+            local.mailboxes = parts.mailboxes
+        self.config = new
+        maillog.info("master", "reload -- configuration " + new.path)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> None:
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let open sessions finish, stop the qmgr, exit 0."""
+        maillog.info("master", "terminating on signal 15")
+        for server in self.servers:
+            server.stop_accepting()
+        for server in self.servers:
+            await server.wait_closed()
+        await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout)
+        await self.qmgr.stop()
+        if self.metrics is not None:
+            await self.metrics.close()
+        self.spool.close()
+
+
+async def _wait_sessions(servers: list[SmtpdServer], timeout: float) -> None:
+    events = [server.ctx.connections.drained for server in servers]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout)
+
+
+def _version() -> str:
+    from mta import __version__
+    return __version__
+
+
+async def run(config: Config) -> int:
+    daemon = Daemon(config)
+    loop = asyncio.get_running_loop()
+    await daemon.start()
+    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: (maillog.reopen(), daemon.reload()))
+    await daemon.serve()
+    return 0
+
+
+def main(config_path: str) -> int:
+    config = configuration.load(config_path)
+    setup_maillog(config)
+    logging.basicConfig(level=getattr(logging, config.debug_log_level.upper(), logging.WARNING),
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatter
+    for warning in config.warnings:
+        maillog.warning("master", warning)
+    Path(config.path_of(config.queue_directory)).mkdir(parents=True, exist_ok=True)
+    return asyncio.run(run(config))

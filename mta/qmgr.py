@@ -1,0 +1,471 @@
+"""qmgr: moves mail incoming → active, schedules deliveries, retries, expires.
+
+One asyncio task per active message; per-destination concurrency limits keep
+one slow or dead next hop from holding up the others. Results go to the
+queue file as appended status records before the file moves on, so a crash
+repeats at most the attempt that was under way, never loses a recipient.
+Deferred mail waits in deferred/ with its next-attempt time as the file's
+mtime (as in Postfix); it is scanned every queue_run_delay, or sooner when
+we know a retry is due, or at once on ``mta queue flush``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from mta import log as maillog
+from mta import schedule
+from mta.config import Config
+from mta.delivery import (
+    DeliveryAgent,
+    DeliveryRequest,
+    DeliveryResult,
+    Recipient,
+    Route,
+    results_for_all,
+)
+from mta.errors import CorruptQueueFile
+from mta.metrics import REGISTRY
+from mta.queuefile import QueueFile
+from mta.routing import Router
+from mta.spool import QUEUES, Spool
+
+log = logging.getLogger(__name__)
+
+DELIVERIES = Counter("mta_deliveries", "Recipient delivery outcomes.",
+                     ["transport", "status", "dsn_class"], registry=REGISTRY)
+DELAY_STAGE = Histogram("mta_delivery_delay_seconds",
+                        "Delivery delay per stage, as in delays=a/b/c/d.",
+                        ["stage"], registry=REGISTRY,
+                        buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 3600,
+                                 86400))
+QUEUE_SIZE = Gauge("mta_queue_messages", "Messages per queue directory.", ["queue"],
+                   registry=REGISTRY)
+QUEUE_OLDEST = Gauge("mta_queue_oldest_age_seconds", "Age of the oldest message per queue.",
+                     ["queue"], registry=REGISTRY)
+REMOVED = Counter("mta_qmgr_messages_removed", "Messages removed after their last recipient.",
+                  registry=REGISTRY)
+EXPIRED = Counter("mta_qmgr_messages_expired", "Messages returned after maximal_queue_lifetime.",
+                  registry=REGISTRY)
+CORRUPT = Counter("mta_qmgr_corrupt_files", "Queue files set aside in corrupt/.",
+                  registry=REGISTRY)
+
+STAGES = ("before_qmgr", "in_qmgr", "connection_setup", "transmission")
+
+
+class QueuedContent:
+    """The content of a queued message, read from its queue file on demand."""
+
+    def __init__(self, spool: Spool, queue: str, queue_file: QueueFile) -> None:
+        self._spool = spool
+        self._queue = queue
+        self._file = queue_file
+
+    @property
+    def size(self) -> int:
+        return self._file.envelope.size
+
+    async def read_all(self) -> bytes:
+        return await self._spool.run(self._spool.read_content, self._queue, self._file.qid,
+                                     self._file)
+
+    def chunks(self) -> Iterator[bytes]:
+        return self._spool.open_content(self._queue, self._file.qid, self._file)
+
+
+class Bouncer:
+    """What the qmgr needs from bounce: queue a DSN for failed recipients."""
+
+    async def bounce(self, queue_file: QueueFile,
+                     failed: list[tuple[Recipient, DeliveryResult]]) -> str | None:
+        return None
+
+    async def delay_warning(self, queue_file: QueueFile,
+                            delayed: list[tuple[Recipient, DeliveryResult]]) -> str | None:
+        return None
+
+
+class Destination:
+    """Per (transport, next hop) concurrency; the outbound issue adds feedback."""
+
+    def __init__(self, key: tuple[str, str], limit: int) -> None:
+        self.key = key
+        self.limit = limit
+        self.semaphore = asyncio.Semaphore(limit)
+
+    @contextlib.asynccontextmanager
+    async def slot(self):  # type: ignore[no-untyped-def]
+        async with self.semaphore:
+            yield
+
+    def suspended_reason(self) -> str | None:
+        return None
+
+    def record(self, results: list[DeliveryResult]) -> None:
+        pass
+
+
+@dataclass
+class _Attempt:
+    qid: str
+    queue_file: QueueFile
+    entered_active: float
+
+
+class QueueManager:
+    def __init__(self, config: Config, spool: Spool, router: Router,
+                 agents: dict[str, DeliveryAgent], *, bouncer: Bouncer | None = None,
+                 clock: Callable[[], float] = time.time,
+                 destination_factory: Callable[[tuple[str, str], int], Destination]
+                 | None = None) -> None:
+        self.config = config
+        self.spool = spool
+        self.router = router
+        self.agents = agents
+        self.bouncer = bouncer or Bouncer()
+        self.clock = clock
+        self._destination_factory = destination_factory or Destination
+        self.destinations: dict[tuple[str, str], Destination] = {}
+        self._incoming: asyncio.Queue[str] = asyncio.Queue()
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._active_limit = asyncio.Semaphore(config.qmgr_message_active_limit)
+        self._scan_now = asyncio.Event()
+        self._rearm = asyncio.Event()
+        self._flush = False
+        self._next_due: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wakeup: asyncio.DatagramTransport | None = None
+        self._stopping = False
+        self.idle = asyncio.Event()
+
+    # -- life cycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Recover from the last run and start the scheduling tasks."""
+        await self.spool.run(self.spool.create)
+        for name in await self.spool.run(self.spool.remove_stale_temporaries):
+            log.info("removed stale temporary file %s", name)
+        await self._open_wakeup()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._activate_incoming(), name="qmgr-incoming"),
+                       loop.create_task(self._deferred_runner(), name="qmgr-deferred")]
+        # Mail left active by a crash or stop is delivered first, then incoming.
+        for entry in await self.spool.run(self.spool.scan, "active"):
+            await self._active_limit.acquire()
+            self._spawn(entry.qid, self.clock())
+        for entry in await self.spool.run(self.spool.scan, "incoming"):
+            self._incoming.put_nowait(entry.qid)
+        self._scan_now.set()
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop scheduling; let deliveries under way finish for up to grace seconds.
+
+        Mail not finished stays in active/ and is delivered at the next start.
+        """
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._wakeup is not None:
+            self._wakeup.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.spool.wakeup_path)
+        pending = list(self._active.values())
+        if pending:
+            _done, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still)
+
+    async def _open_wakeup(self) -> None:
+        path = self.spool.wakeup_path
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        loop = asyncio.get_running_loop()
+        manager = self
+
+        class _Wakeup(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                manager.wake(flush=data.startswith(b"F"))
+
+        transport, _ = await loop.create_datagram_endpoint(
+            _Wakeup, local_addr=str(path), family=socket.AF_UNIX)
+        os.chmod(path, 0o622)
+        self._wakeup = transport  # type: ignore[assignment]
+
+    # -- entry points -----------------------------------------------------------------
+    def queued(self, qid: str) -> None:
+        """A new message is in incoming/ (called in-process by smtpd and pickup)."""
+        if not self._stopping:
+            self._incoming.put_nowait(qid)
+
+    def wake(self, *, flush: bool = False) -> None:
+        """Look at incoming/ (and deferred/ when flushing) now."""
+        if flush:
+            self._flush = True
+        self._scan_now.set()
+
+    # -- the activation pipeline -----------------------------------------------------
+    async def _activate_incoming(self) -> None:
+        while True:
+            qid = await self._incoming.get()
+            if qid in self._active:
+                continue
+            await self._active_limit.acquire()
+            try:
+                await self.spool.run(self.spool.move, qid, "incoming", "active")
+            except FileNotFoundError:
+                self._active_limit.release()  # deleted, or already taken
+                continue
+            self._spawn(qid, self.clock())
+
+    async def _wait_for_scan(self) -> None:
+        """Sleep until a wake-up, queue_run_delay, or the earliest known retry."""
+        while True:
+            timeout = self.config.queue_run_delay
+            if self._next_due is not None:
+                timeout = min(timeout, max(0.0, self._next_due - self.clock()))
+            self._rearm.clear()
+            waiters = [asyncio.ensure_future(self._scan_now.wait()),
+                       asyncio.ensure_future(self._rearm.wait())]
+            try:
+                done, _ = await asyncio.wait(waiters, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if self._scan_now.is_set() or not done:
+                return
+
+    async def _deferred_runner(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wait_for_scan()
+            self._scan_now.clear()
+            flush, self._flush = self._flush, False
+            self._next_due = None
+            # Incoming first: a wake-up from another process (sendmail) names no id.
+            for entry in await self.spool.run(self.spool.scan, "incoming"):
+                if entry.qid not in self._active:
+                    self._incoming.put_nowait(entry.qid)
+            now = self.clock()
+            for entry in await self.spool.run(self.spool.scan, "deferred"):
+                if not flush and entry.mtime > now:
+                    self._note_due(entry.mtime)
+                    continue
+                if entry.qid in self._active:
+                    continue
+                await self._active_limit.acquire()
+                try:
+                    await self.spool.run(self.spool.move, entry.qid, "deferred", "active")
+                except FileNotFoundError:
+                    self._active_limit.release()
+                    continue
+                self._spawn(entry.qid, self.clock())
+            await loop.run_in_executor(self.spool.executor, self._update_gauges)
+
+    def _note_due(self, when: float) -> None:
+        if self._next_due is None or when < self._next_due:
+            self._next_due = when
+
+    def _update_gauges(self) -> None:
+        now = time.time()
+        for queue in QUEUES:
+            entries = self.spool.scan(queue)
+            QUEUE_SIZE.labels(queue).set(len(entries))
+            oldest = min((e.qid for e in entries), default=None)
+            if oldest is None:
+                QUEUE_OLDEST.labels(queue).set(0)
+            else:
+                from mta.queueid import arrival_of, is_valid
+                QUEUE_OLDEST.labels(queue).set(max(0.0, now - arrival_of(oldest))
+                                               if is_valid(oldest) else 0)
+
+    def _spawn(self, qid: str, entered: float) -> None:
+        self.idle.clear()
+        task = asyncio.get_running_loop().create_task(self._process(qid, entered),
+                                                      name=f"qmgr-{qid}")
+        self._active[qid] = task
+        task.add_done_callback(lambda t, q=qid: self._done(q, t))
+
+    def _done(self, qid: str, task: asyncio.Task[None]) -> None:
+        self._active.pop(qid, None)
+        self._active_limit.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("qmgr: %s: %r", qid, task.exception(), exc_info=task.exception())
+        if not self._active:
+            self.idle.set()
+
+    # -- one message ---------------------------------------------------------------------
+    async def _process(self, qid: str, entered: float) -> None:
+        try:
+            queue_file = await self.spool.run(self.spool.read, "active", qid)
+        except FileNotFoundError:
+            return
+        except CorruptQueueFile as error:
+            maillog.warning("qmgr", str(error))
+            maillog.corrupt(qid, "active")
+            CORRUPT.inc()
+            await self.spool.run(self.spool.save_corrupt, "active", qid)
+            return
+        envelope = queue_file.envelope
+        pending = queue_file.pending()
+        maillog.queue_active(qid, envelope.sender, envelope.size, len(pending))
+        attempt = _Attempt(qid, queue_file, entered)
+        groups: dict[Route, list[Recipient]] = {}
+        for index in pending:
+            address = envelope.recipients[index]
+            groups.setdefault(self.router.route(address), []).append(Recipient(index, address))
+        content = QueuedContent(self.spool, "active", queue_file)
+        jobs = []
+        for route, recipients in groups.items():
+            limit = self._recipient_limit(route.transport)
+            for start in range(0, len(recipients), limit):
+                jobs.append(self._deliver(attempt, route, recipients[start:start + limit],
+                                          content))
+        outcome: list[tuple[Recipient, DeliveryResult]] = []
+        for results in await asyncio.gather(*jobs):
+            outcome.extend(results)
+        await self._finish(attempt, outcome)
+
+    def _recipient_limit(self, transport: str) -> int:
+        if transport == "local":
+            return 50  # one Maildir write per recipient; batching only saves a read
+        return max(1, int(self._param("default_destination_recipient_limit", 50)))
+
+    def _param(self, name: str, default: object) -> object:
+        try:
+            return self.config.get(name)
+        except AttributeError:
+            return default
+
+    def _destination(self, route: Route) -> Destination:
+        key = (route.transport, route.nexthop)
+        destination = self.destinations.get(key)
+        if destination is None:
+            if route.transport == "local":
+                limit = self.config.local_destination_concurrency_limit
+            else:
+                limit = int(self._param("default_destination_concurrency_limit", 20))
+            destination = self._destination_factory(key, limit)
+            self.destinations[key] = destination
+        return destination
+
+    async def _deliver(self, attempt: _Attempt, route: Route, recipients: list[Recipient],
+                       content: QueuedContent) -> list[tuple[Recipient, DeliveryResult]]:
+        agent = self.agents.get(route.transport)
+        destination = self._destination(route)
+        request = DeliveryRequest(attempt.qid, attempt.queue_file.envelope, recipients, route,
+                                  content)
+        if agent is None:
+            results = results_for_all(request, "deferred", "4.3.0",
+                                      f"mail transport unavailable: {route.transport}")
+            program = "qmgr"
+        else:
+            program = agent.name
+            reason = destination.suspended_reason()
+            if reason is not None:
+                results = results_for_all(request, "deferred", "4.4.1",
+                                          f"delivery temporarily suspended: {reason}")
+            else:
+                async with destination.slot():
+                    request.attempt_started = self.clock()
+                    try:
+                        results = await agent.deliver(request)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as error:  # an agent bug must not lose mail
+                        log.exception("%s: delivery agent %s failed", attempt.qid, program)
+                        results = results_for_all(request, "deferred", "4.3.0",
+                                                  f"delivery agent failure: {error!r}")
+                destination.record(results)
+        by_index = {r.index: r for r in results}
+        paired = []
+        for recipient in recipients:
+            result = by_index.get(recipient.index) or DeliveryResult(
+                recipient.index, "deferred", "4.3.0", "delivery agent returned no status")
+            self._log_result(program, attempt, recipient, result, request.attempt_started)
+            paired.append((recipient, result))
+        return paired
+
+    def _log_result(self, program: str, attempt: _Attempt, recipient: Recipient,
+                    result: DeliveryResult, started: float) -> None:
+        now = self.clock()
+        arrival = attempt.queue_file.envelope.arrival
+        a = max(0.0, attempt.entered_active - arrival)
+        b = max(0.0, (started or now) - attempt.entered_active - 0.0)
+        c, d = result.setup_time, result.transfer_time
+        b = max(0.0, min(b, now - arrival - a - c - d))
+        maillog.delivery(program, attempt.qid, recipient.address, relay=result.relay,
+                         delay=max(0.0, now - arrival), delays=(a, b, c, d), dsn=result.dsn,
+                         status=result.status, text=result.text, conn_use=result.conn_use,
+                         tls=result.tls)
+        DELIVERIES.labels(program, result.status, result.dsn[:1] or "?").inc()
+        for stage, value in zip(STAGES, (a, b, c, d), strict=True):
+            DELAY_STAGE.labels(stage).observe(value)
+
+    async def _finish(self, attempt: _Attempt,
+                      outcome: list[tuple[Recipient, DeliveryResult]]) -> None:
+        qid, queue_file = attempt.qid, attempt.queue_file
+        envelope = queue_file.envelope
+        now = self.clock()
+        deferred = [(r, res) for r, res in outcome if res.status == "deferred"]
+        bounced = [(r, res) for r, res in outcome if res.status == "bounced"]
+        lifetime = (self.config.bounce_queue_lifetime if not envelope.sender
+                    else self.config.maximal_queue_lifetime)
+        if deferred and schedule.expired(envelope.arrival, now, lifetime):
+            maillog.expired(qid, envelope.sender)
+            EXPIRED.inc()
+            bounced.extend(deferred)
+            deferred = []
+        if bounced:
+            # The DSN is durably queued before the original goes away.
+            await self.bouncer.bounce(queue_file, bounced)
+        if not deferred:
+            await self.spool.run(self.spool.remove, "active", qid)
+            maillog.removed(qid)
+            REMOVED.inc()
+            return
+        records = [self._record(res, now) for _, res in outcome if res.status != "deferred"]
+        when = schedule.next_attempt(envelope.arrival, now, self.config.minimal_backoff_time,
+                                     self.config.maximal_backoff_time)
+        for _, result in deferred:
+            records.append(self._record(result, now, next_attempt=when))
+        await self._maybe_warn(queue_file, deferred, now, records)
+        await self.spool.run(self.spool.append, "active", qid, records)
+        await self.spool.run(lambda: self.spool.move(qid, "active", "deferred", mtime=when))
+        self._note_due(when)
+        if self._next_due == when:
+            self._rearm.set()  # the runner's timer must fire earlier
+
+    async def _maybe_warn(self, queue_file: QueueFile,
+                          deferred: list[tuple[Recipient, DeliveryResult]], now: float,
+                          records: list[dict[str, object]]) -> None:
+        warn_after = self.config.delay_warning_time
+        if not warn_after or queue_file.flag("delay_warned") or not queue_file.envelope.sender:
+            return
+        if now - queue_file.envelope.arrival < warn_after:
+            return
+        await self.bouncer.delay_warning(queue_file, deferred)
+        records.append({"flag": "delay_warned", "t": round(now, 3)})
+
+    @staticmethod
+    def _record(result: DeliveryResult, now: float,
+                next_attempt: float | None = None) -> dict[str, object]:
+        record: dict[str, object] = {"r": result.index, "s": result.status, "dsn": result.dsn,
+                                     "t": round(now, 3), "relay": result.relay,
+                                     "text": result.text}
+        if next_attempt is not None:
+            record["next"] = round(next_attempt, 3)
+        return record

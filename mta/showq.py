@@ -1,0 +1,149 @@
+"""Queue listings in Postfix's formats: postqueue -p, postqueue -j and postcat.
+
+These read the spool directly (a directory walk and envelope parse per
+file), so they work whether the daemon runs or not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mta.errors import CorruptQueueFile
+from mta.queuefile import QueueFile
+from mta.spool import Spool
+
+LISTED_QUEUES = ("incoming", "active", "deferred", "hold")
+_FLAG = {"active": "*", "hold": "!"}
+_ID_WIDTH = 13
+_RECIPIENT_INDENT = _ID_WIDTH + 1 + 8 + 1 + 20 + 1
+
+
+@dataclass
+class Listed:
+    queue: str
+    queue_file: QueueFile
+
+
+def walk(spool: Spool, errors: list[str] | None = None) -> Iterator[Listed]:
+    for queue in LISTED_QUEUES:
+        for entry in spool.scan(queue):
+            try:
+                queue_file = spool.read(queue, entry.qid, verify=False)
+            except FileNotFoundError:
+                continue  # delivered while we looked
+            except CorruptQueueFile as error:
+                if errors is not None:
+                    errors.append(str(error))
+                continue
+            yield Listed(queue, queue_file)
+
+
+def _arrival(when: float) -> str:
+    return time.strftime("%a %b %d %H:%M:%S", time.localtime(when))
+
+
+def pending_with_reasons(queue_file: QueueFile) -> list[tuple[str, str | None]]:
+    """(recipient, last deferral reason) for every recipient not yet done."""
+    rows = []
+    for index in queue_file.pending():
+        status = queue_file.statuses.get(index)
+        reason = status.text if status and status.status == "deferred" else None
+        rows.append((queue_file.envelope.recipients[index], reason))
+    return rows
+
+
+def format_listing(items: list[Listed]) -> str:
+    """postqueue -p: one block per message, reasons above their recipients."""
+    if not items:
+        return "Mail queue is empty\n"
+    header = (f"{'-Queue ID-':<{_ID_WIDTH}} {'--Size--':>8} {'----Arrival Time----':<20} "
+              "-Sender/Recipient-------")
+    lines = [header]
+    total = 0
+    for item in items:
+        envelope = item.queue_file.envelope
+        total += envelope.size
+        qid = envelope.qid + _FLAG.get(item.queue, "")
+        lines.append(f"{qid:<{_ID_WIDTH}} {envelope.size:>8} {_arrival(envelope.arrival):<20} "
+                     f"{envelope.sender or 'MAILER-DAEMON'}")
+        last_reason: str | None = None
+        for recipient, reason in pending_with_reasons(item.queue_file):
+            if reason and reason != last_reason:
+                text = f"({reason})"
+                pad = max(_ID_WIDTH + 1 + 8, 80 - len(text))
+                lines.append(" " * pad + text)
+                last_reason = reason
+            lines.append(" " * _RECIPIENT_INDENT + recipient)
+        lines.append("")
+    count = len(items)
+    lines.append(f"-- {total // 1024} Kbytes in {count} Request{'s' if count != 1 else ''}.")
+    return "\n".join(lines) + "\n"
+
+
+def format_json(items: list[Listed]) -> str:
+    """postqueue -j: one JSON object per message, one per line."""
+    out = []
+    for item in items:
+        envelope = item.queue_file.envelope
+        recipients = []
+        for recipient, reason in pending_with_reasons(item.queue_file):
+            row: dict[str, object] = {"address": recipient}
+            if reason:
+                row["delay_reason"] = reason
+            recipients.append(row)
+        next_attempt = None
+        for status in item.queue_file.statuses.values():
+            if status.next_attempt:
+                next_attempt = max(next_attempt or 0.0, status.next_attempt)
+        record = {"queue_name": item.queue, "queue_id": envelope.qid,
+                  "arrival_time": int(envelope.arrival), "message_size": envelope.size,
+                  "forced_expire": False, "sender": envelope.sender,
+                  "recipients": recipients}
+        if next_attempt is not None and item.queue == "deferred":
+            record["next_attempt_time"] = int(next_attempt)
+        out.append(json.dumps(record))
+    return "".join(line + "\n" for line in out)
+
+
+def format_postcat(queue: str, queue_file: QueueFile, content: bytes, *, envelope: bool = True,
+                   headers: bool = True, body: bool = True) -> str:
+    """postcat -q: envelope records, then the message, with Postfix's section markers."""
+    env = queue_file.envelope
+    name = f"{queue}/{env.qid}"
+    out = []
+    if envelope:
+        out.append(f"*** ENVELOPE RECORDS {name} ***")
+        out.append(f"message_size: {env.size:>16}")
+        out.append(f"message_arrival_time: {time.ctime(env.arrival)}")
+        if env.client:
+            out.append(f"client: {env.client}")
+        if env.helo:
+            out.append(f"helo_name: {env.helo}")
+        if env.proto:
+            out.append(f"protocol_name: {env.proto}")
+        for key, value in env.attrs.items():
+            out.append(f"named_attribute: {key}={value}")
+        out.append(f"sender: {env.sender}")
+        for index, recipient in enumerate(env.recipients):
+            out.append(f"recipient: {recipient}")
+            status = queue_file.statuses.get(index)
+            if status:
+                when = time.ctime(status.time) if status.time else "-"
+                line = f"  status: {status.status} dsn={status.dsn} at {when} ({status.text})"
+                if status.next_attempt and status.status == "deferred":
+                    line += f" next attempt {time.ctime(status.next_attempt)}"
+                out.append(line)
+    text = content.decode("utf-8", "replace").replace("\r\n", "\n")
+    head, sep, rest = text.partition("\n\n")
+    if headers or body:
+        out.append(f"*** MESSAGE CONTENTS {name} ***")
+        if headers:
+            out.append(head + ("\n" if sep else ""))
+        if body and sep:
+            out.append(rest.rstrip("\n"))
+    out.append(f"*** HEADER EXTRACTED {name} ***")
+    out.append(f"*** MESSAGE FILE END {name} ***")
+    return "\n".join(out) + "\n"

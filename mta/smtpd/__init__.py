@@ -1,0 +1,1 @@
+"""smtpd: the SMTP receiver (listeners, protocol, restrictions, DATA reading)."""

@@ -1,0 +1,120 @@
+"""Reading DATA: find the end, undo dot-stuffing, normalise line endings.
+
+Security rules (SMTP smuggling, CVE-2023-51764 class): the message ends only
+at ``<CR><LF>.<CR><LF>`` on the raw wire (RFC 5321 §4.1.1.4). Any other
+newline, a bare LF or a bare CR, never ends the message; it is normalised to
+CRLF so that it cannot leave here as a bare newline either, and a ``.`` line
+made that way is plain content (it is dot-stuffed again when relayed).
+
+The reader works on chunks with bytes methods (C speed) rather than on lines
+in Python: a 25 MB message costs a few hundred loop iterations, not 350,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+_TERMINATOR = b"\r\n.\r\n"
+_ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
+CHUNK = 256 * 1024
+
+
+@dataclass
+class DataResult:
+    """How a DATA transfer went: raw bytes seen and what was odd about them."""
+
+    raw_bytes: int = 0
+    content_bytes: int = 0
+    bare_lf: bool = False
+    bare_cr: bool = False
+    too_big: bool = False
+
+
+class DataDecoder:
+    """Turns raw DATA bytes (without the terminator) into message content."""
+
+    def __init__(self) -> None:
+        self._held = b""
+        self._line_start = True  # the DATA command's CRLF started a line
+        self.bare_lf = False
+        self.bare_cr = False
+
+    def feed(self, raw: bytes, *, final: bool = False) -> bytes:
+        data = self._held + raw if self._held else raw
+        self._held = b""
+        if not final and data.endswith(b"\r"):
+            # Could be the first half of a CRLF split across chunks.
+            self._held = b"\r"
+            data = data[:-1]
+        if not data:
+            return b""
+        crlf = data.count(b"\r\n")
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+            self.bare_lf = self.bare_lf or data.count(b"\n") != crlf
+            self.bare_cr = self.bare_cr or data.count(b"\r") != crlf
+            data = _ANY_NEWLINE.sub(b"\r\n", data)
+        # RFC 5321 §4.5.2: remove the first '.' of every line that starts with one.
+        if self._line_start and data.startswith(b"."):
+            data = data[1:]
+        data = data.replace(b"\r\n.", b"\r\n")
+        if data:
+            self._line_start = data.endswith(b"\r\n")
+        return data
+
+
+def unread(reader: asyncio.StreamReader, data: bytes) -> None:
+    """Give back bytes read past the end of DATA (pipelined commands).
+
+    StreamReader has no public unread; its buffer is a bytearray that
+    aiosmtpd itself also manipulates (the STARTTLS fix of 1.4.6 clears it).
+    """
+    if data:
+        reader._buffer[0:0] = data  # type: ignore[attr-defined]
+
+
+async def read_data(reader: asyncio.StreamReader, sink: Callable[[bytes], Awaitable[None]],
+                    limit: int) -> DataResult:
+    """Read one message up to the terminator, feeding content to sink.
+
+    After limit content bytes the rest is read and discarded: the client is
+    told 552 only after the terminator (RFC 5321 §4.2.5), which keeps the
+    session in step. Leftover pipelined bytes are returned to the reader.
+    """
+    result = DataResult()
+    decoder = DataDecoder()
+    tail = b"\r\n"  # the last two raw bytes seen: a terminator can span chunks
+    while True:
+        raw = await reader.read(CHUNK)
+        if not raw:
+            raise ConnectionResetError("connection closed during DATA")
+        window = tail + raw
+        end = window.find(_TERMINATOR)
+        if end != -1:
+            body_end = end + 2 - len(tail)  # keep the CRLF that precedes the dot
+            leftover = window[end + len(_TERMINATOR):]
+            # body_end >= 0: a terminator starting in the tail starts with its
+            # CRLF, which was already fed as the end of the last line.
+            unread(reader, leftover)
+            result.raw_bytes += body_end
+            await _deliver(decoder.feed(raw[:body_end], final=True), sink, result, limit)
+            break
+        result.raw_bytes += len(raw)
+        tail = window[-2:]
+        await _deliver(decoder.feed(raw), sink, result, limit)
+    result.bare_lf = decoder.bare_lf
+    result.bare_cr = decoder.bare_cr
+    return result
+
+
+async def _deliver(content: bytes, sink: Callable[[bytes], Awaitable[None]],
+                   result: DataResult, limit: int) -> None:
+    if not content:
+        return
+    result.content_bytes += len(content)
+    if limit and result.content_bytes > limit:
+        result.too_big = True
+    if not result.too_big:
+        await sink(content)

@@ -1,0 +1,97 @@
+"""SMTP command grammar: MAIL/RCPT paths and ESMTP parameters (RFC 5321 §4.1.2).
+
+Parsing is strict where it protects the queue (no line breaks, no NUL, a
+syntactically valid mailbox) and lenient where Postfix is lenient (a space
+after ``FROM:``, a missing pair of angle brackets, a source route, which
+§4.1.1.3 says to accept and ignore).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_QUOTED = r'"(?:[^"\\\r\n]|\\.)*"'
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*\.?"
+_LITERAL = r"\[[^\[\]\\\s]+\]"
+_MAILBOX = re.compile(rf"(?:{_DOT_ATOM}|{_QUOTED})(?:@(?:{_DOMAIN}|{_LITERAL}))?\Z")
+_UTF8_MAILBOX = re.compile(r"(?:[^\s@\"<>()\[\]\\,;:]+(?:\.[^\s@\"<>()\[\]\\,;:]+)*|"
+                           + _QUOTED + r")(?:@[^\s@\"<>()\\,;:]+)?\Z")
+_PARAM = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([!-<>-~]+))?\Z")
+
+
+class PathError(ValueError):
+    """A path that is not a valid mailbox; .utf8 when it only lacks SMTPUTF8."""
+
+    def __init__(self, message: str, *, utf8: bool = False) -> None:
+        super().__init__(message)
+        self.utf8 = utf8
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    address: str
+    params: dict[str, str | None]
+
+
+def _split_path(text: str) -> tuple[str, str]:
+    """(path text, rest) where path text may be bracketed."""
+    text = text.lstrip(" ")
+    if not text.startswith("<"):
+        address, _, rest = text.partition(" ")
+        return address, rest
+    quoted = False
+    escaped = False
+    for index, char in enumerate(text[1:], start=1):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ">" and not quoted:
+            return text[1:index], text[index + 1:]
+    raise PathError("unbalanced <")
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for item in text.split():
+        match = _PARAM.match(item)
+        if not match:
+            raise PathError(f"bad parameter {item!r}")
+        params[match.group(1).upper()] = match.group(2)
+    return params
+
+
+def parse_path(argument: str, keyword: str, *, allow_empty: bool,
+               smtputf8: bool) -> Path:
+    """Parse the argument of MAIL (keyword FROM:) or RCPT (keyword TO:)."""
+    if not argument[: len(keyword)].upper() == keyword:
+        raise PathError("missing " + keyword)
+    path_text, rest = _split_path(argument[len(keyword):])
+    if path_text.startswith("@"):
+        # A source route <@a,@b:user@c>: accepted and ignored (RFC 5321 §4.1.1.3).
+        path_text = path_text.partition(":")[2]
+    params = parse_params(rest)
+    if not path_text:
+        if allow_empty:
+            return Path("", params)
+        raise PathError("empty address")
+    if any(ord(c) < 32 or ord(c) == 127 for c in path_text):
+        raise PathError("control character in address")
+    if path_text.isascii():
+        if not _MAILBOX.match(path_text):
+            raise PathError("bad address syntax")
+    else:
+        if not _UTF8_MAILBOX.match(path_text):
+            raise PathError("bad address syntax")
+        if not smtputf8:
+            raise PathError("unicode address without SMTPUTF8", utf8=True)
+    local, at, _domain = path_text.rpartition("@")
+    if at and len(local) > 64 * 4:
+        raise PathError("local part too long")
+    return Path(path_text, params)

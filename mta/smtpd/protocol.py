@@ -1,0 +1,507 @@
+"""The SMTP server protocol: aiosmtpd's SMTP with Postfix's replies and limits.
+
+aiosmtpd gives us the transport plumbing, STARTTLS and the AUTH mechanisms.
+We replace its command loop and its command handlers, because a relaying MTA
+needs what it does not do (docs/architecture.md): enhanced status codes on
+every reply, bare LF/CR handling in commands and DATA (SMTP smuggling), DATA
+streamed to the spool instead of held in memory twice, replies batched while
+the client pipelines (RFC 2920), a 421 on timeout, and Postfix's log lines.
+Policy is not decided here: checks.py answers, cleanup.py and the spool store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP
+
+from mta import address as addr
+from mta import log as maillog
+from mta.cleanup import CleanupStream, ReceivedInfo, received_header
+from mta.queuefile import Envelope
+from mta.smtpd import replies
+from mta.smtpd.checks import ClientFacts
+from mta.smtpd.data import read_data
+from mta.smtpd.grammar import PathError, parse_path
+
+if TYPE_CHECKING:
+    from mta.smtpd.server import SmtpdContext
+
+log = logging.getLogger(__name__)
+
+# Postfix's order of commands in the disconnect line (smtpd.c's command table).
+COMMAND_ORDER = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "rset",
+                 "noop", "vrfy", "etrn", "quit", "unknown")
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class _NoHandler:
+    """aiosmtpd wants a handler object; our hooks live on the protocol."""
+
+
+class Transaction:
+    """The MAIL/RCPT/DATA state, reset by RSET, HELO/EHLO and after DATA."""
+
+    def __init__(self) -> None:
+        self.sender: str | None = None
+        self.recipients: list[str] = []
+        self.rcpt_attempts = 0
+        self.qid: str | None = None
+        self.declared_size = 0
+        self.body_type = ""
+
+
+class SmtpdProtocol(SMTP):
+    """One SMTP session on one listener."""
+
+    def __init__(self, ctx: SmtpdContext) -> None:
+        self.ctx = ctx
+        config = ctx.config
+        # aiosmtpd sizes its StreamReader from this attribute in __init__.
+        self.line_length_limit = config.line_length_limit
+        super().__init__(
+            _NoHandler(), hostname=config.myhostname, ident=config.mail_name,
+            data_size_limit=config.message_size_limit or None,
+            timeout=config.smtpd_timeout, loop=ctx.loop,
+            tls_context=None, auth_require_tls=True)
+        self.client = ClientFacts(address="unknown", listener=ctx.listener.name)
+        self.helo: str | None = None
+        self.esmtp = False
+        self.txn = Transaction()
+        self.counts: dict[str, list[int]] = {}
+        self.notes: list[str] = []
+        self.errors = 0
+        self.stage = "CONNECT"
+        self._out: list[bytes] = []
+        self._slot = False
+        self._closing = False
+
+    # -- output ---------------------------------------------------------------------
+    def reply(self, text: str) -> None:
+        """Queue a reply; it goes out when the client has nothing more pipelined."""
+        self._out.append(text.encode("utf-8", "surrogateescape") + b"\r\n")
+        code = text[:3]
+        if code[:1] in ("4", "5"):
+            self.errors += 1
+        self._last_code = code
+
+    async def flush(self) -> None:
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            data, self._out = b"".join(self._out), []
+            self._writer.write(data)
+            await self._writer.drain()
+        self._out = []
+
+    async def push(self, status: Any) -> None:
+        """aiosmtpd's immediate reply (used by its AUTH and STARTTLS code)."""
+        self.reply(status.decode() if isinstance(status, bytes) else status)
+        await self.flush()
+
+    def _close(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def reply_and_close(self, text: str) -> None:
+        self.reply(text)
+        await self.flush()
+        self._close()
+
+    # -- the session ------------------------------------------------------------------
+    async def _handle_client(self) -> None:
+        ctx = self.ctx
+        host, port = (self.session.peer or ("unknown", 0))[:2]
+        self.client.address, self.client.port = host, port
+        self.client.hostname = await ctx.client_name(host)
+        maillog.connect(self.client.peer)
+        ctx.metrics_connection()
+        try:
+            refusal = ctx.connections.admit(host, self.client.peer, ctx.listener.name)
+            if refusal is None:
+                self._slot = True
+                await self._session()
+            else:
+                await self.reply_and_close(refusal)
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        finally:
+            self._end_session()
+
+    def _end_session(self) -> None:
+        if self._slot:
+            self.ctx.connections.release(self.client.address)
+            self._slot = False
+        if not self._closing and self.stage != "QUIT":
+            maillog.lost_connection(self.stage, self.client.peer)
+        counts = [(name, *self.counts[name]) for name in COMMAND_ORDER if name in self.counts]
+        maillog.disconnect(self.client.peer, counts, self.notes)
+        self.ctx.metrics_disconnect()
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _session(self) -> None:
+        self.reply(f"220 {self.ctx.config.expanded('smtpd_banner')}")
+        while self.transport is not None and not self._closing:
+            line = await self._read_command()
+            if line is None:
+                continue
+            await self._dispatch(line)
+            if self.errors >= self.ctx.config.smtpd_hard_error_limit and not self._closing:
+                maillog.too_many_errors(self.stage, self.client.peer)
+                await self.reply_and_close(replies.TOO_MANY_ERRORS.format(host=self.hostname))
+
+    async def _read_command(self) -> bytes | None:
+        """One command line without its line ending, or None when the line was
+        answered here (too long, bare newline, bad bytes)."""
+        if not self._reader._buffer:  # type: ignore[attr-defined]
+            await self.flush()  # RFC 2920: reply when the client waits for us
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as error:
+            await self._discard_long_line(error.consumed)
+            self.reply(replies.LINE_TOO_LONG)
+            return None
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError("client went away") from None
+        self._reset_timeout()
+        if line.endswith(b"\r\n"):
+            line = line[:-2]
+        else:
+            line = line[:-1]
+            if self.ctx.config.smtpd_forbid_bare_newline == "reject":
+                await self.reply_and_close(replies.BARE_NEWLINE.format(host=self.hostname))
+                return None
+            if "bare_lf" not in self.notes:
+                self.notes.append("bare_lf")
+        if b"\r" in line or b"\0" in line:
+            # A bare CR or a NUL inside a command is never valid SMTP.
+            self._count("unknown", False)
+            self.reply(replies.BAD_SYNTAX)
+            return None
+        return line
+
+    async def _discard_long_line(self, consumed: int) -> None:
+        while True:
+            await self._reader.readexactly(consumed)
+            try:
+                await self._reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as error:
+                consumed = error.consumed
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd closes silently; RFC 5321 §4.5.3.2 and Postfix say 421 first.
+        if self.transport is None or self.transport.is_closing():
+            return
+        maillog.timeout(self.stage, self.client.peer)
+        try:
+            self.transport.write(replies.TIMEOUT.format(host=self.hostname).encode() + b"\r\n")
+        except Exception:  # the transport may already be half gone
+            pass
+        self._closing = True
+        self.transport.close()
+
+    # -- dispatch ---------------------------------------------------------------------
+    def _count(self, name: str, ok: bool) -> None:
+        entry = self.counts.setdefault(name, [0, 0])
+        entry[1] += 1
+        if ok:
+            entry[0] += 1
+
+    async def _dispatch(self, line: bytes) -> None:
+        if not line:
+            self._count("unknown", False)
+            self.reply(replies.BAD_SYNTAX)
+            return
+        verb, _, arg_bytes = line.partition(b" ")
+        command = verb.upper().decode("ascii", "replace")
+        handler: Callable[[str], Awaitable[None]] | None = self._commands.get(command)
+        if handler is None:
+            self._count("unknown", False)
+            self.reply(replies.NOT_RECOGNIZED)
+            return
+        argument = arg_bytes.strip(b" ").decode("utf-8", "surrogateescape")
+        self.stage = command
+        self._last_code = "500"
+        await handler(self, argument)
+        self._count(command.lower(), self._last_code[:1] in ("2", "3"))
+
+    # -- HELO, EHLO ---------------------------------------------------------------------
+    async def cmd_helo(self, argument: str) -> None:
+        if not argument:
+            self.reply(replies.HELO_SYNTAX)
+            return
+        self.helo = argument.split()[0]
+        self.esmtp = False
+        self.txn = Transaction()
+        self.reply(f"250 {self.hostname}")
+
+    async def cmd_ehlo(self, argument: str) -> None:
+        if not argument:
+            self.reply(replies.EHLO_SYNTAX)
+            return
+        self.helo = argument.split()[0]
+        self.esmtp = True
+        self.txn = Transaction()
+        lines = [self.hostname, *self.ehlo_keywords()]
+        for line in lines[:-1]:
+            self.reply(f"250-{line}")
+        self.reply(f"250 {lines[-1]}")
+
+    def ehlo_keywords(self) -> list[str]:
+        keywords = ["PIPELINING"]
+        if self.ctx.config.message_size_limit:
+            keywords.append(f"SIZE {self.ctx.config.message_size_limit}")
+        else:
+            keywords.append("SIZE")
+        if not self.ctx.config.disable_vrfy_command:
+            keywords.append("VRFY")
+        keywords.extend(self.tls_keywords())
+        keywords.extend(["ENHANCEDSTATUSCODES", "8BITMIME"])
+        return keywords
+
+    def tls_keywords(self) -> list[str]:
+        """STARTTLS and AUTH, when this listener offers them (see tls/)."""
+        return []
+
+    # -- MAIL, RCPT ---------------------------------------------------------------------
+    def _needs_helo(self) -> bool:
+        if self.helo is None and self.ctx.config.smtpd_helo_required:
+            self.reply(replies.NEED_HELO)
+            return True
+        return False
+
+    async def cmd_mail(self, argument: str) -> None:
+        if self._needs_helo():
+            return
+        if self.txn.sender is not None:
+            self.reply(replies.NESTED_MAIL)
+            return
+        try:
+            path = parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
+        except PathError as error:
+            if error.utf8:
+                self.reply(replies.SMTPUTF8_NEEDED)
+            elif argument[:5].upper() != "FROM:":
+                self.reply(replies.MAIL_SYNTAX)
+            else:
+                self.reply(replies.BAD_SENDER_SYNTAX)
+            return
+        if path.params and not self.esmtp:
+            self.reply(replies.MAIL_SYNTAX)
+            return
+        size = 0
+        for name, value in path.params.items():
+            if name == "SIZE":
+                if value is None or not value.isdigit():
+                    self.reply(replies.BAD_SIZE)
+                    return
+                size = int(value)
+            elif name == "BODY":
+                if (value or "").upper() not in ("7BIT", "8BITMIME"):
+                    self.reply(replies.BAD_BODY)
+                    return
+                self.txn.body_type = (value or "").upper()
+            else:
+                self.reply(replies.BAD_PARAMETER.format(name=name))
+                return
+        limit = self.ctx.config.message_size_limit
+        if limit and size > limit:
+            self._reject("MAIL", replies.SIZE_EXCEEDS, path.address, None)
+            return
+        refusal = self.check_sender(path.address)
+        if refusal:
+            self._reject("MAIL", refusal, path.address, None)
+            return
+        self.txn.sender = addr.qualify(path.address, self.ctx.config.myorigin)
+        self.txn.declared_size = size
+        self.reply(replies.MAIL_OK)
+
+    def check_sender(self, sender: str) -> str | None:
+        """A hook for sender restrictions; none in the default policy."""
+        return None
+
+    async def cmd_rcpt(self, argument: str) -> None:
+        if self.txn.sender is None:
+            self.reply(replies.NEED_MAIL)
+            return
+        self.txn.rcpt_attempts += 1
+        try:
+            path = parse_path(argument, "TO:", allow_empty=False, smtputf8=False)
+        except PathError as error:
+            if error.utf8:
+                self.reply(replies.SMTPUTF8_NEEDED)
+            elif argument[:3].upper() != "TO:":
+                self.reply(replies.RCPT_SYNTAX)
+            else:
+                self.reply(replies.BAD_RECIPIENT_SYNTAX)
+            return
+        if path.params:
+            name = next(iter(path.params))
+            self.reply(replies.BAD_PARAMETER.format(name=name))
+            return
+        recipient = path.address
+        if recipient.lower() == "postmaster":
+            recipient = "postmaster"  # RFC 5321 §4.5.1: always ours
+        recipient = addr.qualify(recipient, self.ctx.config.myorigin)
+        if len(self.txn.recipients) >= self.ctx.config.smtpd_recipient_limit:
+            self.reply(replies.TOO_MANY_RECIPIENTS)
+            return
+        refusal = self.ctx.restrictions.check_recipient(self.client, self.txn.sender,
+                                                        recipient)
+        if refusal:
+            self._reject("RCPT", refusal, self.txn.sender, recipient)
+            return
+        if self.txn.qid is None:
+            self.txn.qid = self.ctx.spool.new_qid()
+            maillog.client(self.txn.qid, self.client.peer, *self.sasl_log_fields())
+        if recipient not in self.txn.recipients:
+            self.txn.recipients.append(recipient)
+        self.reply(replies.RCPT_OK)
+
+    def sasl_log_fields(self) -> tuple[str | None, str | None]:
+        return None, None
+
+    def _reject(self, command: str, reply: str, sender: str | None,
+                recipient: str | None) -> None:
+        maillog.reject(self.txn.qid, command, self.client.peer, reply, sender, recipient,
+                       self.protocol_name, self.helo)
+        self.ctx.metrics_reject(command, reply[:3])
+        self.reply(reply)
+
+    @property
+    def protocol_name(self) -> str:
+        """SMTP, ESMTP, or ESMTPS/ESMTPA/ESMTPSA as RFC 3848 names them."""
+        if not self.esmtp:
+            return "SMTP"
+        suffix = ("S" if self.tls_active else "") + ("A" if self.client.sasl_username else "")
+        return "ESMTP" + suffix
+
+    @property
+    def tls_active(self) -> bool:
+        return self.client.tls
+
+    # -- DATA ---------------------------------------------------------------------------
+    async def cmd_data(self, argument: str) -> None:
+        if argument:
+            self.reply(replies.DATA_SYNTAX)
+            return
+        if self.txn.sender is None:
+            self.reply(replies.NEED_MAIL)
+            return
+        if not self.txn.recipients:
+            self.reply(replies.NO_VALID_RECIPIENTS if self.txn.rcpt_attempts
+                       else replies.NEED_RCPT)
+            return
+        txn, self.txn = self.txn, Transaction()
+        assert txn.qid is not None
+        ctx = self.ctx
+        config = ctx.config
+        self.reply(replies.START_DATA)
+        await self.flush()
+        envelope = Envelope(
+            qid=txn.qid, arrival=time.time(), sender=txn.sender or "",
+            recipients=list(txn.recipients), client=self.client.peer,
+            helo=self.helo or "", proto=self.protocol_name)
+        writer = ctx.spool.writer(envelope)
+        received = received_header(ReceivedInfo(
+            helo=self.helo, client_name=self.client.hostname,
+            client_address=self.client.address, protocol=self.protocol_name,
+            myhostname=config.myhostname, mail_name=config.mail_name, qid=txn.qid,
+            recipients=envelope.recipients, tls_lines=self.received_tls_lines()))
+        cleanup = CleanupStream(
+            writer, received=received, add_missing=ctx.adds_missing_headers(self.client),
+            myhostname=config.myhostname, header_size_limit=config.header_size_limit)
+        failure: OSError | None = None
+
+        async def sink(chunk: bytes) -> None:
+            nonlocal failure
+            if failure is None:
+                try:
+                    await cleanup.feed(chunk)
+                except OSError as error:
+                    failure = error
+
+        self.stage = "DATA"
+        try:
+            result = await read_data(self._reader, sink, config.message_size_limit)
+            self._reset_timeout()
+            if result.bare_lf and "bare_lf" not in self.notes:
+                self.notes.append("bare_lf")
+            if result.too_big:
+                await writer.abort()
+                self._reject("END-OF-MESSAGE", replies.MESSAGE_TOO_BIG, envelope.sender, None)
+                return
+            if failure is None:
+                try:
+                    await cleanup.finish()
+                    await writer.commit()
+                except OSError as error:
+                    failure = error
+            if failure is not None:
+                await writer.abort()
+                storage = failure.errno in _STORAGE_ERRNOS
+                maillog.warning("smtpd", f"{txn.qid}: queue file write error: "
+                                f"{failure.strerror or failure}")
+                ctx.metrics_write_error()
+                self.reply(replies.INSUFFICIENT_STORAGE if storage
+                           else replies.QUEUE_FILE_ERROR)
+                return
+        except BaseException:
+            await asyncio.shield(writer.abort())
+            raise
+        envelope.size = writer.size
+        maillog.message_id(txn.qid, cleanup.message_id or "<>")
+        ctx.queued(envelope)
+        self.reply(replies.QUEUED.format(qid=txn.qid))
+
+    def received_tls_lines(self) -> list[str]:
+        """The TLS clause of the Received header (see tls/); none in plaintext."""
+        return []
+
+    # -- the rest -------------------------------------------------------------------------
+    async def cmd_rset(self, argument: str) -> None:
+        if argument:
+            self.reply(replies.RSET_SYNTAX)
+            return
+        self.txn = Transaction()
+        self.reply(replies.OK)
+
+    async def cmd_noop(self, argument: str) -> None:
+        self.reply(replies.OK)
+
+    async def cmd_quit(self, argument: str) -> None:
+        self.stage = "QUIT"
+        await self.reply_and_close(replies.BYE)
+
+    async def cmd_vrfy(self, argument: str) -> None:
+        if self.ctx.config.disable_vrfy_command:
+            self.reply(replies.VRFY_DISABLED)
+            return
+        if not argument:
+            self.reply(replies.VRFY_SYNTAX)
+            return
+        address = argument.strip("<> ")
+        address = addr.qualify(address, self.ctx.config.myorigin)
+        refusal = self.ctx.restrictions._reject_unlisted_recipient(self.client, "", address)
+        if refusal:
+            self.reply(refusal)
+        else:
+            self.reply(f"252 2.0.0 {address}")
+
+    _commands: dict[str, Callable[[SmtpdProtocol, str], Awaitable[None]]] = {
+        "HELO": cmd_helo,
+        "EHLO": cmd_ehlo,
+        "MAIL": cmd_mail,
+        "RCPT": cmd_rcpt,
+        "DATA": cmd_data,
+        "RSET": cmd_rset,
+        "NOOP": cmd_noop,
+        "QUIT": cmd_quit,
+        "VRFY": cmd_vrfy,
+    }

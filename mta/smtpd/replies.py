@@ -1,0 +1,57 @@
+"""smtpd's reply texts, Postfix's wording with RFC 3463 enhanced status codes.
+
+These are an interface: clients, tests and operators' log searches depend on
+them (docs/smtpd.md lists them).
+"""
+
+from __future__ import annotations
+
+OK = "250 2.0.0 Ok"
+MAIL_OK = "250 2.1.0 Ok"
+RCPT_OK = "250 2.1.5 Ok"
+START_DATA = "354 End data with <CR><LF>.<CR><LF>"
+BYE = "221 2.0.0 Bye"
+QUEUED = "250 2.0.0 Ok: queued as {qid}"
+
+NOT_RECOGNIZED = "502 5.5.2 Error: command not recognized"
+BAD_SYNTAX = "500 5.5.2 Error: bad syntax"
+LINE_TOO_LONG = "500 5.5.2 Error: command line too long"
+NEED_HELO = "503 5.5.1 Error: send HELO/EHLO first"
+NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"
+NEED_MAIL = "503 5.5.1 Error: need MAIL command"
+NEED_RCPT = "503 5.5.1 Error: need RCPT command"
+NO_VALID_RECIPIENTS = "554 5.5.1 Error: no valid recipients"
+HELO_SYNTAX = "501 5.5.4 Syntax: HELO hostname"
+EHLO_SYNTAX = "501 5.5.4 Syntax: EHLO hostname"
+MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM:<address>"
+RCPT_SYNTAX = "501 5.5.4 Syntax: RCPT TO:<address>"
+DATA_SYNTAX = "501 5.5.4 Syntax: DATA"
+RSET_SYNTAX = "501 5.5.4 Syntax: RSET"
+QUIT_SYNTAX = "501 5.5.4 Syntax: QUIT"
+VRFY_SYNTAX = "501 5.5.4 Syntax: VRFY address"
+BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax"
+BAD_RECIPIENT_SYNTAX = "501 5.1.3 Bad recipient address syntax"
+BAD_PARAMETER = "555 5.5.4 Unsupported option: {name}"
+BAD_BODY = "501 5.5.4 Bad BODY parameter"
+BAD_SIZE = "501 5.5.4 Bad message size syntax"
+SMTPUTF8_NEEDED = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
+VRFY_DISABLED = "502 5.5.1 VRFY command is disabled"
+
+SIZE_EXCEEDS = "552 5.3.4 Message size exceeds fixed limit"
+MESSAGE_TOO_BIG = "552 5.3.4 Error: message file too big"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
+INSUFFICIENT_STORAGE = "452 4.3.1 Insufficient system storage"
+QUEUE_FILE_ERROR = "451 4.3.0 Error: queue file write error"
+
+RELAY_DENIED = "554 5.7.1 <{address}>: Relay access denied"
+RELAY_DEFERRED = "454 4.7.1 <{address}>: Relay access denied"
+USER_UNKNOWN = ("550 5.1.1 <{address}>: Recipient address rejected: "
+                "User unknown in local recipient table")
+ACCESS_DENIED = "554 5.7.1 <{address}>: {what} address rejected: Access denied"
+
+TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Error: too many connections from {address}"
+SERVER_BUSY = "421 4.7.0 {host} Error: too many connections"
+TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded"
+TOO_MANY_ERRORS = "421 4.7.0 {host} Error: too many errors"
+BARE_NEWLINE = "521 5.5.2 {host} Error: bare <LF> received"
+SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, closing transmission channel"

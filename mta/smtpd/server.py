@@ -1,0 +1,231 @@
+"""smtpd listeners: sockets, per-client connection limits, and what sessions share.
+
+Each listener (smtp, submission, submissions, …) has its own configuration
+view (main.cf plus its service overrides) and runs on the daemon's event
+loop through ``loop.create_server``, never aiosmtpd's threaded Controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge
+
+from mta import log as maillog
+from mta.config import Config, ListenerSpec
+from mta.metrics import REGISTRY
+from mta.queuefile import Envelope
+from mta.smtpd import replies
+from mta.smtpd.checks import ClientFacts, Restrictions
+from mta.spool import Spool
+
+log = logging.getLogger(__name__)
+
+CONNECTIONS = Counter("mta_smtpd_connections", "SMTP connections accepted.",
+                      ["listener"], registry=REGISTRY)
+SESSIONS = Gauge("mta_smtpd_sessions", "SMTP sessions open now.", ["listener"],
+                 registry=REGISTRY)
+MESSAGES = Counter("mta_smtpd_messages_received", "Messages accepted and queued.",
+                   ["listener"], registry=REGISTRY)
+MESSAGE_BYTES = Counter("mta_smtpd_message_bytes_received",
+                        "Bytes of accepted messages, as queued.", ["listener"],
+                        registry=REGISTRY)
+REJECTS = Counter("mta_smtpd_rejects", "Commands rejected by policy or limits.",
+                  ["listener", "command", "code"], registry=REGISTRY)
+CONNECTION_LIMITS = Counter("mta_smtpd_connection_limit_refusals",
+                            "Connections refused with 421 by a connection limit.",
+                            ["listener", "limit"], registry=REGISTRY)
+WRITE_ERRORS = Counter("mta_smtpd_queue_write_errors",
+                       "Messages refused because the queue file could not be written.",
+                       ["listener"], registry=REGISTRY)
+
+
+class ConnectionRegistry:
+    """Counts open connections per client address and in total (Postfix's anvil)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.per_client: dict[str, int] = {}
+        self.total = 0
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    def _exempt(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip.version == net.version and ip in net
+                   for net in self.config.smtpd_client_event_limit_exceptions)
+
+    def admit(self, address: str, peer: str, service: str) -> str | None:
+        """None to admit (and count) the connection, else the 421 reply."""
+        host = self.config.myhostname
+        if self.total >= self.config.smtpd_client_connection_limit:
+            maillog.warning("smtpd", f"Connection limit exceeded: {self.total + 1} "
+                            f"for service {service}")
+            CONNECTION_LIMITS.labels(service, "total").inc()
+            return replies.SERVER_BUSY.format(host=host)
+        count = self.per_client.get(address, 0)
+        limit = self.config.smtpd_client_connection_count_limit
+        if limit and count >= limit and not self._exempt(address):
+            maillog.warning("smtpd", f"Connection concurrency limit exceeded: {count + 1} "
+                            f"from {peer} for service {service}")
+            CONNECTION_LIMITS.labels(service, "client").inc()
+            return replies.TOO_MANY_CONNECTIONS.format(host=host, address=address)
+        self.per_client[address] = count + 1
+        self.total += 1
+        self.drained.clear()
+        return None
+
+    def release(self, address: str) -> None:
+        count = self.per_client.get(address, 0) - 1
+        if count > 0:
+            self.per_client[address] = count
+        else:
+            self.per_client.pop(address, None)
+        self.total = max(0, self.total - 1)
+        if self.total == 0:
+            self.drained.set()
+
+
+class NameCache:
+    """Forward-confirmed reverse DNS of clients, cached briefly (Postfix logs
+    ``unknown[ip]`` when the names do not agree)."""
+
+    def __init__(self, enabled: bool, ttl: float = 60.0, timeout: float = 5.0) -> None:
+        self.enabled = enabled
+        self.ttl = ttl
+        self.timeout = timeout
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    async def lookup(self, address: str) -> str:
+        if not self.enabled:
+            return "unknown"
+        now = time.monotonic()
+        cached = self._cache.get(address)
+        if cached and cached[0] > now:
+            return cached[1]
+        try:
+            name = await asyncio.wait_for(self._resolve(address), self.timeout)
+        except (TimeoutError, OSError, UnicodeError):
+            name = "unknown"
+        if len(self._cache) > 10000:
+            self._cache.clear()
+        self._cache[address] = (now + self.ttl, name)
+        return name
+
+    async def _resolve(self, address: str) -> str:
+        loop = asyncio.get_running_loop()
+        name, _ = await loop.getnameinfo((address, 0), socket.NI_NAMEREQD)
+        infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        if any(info[4][0] == address for info in infos):
+            return name
+        return "unknown"
+
+
+@dataclass
+class SmtpdContext:
+    """Everything the sessions of one listener share."""
+
+    config: Config
+    listener: ListenerSpec
+    spool: Spool
+    restrictions: Restrictions
+    connections: ConnectionRegistry
+    names: NameCache
+    on_queued: Callable[[Envelope], None]
+    loop: asyncio.AbstractEventLoop
+    local_addresses: set[str] = field(default_factory=set)
+    extras: dict[str, object] = field(default_factory=dict)
+
+    async def client_name(self, address: str) -> str:
+        return await self.names.lookup(address)
+
+    def adds_missing_headers(self, client: ClientFacts) -> bool:
+        """Whether Date and Message-ID are added when missing (Postfix's
+        always_add_missing_headers and local_header_rewrite_clients)."""
+        if self.config.always_add_missing_headers:
+            return True
+        for rule in self.config.local_header_rewrite_clients:
+            rule = rule.lower()
+            if rule == "static:all":
+                return True
+            if rule == "permit_inet_interfaces" and self._is_local(client.address):
+                return True
+            if rule == "permit_mynetworks" and self.restrictions.in_mynetworks(client.address):
+                return True
+            if rule == "permit_sasl_authenticated" and client.sasl_username:
+                return True
+        return False
+
+    def _is_local(self, address: str) -> bool:
+        try:
+            if ipaddress.ip_address(address).is_loopback:
+                return True
+        except ValueError:
+            return False
+        return address in self.local_addresses
+
+    def queued(self, envelope: Envelope) -> None:
+        MESSAGES.labels(self.listener.name).inc()
+        MESSAGE_BYTES.labels(self.listener.name).inc(envelope.size)
+        self.on_queued(envelope)
+
+    def metrics_connection(self) -> None:
+        CONNECTIONS.labels(self.listener.name).inc()
+        SESSIONS.labels(self.listener.name).inc()
+
+    def metrics_disconnect(self) -> None:
+        SESSIONS.labels(self.listener.name).dec()
+
+    def metrics_reject(self, command: str, code: str) -> None:
+        REJECTS.labels(self.listener.name, command, code).inc()
+
+    def metrics_write_error(self) -> None:
+        WRITE_ERRORS.labels(self.listener.name).inc()
+
+
+class SmtpdServer:
+    """One listening socket and its sessions."""
+
+    def __init__(self, ctx: SmtpdContext,
+                 protocol_factory: Callable[[SmtpdContext], asyncio.Protocol] | None = None
+                 ) -> None:
+        self.ctx = ctx
+        self._factory = protocol_factory
+        self._server: asyncio.AbstractServer | None = None
+        self.port = ctx.listener.address.port
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        from mta.smtpd.protocol import SmtpdProtocol
+
+        factory = self._factory or SmtpdProtocol
+        loop = self.ctx.loop
+        address = self.ctx.listener.address
+        if sock is not None:
+            self._server = await loop.create_server(lambda: factory(self.ctx), sock=sock,
+                                                    backlog=1024)
+        else:
+            self._server = await loop.create_server(
+                lambda: factory(self.ctx), host=address.host or None, port=address.port,
+                reuse_address=True, backlog=1024)
+        sockets = self._server.sockets or ()
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+            for s in sockets:
+                self.ctx.local_addresses.add(s.getsockname()[0])
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,359 @@
+"""The on-disk queue: state directories, crash-safe commits, moves and scans.
+
+The spool is the only coupling between receiving and delivering. Its rule is
+Postfix's: a message exists once its queue file is complete and durable, and
+only then may smtpd answer 250. A commit therefore is
+
+  1. write envelope, content and END record to ``incoming/.QID`` (a dot name:
+     scanners skip it, startup removes it);
+  2. fsync the file, so its data is on disk;
+  3. rename it to ``incoming/QID`` (atomic: the file is whole or absent);
+  4. fsync ``incoming/``, so the rename itself survives a crash.
+
+Step 4 is shared between concurrent commits (group commit): one directory
+fsync covers every rename made before it started. Blocking calls run in a
+thread pool; the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import logging
+import os
+import socket
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mta import queuefile, queueid
+from mta.errors import CorruptQueueFile, SpoolError
+from mta.queuefile import Envelope, QueueFile
+
+log = logging.getLogger(__name__)
+
+QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
+WAKEUP_SOCKET = "public/qmgr"
+_BUFFER_LIMIT = 256 * 1024
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One queue file seen by a directory scan."""
+
+    queue: str
+    qid: str
+    mtime: float
+    size: int
+
+
+class _DirSyncer:
+    """Coalesces fsyncs of one directory across threads (group commit)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._cond = threading.Condition()
+        self._tickets = 0
+        self._done = 0
+        self._running = False
+
+    def sync(self) -> None:
+        with self._cond:
+            self._tickets += 1
+            mine = self._tickets
+            while True:
+                if self._done >= mine:
+                    return
+                if not self._running:
+                    self._running = True
+                    target = self._tickets
+                    break
+                self._cond.wait()
+        try:
+            fsync_directory(self._path)
+        finally:
+            with self._cond:
+                self._running = False
+                self._done = max(self._done, target)
+                self._cond.notify_all()
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """A queue directory tree and the operations on it."""
+
+    def __init__(self, root: str | os.PathLike[str], *, lane: int | None = None,
+                 executor: ThreadPoolExecutor | None = None, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.ids = queueid.QueueIdGenerator(lane)
+        self._executor = executor
+        self._own_executor = executor is None
+        self.fsync = fsync
+        self._dirsync = {name: _DirSyncer(self.root / name) for name in QUEUES}
+
+    # -- setup --------------------------------------------------------------------
+    def create(self) -> None:
+        """Make the queue directories (mode 0700: mail is private)."""
+        for name in (*QUEUES, "public"):
+            (self.root / name).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def exists(self) -> bool:
+        return all((self.root / name).is_dir() for name in QUEUES)
+
+    def remove_stale_temporaries(self) -> list[str]:
+        """Delete half-written files left by a crash. None was ever acknowledged
+        with 250 (that happens only after the rename), so nothing is lost."""
+        removed = []
+        for name in QUEUES:
+            with os.scandir(self.root / name) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                        removed.append(f"{name}/{entry.name}")
+        return removed
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool")
+        return self._executor
+
+    def close(self) -> None:
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking spool operation off the event loop."""
+        loop = asyncio.get_running_loop()
+        if kwargs:
+            function = functools.partial(function, **kwargs)
+        return await loop.run_in_executor(self.executor, function, *args)
+
+    # -- names --------------------------------------------------------------------
+    def path(self, queue: str, qid: str) -> Path:
+        return self.root / queue / qid
+
+    def new_qid(self) -> str:
+        return self.ids.next()
+
+    # -- writing ------------------------------------------------------------------
+    def writer(self, envelope: Envelope) -> QueueFileWriter:
+        return QueueFileWriter(self, envelope)
+
+    def _commit_sync(self, temp: Path, final: Path, queue: str) -> None:
+        if final.exists():
+            raise SpoolError(f"queue id collision: {final.name}")
+        os.rename(temp, final)
+        if self.fsync:
+            self._dirsync[queue].sync()
+
+    # -- reading ------------------------------------------------------------------
+    def read(self, queue: str, qid: str, *, verify: bool = True) -> QueueFile:
+        """Parse a queue file (CorruptQueueFile when torn, FileNotFoundError if gone)."""
+        path = self.path(queue, qid)
+        with open(path, "rb") as stream:
+            return queuefile.parse(stream, f"{queue}/{qid}", verify=verify)
+
+    def read_content(self, queue: str, qid: str, queue_file: QueueFile) -> bytes:
+        with open(self.path(queue, qid), "rb") as stream:
+            stream.seek(queue_file.content_offset)
+            return stream.read(queue_file.envelope.size)
+
+    def open_content(self, queue: str, qid: str, queue_file: QueueFile) -> Iterator[bytes]:
+        """The message content in chunks, for large messages."""
+        with open(self.path(queue, qid), "rb") as stream:
+            stream.seek(queue_file.content_offset)
+            remaining = queue_file.envelope.size
+            while remaining:
+                chunk = stream.read(min(remaining, 1 << 20))
+                if not chunk:
+                    raise CorruptQueueFile(f"{queue}/{qid}: truncated content")
+                remaining -= len(chunk)
+                yield chunk
+
+    def scan(self, queue: str) -> list[Entry]:
+        """Queue files in one queue directory, oldest id first."""
+        entries = []
+        try:
+            with os.scandir(self.root / queue) as it:
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue
+                    try:
+                        stat = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    entries.append(Entry(queue, entry.name, stat.st_mtime, stat.st_size))
+        except FileNotFoundError:
+            return []
+        entries.sort(key=lambda e: e.qid)
+        return entries
+
+    def find(self, qid: str) -> str | None:
+        """The queue a message is in, or None."""
+        for queue in QUEUES:
+            if self.path(queue, qid).exists():
+                return queue
+        return None
+
+    # -- state changes --------------------------------------------------------------
+    def move(self, qid: str, source: str, target: str, *, mtime: float | None = None) -> None:
+        """Move a queue file between queues; with mtime, set its next-attempt time.
+
+        The mtime is set before the rename so that a scanner never sees a
+        deferred file with the wrong time.
+        """
+        path = self.path(source, qid)
+        if mtime is not None:
+            os.utime(path, (mtime, mtime))
+        os.rename(path, self.path(target, qid))
+
+    def append(self, queue: str, qid: str, records: list[dict[str, Any]]) -> None:
+        """Append status records and make them durable before anything acts on them."""
+        data = b"".join(queuefile.status_record(record) for record in records)
+        fd = os.open(self.path(queue, qid), os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, data)
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def remove(self, queue: str, qid: str) -> bool:
+        try:
+            os.unlink(self.path(queue, qid))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def save_corrupt(self, queue: str, qid: str) -> None:
+        """Set a torn or unreadable file aside; the daemon goes on with the rest."""
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.path(queue, qid), self.path("corrupt", qid))
+
+    def set_next_attempt(self, queue: str, qid: str, when: float) -> None:
+        os.utime(self.path(queue, qid), (when, when))
+
+    # -- wake-up ------------------------------------------------------------------------
+    @property
+    def wakeup_path(self) -> Path:
+        return self.root / WAKEUP_SOCKET
+
+    def wake(self, message: bytes = b"W") -> bool:
+        """Tell a running queue manager to look (W: new mail, F: flush deferred).
+
+        Like Postfix's public/qmgr FIFO; a daemon that is not running simply
+        finds the mail when it starts.
+        """
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)
+                sock.sendto(message, str(self.wakeup_path))
+            return True
+        except OSError as error:
+            if error.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN,
+                                   errno.ENOTSOCK):
+                log.debug("wake-up failed: %s", error)
+            return False
+
+
+class QueueFileWriter:
+    """Writes one queue file: header now, content streamed, commit at the end.
+
+    Content is buffered in memory up to 256 KiB and only then written (in the
+    thread pool), so a small message costs one thread hop: create, write,
+    fsync, rename and directory fsync together.
+    """
+
+    def __init__(self, spool: Spool, envelope: Envelope) -> None:
+        self.spool = spool
+        self.envelope = envelope
+        self.qid = envelope.qid
+        self._header = queuefile.encode_header(envelope)
+        self._buffer: list[bytes] = [self._header]
+        self._buffered = len(self._header)
+        self._size = 0
+        self._crc = 0
+        self._fd: int | None = None
+        self._temp = spool.path("incoming", "." + self.qid)
+        self._final = spool.path("incoming", self.qid)
+        self.committed = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= _BUFFER_LIMIT:
+            chunks, self._buffer, self._buffered = self._buffer, [], 0
+            await self.spool.run(self._flush_sync, chunks)
+
+    def _open_sync(self) -> None:
+        if self._fd is None:
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def _flush_sync(self, chunks: list[bytes]) -> None:
+        self._open_sync()
+        assert self._fd is not None
+        data = b"".join(chunks)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    async def commit(self) -> None:
+        """Make the message durable; after this returns smtpd may answer 250."""
+        chunks, self._buffer = self._buffer, []
+        chunks.append(queuefile.end_record(self._crc))
+        await self.spool.run(self._commit_sync, chunks)
+        self.committed = True
+        self.envelope.size = self._size
+
+    def _commit_sync(self, chunks: list[bytes]) -> None:
+        try:
+            self._flush_sync(chunks)
+            assert self._fd is not None
+            os.pwrite(self._fd, queuefile.encode_size(self._size),
+                      queuefile.size_field_offset(self._header))
+            if self.spool.fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            self.spool._commit_sync(self._temp, self._final, "incoming")
+        except BaseException:
+            self._abort_sync()
+            raise
+
+    async def abort(self) -> None:
+        if not self.committed:
+            await self.spool.run(self._abort_sync)
+
+    def _abort_sync(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._temp)

@@ -1,0 +1,1 @@
+"""TLS: certificates, contexts, policy decisions and the summaries logs print."""
