@@ -1,0 +1,173 @@
+"""Test helpers shared by unit, e2e and interop tests: a daemon runner,
+free ports, polling (never sleeping for something we can poll), peers."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.02,
+             message: str = "condition") -> T:
+    """Poll predicate until it returns something truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def require_program(name: str) -> str:
+    """The path of a peer program; skip (or fail under .ci/run) when missing."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}")
+                                  else None)
+    if path is None:
+        if os.environ.get("POSTERN_REQUIRE_PEERS"):
+            pytest.fail(f"{name} is required under .ci/run but is not installed")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def mta_env() -> dict[str, str]:
+    """Environment for running this checkout's mta as a subprocess."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
+                                     if env.get("PYTHONPATH") else "")
+    env.pop("MTA_CONFIG", None)
+    return env
+
+
+def run_mta(*args: str, config: Path | None = None, input: bytes | None = None,
+            check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    command = [sys.executable, "-m", "mta", *args]
+    if config is not None:
+        command += ["-c", str(config)]
+    result = subprocess.run(command, input=input, capture_output=True, env=mta_env(),
+                            timeout=timeout, cwd=str(config.parent) if config else None)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} exited {result.returncode}:\n"
+                             f"{result.stdout.decode()}\n{result.stderr.decode()}")
+    return result
+
+
+MAIN_CF = """\
+myhostname = mx.example.test
+mydomain = example.test
+myorigin = example.test
+mydestination = localhost, example.test
+mynetworks = 127.0.0.0/8
+queue_directory = queue
+mail_spool_directory = mail/
+local_recipient_maps = texthash:mailboxes
+recipient_delimiter = +
+maillog_file = maillog
+maillog_stderr = no
+metrics_listen = 127.0.0.1:{metrics_port}
+smtp/inet = 127.0.0.1:{smtp_port}
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+queue_run_delay = 1s
+smtpd_peername_lookup = yes
+"""
+
+MAILBOXES = """\
+postmaster   postmaster/
+alice        alice/
+bob          bob/
+"""
+
+
+class Daemon:
+    """``mta start`` as a subprocess in a directory of its own."""
+
+    def __init__(self, root: Path, extra: str = "", mailboxes: str = MAILBOXES) -> None:
+        self.root = root
+        self.smtp_port = free_port()
+        self.metrics_port = free_port()
+        self.config = root / "main.cf"
+        self.config.write_text(MAIN_CF.format(smtp_port=self.smtp_port,
+                                              metrics_port=self.metrics_port) + extra)
+        (root / "mailboxes").write_text(mailboxes)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stderr_path = root / "stderr.log"
+
+    @property
+    def maillog(self) -> Path:
+        return self.root / "maillog"
+
+    @property
+    def queue(self) -> Path:
+        return self.root / "queue"
+
+    def log_text(self) -> str:
+        return self.maillog.read_text() if self.maillog.exists() else ""
+
+    def start(self, wait: bool = True) -> Daemon:
+        self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mta", "start", "-c", str(self.config)],
+            cwd=self.root, env=mta_env(), stdout=self._stderr, stderr=self._stderr)
+        if wait:
+            wait_for(self._listening, message="the daemon to listen")
+        return self
+
+    def _listening(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"mta start exited {self.process.returncode}:\n"
+                                 + self.stderr_path.read_text())
+        return "daemon started" in self.log_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=timeout)
+        finally:
+            self._stderr.close()
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def wait_log(self, pattern: str, count: int = 1, timeout: float = 15) -> list[str]:
+        regex = re.compile(pattern)
+
+        def found() -> list[str]:
+            lines = [line for line in self.log_text().splitlines() if regex.search(line)]
+            return lines if len(lines) >= count else []
+
+        return wait_for(found, timeout=timeout, message=f"maillog line /{pattern}/ x{count}")
+
+    def maildir(self, user: str) -> list[Path]:
+        new = self.root / "mail" / user / "new"
+        return sorted(new.iterdir()) if new.exists() else []
+
+    def wait_maildir(self, user: str, count: int = 1, timeout: float = 15) -> list[Path]:
+        return wait_for(lambda: (files if len(files := self.maildir(user)) >= count else []),
+                        timeout=timeout, message=f"{count} message(s) for {user}")
