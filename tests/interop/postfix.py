@@ -1,0 +1,121 @@
+"""A throwaway Postfix instance on loopback, for interoperability tests.
+
+Debian's Postfix runs from a private config and queue directory
+(``postfix -c DIR start``), listens on a free 127.0.0.1 port, delivers
+``alice@postfix.test`` (and any user listed) to Maildirs with virtual(8), and
+writes its own maillog file. Needs root (Postfix's master does); the tests
+run as root on CI.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.helpers import free_port, require_program, wait_for
+
+
+class PostfixInstance:
+    def __init__(self, *, hostname: str = "postfix.test", users: tuple[str, ...] = ("alice",),
+                 main_cf: str = "", smtpd_options: dict[str, str] | None = None) -> None:
+        require_program("postfix")
+        if os.geteuid() != 0:
+            import pytest
+            pytest.skip("a private Postfix instance needs root")
+        # Not under pytest's tmp_path: virtual(8) runs as the postfix user and
+        # must be able to reach the Maildirs.
+        self.root = Path(tempfile.mkdtemp(prefix="postfix-"))
+        os.chmod(self.root, 0o755)
+        self.hostname = hostname
+        self.port = free_port()
+        self.conf = self.root / "conf"
+        self.vmail = self.root / "vmail"
+        self.maillog = self.root / "postfix.log"
+        account = pwd.getpwnam("postfix")
+        for directory in (self.conf, self.root / "queue", self.root / "data", self.vmail):
+            directory.mkdir()
+        os.chown(self.vmail, account.pw_uid, account.pw_gid)
+        os.chown(self.root / "data", account.pw_uid, account.pw_gid)
+        mailboxes = ", ".join(f"{u}@{hostname}={u}/" for u in users)
+        (self.conf / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {self.root}/queue
+data_directory = {self.root}/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = {hostname}
+mydestination =
+mynetworks = 127.0.0.0/8
+virtual_mailbox_domains = {hostname}
+virtual_mailbox_base = {self.vmail}
+virtual_mailbox_maps = inline:{{ {mailboxes} }}
+virtual_uid_maps = static:{account.pw_uid}
+virtual_gid_maps = static:{account.pw_gid}
+maillog_file = {self.maillog}
+maillog_file_prefixes = {self.root}
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtp_host_lookup = native
+smtp_dns_support_level = disabled
+disable_dns_lookups = yes
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+queue_run_delay = 1s
+{main_cf}""")
+        options = "".join(f"\n  -o {k}={v}" for k, v in (smtpd_options or {}).items())
+        master = Path("/etc/postfix/master.cf").read_text()
+        master = re.sub(r"(?m)^smtp\s+inet\s.*$",
+                        f"{self.port}      inet  n       -       n       -       -       smtpd"
+                        + options, master)
+        (self.conf / "master.cf").write_text(master)
+        self.started = False
+
+    def postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["postfix", "-c", str(self.conf), *args], capture_output=True,
+                              text=True, timeout=60)
+
+    def start(self) -> PostfixInstance:
+        result = self.postfix("start")
+        if result.returncode != 0:
+            raise AssertionError(f"postfix start failed: {result.stdout}{result.stderr}"
+                                 f"{self.log_text()}")
+        self.started = True
+        wait_for(lambda: "daemon started" in self.log_text(), message="postfix to start")
+        return self
+
+    def stop(self) -> None:
+        if self.started:
+            self.postfix("stop")
+            self.started = False
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_text(self) -> str:
+        return self.maillog.read_text() if self.maillog.exists() else ""
+
+    def wait_log(self, pattern: str, count: int = 1, timeout: float = 20) -> list[str]:
+        regex = re.compile(pattern)
+
+        def found() -> list[str]:
+            lines = [line for line in self.log_text().splitlines() if regex.search(line)]
+            return lines if len(lines) >= count else []
+
+        return wait_for(found, timeout=timeout, message=f"postfix log /{pattern}/")
+
+    def maildir(self, user: str = "alice") -> list[Path]:
+        new = self.vmail / user / "new"
+        return sorted(new.iterdir()) if new.exists() else []
+
+    def wait_maildir(self, user: str = "alice", count: int = 1,
+                     timeout: float = 20) -> list[Path]:
+        return wait_for(lambda: (f if len(f := self.maildir(user)) >= count else []),
+                        timeout=timeout, message=f"postfix delivery to {user}")
