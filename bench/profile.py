@@ -1,0 +1,73 @@
+"""Where Postern's time goes: py-spy's raw (collapsed) stacks summed per function.
+
+py-spy ``record --format raw`` writes one line per distinct stack,
+``frame;frame;...;frame COUNT`` with the outermost frame first and each
+frame as ``function (file:line)``. Self time is the innermost frame's;
+total time counts a function once per stack it appears in. Line numbers
+are dropped so that a function's samples add up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+_FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def _name(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    path = match.group("file")
+    for marker in ("/mta/", "/asyncio/", "/aiosmtpd/", "/concurrent/", "/ssl.py", "/threading"):
+        index = path.find(marker)
+        if index != -1:
+            path = path[index + 1:]
+            break
+    else:
+        path = path.rsplit("/", 1)[-1]
+    return f"{match.group('function')} ({path})"
+
+
+def summarize(raw: Path) -> tuple[int, Counter[str], Counter[str], Counter[str]]:
+    """Samples in all, self samples and total samples per function, per thread kind."""
+    self_time: Counter[str] = Counter()
+    total_time: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    samples = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_name(f) for f in stack.split(";") if f]
+        if not frames:
+            continue
+        samples += count
+        self_time[frames[-1]] += count
+        for name in set(frames):
+            total_time[name] += count
+        # Threads: the event loop (asyncio) or the spool's thread pool.
+        kind = ("spool thread pool" if any("concurrent/futures/thread" in f or "_worker" in f
+                                             for f in frames)
+                else "event loop")
+        threads[kind] += count
+    return samples, self_time, total_time, threads
+
+
+def render(raw: Path, top: int = 25) -> str:
+    samples, self_time, total_time, threads = summarize(raw)
+    if not samples:
+        return "no samples\n"
+    lines = [f"{samples} samples (non-idle threads)", "", "by thread:"]
+    for name, count in threads.most_common():
+        lines.append(f"  {100 * count / samples:5.1f}%  {name}")
+    lines += ["", f"top {top} by self time:"]
+    for name, count in self_time.most_common(top):
+        lines.append(f"  {100 * count / samples:5.1f}%  {name}")
+    lines += ["", f"top {top} by total time (function and what it calls):"]
+    for name, count in total_time.most_common(top):
+        lines.append(f"  {100 * count / samples:5.1f}%  {name}")
+    return "\n".join(lines) + "\n"
