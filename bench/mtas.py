@@ -254,8 +254,9 @@ class PosternBench(Mta):
 
     name = "postern"
 
-    def __init__(self, root: Path, *, sink_port: int, mode: str, cert: Path, key: Path,
-                 connection_limit: int = 1000, extra: str = "") -> None:
+    def __init__(self, root: Path, *, sink_port: int, mode: str, cert: Path | None,
+                 key: Path | None, connection_limit: int = 1000, extra: str = "",
+                 python_prelude: str = "") -> None:
         self.root = root
         self.port = free_port()
         self.mode = mode
@@ -265,6 +266,12 @@ class PosternBench(Mta):
         self.config = root / "main.cf"
         root.mkdir(parents=True)
         (root / "mailboxes").write_text("sink sink/\n")
+        tls = "" if cert is None else f"""\
+# STARTTLS offered (needs inbound TLS, issue 4).
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+smtpd_tls_security_level = may
+"""
         self.config.write_text(f"""\
 myhostname = postern.bench.test
 mydomain = bench.test
@@ -283,12 +290,11 @@ smtpd_client_connection_limit = {connection_limit}
 # The next hop: smtp-sink on loopback, no DNS (needs outbound delivery, issue 3).
 relayhost = [127.0.0.1]:{sink_port}
 smtp_host_lookup = native
-# STARTTLS offered (needs inbound TLS, issue 4).
-smtpd_tls_cert_file = {cert}
-smtpd_tls_key_file = {key}
-smtpd_tls_security_level = may
-{extra}""")
+{tls}{extra}""")
         self.process: subprocess.Popen[bytes] | None = None
+        # Python run before ``mta start`` in the daemon (bench/experiments.py
+        # uses it to measure what a change would buy without changing mta/).
+        self.python_prelude = python_prelude
 
     @staticmethod
     def env() -> dict[str, str]:
@@ -300,8 +306,12 @@ smtpd_tls_security_level = may
 
     def start(self) -> PosternBench:
         self._stderr = open(self.root / "stderr.log", "ab")  # noqa: SIM115
+        command = [sys.executable, "-m", "mta"]
+        if self.python_prelude:
+            command = [sys.executable, "-c", self.python_prelude + "\nimport runpy, sys\n"
+                       "sys.argv[0] = 'mta'\nrunpy.run_module('mta', run_name='__main__')"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mta", "start", "-c", str(self.config)],
+            [*command, "start", "-c", str(self.config)],
             cwd=self.root, env=self.env(), stdout=self._stderr, stderr=self._stderr,
             preexec_fn=_raise_fd_limit)
         _wait(self._ready, 30, "postern to start")
@@ -332,6 +342,15 @@ smtpd_tls_security_level = may
 
     def log_text(self) -> str:
         return self.maillog.read_text(errors="replace") if self.maillog.exists() else ""
+
+    def kill(self) -> None:
+        """kill -9: no drain, no cleanup, as in a crash or a power cut of the process."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+        self._stderr.close()
 
     def stop(self) -> None:
         if self.process is None:

@@ -24,8 +24,12 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _stat_fields(pid: int) -> list[str] | None:
+    return _stat_fields_path(f"/proc/{pid}/stat")
+
+
+def _stat_fields_path(path: str) -> list[str] | None:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stream:
+        with open(path, "rb") as stream:
             text = stream.read().decode("ascii", "replace")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
@@ -77,6 +81,33 @@ def cpu(root: int) -> Cpu:
         result.user += (utime + cutime) / _TICK
         result.system += (stime + cstime) / _TICK
     return result
+
+
+def thread_cpu(pid: int) -> dict[int, Cpu]:
+    """User and system seconds of each thread of one process, by thread id."""
+    result = {}
+    try:
+        tids = [int(name) for name in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:
+        return {}
+    for tid in tids:
+        fields = _stat_fields_path(f"/proc/{pid}/task/{tid}/stat")
+        if fields is not None:
+            result[tid] = Cpu(int(fields[11]) / _TICK, int(fields[12]) / _TICK)
+    return result
+
+
+def main_and_other_threads(before: dict[int, Cpu], after: dict[int, Cpu],
+                           main: int) -> tuple[Cpu, Cpu]:
+    """CPU used between two thread_cpu() snapshots: the main thread (the event
+    loop), and all other threads together (the spool's thread pool)."""
+    loop, others = Cpu(), Cpu()
+    for tid, now in after.items():
+        used = now - before.get(tid, Cpu())
+        target = loop if tid == main else others
+        target.user += used.user
+        target.system += used.system
+    return loop, others
 
 
 def rss(pids: list[int]) -> int:

@@ -21,13 +21,8 @@ def _name(frame: str) -> str:
     if not match:
         return frame.strip()
     path = match.group("file")
-    for marker in ("/mta/", "/asyncio/", "/aiosmtpd/", "/concurrent/", "/ssl.py", "/threading"):
-        index = path.find(marker)
-        if index != -1:
-            path = path[index + 1:]
-            break
-    else:
-        path = path.rsplit("/", 1)[-1]
+    if path.startswith("/"):  # py-spy shortens package paths; keep two parts of others
+        path = "/".join(path.rsplit("/", 2)[-2:])
     return f"{match.group('function')} ({path})"
 
 
@@ -50,9 +45,12 @@ def summarize(raw: Path) -> tuple[int, Counter[str], Counter[str], Counter[str]]
         for name in set(frames):
             total_time[name] += count
         # Threads: the event loop (asyncio) or the spool's thread pool.
-        kind = ("spool thread pool" if any("concurrent/futures/thread" in f or "_worker" in f
-                                             for f in frames)
-                else "event loop")
+        if any(f.startswith("_worker (concurrent/") for f in frames):
+            kind = "spool thread pool"
+        elif any(f.startswith("BaseEventLoop.run_forever") for f in frames):
+            kind = "event loop"
+        else:
+            kind = "other"
         threads[kind] += count
     return samples, self_time, total_time, threads
 

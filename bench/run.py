@@ -101,6 +101,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"),
                         help="where the spools go (both on this one filesystem)")
     parser.add_argument("--keep", action="store_true", help="keep the spools and logs")
+    parser.add_argument("--quiet-wait", type=float, default=60.0,
+                        help="before each run, wait up to this many seconds for a second "
+                             "in which other processes use less than half a core")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     if args.quick:
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(workdir=workdir, cert=cert, key=key, mode=args.mode,
                         messages=args.messages, sessions=args.sessions,
                         idle_connections=args.idle_connections, postern_relays=relays,
-                        postern_relay_reason=relay_reason)
+                        postern_relay_reason=relay_reason, quiet_wait=args.quiet_wait)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"bench-{stamp}.json"
@@ -149,13 +152,21 @@ def main(argv: list[str] | None = None) -> int:
                         shutil.rmtree(run.root, ignore_errors=True)
         profile_text = ""
         if args.profile and "postern" in chosen:
-            raw = args.out / f"profile-{stamp}.txt"
-            run = Run(SCENARIOS["source-1k"], "postern", 99, settings)
-            result = run.execute(profile=raw)
-            print(json.dumps(result), flush=True)
-            profile_text = spy.render(raw)
-            if not args.keep:
-                shutil.rmtree(run.root, ignore_errors=True)
+            # Twice: all non-idle threads (wall time, blocking syscalls included),
+            # then only the thread holding the GIL (where Python's one core goes).
+            for number, gil_only in ((98, False), (99, True)):
+                what = "holding the GIL" if gil_only else "all threads, wall time"
+                raw = args.out / f"profile-{stamp}-{'gil' if gil_only else 'wall'}.txt"
+                run = Run(SCENARIOS["source-1k"], "postern", number, settings)
+                result = run.execute(profile=raw, gil_only=gil_only)
+                print(json.dumps(result), flush=True)
+                profile_text += (f"### py-spy, {what}; accept {result.get('accept_rate')} "
+                                 f"msg/s under the profiler; event loop thread CPU "
+                                 f"{result.get('postern_loop_thread_cpu')}, other threads "
+                                 f"{result.get('postern_other_threads_cpu')}\n\n```\n"
+                                 + spy.render(raw) + "```\n\n")
+                if not args.keep:
+                    shutil.rmtree(run.root, ignore_errors=True)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -164,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"Postern vs Postfix, {datetime.datetime.now():%Y-%m-%d %H:%M}, "
               f"{os.cpu_count()} CPUs, mode {args.mode}: median of {args.runs} run(s) "
               f"[min–max], {args.messages} messages, {args.sessions} sessions\n")
-    text = header + table + (f"\n## Profile of Postern (py-spy)\n\n```\n{profile_text}```\n"
+    text = header + table + (f"\n## Profile of Postern under source-1k\n\n{profile_text}"
                              if profile_text else "")
     (args.out / f"bench-{stamp}.md").write_text(text)
     print("\n" + text)

@@ -65,6 +65,7 @@ class Settings:
     postern_relay_reason: str
     postern_starttls: bool | None = None  # learnt at the first Postern start
     postern_starttls_reason: str = ""
+    quiet_wait: float = 60.0  # seconds to wait for other users' load to pass
 
 
 @dataclass
@@ -86,6 +87,24 @@ class MachineCpu:
     def __sub__(self, other: MachineCpu) -> MachineCpu:
         return MachineCpu(self.processes - other.processes, self.interrupts - other.interrupts,
                           self.steal - other.steal, self.kernel_threads - other.kernel_threads)
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.5) -> tuple[float, float]:
+    """Wait (up to max_wait seconds) for a second in which the machine's other
+    work used less than threshold cores; returns (seconds waited, cores busy).
+
+    The machine is shared: a run that starts while someone's test suite is
+    busy measures them as much as us. This does not stop them starting later.
+    """
+    began = time.monotonic()
+    while True:
+        before = MachineCpu.now()
+        time.sleep(1.0)
+        used = MachineCpu.now() - before
+        busy = used.processes + used.interrupts
+        waited = time.monotonic() - began
+        if busy < threshold or waited >= max_wait:
+            return round(waited, 1), round(busy, 2)
 
 
 def _wait_child(process: subprocess.Popen[bytes], timeout: float) -> tuple[int, float]:
@@ -142,9 +161,13 @@ class Run:
                                           "run": index}
 
     # -- life cycle ----------------------------------------------------------------
-    def execute(self, profile: Path | None = None) -> dict[str, object]:
+    def execute(self, profile: Path | None = None, gil_only: bool = False
+                ) -> dict[str, object]:
         settings = self.settings
         os.sync()  # the previous run's writeback must not land in this one
+        waited, busy = wait_for_quiet(settings.quiet_wait)
+        self.result["waited_for_quiet"] = waited
+        self.result["busy_cores_at_start"] = busy
         sink = Sink(self.root / "sink").start()
         mta = make_mta(self.mta_name, self.root / self.mta_name, sink, settings, self.scenario)
         try:
@@ -158,7 +181,7 @@ class Run:
             self.result["loadavg_before"] = round(os.getloadavg()[0], 2)
             kind = self.scenario.kind
             if kind in ("source", "loadgen"):
-                self._load(mta, sink, profile)
+                self._load(mta, sink, profile, gil_only)
             elif kind == "idle":
                 self._idle(mta)
             else:
@@ -179,7 +202,7 @@ class Run:
         return sink.count() if self.settings.mode == "relay" else mta.delivered_local()
 
     # -- message load ------------------------------------------------------------
-    def _load(self, mta: Mta, sink: Sink, profile: Path | None) -> None:
+    def _load(self, mta: Mta, sink: Sink, profile: Path | None, gil_only: bool) -> None:
         scenario, settings, result = self.scenario, self.settings, self.result
         if scenario.starttls and isinstance(mta, PosternBench) \
                 and not settings.postern_starttls:
@@ -191,9 +214,10 @@ class Run:
         if profile is not None:
             spy = subprocess.Popen(
                 ["py-spy", "record", "--pid", str(mta.pid), "--rate", "250", "--format", "raw",
-                 "--nonblocking", "--output", str(profile)],
+                 "--nonblocking", "--output", str(profile), *(["--gil"] if gil_only else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # attached
+        threads_before = procstat.thread_cpu(mta.pid)
         cpu_before = procstat.cpu(mta.pid)
         machine_before = MachineCpu.now()
         self_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -251,6 +275,13 @@ class Run:
         harness = (self_after.ru_utime + self_after.ru_stime
                    - self_before.ru_utime - self_before.ru_stime)
         sink_cpu = procstat.cpu(sink.process.pid).total if sink.process else 0.0
+        loop_cpu, pool_cpu = procstat.main_and_other_threads(
+            threads_before, procstat.thread_cpu(mta.pid), mta.pid)
+        if isinstance(mta, PosternBench):
+            result["postern_loop_thread_cpu"] = {"user": round(loop_cpu.user, 2),
+                                                 "sys": round(loop_cpu.system, 2)}
+            result["postern_other_threads_cpu"] = {"user": round(pool_cpu.user, 2),
+                                                   "sys": round(pool_cpu.system, 2)}
         if spy is not None:
             spy.send_signal(2)
             try:
