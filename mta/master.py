@@ -22,10 +22,13 @@ from mta.mailboxes import Mailboxes
 from mta.metrics import MetricsServer
 from mta.qmgr import QueueManager
 from mta.routing import Router
+from mta.sasl import FailureTracker
 from mta.smtpd.checks import Restrictions
+from mta.smtpd.security import ListenerSecurity, build_security
 from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
 from mta.spool import Spool
 from mta.tls import certs
+from mta.tls.clientcert import relay_clientcerts_lookup
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,21 @@ class Parts:
 
 def build_parts(config: Config) -> Parts:
     mailboxes = Mailboxes.from_config(config)
-    return Parts(mailboxes, Restrictions(config, mailboxes), Router(config, mailboxes))
+    restrictions = Restrictions(config, mailboxes,
+                                relay_clientcerts=relay_clientcerts_lookup(config))
+    return Parts(mailboxes, restrictions, Router(config, mailboxes))
+
+
+def build_listener_security(config: Config, tracker: FailureTracker) -> dict[
+        str, ListenerSecurity]:
+    """TLS contexts and AUTH of every listener; ConfigError if any is unusable."""
+    built = {}
+    for listener in config.listeners:
+        security, warnings = build_security(config.for_listener(listener), tracker)
+        for warning in warnings:
+            maillog.warning("master", f"service {listener.name}: {warning}")
+        built[listener.name] = security
+    return built
 
 
 @dataclass
@@ -70,12 +87,14 @@ class Daemon:
     qmgr: QueueManager = field(init=False)
     servers: list[SmtpdServer] = field(default_factory=list)
     metrics: MetricsServer | None = None
+    sasl_failures: FailureTracker = field(default_factory=FailureTracker)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
         prepare_certificates(config)
+        security = build_listener_security(config, self.sasl_failures)
         self.spool = Spool(config.path_of(config.queue_directory), lane=0)
         parts = build_parts(config)
         agents: dict[str, DeliveryAgent] = {"local": LocalDelivery(parts.mailboxes, self.spool)}
@@ -90,7 +109,8 @@ class Daemon:
                 restrictions=view_parts.restrictions,
                 connections=ConnectionRegistry(view),
                 names=NameCache(view.smtpd_peername_lookup),
-                on_queued=lambda envelope: self.qmgr.queued(envelope.qid), loop=loop)
+                on_queued=lambda envelope: self.qmgr.queued(envelope.qid), loop=loop,
+                security=security[listener.name])
             server = SmtpdServer(ctx)
             await server.start()
             self.servers.append(server)
@@ -109,6 +129,7 @@ class Daemon:
         try:
             new = configuration.load(self.config.path)
             parts = build_parts(new)
+            security = build_listener_security(new, self.sasl_failures)
         except ConfigError as error:
             maillog.warning("master", f"reload failed, keeping the running configuration: "
                             f"{error}")
@@ -127,6 +148,8 @@ class Daemon:
             server.ctx.config = view
             server.ctx.restrictions = (parts if view is new else build_parts(view)).restrictions
             server.ctx.connections.config = view
+            # New sessions get the new certificates; open ones keep theirs.
+            server.ctx.security = security[listener.name]
         self.qmgr.config = new
         self.qmgr.router = parts.router
         local = self._agents.get("local")
@@ -170,7 +193,11 @@ def _version() -> str:
 async def run(config: Config) -> int:
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
-    await daemon.start()
+    try:
+        await daemon.start()
+    except ConfigError as error:
+        maillog.fatal("master", str(error))
+        raise
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
     loop.add_signal_handler(signal.SIGHUP, lambda: (maillog.reopen(), daemon.reload()))
