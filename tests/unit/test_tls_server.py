@@ -107,7 +107,7 @@ def test_sni_chooses_a_certificate_by_name_and_parent_domain(ca: TestCA) -> None
     for name, expected, sni in (("mail.other.test", "mail.other.test", "mail.other.test"),
                                 ("a.third.test", "*.third.test", "a.third.test"),
                                 ("mx.example.test", "mx.example.test", "")):
-        engine, state, client, error = memory_handshake(tls, client_context(ca), name)
+        _engine, state, client, error = memory_handshake(tls, client_context(ca), name)
         assert client is not None, f"{name}: {error}"  # the client verified the name
         leaf = client.getpeercert()
         assert dict(x[0] for x in leaf["subject"])["commonName"] == expected
