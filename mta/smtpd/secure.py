@@ -2,14 +2,14 @@
 certificates, the TLS requirement, and AUTH PLAIN/LOGIN.
 
 One code path serves STARTTLS (RFC 3207) and wrapper mode (port 465, RFC
-8314): ``_start_tls`` runs the handshake and afterwards the session is the
-same either way (AUTH offered, client certificate evaluated, ESMTPS/ESMTPSA,
-the TLS clause in Received). The handshake is ours (tls/engine.py, pyOpenSSL
-over memory buffers), not aiosmtpd's: received bytes are routed to the TLS
-engine in ``data_received`` from the moment STARTTLS is accepted, and
-plaintext that was pipelined behind STARTTLS is thrown away
-(CVE-2011-0411), as are HELO, MAIL and AUTH state from before TLS (RFC 3207
-§4.2).
+8314): ``_begin_handshake`` and ``_finish_handshake`` run the handshake, and
+afterwards the session is the same either way (AUTH offered, client
+certificate evaluated, ESMTPS/ESMTPSA, the TLS clause in Received). The
+handshake is ours (tls/engine.py, pyOpenSSL over memory buffers), not
+aiosmtpd's: received bytes are routed to the TLS engine in ``data_received``
+from the moment STARTTLS is accepted, and plaintext that was pipelined
+behind STARTTLS is thrown away (CVE-2011-0411), as are HELO, MAIL and AUTH
+state from before TLS (RFC 3207 §4.2).
 """
 
 from __future__ import annotations
@@ -71,6 +71,11 @@ class SecureSmtpdProtocol(SmtpdProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = transport  # type: ignore[assignment]
         super().connection_made(transport)
+        security = self.security
+        if security is not None and security.policy.wrappermode and security.tls is not None:
+            # RFC 8314: the client's first bytes are its ClientHello, which
+            # may arrive while we look up its name: route them to TLS now.
+            self._begin_handshake()
 
     def data_received(self, data: bytes) -> None:
         handshake = self._handshake
@@ -109,7 +114,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             self.tls_level = security.policy.level_for(self.client.address)
             if security.policy.wrappermode:
                 # RFC 8314: the handshake comes before the greeting.
-                await self._start_tls()
+                await self._finish_handshake()
         await super()._session()
 
     async def _dispatch(self, line: bytes) -> None:
@@ -177,10 +182,6 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         except ConnectionError:
             self._count("starttls", False)
             raise
-
-    async def _start_tls(self) -> None:
-        self._begin_handshake()
-        await self._finish_handshake()
 
     def _begin_handshake(self) -> None:
         assert self.security is not None and self.security.tls is not None
