@@ -7,7 +7,7 @@ Direction-neutral, for smtpd and the smtp client alike:
 
       Trusted TLS connection established from host[ip]: TLSv1.3 with cipher
       TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519
-      server-signature ECDSA (P-256) server-digest SHA256
+      server-signature ECDSA (prime256v1) server-digest SHA256
 
   (one line), with ``to host[ip]:port`` for role "client". The trust word is
   Anonymous (no peer certificate), Untrusted, Trusted (the chain verified) or
@@ -34,17 +34,20 @@ from mta.tls.clientcert import PeerCertificate
 
 ANONYMOUS, UNTRUSTED, TRUSTED, VERIFIED = "Anonymous", "Untrusted", "Trusted", "Verified"
 
-# OpenSSL group names → Postfix's key-exchange wording: ECDHE groups print
-# "ECDHE (P-256)", finite-field ones "DHE (2048 bits)", the rest by name.
-_NIST = {"secp256r1": "P-256", "prime256v1": "P-256", "secp384r1": "P-384",
-         "secp521r1": "P-521"}
+# Curve names as Postfix prints them when built with OpenSSL 3 (tls_misc.c
+# ec_curve_name: EVP_PKEY_get_group_name), for key exchange ("ECDHE
+# (prime256v1)") and ECDSA keys ("ECDSA (prime256v1)"). Postfix on OpenSSL
+# 1.1 printed NIST names (P-256) instead; both appear in the wild.
+_CURVE = {"secp256r1": "prime256v1", "prime256v1": "prime256v1", "secp384r1": "secp384r1",
+          "secp521r1": "secp521r1"}
 # TLS 1.3 ties each ECDSA curve to one digest (RFC 8446 §4.2.3).
-_ECDSA_DIGEST = {"P-256": "SHA256", "P-384": "SHA384", "P-521": "SHA512"}
+_ECDSA_DIGEST = {"prime256v1": "SHA256", "secp384r1": "SHA384", "secp521r1": "SHA512"}
 
 
 @dataclass(frozen=True)
 class Signature:
-    """A signature algorithm as Postfix prints it: RSA-PSS (2048 bits), ECDSA (P-256)."""
+    """A signature algorithm as Postfix prints it: RSA-PSS (2048 bits), ECDSA
+    (prime256v1)."""
 
     name: str
     curve: str = ""
@@ -153,12 +156,12 @@ def comment_safe(text: str) -> str:
 
 def key_exchange(group: str | None) -> tuple[str, str, int]:
     """(name, curve, bits) for an OpenSSL group name: x25519 → X25519,
-    secp256r1 → ECDHE (P-256), ffdhe2048 → DHE (2048 bits)."""
+    secp256r1 → ECDHE (prime256v1), ffdhe2048 → DHE (2048 bits)."""
     if not group:
         return "", "", 0
     lowered = group.lower()
-    if lowered in _NIST:
-        return "ECDHE", _NIST[lowered], 0
+    if lowered in _CURVE:
+        return "ECDHE", _CURVE[lowered], 0
     if lowered.startswith("ffdhe") and lowered[5:].isdigit():
         return "DHE", "", int(lowered[5:])
     if lowered in ("x25519", "x448"):
@@ -174,7 +177,7 @@ def signature_of(public_key: object, rsa_digest: str = "") -> Signature | None:
     if isinstance(public_key, rsa.RSAPublicKey):
         return Signature("RSA-PSS", bits=public_key.key_size, digest=rsa_digest)
     if isinstance(public_key, ec.EllipticCurvePublicKey):
-        curve = _NIST.get(public_key.curve.name, public_key.curve.name)
+        curve = _CURVE.get(public_key.curve.name, public_key.curve.name)
         return Signature("ECDSA", curve=curve, digest=_ECDSA_DIGEST.get(curve, ""))
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         return Signature("ED25519")

@@ -49,14 +49,14 @@ def test_starttls_with_smtplib(site: SecureSite) -> None:
     assert re.fullmatch(
         r"Received: from client\.example \(localhost \[127\.0\.0\.1\]\)\n"
         r"\t\(using TLSv1\.3 with cipher TLS_AES_256_GCM_SHA384 \(256/256 bits\)\n"
-        r"\t key-exchange X25519 server-signature ECDSA \(P-256\) server-digest SHA256\)\n"
+        r"\t key-exchange X25519 server-signature ECDSA \(prime256v1\) server-digest SHA256\)\n"
         r"\t\(No client certificate requested\)\n"
         rf"\tby mx\.example\.test \(Postern\) with ESMTPS id {QID}\n"
         rf"\tfor <alice@example\.test>; {DATE}\n", header), header
     daemon.wait_log(
         r"postern/smtpd\[\d+\]: Anonymous TLS connection established from "
         r"localhost\[127\.0\.0\.1\]: TLSv1\.3 with cipher TLS_AES_256_GCM_SHA384 "
-        r"\(256/256 bits\) key-exchange X25519 server-signature ECDSA \(P-256\) "
+        r"\(256/256 bits\) key-exchange X25519 server-signature ECDSA \(prime256v1\) "
         r"server-digest SHA256$")
     daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=2 starttls=1/2 mail=1 "
                     r"rcpt=1 data=1 quit=1 commands=7/8$")
@@ -110,15 +110,15 @@ def test_implicit_tls_behaves_like_starttls(site: SecureSite) -> None:
     assert re.fullmatch(
         r"Received: from laptop\.example \(localhost \[127\.0\.0\.1\]\)\n"
         r"\t\(using TLSv1\.3 with cipher TLS_AES_256_GCM_SHA384 \(256/256 bits\)\n"
-        r"\t key-exchange X25519 server-signature ECDSA \(P-256\) server-digest SHA256\n"
-        r"\t client-signature ECDSA \(P-256\) client-digest SHA256\)\n"
+        r"\t key-exchange X25519 server-signature ECDSA \(prime256v1\) server-digest SHA256\n"
+        r"\t client-signature ECDSA \(prime256v1\) client-digest SHA256\)\n"
         r"\t\(Client CN \"laptop\.example\", Issuer \"Postern Test CA\" \(verified OK\)\)\n"
         rf"\tby mx\.example\.test \(Postern\) with ESMTPS id {QID};\n"
         rf"\t{DATE}\n", header), header
     site.daemon.wait_log(r"Trusted TLS connection established from localhost\[127\.0\.0\.1\]: "
                          r"TLSv1\.3 with cipher TLS_AES_256_GCM_SHA384 \(256/256 bits\) "
-                         r"key-exchange X25519 server-signature ECDSA \(P-256\) server-digest "
-                         r"SHA256 client-signature ECDSA \(P-256\) client-digest SHA256$")
+                         r"key-exchange X25519 server-signature ECDSA \(prime256v1\) server-digest "
+                         r"SHA256 client-signature ECDSA \(prime256v1\) client-digest SHA256$")
     site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 mail=1 rcpt=2 "
                          r"data=1 quit=1 commands=6$")
 

@@ -55,7 +55,7 @@ def test_trust_words_and_sni() -> None:
 def test_received_header_layout_tls13_with_client_certificate() -> None:
     peer = PeerCertificate("laptop.example", "Example Mail CA", "AA", "BB", trusted=True)
     tls = replace(TLS13, peer=peer,
-                        client_signature=Signature("ECDSA", curve="P-256",
+                        client_signature=Signature("ECDSA", curve="prime256v1",
                                                       digest="SHA256"))
     header = received_header(ReceivedInfo(
         helo="laptop.example", client_name="rname", client_address="192.0.2.7",
@@ -67,7 +67,7 @@ def test_received_header_layout_tls13_with_client_certificate() -> None:
         "Received: from laptop.example (rname [192.0.2.7])\r\n"
         "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\r\n"
         "\t key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256\r\n"
-        "\t client-signature ECDSA (P-256) client-digest SHA256)\r\n"
+        "\t client-signature ECDSA (prime256v1) client-digest SHA256)\r\n"
         "\t(Client CN \"laptop.example\", Issuer \"Example Mail CA\" (verified OK))\r\n"
         "\tby mx.example (Postern) with ESMTPS id QID\r\n"
         "\tfor <rcpt@example.org>")
@@ -92,7 +92,7 @@ def test_received_clauses_tls12_and_certificate_states() -> None:
 
 @pytest.mark.parametrize(("group", "expected"), [
     ("x25519", ("X25519", "", 0)), ("X448", ("X448", "", 0)),
-    ("secp256r1", ("ECDHE", "P-256", 0)), ("secp384r1", ("ECDHE", "P-384", 0)),
+    ("secp256r1", ("ECDHE", "prime256v1", 0)), ("secp384r1", ("ECDHE", "secp384r1", 0)),
     ("ffdhe2048", ("DHE", "", 2048)), ("X25519MLKEM768", ("X25519MLKEM768", "", 0)),
     (None, ("", "", 0)),
 ])
@@ -116,7 +116,7 @@ def test_summary_of_a_real_handshake(tmp_path: Path) -> None:
     assert got.trust == "Trusted"
     assert got.kex_name == "X25519"
     assert got.server_signature == Signature("RSA-PSS", bits=2048, digest="SHA256")
-    assert got.client_signature == Signature("ECDSA", curve="P-256", digest="SHA256")
+    assert got.client_signature == Signature("ECDSA", curve="prime256v1", digest="SHA256")
     # A certificate that chains to nothing: the handshake still completes.
     engine, state, client, error = memory_handshake(tls, client_context(ca, stranger))
     assert client is not None, error
