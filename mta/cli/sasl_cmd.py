@@ -27,19 +27,25 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "sasl", parents=[common], help="add, remove and list AUTH users",
         description="Maintain the AUTH users in smtpd_sasl_password_file (salted scrypt "
                     "hashes). Changes apply to new AUTH attempts without a reload.")
-    parser.add_argument("-f", "--file", metavar="PATH",
-                        help="the password file (default: smtpd_sasl_password_file)")
+    _file_option(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    # -c and -f are accepted before and after the action, like every mta option.
     for name, text in (("add", "set a user's password (adds the user)"),
                        ("delete", "remove a user"), ("check", "test a user's password")):
-        sub = actions.add_parser(name, help=text)
+        sub = actions.add_parser(name, help=text, parents=[common])
+        _file_option(sub)
         sub.add_argument("user", metavar="USER")
-    actions.add_parser("list", help="list the users")
+    _file_option(actions.add_parser("list", help="list the users", parents=[common]))
     parser.set_defaults(func=run)
 
 
+def _file_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--file", default=argparse.SUPPRESS, metavar="PATH",
+                        help="the password file (default: smtpd_sasl_password_file)")
+
+
 def _password_file(args: argparse.Namespace) -> Path:
-    if args.file:
+    if getattr(args, "file", None):
         return Path(args.file)
     config = configuration.load(configuration.find_config(args.config))
     if not config.smtpd_sasl_password_file:
