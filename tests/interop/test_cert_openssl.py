@@ -222,3 +222,30 @@ def test_no_password_and_no_terminal(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "no password file given and no terminal to ask on" in result.stderr.decode()
     assert not (tmp_path / "erin@example.test.p12").exists()
+
+
+def test_renew_a_file_that_holds_key_and_certificate(tmp_path: Path) -> None:
+    both = tmp_path / "both.pem"
+    mta_cert(tmp_path, "self-signed", "--name", "mx.example.test", "--cert", str(both),
+             "--key", str(both))
+    key_before = openssl("pkey", "-in", str(both)).stdout
+    mta_cert(tmp_path, "renew", str(both), "--days", "90")
+    assert mode(both) == 0o600
+    assert openssl("pkey", "-in", str(both)).stdout == key_before
+    assert "OK" in openssl("verify", "-CAfile", str(both), str(both)).stdout
+    assert openssl("x509", "-in", str(both), "-noout", "-checkend", str(89 * 86400)).returncode \
+        == 0
+    assert mode(tmp_path / "both.pem.old") == 0o600  # the old copy holds the key too
+
+
+def test_renew_with_a_new_key(tmp_path: Path) -> None:
+    mta_cert(tmp_path, "self-signed", "--name", "mx.example.test", "--key-type", "rsa")
+    cert, key = tmp_path / "mx.example.test.pem", tmp_path / "mx.example.test.key"
+    before = openssl("x509", "-in", str(cert), "-noout", "-pubkey").stdout
+    mta_cert(tmp_path, "renew", str(cert), "--new-key")
+    after = openssl("x509", "-in", str(cert), "-noout", "-pubkey").stdout
+    assert before != after
+    assert openssl("pkey", "-in", str(key), "-pubout").stdout == after
+    assert "2048 bit" in openssl("pkey", "-in", str(key), "-noout", "-text").stdout
+    assert openssl("pkey", "-in", str(tmp_path / "mx.example.test.key.old"),
+                   "-pubout").stdout == before
