@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from mta.errors import ConfigError
+from mta.tls.certinfo import read_certificates
 from mta.tls.pemfiles import write_private
 
 __all__ = ["PrivateKey", "check_key_matches", "generate_key", "key_password", "key_pem",
@@ -170,8 +171,6 @@ def load_cert_chain(context: ssl.SSLContext, cert_path: Path, key_path: Path,
     the key ourselves so that a bad passphrase or a mismatched key is a clear
     ConfigError naming the file rather than an OpenSSL error code."""
     key = load_private_key(key_path, config)
-    from mta.tls.certinfo import read_certificates
-
     chain = read_certificates(cert_path)
     check_key_matches(key, chain[0], str(key_path), str(cert_path))
     password = key_password(config) if is_encrypted(key_block(key_path.read_bytes()) or b"") \
