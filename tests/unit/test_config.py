@@ -130,3 +130,11 @@ def test_the_embedded_default_loads() -> None:
     assert [(s.name, s.address.port) for s in config.listeners] == [("smtp", 2525),
                                                                     ("submission", 2587)]
     assert config.warnings == []
+
+
+def test_configuration_reference_is_current() -> None:
+    from mta.config.reference import markdown
+
+    document = Path(__file__).parents[2] / "docs" / "configuration.md"
+    assert document.read_text() == markdown(), \
+        "regenerate it: python -m mta.config.reference > docs/configuration.md"
