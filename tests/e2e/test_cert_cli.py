@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.certfixtures import write_fixed_set
-from tests.helpers import REPO, run_mta
+from tests.helpers import run_mta
 
-GOLDEN = REPO / "tests" / "golden" / "cert"
+GOLDEN = Path(__file__).parent / "golden" / "cert"
 
 MAIN_CF = """\
 myhostname = mx.example.test
