@@ -27,7 +27,7 @@ from mta.smtpd.checks import Restrictions
 from mta.smtpd.security import ListenerSecurity, build_security
 from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
 from mta.spool import Spool
-from mta.tls import certs
+from mta.tls import certs, expiry
 from mta.tls.clientcert import relay_clientcerts_lookup
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class Daemon:
     qmgr: QueueManager = field(init=False)
     servers: list[SmtpdServer] = field(default_factory=list)
     metrics: MetricsServer | None = None
+    certificates: expiry.CertificateWatch | None = None
     sasl_failures: FailureTracker = field(default_factory=FailureTracker)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -94,7 +95,13 @@ class Daemon:
         config = self.config
         loop = asyncio.get_running_loop()
         prepare_certificates(config)
-        security = build_listener_security(config, self.sasl_failures)
+        self.certificates = expiry.CertificateWatch(config)
+        self.certificates.start()  # a key that cannot be opened stops the start
+        try:
+            security = build_listener_security(config, self.sasl_failures)
+        except ConfigError as error:
+            maillog.fatal("master", str(error))
+            raise
         self.spool = Spool(config.path_of(config.queue_directory), lane=0)
         parts = build_parts(config)
         agents: dict[str, DeliveryAgent] = {"local": LocalDelivery(parts.mailboxes, self.spool)}
@@ -129,12 +136,13 @@ class Daemon:
         try:
             new = configuration.load(self.config.path)
             parts = build_parts(new)
+            key_warnings = expiry.check_keys(new)
             security = build_listener_security(new, self.sasl_failures)
         except ConfigError as error:
             maillog.warning("master", f"reload failed, keeping the running configuration: "
                             f"{error}")
             return
-        for warning in new.warnings:
+        for warning in [*new.warnings, *key_warnings]:
             maillog.warning("master", warning)
         setup_maillog(new)
         for server in self.servers:
@@ -156,6 +164,8 @@ class Daemon:
         if isinstance(local, LocalDelivery):
             local.mailboxes = parts.mailboxes
         self.config = new
+        if self.certificates is not None:
+            self.certificates.reload(new)
         maillog.info("master", "reload -- configuration " + new.path)
 
     def request_stop(self) -> None:
@@ -174,6 +184,8 @@ class Daemon:
             await server.wait_closed()
         await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout)
         await self.qmgr.stop()
+        if self.certificates is not None:
+            await self.certificates.stop()
         if self.metrics is not None:
             await self.metrics.close()
         self.spool.close()
@@ -193,11 +205,7 @@ def _version() -> str:
 async def run(config: Config) -> int:
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
-    try:
-        await daemon.start()
-    except ConfigError as error:
-        maillog.fatal("master", str(error))
-        raise
+    await daemon.start()
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
     loop.add_signal_handler(signal.SIGHUP, lambda: (maillog.reopen(), daemon.reload()))

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mta.tls import certs
+from mta.tls import certs, keys
 from mta.tls import protocols as tls_protocols
 from mta.tls.clientcert import fingerprint
 from mta.tls.engine import TlsEngine, TlsError
@@ -109,7 +109,7 @@ class TestCA:
 
 def self_signed(directory: Path, cn: str, stem: str | None = None) -> Issued:
     """A self-signed certificate (chains to nothing), as mobile users pin them."""
-    key = certs.generate_key()
+    key = keys.generate_key()
     cert = certs.self_signed(key, cn)
     return _write(directory, stem or cn, key, cert)
 
@@ -129,7 +129,7 @@ def _write(directory: Path, stem: str, key: object, cert: x509.Certificate) -> I
     cert_file = directory / f"{stem}.pem"
     key_file = directory / f"{stem}.key"
     cert_file.write_bytes(certs.cert_pem(cert))
-    certs.write_private(key_file, certs.key_pem(key))  # type: ignore[arg-type]
+    keys.write_private(key_file, keys.key_pem(key))  # type: ignore[arg-type]
     return Issued(key, cert, cert_file, key_file)
 
 

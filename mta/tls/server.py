@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from mta.config import Config
 from mta.config.types import BadValue
 from mta.errors import ConfigError
 from mta.maps import open_tables, split_specs
-from mta.tls import protocols
+from mta.tls import keys, protocols
 from mta.tls.clientcert import VerifyRecord
 from mta.tls.engine import describe
 
@@ -71,8 +70,9 @@ def check_key_file(path: Path) -> None:
                           f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}")
 
 
-def load_identity(files: list[Path]) -> Identity:
-    """Read a key and chain from PEM files (one file may hold both, in any order)."""
+def load_identity(files: list[Path], config: Config | None = None) -> Identity:
+    """Read a key and chain from PEM files (one file may hold both, in any order).
+    An encrypted key is opened with the passphrase of tls_key_password_file."""
     key = None
     chain: list[x509.Certificate] = []
     for path in files:
@@ -80,13 +80,11 @@ def load_identity(files: list[Path]) -> Identity:
             data = path.read_bytes()
         except OSError as error:
             raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-        if b"PRIVATE KEY-----" in data:
+        if keys.key_block(data) is not None:
             check_key_file(path)
             if key is None:
-                try:
-                    key = serialization.load_pem_private_key(_first_key(data), password=None)
-                except (ValueError, TypeError) as error:
-                    raise ConfigError(f"{path}: bad private key: {error}") from None
+                key = (keys.load_private_key(path, config) if config is not None
+                       else keys.parse_private_key(data, str(path), None, "no passphrase"))
         if b"-----BEGIN CERTIFICATE-----" in data:
             try:
                 chain.extend(x509.load_pem_x509_certificates(data))
@@ -98,15 +96,6 @@ def load_identity(files: list[Path]) -> Identity:
     if not chain:
         raise ConfigError(f"{names}: no certificate found")
     return Identity(key, tuple(chain), tuple(str(p) for p in files))
-
-
-def _first_key(data: bytes) -> bytes:
-    start = data.index(b"-----BEGIN ")
-    while b"PRIVATE KEY-----" not in data[start:data.index(b"\n", start)]:
-        start = data.index(b"-----BEGIN ", start + 1)
-    end = data.index(b"-----END ", start)
-    end = data.index(b"-----", end + 9) + 5
-    return data[start:end]
 
 
 @dataclass(frozen=True)
@@ -142,7 +131,7 @@ class ServerTls:
                               "smtpd_tls_cert_file is empty")
         cert = config.path_of(config.smtpd_tls_cert_file)
         key = config.path_of(config.smtpd_tls_key_file or config.smtpd_tls_cert_file)
-        identity = load_identity(list(dict.fromkeys([key, cert])))
+        identity = load_identity(list(dict.fromkeys([key, cert])), config)
         prefix = "smtpd_tls_mandatory_" if required else "smtpd_tls_"
         exclusions = tuple(config.smtpd_tls_exclude_ciphers)
         if required:
@@ -241,6 +230,6 @@ def _sni_identities(config: Config) -> dict[str, Identity]:
             if not files:
                 raise ConfigError(f"{entry.where}: {entry.key}: no files given")
             key = entry.key.lower().rstrip(".")
-            identities.setdefault(key, load_identity(files))
+            identities.setdefault(key, load_identity(files, config))
     return identities
 
