@@ -110,7 +110,10 @@ def test_sni_selects_another_certificate(daemon_factory) -> None:
     site = secure_site(daemon_factory,
                        "tls_server_sni_maps = texthash:sni\nsmtpd_tls_loglevel = 2\n")
     other = site.ca.issue("mail.other.test", stem="other")
-    (site.daemon.root / "sni").write_text(f"mail.other.test {other.key_file} {other.cert_file}\n")
+    # Postfix's format: each file a private key followed by its chain.
+    other.key_file.write_bytes(other.key_file.read_bytes() + other.cert_file.read_bytes()
+                               + site.ca.cert_file.read_bytes())
+    (site.daemon.root / "sni").write_text(f"mail.other.test {other.key_file}\n")
     site.daemon.start()
     out = s_client(site, site.daemon.smtp_port, "-servername", "mail.other.test",
                    "-verify_hostname", "mail.other.test")

@@ -118,7 +118,8 @@ def test_sni_chooses_a_certificate_by_name_and_parent_domain(ca: TestCA) -> None
 def test_sni_maps_from_config(tmp_path: Path, ca: TestCA) -> None:
     default = ca.issue("mx.example.test")
     other = ca.issue("mail.other.test")
-    (tmp_path / "sni").write_text(f"mail.other.test {other.key_file} {other.cert_file}\n")
+    other.key_file.write_bytes(other.key_file.read_bytes() + other.cert_file.read_bytes())
+    (tmp_path / "sni").write_text(f"mail.other.test {other.key_file}\n")
     config = from_text(f"smtpd_tls_cert_file = {default.cert_file}\n"
                        f"smtpd_tls_key_file = {default.key_file}\n"
                        "tls_server_sni_maps = texthash:sni\n", str(tmp_path / "main.cf"))
