@@ -99,6 +99,26 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         if handshake.engine.peer_closed:
             self._reader.feed_eof()
 
+    def eof_received(self) -> bool | None:
+        self._handshake_lost()
+        return super().eof_received()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._handshake_lost()
+        super().connection_lost(error)
+
+    def _handshake_lost(self) -> None:
+        """The client went away mid-handshake: log it as Postfix does
+        (aiosmtpd cancels the session task right after this)."""
+        handshake = self._handshake
+        if handshake is None or handshake.done.done():
+            return
+        handshake.done.cancel()
+        HANDSHAKES.labels(self.ctx.listener.name, "none", "none", "failure").inc()
+        maillog.info("smtpd", f"SSL_accept error from {self.client.peer}: lost connection")
+        if self.stage == "STARTTLS":
+            self._count("starttls", False)
+
     def _write_raw(self, data: bytes) -> None:
         if data and self._raw is not None and not self._raw.is_closing():
             self._raw.write(data)

@@ -78,6 +78,9 @@ def test_plaintext_pipelined_behind_starttls_is_not_executed(site: SecureSite) -
         assert tls_reader.readline() == b"503 5.5.1 Error: need MAIL command\r\n"
         tls.sendall(b"QUIT\r\n")
         assert tls_reader.readline() == b"221 2.0.0 Bye\r\n"
+        tls_reader.close()
+        reader.close()
+        tls.close()
     site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 starttls=1 "
                          r"rcpt=0/1 quit=1 commands=3/4$")
     assert "evil@attacker.example" not in site.daemon.log_text()
@@ -132,6 +135,7 @@ def test_handshake_failure_is_logged(site: SecureSite) -> None:
             pass
         raw.sendall(b"this is not a TLS record\r\n")
         assert raw.recv(100)[:1] in (b"\x15", b"")  # a TLS alert, then the end
+        reader.close()
     site.daemon.wait_log(r"SSL_accept error from localhost\[127\.0\.0\.1\]: \w.*")
     site.daemon.wait_log(r"lost connection after STARTTLS from localhost\[127\.0\.0\.1\]$")
     site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 starttls=0/1 "
@@ -155,12 +159,14 @@ def test_required_client_certificate(daemon_factory) -> None:
         code = session.ehlo()[0]
         assert code == 421
         session.noop()
+    session.close()
     site.daemon.wait_log(r"NOQUEUE: abort: TLS from localhost\[127\.0\.0\.1\]: "
                          r"Client certificate not trusted$")
     session = smtplib.SMTP("127.0.0.1", site.submission_port)
     session.starttls(context=site.context())
     assert session.docmd("EHLO", "x") == (
         421, b"4.7.1 mx.example.test Error: No client certificate presented")
+    session.close()
     site.daemon.wait_log(r"NOQUEUE: abort: TLS from localhost\[127\.0\.0\.1\]: "
                          r"No client certificate presented$")
 
@@ -195,3 +201,17 @@ def test_old_tls_versions_are_refused(site: SecureSite) -> None:
         session.starttls(context=old)
     site.daemon.wait_log(r"SSL_accept error from localhost\[127\.0\.0\.1\]: "
                          r"unsupported protocol$")
+
+
+def test_client_gone_during_the_handshake(site: SecureSite) -> None:
+    with socket.create_connection(("127.0.0.1", site.daemon.smtp_port), timeout=20) as raw:
+        reader = raw.makefile("rb")
+        reader.readline()
+        raw.sendall(b"EHLO x\r\nSTARTTLS\r\n")
+        while not reader.readline().startswith(b"220 2.0.0"):
+            pass
+        reader.close()  # the socket closes only when its file object does
+    site.daemon.wait_log(r"SSL_accept error from localhost\[127\.0\.0\.1\]: lost connection$")
+    site.daemon.wait_log(r"lost connection after STARTTLS from localhost\[127\.0\.0\.1\]$")
+    site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 starttls=0/1 "
+                         r"commands=1/2$")
