@@ -58,7 +58,7 @@ def test_readable_private_key_refuses_to_start(daemon_factory) -> None:
     assert "private key file is accessible by group or others (mode 0640)" in \
         daemon.stderr_path.read_text()
     assert "fatal: " in daemon.log_text()
-    daemon.process = None
+    assert daemon.stop() == 1  # already gone; closes its log file
 
 
 def test_mta_sasl_command(daemon_factory) -> None:
@@ -83,4 +83,4 @@ def test_mta_sasl_command(daemon_factory) -> None:
     session = site.starttls(site.submission_port)
     assert session.login("dave", "dave's secret")[0] == 235
     session.quit()
-    del daemon
+    assert daemon.stop() == 0
