@@ -215,3 +215,16 @@ def test_client_gone_during_the_handshake(site: SecureSite) -> None:
     site.daemon.wait_log(r"lost connection after STARTTLS from localhost\[127\.0\.0\.1\]$")
     site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 starttls=0/1 "
                          r"commands=1/2$")
+
+
+def test_a_large_message_over_tls(site: SecureSite) -> None:
+    """8 MB through the TLS engine, then another message in the same session."""
+    line = b"x" * 76 + b"\r\n"
+    body = b"Subject: big\r\n\r\n" + line * (8 * 1024 * 1024 // len(line))
+    session = site.starttls(site.daemon.smtp_port)
+    session.sendmail("bob@example.org", ["alice@example.test"], body)
+    session.sendmail("bob@example.org", ["alice@example.test"], message("after the big one"))
+    session.quit()
+    files = site.daemon.wait_maildir("alice", 2)
+    big = max(files, key=lambda f: f.stat().st_size).read_bytes()
+    assert big.count(b"x" * 76 + b"\n") == (len(body) - 16) // len(line)  # Maildir: LF
