@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter
 
 from mta import log as maillog
+from mta.concurrency import SITE_FAILURE
 from mta.config import Config
 from mta.delivery import ContentSource, DeliveryRequest, DeliveryResult, Recipient, Route
 from mta.metrics import REGISTRY
@@ -51,7 +52,6 @@ TRANSACTIONS = Counter("mta_smtp_transactions",
 SMTP_PORT = 25
 _SERVICE_PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "smtps": 465,
                   "lmtp": 24}
-SITE_FAILURE = "site_failure"  # DeliveryResult.extra["feedback"]: the server was unusable
 
 
 @dataclass(frozen=True, slots=True)
