@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import ssl
 import time
@@ -200,7 +201,8 @@ class SmtpSession:
         except TimeoutError:
             raise ConnectFailure(f"{where}: Connection timed out") from None
         except OSError as error:
-            reason = error.strerror or str(error) or type(error).__name__
+            reason = (os.strerror(error.errno) if error.errno else str(error)
+                      ) or type(error).__name__
             raise ConnectFailure(f"{where}: {reason}") from None
         return cls(reader, writer, peer, timeouts)
 

@@ -67,6 +67,6 @@ def port_map(ports: dict[str, int]):  # type: ignore[no-untyped-def]
         target = ports.get(address)
         if target is None:
             raise ConnectionRefusedError(111, "Connection refused")
-        return await asyncio.open_connection("127.0.0.1", target)
+        return await asyncio.open_connection(address, target)
 
     return connect
