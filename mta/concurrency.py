@@ -93,6 +93,9 @@ class FeedbackDestination(Destination):
                                                                     self._resume)
         self.window = max(1, self.window - 1)
 
+    def resume(self) -> None:
+        self._resume()
+
     def _resume(self) -> None:
         if self.suspended_until is None:
             return

@@ -76,14 +76,15 @@ class ScriptedPeer:
                  ehlo_keywords: tuple[str, ...] = ("PIPELINING", "SIZE 10240000", "8BITMIME",
                                                   "ENHANCEDSTATUSCODES"),
                  tls: ssl.SSLContext | None = None, host: str = "127.0.0.1",
-                 hostname: str = "peer.test", inject_after_starttls: bytes = b"") -> None:
+                 hostname: str = "peer.test", inject_after_starttls: bytes = b"",
+                 port: int = 0) -> None:
         self.replies = {**DEFAULT_REPLIES, **(replies or {})}
         self.ehlo_keywords = ehlo_keywords
         self.tls = tls
         self.host = host
         self.hostname = hostname
         self.inject_after_starttls = inject_after_starttls
-        self.port = 0
+        self.port = port
         self.connections: list[Connection] = []
         self._counters: dict[str, int] = {}
         self._server: asyncio.AbstractServer | None = None
