@@ -244,7 +244,8 @@ class SmtpDelivery:
 
     # -- one server ------------------------------------------------------------------------
     async def _attempt(self, state: _Delivery, route: Route, mx: MxHost, peer: Peer,
-                       key: tuple[str, str], final: bool, *, plaintext_only: bool = False) -> int:
+                       key: tuple[str, str], final: bool, *,
+                       retry_plan: TlsPlan | None = None) -> int:
         """Try one server; returns 1 when an SMTP session was established."""
         pending = list(state.pending)
         try:
@@ -257,9 +258,8 @@ class SmtpDelivery:
             state.soft_fail(pending, _Outcome("deferred", error.dsn, error.text,
                                               site_failure=True), final)
             return 0
-        plan = self.tls_policy.plan(route, mx.hostname)
-        if plaintext_only:
-            plan.ssl_context = None
+        plaintext_only = retry_plan is not None
+        plan = retry_plan or self.tls_policy.plan(route, mx.hostname)
         try:
             ready = await self._open(state, session, plan, peer, final, plaintext_only)
         except SmtpClientError as error:
@@ -271,7 +271,7 @@ class SmtpDelivery:
             # Postfix's "may": the handshake failed, so the same server once more
             # without TLS (the plan has already said yes to that).
             return 1 + await self._attempt(state, route, mx, peer, key, final,
-                                           plaintext_only=True)
+                                           retry_plan=plan)
         if not ready:
             return 1
         ATTEMPTS.labels("session").inc()
