@@ -14,7 +14,7 @@ import re
 import smtplib
 
 from tests.fakes.smtp_peer import ScriptedPeer
-from tests.helpers import Daemon, free_port, run_mta
+from tests.helpers import Daemon, free_port, run_mta, wait_for
 
 QID = r"[0-9A-Z]{12}"
 
@@ -30,6 +30,15 @@ queue_run_delay = 300s
 """
 
 
+async def wait_log(daemon: Daemon, pattern: str) -> list[str]:
+    """daemon.wait_log off the event loop (the scripted peer runs on it); the
+    maillog goes into the failure message."""
+    try:
+        return await asyncio.to_thread(daemon.wait_log, pattern)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nmaillog:\n{daemon.log_text()}") from None
+
+
 def send(daemon: Daemon, sender: str, recipients: list[str], body: bytes) -> None:
     with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
         client.ehlo("client.example")
@@ -42,12 +51,14 @@ async def test_deferral_then_flush_delivers_and_the_maillog_tells_the_story(
     daemon = daemon_factory(outbound_config(port)).start()
     await asyncio.to_thread(send, daemon, "alice@example.test", ["far@remote.test"],
                             b"Subject: later\r\n\r\nWaiting for the hop\r\n")
-    deferred = await asyncio.to_thread(
-        daemon.wait_log, rf"postern/smtp\[\d+\]: {QID}: to=<far@remote.test>, relay=none, "
+    deferred = await wait_log(
+        daemon, rf"postern/smtp\[\d+\]: {QID}: to=<far@remote.test>, relay=none, "
         r"delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+, dsn=4\.4\.1, status=deferred "
         rf"\(connect to 127\.0\.0\.1\[127\.0\.0\.1\]:{port}: Connection refused\)")
     qid = re.search(rf"({QID}): to=", deferred[0]).group(1)  # type: ignore[union-attr]
-    assert (daemon.queue / "deferred" / qid).exists()
+    # The maillog line comes first; the move to deferred/ right after it.
+    await asyncio.to_thread(wait_for, (daemon.queue / "deferred" / qid).exists,
+                            message="the message in deferred/")
 
     listing = (await asyncio.to_thread(run_mta, "queue", "list", config=daemon.config)).stdout
     text = listing.decode()
@@ -62,11 +73,11 @@ async def test_deferral_then_flush_delivers_and_the_maillog_tells_the_story(
 
     async with ScriptedPeer(port=port) as peer:
         await asyncio.to_thread(run_mta, "queue", "flush", config=daemon.config)
-        sent = await asyncio.to_thread(
-            daemon.wait_log, rf"{qid}: to=<far@remote.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]"
+        sent = await wait_log(
+            daemon, rf"{qid}: to=<far@remote.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]"
             rf":{port}, delay=[\d.]+, delays=[\d./]+, (tls=\S+, )?dsn=2\.0\.0, status=sent "
             r"\(250 2\.0\.0 Ok: queued as SCRIPTED\)")
-        await asyncio.to_thread(daemon.wait_log, rf"{qid}: removed")
+        await wait_log(daemon, rf"{qid}: removed")
     assert sent
     assert peer.messages[0].recipients == ["far@remote.test"]
     assert b"Waiting for the hop\r\n" in peer.messages[0].content
@@ -89,8 +100,8 @@ async def test_remote_rejection_bounces_to_the_local_sender(daemon_factory) -> N
         await asyncio.to_thread(send, daemon, "alice@example.test",
                                 ["nobody@remote.test", "somebody@remote.test"],
                                 b"Subject: two\r\n\r\nfor two\r\n")
-        lines = await asyncio.to_thread(
-            daemon.wait_log, rf"postern/bounce\[\d+\]: ({QID}): sender non-delivery "
+        lines = await wait_log(
+            daemon, rf"postern/bounce\[\d+\]: ({QID}): sender non-delivery "
             rf"notification: ({QID})")
         files = await asyncio.to_thread(daemon.wait_maildir, "alice")
     original, notice = re.search(rf"({QID}): sender non-delivery notification: ({QID})",
@@ -110,4 +121,4 @@ async def test_remote_rejection_bounces_to_the_local_sender(daemon_factory) -> N
     assert recipient["Action"] == "failed"
     assert recipient["Status"] == "5.1.1"
     assert recipient["Diagnostic-Code"].startswith("smtp; 550 5.1.1 <nobody@remote.test>")
-    await asyncio.to_thread(daemon.wait_log, rf"{notice}: removed")
+    await wait_log(daemon, rf"{notice}: removed")
