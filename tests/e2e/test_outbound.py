@@ -122,3 +122,22 @@ async def test_remote_rejection_bounces_to_the_local_sender(daemon_factory) -> N
     assert recipient["Status"] == "5.1.1"
     assert recipient["Diagnostic-Code"].startswith("smtp; 550 5.1.1 <nobody@remote.test>")
     await wait_log(daemon, rf"{notice}: removed")
+
+
+async def test_expired_mail_is_returned_to_the_sender(daemon_factory) -> None:
+    port = free_port()  # nothing listens: every attempt is deferred
+    daemon = daemon_factory(outbound_config(port) + "maximal_queue_lifetime = 0s\n").start()
+    await asyncio.to_thread(send, daemon, "alice@example.test", ["far@remote.test"],
+                            b"Subject: too late\r\n\r\nnever arrives\r\n")
+    expired = await wait_log(daemon, rf"postern/qmgr\[\d+\]: ({QID}): from=<alice@example.test>"
+                                     r", status=expired, returned to sender")
+    qid = re.search(rf"({QID}): from=", expired[0]).group(1)  # type: ignore[union-attr]
+    await wait_log(daemon, rf"{qid}: sender non-delivery notification: {QID}")
+    await wait_log(daemon, rf"{qid}: removed")
+    files = await asyncio.to_thread(daemon.wait_maildir, "alice")
+    message = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
+    recipient = message.get_payload()[1].get_payload()[1]
+    assert recipient["Final-Recipient"] == "rfc822; far@remote.test"
+    assert recipient["Action"] == "failed"
+    assert recipient["Status"] == "4.4.1"  # the last reason, as Postfix reports it
+    assert "Connection refused" in recipient["Diagnostic-Code"]
