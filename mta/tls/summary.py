@@ -15,22 +15,24 @@ Direction-neutral, for smtpd and the smtp client alike:
 - ``TlsSummary.received_lines(ask_ccert)`` is the TLS part of smtpd's Received
   header: the ``(using …)`` clause and the client certificate clause.
 
-Build one from a pyOpenSSL connection with ``from_pyopenssl``; a client on
-Python's ssl module fills the fields it can get (protocol, cipher, bits) and
-leaves the rest empty, which drops those parts from the line as Postfix does
-when OpenSSL cannot tell them. Like Postfix (tls_get_signature_params), the
-key-exchange and signature parts exist for TLS 1.3 only.
+Build one from a pyOpenSSL connection with ``from_pyopenssl``, or from a
+Python ``ssl`` client session with ``from_ssl_object``: Python's ssl cannot
+tell the key-exchange group or signature digests, so those parts are left
+empty, which drops them from the line as Postfix does when OpenSSL cannot
+tell them. Like Postfix (tls_get_signature_params), the key-exchange and
+signature parts exist for TLS 1.3 only.
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from OpenSSL import SSL
 
-from mta.tls.clientcert import PeerCertificate
+from mta.tls.clientcert import PeerCertificate, VerifyRecord
 
 ANONYMOUS, UNTRUSTED, TRUSTED, VERIFIED = "Anonymous", "Untrusted", "Trusted", "Verified"
 
@@ -212,3 +214,25 @@ def from_pyopenssl(connection: SSL.Connection, *, server_side: bool,
     server_sig, client_sig = (local_sig, peer_sig) if server_side else (peer_sig, local_sig)
     return replace(summary, kex_name=kex_name, kex_curve=kex_curve, kex_bits=kex_bits,
                    server_signature=server_sig, client_signature=client_sig)
+
+
+def from_ssl_object(session: ssl.SSLObject | ssl.SSLSocket, *, trusted: bool,
+                    matched: bool = False, digest: str = "sha256") -> TlsSummary:
+    """Summarise a client session on Python's ssl module (the SMTP client).
+
+    trusted: the server's chain verified; matched: its name (or a pinned
+    fingerprint, or DANE) matched as well, which prints "Verified".
+    """
+    name, _, bits = session.cipher() or ("", "", 0)
+    der = session.getpeercert(binary_form=True)
+    peer = None
+    if der:
+        record = VerifyRecord(called=True, error=0 if trusted else 1)
+        peer = PeerCertificate.from_certificate(x509.load_der_x509_certificate(der), record,
+                                                digest)
+    protocol = session.version() or ""
+    summary = TlsSummary(protocol=protocol, cipher=name, cipher_usebits=bits or 0,
+                         cipher_algbits=bits or 0, peer=peer, matched=matched and peer is not None)
+    if protocol == "TLSv1.3" and peer is not None:
+        summary = replace(summary, server_signature=signature_of(peer.public_key))
+    return summary

@@ -125,3 +125,18 @@ def test_summary_of_a_real_handshake(tmp_path: Path) -> None:
     assert (peer.trusted, peer.verify_error) == (False, "self-signed certificate")
     assert summary.from_pyopenssl(engine.connection, server_side=True,
                                   peer=peer).trust == "Untrusted"
+
+
+def test_summary_of_a_python_ssl_client_session(tmp_path: Path) -> None:
+    """The SMTP client's view (Python's ssl): no key exchange, Verified when matched."""
+    ca = TestCA(tmp_path)
+    tls = server_tls(ca, ca.issue("mx.example.test", stem="mx"), ask_ccert=False)
+    _, _, client, error = memory_handshake(tls, client_context(ca), "mx.example.test")
+    assert client is not None, error
+    got = summary.from_ssl_object(client, trusted=True, matched=True)
+    assert got.log_text("client", "mx.example.test[127.0.0.1]:25") == (
+        "Verified TLS connection established to mx.example.test[127.0.0.1]:25: TLSv1.3 "
+        "with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) server-signature ECDSA "
+        "(prime256v1) server-digest SHA256")
+    assert summary.from_ssl_object(client, trusted=True).trust == "Trusted"
+    assert summary.from_ssl_object(client, trusted=False).trust == "Untrusted"
