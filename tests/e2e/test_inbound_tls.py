@@ -172,7 +172,8 @@ def test_required_client_certificate(daemon_factory) -> None:
 
 
 def test_tls_required_per_client_network(daemon_factory) -> None:
-    site = secure_site(daemon_factory, "smtpd_tls_policy_maps = cidr:smtpd_tls_policy\n")
+    site = secure_site(daemon_factory, "smtpd_tls_policy_maps = cidr:smtpd_tls_policy\n"
+                                       "smtpd_tls_loglevel = 0\n")
     (site.daemon.root / "smtpd_tls_policy").write_text(
         "# the partner's outbound relays must use TLS\n127.0.0.2/32 musttls\n")
     site.daemon.start()
@@ -188,6 +189,8 @@ def test_tls_required_per_client_network(daemon_factory) -> None:
     stranger.sendmail("s@stranger.example", ["alice@example.test"], message("stranger"))
     stranger.quit()
     site.daemon.wait_maildir("alice", 2)
+    site.daemon.wait_log(r"disconnect from unknown\[127\.0\.0\.2\] ehlo=2 starttls=1 mail=1/2 ")
+    assert "TLS connection established" not in site.daemon.log_text()  # loglevel 0
 
 
 def test_old_tls_versions_are_refused(site: SecureSite) -> None:
