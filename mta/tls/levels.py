@@ -75,7 +75,10 @@ SUPPORTED = ("none", "may", "encrypt", "fingerprint", "verify", "secure")
 def parse_level(text: str) -> TlsLevel:
     """A client level from main.cf or a policy entry; BadValue says why not."""
     word = text.strip().lower()
-    level = _NAMES.get(word) or SYNONYMS.get(word)
+    # Not "or": TlsLevel.NONE is 0 and falsy.
+    level = _NAMES.get(word)
+    if level is None:
+        level = SYNONYMS.get(word)
     if word == "halfdane":
         level = None
     if level is None:

@@ -235,7 +235,7 @@ class PolicyTable:
 
     def lookup(self, nexthop: str) -> ClientPolicy:
         """The policy for a next hop as written (domain, [host] or [host]:port)."""
-        for key in lookup_keys(nexthop):
+        for key in lookup_keys(nexthop.lower()):
             value = self.tables.lookup(key)
             if value is not None:
                 policy = self._parsed.get(value)
