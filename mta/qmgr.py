@@ -119,6 +119,7 @@ class _Attempt:
     qid: str
     queue_file: QueueFile
     entered_active: float
+    forced: bool = False  # by a flush: defer_transports do not hold it back
 
 
 class QueueManager:
@@ -272,7 +273,7 @@ class QueueManager:
                 except FileNotFoundError:
                     self._active_limit.release()
                     continue
-                self._spawn(entry.qid, self.clock())
+                self._spawn(entry.qid, self.clock(), forced=flush)
             await loop.run_in_executor(self.spool.executor, self._update_gauges)
 
     def _note_due(self, when: float) -> None:
@@ -292,9 +293,9 @@ class QueueManager:
                 QUEUE_OLDEST.labels(queue).set(max(0.0, now - arrival_of(oldest))
                                                if is_valid(oldest) else 0)
 
-    def _spawn(self, qid: str, entered: float) -> None:
+    def _spawn(self, qid: str, entered: float, forced: bool = False) -> None:
         self.idle.clear()
-        task = asyncio.get_running_loop().create_task(self._process(qid, entered),
+        task = asyncio.get_running_loop().create_task(self._process(qid, entered, forced),
                                                       name=f"qmgr-{qid}")
         self._active[qid] = task
         task.add_done_callback(lambda t, q=qid: self._done(q, t))
@@ -308,7 +309,7 @@ class QueueManager:
             self.idle.set()
 
     # -- one message ---------------------------------------------------------------------
-    async def _process(self, qid: str, entered: float) -> None:
+    async def _process(self, qid: str, entered: float, forced: bool = False) -> None:
         try:
             queue_file = await self.spool.run(self.spool.read, "active", qid)
         except FileNotFoundError:
@@ -322,7 +323,7 @@ class QueueManager:
         envelope = queue_file.envelope
         pending = queue_file.pending()
         maillog.queue_active(qid, envelope.sender, envelope.size, len(pending))
-        attempt = _Attempt(qid, queue_file, entered)
+        attempt = _Attempt(qid, queue_file, entered, forced)
         groups: dict[Route, list[Recipient]] = {}
         for index in pending:
             address = envelope.recipients[index]
@@ -372,6 +373,10 @@ class QueueManager:
             results = results_for_all(request, "deferred", "4.3.0",
                                       f"mail transport unavailable: {route.transport}")
             program = "qmgr"
+        elif route.transport in self.config.defer_transports and not attempt.forced:
+            # Postfix's defer_transports: hold mail for this transport until a flush.
+            results = results_for_all(request, "deferred", "4.3.2", "deferred transport")
+            program = agent.name
         else:
             program = agent.name
             reason = destination.suspended_reason()

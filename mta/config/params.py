@@ -153,6 +153,8 @@ _time("minimal_backoff_time", "300s", "The minimal time between delivery attempt
 _time("maximal_backoff_time", "4000s", "The maximal time between delivery attempts.",
       minimum=1)
 _time("queue_run_delay", "300s", "How often the deferred queue is scanned.", minimum=1)
+_list("defer_transports", "",
+      "Transports that deliver nothing until mta queue flush (e.g. local, smtp).")
 _int("qmgr_message_active_limit", "20000", "The maximal number of messages in active/.", 1)
 _time("delay_warning_time", "0h", "When to warn the sender of delayed mail; 0 disables.",
       unit="h")

@@ -222,6 +222,7 @@ class SmtpdProtocol(SMTP):
         command = verb.upper().decode("ascii", "replace")
         handler: Callable[[str], Awaitable[None]] | None = self._commands.get(command)
         if handler is None:
+            self.stage = "UNKNOWN"
             self._count("unknown", False)
             self.reply(replies.NOT_RECOGNIZED)
             return
