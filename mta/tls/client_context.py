@@ -14,6 +14,7 @@ smtp_tls_cert_file when a server asks for a client certificate.
 from __future__ import annotations
 
 import ssl
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -57,8 +58,12 @@ class ClientContexts:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         if protocols is not None:
-            context.minimum_version = protocols.minimum
-            context.maximum_version = protocols.maximum
+            with warnings.catch_warnings():
+                # Python deprecates naming TLSv1/TLSv1.1; Postfix's may default
+                # still allows them (any encryption beats none), so do we.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                context.minimum_version = protocols.minimum
+                context.maximum_version = protocols.maximum
         if ciphers:
             context.set_ciphers(ciphers)
         if self.cert_file is not None:
