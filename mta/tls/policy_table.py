@@ -233,6 +233,10 @@ class PolicyTable:
                 warnings.extend(notes)
         return cls(tables, default, parsed, warnings)
 
+    def policies(self) -> list[ClientPolicy]:
+        """The default and every entry's policy (each distinct value once)."""
+        return [self.default, *self._parsed.values()]
+
     def lookup(self, nexthop: str) -> ClientPolicy:
         """The policy for a next hop as written (domain, [host] or [host]:port)."""
         for key in lookup_keys(nexthop.lower()):
