@@ -25,7 +25,7 @@ from mta.routing import Router
 from mta.smtpd.checks import Restrictions
 from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
 from mta.spool import Spool
-from mta.tls import certs
+from mta.tls import certs, expiry
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,15 @@ class Daemon:
     qmgr: QueueManager = field(init=False)
     servers: list[SmtpdServer] = field(default_factory=list)
     metrics: MetricsServer | None = None
+    certificates: expiry.CertificateWatch | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
         prepare_certificates(config)
+        self.certificates = expiry.CertificateWatch(config)
+        self.certificates.start()  # a key that cannot be opened stops the start
         self.spool = Spool(config.path_of(config.queue_directory), lane=0)
         parts = build_parts(config)
         agents: dict[str, DeliveryAgent] = {"local": LocalDelivery(parts.mailboxes, self.spool)}
@@ -109,11 +112,12 @@ class Daemon:
         try:
             new = configuration.load(self.config.path)
             parts = build_parts(new)
+            key_warnings = expiry.check_keys(new)
         except ConfigError as error:
             maillog.warning("master", f"reload failed, keeping the running configuration: "
                             f"{error}")
             return
-        for warning in new.warnings:
+        for warning in [*new.warnings, *key_warnings]:
             maillog.warning("master", warning)
         setup_maillog(new)
         for server in self.servers:
@@ -133,6 +137,8 @@ class Daemon:
         if isinstance(local, LocalDelivery):
             local.mailboxes = parts.mailboxes
         self.config = new
+        if self.certificates is not None:
+            self.certificates.reload(new)
         maillog.info("master", "reload -- configuration " + new.path)
 
     def request_stop(self) -> None:
@@ -151,6 +157,8 @@ class Daemon:
             await server.wait_closed()
         await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout)
         await self.qmgr.stop()
+        if self.certificates is not None:
+            await self.certificates.stop()
         if self.metrics is not None:
             await self.metrics.close()
         self.spool.close()
