@@ -14,14 +14,20 @@ from pathlib import Path
 
 from mta import config as configuration
 from mta import log as maillog
+from mta.bounce import SpoolBouncer
+from mta.concurrency import FeedbackDestination
 from mta.config import Config
 from mta.delivery import DeliveryAgent
+from mta.error_transport import ErrorDelivery, RetryDelivery
 from mta.errors import ConfigError
 from mta.local import LocalDelivery
 from mta.mailboxes import Mailboxes
 from mta.metrics import MetricsServer
-from mta.qmgr import QueueManager
+from mta.qmgr import Destination, QueueManager
+from mta.resolver import DnspythonBackend, Resolver
 from mta.routing import Router
+from mta.smtp import tlshook
+from mta.smtp.agent import SmtpDelivery
 from mta.smtpd.checks import Restrictions
 from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
 from mta.spool import Spool
@@ -63,6 +69,21 @@ def build_parts(config: Config) -> Parts:
     return Parts(mailboxes, Restrictions(config, mailboxes), Router(config, mailboxes))
 
 
+def build_smtp_agent(config: Config) -> SmtpDelivery:
+    """The smtp transport: resolver per smtp_host_lookup, TLS policy, connection cache."""
+    resolver = Resolver(config.smtp_host_lookup,
+                        dns=DnspythonBackend(timeout=config.smtp_dns_timeout),
+                        preference=config.smtp_address_preference)
+    return SmtpDelivery(config, resolver, tls_policy=tlshook.default_policy(config))
+
+
+def destination(config: Config, key: tuple[str, str], limit: int) -> Destination:
+    """Per-destination concurrency with slow start and dead-destination suspension."""
+    return FeedbackDestination(key, limit, initial=config.initial_destination_concurrency,
+                               cohort_limit=config.destination_concurrency_failed_cohort_limit,
+                               suspend_for=config.minimal_backoff_time)
+
+
 @dataclass
 class Daemon:
     config: Config
@@ -78,8 +99,14 @@ class Daemon:
         prepare_certificates(config)
         self.spool = Spool(config.path_of(config.queue_directory), lane=0)
         parts = build_parts(config)
-        agents: dict[str, DeliveryAgent] = {"local": LocalDelivery(parts.mailboxes, self.spool)}
-        self.qmgr = QueueManager(config, self.spool, parts.router, agents)
+        self.smtp = build_smtp_agent(config)
+        agents: dict[str, DeliveryAgent] = {"local": LocalDelivery(parts.mailboxes, self.spool),
+                                            "smtp": self.smtp, "error": ErrorDelivery(),
+                                            "retry": RetryDelivery()}
+        self.bouncer = SpoolBouncer(config, self.spool, lambda qid: self.qmgr.queued(qid))
+        self.qmgr = QueueManager(config, self.spool, parts.router, agents, bouncer=self.bouncer,
+                                 destination_factory=lambda key, limit: destination(
+                                     self.config, key, limit))
         self._agents = agents
         await self.qmgr.start()
         for listener in config.listeners:
@@ -129,6 +156,8 @@ class Daemon:
             server.ctx.connections.config = view
         self.qmgr.config = new
         self.qmgr.router = parts.router
+        self.smtp.reconfigure(new)
+        self.bouncer.config = new
         local = self._agents.get("local")
         if isinstance(local, LocalDelivery):
             local.mailboxes = parts.mailboxes
@@ -151,6 +180,7 @@ class Daemon:
             await server.wait_closed()
         await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout)
         await self.qmgr.stop()
+        await self.smtp.close()
         if self.metrics is not None:
             await self.metrics.close()
         self.spool.close()

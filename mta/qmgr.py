@@ -113,6 +113,10 @@ class Destination:
     def record(self, results: list[DeliveryResult]) -> None:
         pass
 
+    def resume(self) -> None:
+        """End a suspension now (``mta queue flush``, as Postfix's flush revives dead
+        destinations)."""
+
 
 @dataclass
 class _Attempt:
@@ -256,6 +260,9 @@ class QueueManager:
             self._scan_now.clear()
             flush, self._flush = self._flush, False
             self._next_due = None
+            if flush:
+                for destination in self.destinations.values():
+                    destination.resume()
             # Incoming first: a wake-up from another process (sendmail) names no id.
             for entry in await self.spool.run(self.spool.scan, "incoming"):
                 if entry.qid not in self._active:
