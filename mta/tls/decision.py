@@ -73,12 +73,12 @@ def after_ehlo(level: TlsLevel, starttls_offered: bool, namaddr: str) -> Decisio
 
 
 def after_starttls_refused(level: TlsLevel, reply_code: int, reply_dsn: str | None,
-                           reply_text: str, namaddr: str) -> Decision:
-    """Point 2a: the server offered STARTTLS but did not answer 220 to it."""
+                           reply: str, namaddr: str) -> Decision:
+    """Point 2a: the server offered STARTTLS but did not answer 220 to it; reply is
+    the whole reply as logged ("454 4.7.0 TLS not available ...")."""
     if not level.requires_tls:
         return Decision(Next.PLAINTEXT)  # Postfix: "try to continue in plain-text mode"
     dsn = reply_dsn or ("5.7.0" if reply_code >= 500 else "4.7.0")
-    reply = f"{reply_code} {reply_dsn + ' ' if reply_dsn else ''}{reply_text}".rstrip()
     return Decision(Next.FAIL, PolicyFailure(
         dsn, f"TLS is required, but host {namaddr} refused to start TLS: {reply}",
         "starttls_refused", reply_code))

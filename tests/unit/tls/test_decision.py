@@ -55,13 +55,14 @@ def test_starttls_refused() -> None:
     assert after_starttls_refused(L.MAY, 454, "4.7.0", "TLS not available", NAMADDR).next \
         is Next.PLAINTEXT
     decision = after_starttls_refused(L.ENCRYPT, 454, "4.7.0",
-                                      "TLS not available due to local problem", NAMADDR)
+                                      "454 4.7.0 TLS not available due to local problem",
+                                      NAMADDR)
     assert decision.next is Next.FAIL and decision.failure is not None
     assert decision.failure.text == (
         f"TLS is required, but host {NAMADDR} refused to start TLS: "
         "454 4.7.0 TLS not available due to local problem")
     assert (decision.failure.dsn, decision.failure.permanent) == ("4.7.0", False)
-    hard = after_starttls_refused(L.VERIFY, 502, None, "Error: command not implemented",
+    hard = after_starttls_refused(L.VERIFY, 502, None, "502 Error: command not implemented",
                                   NAMADDR).failure
     assert hard is not None and (hard.dsn, hard.permanent) == ("5.7.0", True)
 
