@@ -1,0 +1,81 @@
+"""Postern delivers to Postfix's smtpd over STARTTLS at may, encrypt and verify with a
+test CA; both sides log the TLS session. The TLS policy comes from a policy table
+keyed [localhost]:port, as Postfix's smtp_tls_policy_maps would be."""
+
+from __future__ import annotations
+
+import smtplib
+from pathlib import Path
+
+import pytest
+
+from tests.pki import TestCA
+
+pytestmark = pytest.mark.interop
+
+
+def postfix_with_tls(postfix_factory, cert_name: str = "localhost"):  # type: ignore[no-untyped-def]
+    postfix = postfix_factory()
+    ca = TestCA("Postern Interop CA")
+    cert, key = ca.issue(cert_name).write(postfix.conf, "smtpd", with_chain=False)
+    with open(postfix.conf / "main.cf", "a") as main_cf:
+        main_cf.write(f"smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n"
+                      "smtpd_tls_security_level = may\nsmtpd_tls_loglevel = 1\n")
+    return postfix.start(), ca
+
+
+@pytest.mark.parametrize(("level", "trust"), [
+    ("may", "Trusted"), ("musttls", "Trusted"), ("verify", "Verified")])
+def test_postern_to_postfix_over_starttls(daemon_factory, postfix_factory, tmp_path: Path,
+                                          level: str, trust: str) -> None:
+    postfix, ca = postfix_with_tls(postfix_factory)
+    root = tmp_path / "mta"
+    ca.write(root / "ca.pem")
+    (root / "tls_policy").write_text(f"[localhost]:{postfix.port}  {level}\n")
+    daemon = daemon_factory(f"""
+default_transport = smtp
+relayhost = [localhost]:{postfix.port}
+smtp_host_lookup = native
+smtp_tls_security_level = none
+smtp_tls_policy_maps = texthash:tls_policy
+smtp_tls_CAfile = ca.pem
+""").start()
+    with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
+        client.sendmail("bob@example.org", ["alice@postfix.test"],
+                        b"Subject: over TLS\r\n\r\nsecret\r\n")
+    relay = rf"localhost\[127\.0\.0\.1\]:{postfix.port}"
+    daemon.wait_log(rf"postern/smtp\[\d+\]: {trust} TLS connection established to {relay}: "
+                    r"TLSv1\.3 with cipher \S+ \(\d+/\d+ bits\)")
+    field = "encrypt" if level == "musttls" else level
+    daemon.wait_log(rf"to=<alice@postfix.test>, relay={relay}, .*tls={field}, dsn=2\.0\.0, "
+                    r"status=sent")
+    postfix.wait_log(r"postfix/smtpd\[\d+\]: Anonymous TLS connection established from "
+                     r"localhost\[127\.0\.0\.1\]: TLSv1\.3 with cipher")
+    assert b"secret" in postfix.wait_maildir("alice")[0].read_bytes()
+
+
+def test_verify_refuses_postfix_with_the_wrong_name(daemon_factory, postfix_factory,
+                                                     tmp_path: Path) -> None:
+    postfix, ca = postfix_with_tls(postfix_factory, cert_name="mx.elsewhere.test")
+    root = tmp_path / "mta"
+    ca.write(root / "ca.pem")
+    daemon = daemon_factory(f"""
+default_transport = smtp
+relayhost = [localhost]:{postfix.port}
+smtp_host_lookup = native
+smtp_tls_security_level = verify
+smtp_tls_CAfile = ca.pem
+""").start()
+    with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
+        client.sendmail("bob@example.org", ["alice@postfix.test"],
+                        b"Subject: over TLS\r\n\r\nsecret\r\n")
+    relay = rf"localhost\[127\.0\.0\.1\]:{postfix.port}"
+    daemon.wait_log(rf"server certificate verification failed for {relay}: "
+                    "num=62:hostname mismatch")
+    daemon.wait_log(rf"to=<alice@postfix.test>, relay={relay}, .*tls=!verify, dsn=4\.7\.5, "
+                    r"status=deferred \(Server certificate not verified\)")
+    postfix.wait_log(r"Anonymous TLS connection established from localhost")
+    # Postfix counts the commands it got: no MAIL, RCPT or DATA, before TLS or after.
+    postfix.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=2 starttls=1 quit=1 "
+                     r"commands=4")
+    assert postfix.maildir("alice") == []
