@@ -10,6 +10,7 @@ Postfix's ``high``, ``medium``, ``low``, ``export`` and ``null``, with
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 from dataclasses import dataclass
@@ -121,8 +122,10 @@ def cipher_string(grade: str, exclusions: tuple[str, ...] = (), seclevel: int | 
     return text
 
 
+@functools.lru_cache(maxsize=256)
 def check_ciphers(text: str) -> None:
-    """Raise BadValue when OpenSSL selects no cipher from text."""
+    """Raise BadValue when OpenSSL selects no cipher from text (each text checked once:
+    a policy table of thousands of entries has a handful of distinct cipher lists)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         context.set_ciphers(text)
