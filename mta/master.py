@@ -31,7 +31,7 @@ from mta.smtp.agent import SmtpDelivery
 from mta.smtpd.checks import Restrictions
 from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
 from mta.spool import Spool
-from mta.tls import certs
+from mta.tls import certs, expiry
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,15 @@ class Daemon:
     qmgr: QueueManager = field(init=False)
     servers: list[SmtpdServer] = field(default_factory=list)
     metrics: MetricsServer | None = None
+    certificates: expiry.CertificateWatch | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
         prepare_certificates(config)
+        self.certificates = expiry.CertificateWatch(config)
+        self.certificates.start()  # a key that cannot be opened stops the start
         self.spool = Spool(config.path_of(config.queue_directory), lane=0)
         parts = build_parts(config)
         self.smtp = build_smtp_agent(config)
@@ -140,11 +143,12 @@ class Daemon:
             new = configuration.load(self.config.path)
             parts = build_parts(new)
             tls_policy = tlshook.default_policy(new)  # checks smtp_tls_policy_maps again
+            key_warnings = expiry.check_keys(new)
         except ConfigError as error:
             maillog.warning("master", f"reload failed, keeping the running configuration: "
                             f"{error}")
             return
-        for warning in new.warnings:
+        for warning in [*new.warnings, *key_warnings]:
             maillog.warning("master", warning)
         setup_maillog(new)
         for server in self.servers:
@@ -167,6 +171,8 @@ class Daemon:
         if isinstance(local, LocalDelivery):
             local.mailboxes = parts.mailboxes
         self.config = new
+        if self.certificates is not None:
+            self.certificates.reload(new)
         maillog.info("master", "reload -- configuration " + new.path)
 
     def request_stop(self) -> None:
@@ -186,6 +192,8 @@ class Daemon:
         await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout)
         await self.qmgr.stop()
         await self.smtp.close()
+        if self.certificates is not None:
+            await self.certificates.stop()
         if self.metrics is not None:
             await self.metrics.close()
         self.spool.close()

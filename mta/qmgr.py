@@ -310,10 +310,29 @@ class QueueManager:
     def _done(self, qid: str, task: asyncio.Task[None]) -> None:
         self._active.pop(qid, None)
         self._active_limit.release()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("qmgr: %s: %r", qid, task.exception(), exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            # The file stays in active/ (nothing is lost); try it again later,
+            # e.g. once a full disk has room for the status records again.
+            retry = min(self.config.minimal_backoff_time, 60.0)
+            maillog.warning("qmgr", f"{qid}: cannot update the queue file: {error}; "
+                            f"retrying in {retry:g}s")
+            if not isinstance(error, OSError):
+                log.error("qmgr: %s: %r", qid, error, exc_info=error)
+            if not self._stopping:
+                loop = asyncio.get_running_loop()
+                loop.call_later(retry, lambda: loop.create_task(self._retry_active(qid)))
         if not self._active:
             self.idle.set()
+
+    async def _retry_active(self, qid: str) -> None:
+        if self._stopping or qid in self._active:
+            return
+        await self._active_limit.acquire()
+        if self._stopping or qid in self._active or not self.spool.path("active", qid).exists():
+            self._active_limit.release()
+            return
+        self._spawn(qid, self.clock())
 
     # -- one message ---------------------------------------------------------------------
     async def _process(self, qid: str, entered: float, forced: bool = False) -> None:

@@ -106,7 +106,12 @@ _str("smtpd_banner", "$myhostname ESMTP $mail_name", "The text after 220 in the 
 _p("message_size_limit", "10240000", t.parse_int,
    "The maximal size in bytes of a message, including envelope information.",
    kind="size", minimum=0)
+_p("queue_minfree", "0", t.parse_int,
+   "Free bytes the queue file system must have to accept mail; MAIL is refused below "
+   "this, or below 1.5 x message_size_limit, whichever is larger.", kind="size", minimum=0)
 _int("smtpd_recipient_limit", "1000", "The maximal number of recipients per message.", 1)
+_int("smtpd_recipient_overshoot_limit", "1000",
+     "Recipients past smtpd_recipient_limit before each one counts as an error.", 0)
 _int("smtpd_client_connection_count_limit", "50",
      "The maximal number of simultaneous connections from one client address.", 0)
 _int("smtpd_client_connection_limit", "1000",

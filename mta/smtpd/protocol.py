@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,7 @@ class Transaction:
         self.qid: str | None = None
         self.declared_size = 0
         self.body_type = ""
+        self.overshoot = 0
 
 
 class SmtpdProtocol(SMTP):
@@ -82,11 +84,11 @@ class SmtpdProtocol(SMTP):
         self._closing = False
 
     # -- output ---------------------------------------------------------------------
-    def reply(self, text: str) -> None:
+    def reply(self, text: str, *, counts_as_error: bool = True) -> None:
         """Queue a reply; it goes out when the client has nothing more pipelined."""
         self._out.append(text.encode("utf-8", "surrogateescape") + b"\r\n")
         code = text[:3]
-        if code[:1] in ("4", "5"):
+        if code[:1] in ("4", "5") and counts_as_error:
             self.errors += 1
         self._last_code = code
 
@@ -315,6 +317,9 @@ class SmtpdProtocol(SMTP):
         if limit and size > limit:
             self._reject("MAIL", replies.SIZE_EXCEEDS, path.address, None)
             return
+        if not self._enough_space(size):
+            self._reject("MAIL", replies.INSUFFICIENT_STORAGE, path.address, None)
+            return
         refusal = self.check_sender(path.address)
         if refusal:
             self._reject("MAIL", refusal, path.address, None)
@@ -322,6 +327,22 @@ class SmtpdProtocol(SMTP):
         self.txn.sender = addr.qualify(path.address, self.ctx.config.myorigin)
         self.txn.declared_size = size
         self.reply(replies.MAIL_OK)
+
+    def _enough_space(self, declared: int) -> bool:
+        """Postfix's queue_minfree rule, checked at MAIL: room for 1.5 times the
+        largest message (or queue_minfree), and for what the client declared."""
+        config = self.ctx.config
+        try:
+            stat = os.statvfs(self.ctx.spool.root)
+        except OSError:
+            return True  # cannot tell: the commit will fail safely if need be
+        free = stat.f_bavail * stat.f_frsize
+        needed = max(config.queue_minfree, int(1.5 * config.message_size_limit))
+        if free < needed or free < declared + config.queue_minfree:
+            maillog.warning("smtpd", f"not enough free space in mail queue: {free} bytes "
+                            f"< {max(needed, declared + config.queue_minfree)} bytes needed")
+            return False
+        return True
 
     def check_sender(self, sender: str) -> str | None:
         """A hook for sender restrictions; none in the default policy."""
@@ -351,7 +372,11 @@ class SmtpdProtocol(SMTP):
             recipient = "postmaster"  # RFC 5321 §4.5.1: always ours
         recipient = addr.qualify(recipient, self.ctx.config.myorigin)
         if len(self.txn.recipients) >= self.ctx.config.smtpd_recipient_limit:
-            self.reply(replies.TOO_MANY_RECIPIENTS)
+            # Postfix's smtpd_recipient_overshoot_limit: a client that sends
+            # more recipients than allowed is not an error until it overshoots.
+            self.txn.overshoot += 1
+            self.reply(replies.TOO_MANY_RECIPIENTS, counts_as_error=self.txn.overshoot
+                       > self.ctx.config.smtpd_recipient_overshoot_limit)
             return
         refusal = self.ctx.restrictions.check_recipient(self.client, self.txn.sender,
                                                         recipient)

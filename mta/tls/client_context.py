@@ -22,6 +22,7 @@ from cryptography import x509
 
 from mta.config import Config
 from mta.errors import ConfigError
+from mta.tls import keys
 from mta.tls.chain import TrustStore
 from mta.tls.policy_table import ClientPolicy
 from mta.tls.protocol_list import ProtocolRange
@@ -30,9 +31,11 @@ from mta.tls.protocol_list import ProtocolRange
 class ClientContexts:
     """Builds and caches the client SSL contexts; construct at start, not per session."""
 
-    def __init__(self, cert_file: Path | None = None, key_file: Path | None = None) -> None:
+    def __init__(self, cert_file: Path | None = None, key_file: Path | None = None,
+                 config: Config | None = None) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
+        self.config = config  # for an encrypted key's passphrase (tls_key_password_file)
         self._cache: dict[tuple[ProtocolRange | None, str], ssl.SSLContext] = {}
 
     @classmethod
@@ -40,7 +43,7 @@ class ClientContexts:
         cert = config.smtp_tls_cert_file
         key = config.smtp_tls_key_file or cert
         contexts = cls(config.path_of(cert) if cert else None,
-                       config.path_of(key) if cert else None)
+                       config.path_of(key) if cert else None, config)
         for policy in policies:  # build them now: a bad file stops the start
             contexts.for_policy(policy)
         return contexts
@@ -67,8 +70,15 @@ class ClientContexts:
         if ciphers:
             context.set_ciphers(ciphers)
         if self.cert_file is not None:
+            key_file = self.key_file or self.cert_file
             try:
-                context.load_cert_chain(self.cert_file, self.key_file)
+                if self.config is not None:
+                    # Passphrase, key/certificate match and clear errors: mta/tls/keys.py.
+                    keys.load_cert_chain(context, self.cert_file, key_file, self.config)
+                else:
+                    context.load_cert_chain(self.cert_file, key_file)
+            except ConfigError as error:
+                raise ConfigError(f"smtp_tls_cert_file: {error}") from None
             except (OSError, ssl.SSLError) as error:
                 raise ConfigError(f"smtp_tls_cert_file {self.cert_file} / smtp_tls_key_file "
                                   f"{self.key_file}: cannot load: {error}") from None
