@@ -80,3 +80,42 @@ smtp_tls_CAfile = ca.pem
     postfix.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 starttls=1 quit=1 "
                      r"commands=3$")
     assert postfix.maildir("alice") == []
+
+
+def test_client_certificate_when_postfix_asks(daemon_factory, postfix_factory,
+                                              tmp_path: Path) -> None:
+    """A smarthost that authenticates senders by certificate: Postfix asks
+    (smtpd_tls_ask_ccert), Postern presents smtp_tls_cert_file, Postfix trusts it."""
+    postfix = postfix_factory()
+    server_ca, client_ca = TestCA("Postern Interop CA"), TestCA("Postern Client CA")
+    cert, key = server_ca.issue("localhost").write(postfix.conf, "smtpd", with_chain=False)
+    client_ca.write(postfix.conf / "client-ca.pem")
+    with open(postfix.conf / "main.cf", "a") as main_cf:
+        main_cf.write(f"smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n"
+                      "smtpd_tls_security_level = may\nsmtpd_tls_loglevel = 1\n"
+                      "smtpd_tls_ask_ccert = yes\n"
+                      f"smtpd_tls_CAfile = {postfix.conf}/client-ca.pem\n"
+                      "smtpd_tls_received_header = yes\n")
+    postfix.start()
+    root = tmp_path / "mta"
+    server_ca.write(root / "ca.pem")
+    client_ca.issue("relay.client.test", usage=("client",)).write(root, "client",
+                                                                  with_chain=False)
+    daemon = daemon_factory(f"""
+default_transport = smtp
+relayhost = [localhost]:{postfix.port}
+smtp_host_lookup = native
+smtp_tls_security_level = verify
+smtp_tls_CAfile = ca.pem
+smtp_tls_cert_file = client.pem
+smtp_tls_key_file = client.key
+""").start()
+    with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
+        client.sendmail("bob@example.org", ["alice@postfix.test"],
+                        b"Subject: with a certificate\r\n\r\nhello\r\n")
+    daemon.wait_log(r"to=<alice@postfix.test>, .*tls=verify, dsn=2\.0\.0, status=sent")
+    postfix.wait_log(r"postfix/smtpd\[\d+\]: Trusted TLS connection established from "
+                     r"localhost\[127\.0\.0\.1\]: TLSv1\.3 with cipher")
+    stored = postfix.wait_maildir("alice")[0].read_bytes()
+    assert (b'(Client CN "relay.client.test", Issuer "Postern Client CA" (verified OK))'
+            in stored), stored[:600]
