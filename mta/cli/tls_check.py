@@ -42,7 +42,7 @@ from mta.tls.client_context import peer_chain
 from mta.tls.fingerprints import parse_fingerprint
 from mta.tls.levels import TlsLevel, parse_level
 from mta.tls.outbound import OutboundTls
-from mta.tls.policy_table import ClientPolicy, default_policy
+from mta.tls.policy_table import default_policy
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -81,10 +81,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _destination(text: str, port: int | None) -> str:
+    """DEST as a next hop; with -p, one host on that port ([host]:port, no MX lookup)."""
     if port is None:
         return text
-    host = text[1:].partition("]")[0] if text.startswith("[") else text.rpartition(":")[0] \
-        if text.count(":") == 1 else text
+    if text.startswith("["):
+        host = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        host = text.partition(":")[0]
+    else:
+        host = text
     return f"[{host}]:{port}"
 
 
@@ -189,7 +194,3 @@ async def _probe(peer: Peer, nexthop: str, timeouts: Timeouts, helo: str, contex
         probe.error = error.text
         session.close()
     return probe
-
-
-def policy_summary(policy: ClientPolicy) -> str:
-    return f"{policy.level.label} ({policy.where})"

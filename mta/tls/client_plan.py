@@ -14,6 +14,7 @@ import ssl
 from cryptography import x509
 
 from mta import log as maillog
+from mta.config import Config
 from mta.delivery import Route
 from mta.smtp.client import Peer, SmtpClientError, StartTlsRefused, TlsFacts
 from mta.smtp.tlshook import PLAINTEXT, STARTTLS, TlsRefusal
@@ -163,8 +164,8 @@ class PolicyTls:
         self.outbound = outbound
 
     @classmethod
-    def from_config(cls, config: object) -> PolicyTls:
-        return cls(OutboundTls.from_config(config))  # type: ignore[arg-type]
+    def from_config(cls, config: Config) -> PolicyTls:
+        return cls(OutboundTls.from_config(config))
 
     @property
     def warnings(self) -> list[str]:
