@@ -91,7 +91,10 @@ def build_smtp_agent(config: Config) -> SmtpDelivery:
     resolver = Resolver(config.smtp_host_lookup,
                         dns=DnspythonBackend(timeout=config.smtp_dns_timeout),
                         preference=config.smtp_address_preference)
-    return SmtpDelivery(config, resolver, tls_policy=tlshook.default_policy(config))
+    tls_policy = tlshook.default_policy(config)
+    for warning in getattr(tls_policy, "warnings", []):
+        maillog.warning("master", warning)
+    return SmtpDelivery(config, resolver, tls_policy=tls_policy)
 
 
 def destination(config: Config, key: tuple[str, str], limit: int) -> Destination:
@@ -163,6 +166,7 @@ class Daemon:
         try:
             new = configuration.load(self.config.path)
             parts = build_parts(new)
+            tls_policy = tlshook.default_policy(new)  # checks smtp_tls_policy_maps again
             key_warnings = expiry.check_keys(new)
             security = build_listener_security(new, self.sasl_failures)
         except ConfigError as error:
@@ -188,6 +192,7 @@ class Daemon:
         self.qmgr.config = new
         self.qmgr.router = parts.router
         self.smtp.reconfigure(new)
+        self.smtp.tls_policy = tls_policy
         self.bouncer.config = new
         local = self._agents.get("local")
         if isinstance(local, LocalDelivery):

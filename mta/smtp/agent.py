@@ -98,6 +98,7 @@ class _Outcome:
     remote_mta: str | None = None
     diagnostic: str | None = None
     site_failure: bool = False
+    policy: TlsRefusal | None = None  # deferred because the TLS policy refused the server
 
 
 @dataclass
@@ -164,7 +165,16 @@ class SmtpDelivery:
             await self._reuse(state, cached.session, cached.plan, key)
         if state.pending:
             await self._deliver_fresh(state, key)
+        self._count_policy_deferral(state)
         return self._results(state)
+
+    def _count_policy_deferral(self, state: _Delivery) -> None:
+        """One count per request that ended deferred by the TLS policy (metrics)."""
+        counter = getattr(self.tls_policy, "deferred", None)
+        refusals = [o.policy for o in state.outcomes.values()
+                    if o.status == "deferred" and o.policy is not None]
+        if counter is not None and refusals:
+            counter(refusals[0].level, refusals[0].reason)
 
     async def _reuse(self, state: _Delivery, session: SmtpSession, plan: TlsPlan,
                      key: tuple[str, str]) -> None:
@@ -259,7 +269,12 @@ class SmtpDelivery:
                                               site_failure=True), final)
             return 0
         plaintext_only = retry_plan is not None
-        plan = retry_plan or self.tls_policy.plan(route, mx.hostname)
+        # How long the message waited before this attempt (Postfix's PREACTIVE_DELAY):
+        # the plaintext retry after a failed handshake needs minimal_backoff_time.
+        request = state.request
+        queued_for = (request.attempt_started - request.envelope.arrival
+                      if request.attempt_started else 0.0)
+        plan = retry_plan or self.tls_policy.plan(route, mx.hostname, queued_for=queued_for)
         try:
             ready = await self._open(state, session, plan, peer, final, plaintext_only)
         except SmtpClientError as error:
@@ -298,12 +313,13 @@ class SmtpDelivery:
         if not await self._hello(state, session, peer, final):
             return False
         if plaintext_only:
-            decision: str | TlsRefusal = PLAINTEXT
+            # The retry after a failed handshake: the plan records plaintext (may:none).
+            decision: str | TlsRefusal = plan.before_starttls(False, peer)
         else:
             decision = plan.before_starttls(session.esmtp and "STARTTLS" in session.features,
                                             peer)
         if isinstance(decision, TlsRefusal):
-            return await self._refuse_tls(state, session, decision, peer, final)
+            return await self._refuse_tls(state, session, decision, peer, final, plan)
         if decision == PLAINTEXT:
             return True
         try:
@@ -311,20 +327,21 @@ class SmtpDelivery:
         except StartTlsRefused as error:
             after = plan.after_failure(error, peer)
             if isinstance(after, TlsRefusal):
-                return await self._refuse_tls(state, session, after, peer, final)
+                return await self._refuse_tls(state, session, after, peer, final, plan)
             return True  # the session goes on in plaintext
         except TlsHandshakeFailed as error:
             after = plan.after_failure(error, peer)
             if isinstance(after, TlsRefusal):
                 ATTEMPTS.labels("tls_refused").inc()
+                state.tls = plan.log_field()
                 state.soft_fail(list(state.pending),
                                 _Outcome("deferred", after.dsn, after.text, relay=peer.relay,
-                                         site_failure=True), final)
+                                         site_failure=True, policy=after), final)
                 return False
             raise _PlaintextRetry() from None
         refusal = plan.after_handshake(facts, peer)
         if refusal is not None:
-            return await self._refuse_tls(state, session, refusal, peer, final)
+            return await self._refuse_tls(state, session, refusal, peer, final, plan)
         return await self._hello(state, session, peer, final)
 
     async def _hello(self, state: _Delivery, session: SmtpSession, peer: Peer,
@@ -352,12 +369,13 @@ class SmtpDelivery:
         return False
 
     async def _refuse_tls(self, state: _Delivery, session: SmtpSession, refusal: TlsRefusal,
-                          peer: Peer, final: bool) -> bool:
+                          peer: Peer, final: bool, plan: TlsPlan) -> bool:
         await session.quit()
         ATTEMPTS.labels("tls_refused").inc()
+        state.tls = plan.log_field()
         state.soft_fail(list(state.pending),
                         _Outcome("deferred", refusal.dsn, refusal.text, relay=peer.relay,
-                                 site_failure=True), final)
+                                 site_failure=True, policy=refusal), final)
         return False
 
     # -- the transaction -------------------------------------------------------------------

@@ -37,6 +37,8 @@ class TlsRefusal:
 
     dsn: str
     text: str
+    reason: str = ""  # for metrics: not_offered, handshake_failed, untrusted, ...
+    level: str = ""  # the policy level that refused
 
 
 class TlsPlan(Protocol):
@@ -58,7 +60,7 @@ class TlsPolicy(Protocol):
     """Makes plans; ``key`` names the policy for the connection cache (a cached
     connection is reused only under the policy that opened it)."""
 
-    def plan(self, route: Route, mx_hostname: str) -> TlsPlan: ...
+    def plan(self, route: Route, mx_hostname: str, queued_for: float = 0.0) -> TlsPlan: ...
 
 
 class NoTlsPlan:
@@ -81,7 +83,7 @@ class NoTlsPlan:
 
 
 class NoTlsPolicy:
-    def plan(self, route: Route, mx_hostname: str) -> TlsPlan:
+    def plan(self, route: Route, mx_hostname: str, queued_for: float = 0.0) -> TlsPlan:
         return NoTlsPlan()
 
 
@@ -130,10 +132,13 @@ class OpportunisticTlsPolicy:
     def __init__(self, context: ssl.SSLContext | None = None) -> None:
         self.context = context or anonymous_client_context()
 
-    def plan(self, route: Route, mx_hostname: str) -> TlsPlan:
+    def plan(self, route: Route, mx_hostname: str, queued_for: float = 0.0) -> TlsPlan:
         return OpportunisticPlan(self.context)
 
 
 def default_policy(config: object) -> TlsPolicy:
-    """The policy the daemon uses until mta/tls/ provides smtp_tls_security_level."""
-    return OpportunisticTlsPolicy()
+    """The daemon's policy: smtp_tls_security_level and smtp_tls_policy_maps
+    (mta/tls/client_plan.py); raises ConfigError on a bad entry."""
+    from mta.tls.client_plan import PolicyTls
+
+    return PolicyTls.from_config(config)

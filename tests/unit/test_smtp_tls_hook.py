@@ -48,7 +48,7 @@ class OnePlan:
         self.the_plan = plan
         self.asked: list[tuple[Route, str]] = []
 
-    def plan(self, route: Route, mx_hostname: str) -> RecordingPlan:
+    def plan(self, route: Route, mx_hostname: str, queued_for: float = 0.0) -> RecordingPlan:
         self.asked.append((route, mx_hostname))
         return self.the_plan
 
