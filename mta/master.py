@@ -26,12 +26,15 @@ from mta.metrics import MetricsServer
 from mta.qmgr import Destination, QueueManager
 from mta.resolver import DnspythonBackend, Resolver
 from mta.routing import Router
+from mta.sasl import FailureTracker
 from mta.smtp import tlshook
 from mta.smtp.agent import SmtpDelivery
 from mta.smtpd.checks import Restrictions
+from mta.smtpd.security import ListenerSecurity, build_security
 from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
 from mta.spool import Spool
 from mta.tls import certs, expiry
+from mta.tls.clientcert import relay_clientcerts_lookup
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,21 @@ class Parts:
 
 def build_parts(config: Config) -> Parts:
     mailboxes = Mailboxes.from_config(config)
-    return Parts(mailboxes, Restrictions(config, mailboxes), Router(config, mailboxes))
+    restrictions = Restrictions(config, mailboxes,
+                                relay_clientcerts=relay_clientcerts_lookup(config))
+    return Parts(mailboxes, restrictions, Router(config, mailboxes))
+
+
+def build_listener_security(config: Config, tracker: FailureTracker) -> dict[
+        str, ListenerSecurity]:
+    """TLS contexts and AUTH of every listener; ConfigError if any is unusable."""
+    built = {}
+    for listener in config.listeners:
+        security, warnings = build_security(config.for_listener(listener), tracker)
+        for warning in warnings:
+            maillog.warning("master", f"service {listener.name}: {warning}")
+        built[listener.name] = security
+    return built
 
 
 def build_smtp_agent(config: Config) -> SmtpDelivery:
@@ -95,6 +112,7 @@ class Daemon:
     servers: list[SmtpdServer] = field(default_factory=list)
     metrics: MetricsServer | None = None
     certificates: expiry.CertificateWatch | None = None
+    sasl_failures: FailureTracker = field(default_factory=FailureTracker)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
@@ -103,6 +121,11 @@ class Daemon:
         prepare_certificates(config)
         self.certificates = expiry.CertificateWatch(config)
         self.certificates.start()  # a key that cannot be opened stops the start
+        try:
+            security = build_listener_security(config, self.sasl_failures)
+        except ConfigError as error:
+            maillog.fatal("master", str(error))
+            raise
         self.spool = Spool(config.path_of(config.queue_directory), lane=0)
         parts = build_parts(config)
         self.smtp = build_smtp_agent(config)
@@ -123,7 +146,8 @@ class Daemon:
                 restrictions=view_parts.restrictions,
                 connections=ConnectionRegistry(view),
                 names=NameCache(view.smtpd_peername_lookup),
-                on_queued=lambda envelope: self.qmgr.queued(envelope.qid), loop=loop)
+                on_queued=lambda envelope: self.qmgr.queued(envelope.qid), loop=loop,
+                security=security[listener.name])
             server = SmtpdServer(ctx)
             await server.start()
             self.servers.append(server)
@@ -144,6 +168,7 @@ class Daemon:
             parts = build_parts(new)
             tls_policy = tlshook.default_policy(new)  # checks smtp_tls_policy_maps again
             key_warnings = expiry.check_keys(new)
+            security = build_listener_security(new, self.sasl_failures)
         except ConfigError as error:
             maillog.warning("master", f"reload failed, keeping the running configuration: "
                             f"{error}")
@@ -162,6 +187,8 @@ class Daemon:
             server.ctx.config = view
             server.ctx.restrictions = (parts if view is new else build_parts(view)).restrictions
             server.ctx.connections.config = view
+            # New sessions get the new certificates; open ones keep theirs.
+            server.ctx.security = security[listener.name]
         self.qmgr.config = new
         self.qmgr.router = parts.router
         self.smtp.reconfigure(new)

@@ -395,8 +395,9 @@ class SmtpdProtocol(SMTP):
 
     def _reject(self, command: str, reply: str, sender: str | None,
                 recipient: str | None) -> None:
+        # proto= is SMTP or ESMTP: Postfix adds RFC 3848's S and A in Received only.
         maillog.reject(self.txn.qid, command, self.client.peer, reply, sender, recipient,
-                       self.protocol_name, self.helo)
+                       "ESMTP" if self.esmtp else "SMTP", self.helo)
         self.ctx.metrics_reject(command, reply[:3])
         self.reply(reply)
 

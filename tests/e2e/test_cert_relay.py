@@ -92,7 +92,7 @@ def relay(root: Path, port: int, user: str | None, recipient: str = REMOTE
             smtp.ehlo("laptop.example")
             smtp.starttls(context=client_context(root, user))
             smtp.ehlo("laptop.example")
-            smtp.mail(f"{user or 'nobody'}@example.test")
+            smtp.mail(user or "nobody@example.test")
             code, text = smtp.rcpt(recipient)
             if code == 250:
                 data_code, _ = smtp.data(b"Subject: via client certificate\r\n\r\nhello\r\n")

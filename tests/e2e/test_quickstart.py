@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import smtplib
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ from tests.helpers import REPO, free_port, mta_env, run_mta, wait_for
 
 
 def test_embedded_default_delivers_to_alice(tmp_path: Path) -> None:
-    ports = {"2525": free_port(), "2587": free_port(), "9154": free_port()}
+    ports = {"2525": free_port(), "2587": free_port(), "2465": free_port(),
+             "9154": free_port()}
     text = (REPO / "main.cf.example").read_text()
     for old, new in ports.items():
         assert old in text
@@ -31,13 +33,21 @@ def test_embedded_default_delivers_to_alice(tmp_path: Path) -> None:
         assert (tmp_path / "tls" / "server.pem").exists()
         assert oct((tmp_path / "tls" / "server.key").stat().st_mode & 0o777) == "0o600"
         assert "created a self-signed certificate" in maillog.read_text()
-        for port in (ports["2525"], ports["2587"]):
-            with smtplib.SMTP("127.0.0.1", port) as client:
-                client.sendmail("bob@example.org", ["alice@localhost"],
-                                b"Subject: hello\r\n\r\nHello Alice\r\n")
+        # The self-signed certificate verifies for 127.0.0.1 (it is its own CA).
+        context = ssl.create_default_context(cafile=str(tmp_path / "tls" / "server.pem"))
+        with smtplib.SMTP("127.0.0.1", ports["2525"]) as client:  # plaintext is fine here
+            client.sendmail("bob@example.org", ["alice@localhost"],
+                            b"Subject: hello\r\n\r\nHello Alice\r\n")
+        with smtplib.SMTP("127.0.0.1", ports["2587"]) as client:  # STARTTLS required
+            client.starttls(context=context)
+            client.sendmail("bob@example.org", ["alice@localhost"],
+                            b"Subject: hello\r\n\r\nHello Alice\r\n")
+        with smtplib.SMTP_SSL("127.0.0.1", ports["2465"], context=context) as client:
+            client.sendmail("bob@example.org", ["alice@localhost"],
+                            b"Subject: hello\r\n\r\nHello Alice\r\n")
         new = tmp_path / "mail" / "alice" / "new"
-        files = wait_for(lambda: len(list(new.glob("*"))) == 2 and list(new.glob("*")),
-                         message="two messages for alice")
+        files = wait_for(lambda: len(list(new.glob("*"))) == 3 and list(new.glob("*")),
+                         message="three messages for alice")
         assert all("Received: from " in f.read_text() for f in files)
         assert "Date: " in files[0].read_text()
         wait_for(lambda: run_mta("queue", "list", config=tmp_path / "main.cf.example").stdout

@@ -127,8 +127,8 @@ def test_relative_paths_are_relative_to_the_config_directory(tmp_path: Path) -> 
 
 def test_the_embedded_default_loads() -> None:
     config = configuration.load(str(Path(__file__).parents[2] / "main.cf.example"))
-    assert [(s.name, s.address.port) for s in config.listeners] == [("smtp", 2525),
-                                                                    ("submission", 2587)]
+    assert [(s.name, s.address.port) for s in config.listeners] == [
+        ("smtp", 2525), ("submission", 2587), ("submissions", 2465)]
     assert config.warnings == []
 
 
