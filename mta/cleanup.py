@@ -17,7 +17,7 @@ from email.utils import format_datetime
 
 from mta.spool import QueueFileWriter
 
-_MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*((?:.*)(?:\r\n[ \t].*)*)")
+_MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)")
 _DATE = re.compile(rb"(?im)^date:")
 _FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mta.config.parser import logical_lines
 from mta.errors import ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -40,28 +41,9 @@ def read_table(path: Path) -> list[Entry]:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read table: {error.strerror}") from None
     entries: list[Entry] = []
-    current: list[str] = []
-    start = 0
-
-    def finish() -> None:
-        if current:
-            logical = " ".join(part.strip() for part in current)
-            key, *rest = re.split(r"\s+", logical, maxsplit=1)
-            entries.append(Entry(key, rest[0] if rest else "", str(path), start))
-
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if raw[0] in " \t":
-            if not current:
-                raise ConfigError(f"{path}:{number}: continuation line without a key")
-            current.append(raw)
-            continue
-        finish()
-        current = [raw]
-        start = number
-    finish()
+    for start, logical in logical_lines(text, str(path), "a key"):
+        key, *rest = re.split(r"\s+", logical, maxsplit=1)
+        entries.append(Entry(key, rest[0] if rest else "", str(path), start))
     return entries
 
 

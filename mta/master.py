@@ -9,23 +9,35 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mta import config as configuration
 from mta import log as maillog
+from mta.bounce import SpoolBouncer
+from mta.concurrency import FeedbackDestination
 from mta.config import Config
 from mta.delivery import DeliveryAgent
+from mta.error_transport import ErrorDelivery, RetryDelivery
 from mta.errors import ConfigError
 from mta.local import LocalDelivery
 from mta.mailboxes import Mailboxes
-from mta.metrics import MetricsServer
-from mta.qmgr import QueueManager
+from mta.metrics import REGISTRY, MetricsServer
+from mta.qmgr import Destination, QueueManager
+from mta.resolver import DnspythonBackend, Resolver
 from mta.routing import Router
+from mta.sasl import FailureTracker
+from mta.smtp import tlshook
+from mta.smtp.agent import SmtpDelivery
 from mta.smtpd.checks import Restrictions
+from mta.smtpd.security import ListenerSecurity, build_security
 from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
 from mta.spool import Spool
-from mta.tls import certs
+from mta.tls import certs, expiry
+from mta.tls.clientcert import relay_clientcerts_lookup
+from mta.workers import MergedRegistry, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +72,60 @@ class Parts:
 
 def build_parts(config: Config) -> Parts:
     mailboxes = Mailboxes.from_config(config)
-    return Parts(mailboxes, Restrictions(config, mailboxes), Router(config, mailboxes))
+    restrictions = Restrictions(config, mailboxes,
+                                relay_clientcerts=relay_clientcerts_lookup(config))
+    return Parts(mailboxes, restrictions, Router(config, mailboxes))
 
 
-@dataclass
-class Daemon:
-    config: Config
-    spool: Spool = field(init=False)
-    qmgr: QueueManager = field(init=False)
-    servers: list[SmtpdServer] = field(default_factory=list)
-    metrics: MetricsServer | None = None
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+def build_listener_security(config: Config, tracker: FailureTracker) -> dict[
+        str, ListenerSecurity]:
+    """TLS contexts and AUTH of every listener; ConfigError if any is unusable."""
+    built = {}
+    for listener in config.listeners:
+        security, warnings = build_security(config.for_listener(listener), tracker)
+        for warning in warnings:
+            maillog.warning("master", f"service {listener.name}: {warning}")
+        built[listener.name] = security
+    return built
+
+
+def build_smtp_agent(config: Config) -> SmtpDelivery:
+    """The smtp transport: resolver per smtp_host_lookup, TLS policy, connection cache."""
+    resolver = Resolver(config.smtp_host_lookup,
+                        dns=DnspythonBackend(timeout=config.smtp_dns_timeout),
+                        preference=config.smtp_address_preference)
+    tls_policy = tlshook.default_policy(config)
+    for warning in getattr(tls_policy, "warnings", []):
+        maillog.warning("master", warning)
+    return SmtpDelivery(config, resolver, tls_policy=tls_policy)
+
+
+def destination(config: Config, key: tuple[str, str], limit: int) -> Destination:
+    """Per-destination concurrency with slow start and dead-destination suspension."""
+    return FeedbackDestination(key, limit, initial=config.initial_destination_concurrency,
+                               cohort_limit=config.destination_concurrency_failed_cohort_limit,
+                               suspend_for=config.minimal_backoff_time)
+
+
+class Receiver:
+    """The smtpd listeners of one process: in the master, or in each worker."""
+
+    def __init__(self, config: Config, *, on_queued: Callable[[str], None],
+                 spool: Spool | None = None, lane: int = 0,
+                 sockets: dict[str, socket.socket] | None = None) -> None:
+        self.config = config
+        self.on_queued = on_queued
+        self.spool = spool or Spool(config.path_of(config.queue_directory), lane=lane)
+        self._own_spool = spool is None
+        self.sockets = sockets or {}
+        self.sasl_failures = FailureTracker()
+        self.servers: list[SmtpdServer] = []
 
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
-        prepare_certificates(config)
-        self.spool = Spool(config.path_of(config.queue_directory), lane=0)
+        security = build_listener_security(config, self.sasl_failures)
         parts = build_parts(config)
-        agents: dict[str, DeliveryAgent] = {"local": LocalDelivery(parts.mailboxes, self.spool)}
-        self.qmgr = QueueManager(config, self.spool, parts.router, agents)
-        self._agents = agents
-        await self.qmgr.start()
         for listener in config.listeners:
             view = config.for_listener(listener)
             view_parts = parts if view is config else build_parts(view)
@@ -90,32 +134,27 @@ class Daemon:
                 restrictions=view_parts.restrictions,
                 connections=ConnectionRegistry(view),
                 names=NameCache(view.smtpd_peername_lookup),
-                on_queued=lambda envelope: self.qmgr.queued(envelope.qid), loop=loop)
+                on_queued=lambda envelope: self.on_queued(envelope.qid), loop=loop,
+                security=security[listener.name])
             server = SmtpdServer(ctx)
-            await server.start()
+            sock = self.sockets.get(listener.name)
+            await server.start(sock=sock)
             self.servers.append(server)
-            maillog.info("master", f"listening on {listener.address} for service "
-                         f"{listener.name}")
-        if config.metrics_listen:
-            from mta.config.types import parse_hostport
-            where = parse_hostport(config.metrics_listen)
-            self.metrics = MetricsServer(where.host, where.port)
-            await self.metrics.start()
-        maillog.info("master", f"daemon started -- version {_version()}, configuration "
-                     f"{config.path}")
+            if sock is None:
+                maillog.info("master", f"listening on {listener.address} for service "
+                             f"{listener.name}")
 
-    def reload(self) -> None:
-        """SIGHUP: re-read main.cf; on error keep running with the old one."""
+    def reload(self, new: Config | None = None) -> bool:
+        """Apply a new configuration to the listeners; False (and the old one
+        kept) if it cannot be built. Without new, main.cf is read again."""
         try:
-            new = configuration.load(self.config.path)
+            new = new or configuration.load(self.config.path)
             parts = build_parts(new)
+            security = build_listener_security(new, self.sasl_failures)
         except ConfigError as error:
-            maillog.warning("master", f"reload failed, keeping the running configuration: "
+            maillog.warning("smtpd", f"reload failed, keeping the running configuration: "
                             f"{error}")
-            return
-        for warning in new.warnings:
-            maillog.warning("master", warning)
-        setup_maillog(new)
+            return False
         for server in self.servers:
             listener = next((spec for spec in new.listeners
                              if spec.name == server.ctx.listener.name), None)
@@ -127,12 +166,103 @@ class Daemon:
             server.ctx.config = view
             server.ctx.restrictions = (parts if view is new else build_parts(view)).restrictions
             server.ctx.connections.config = view
+            # New sessions get the new certificates; open ones keep theirs.
+            server.ctx.security = security[listener.name]
+        self.config = new
+        return True
+
+    async def shutdown(self) -> None:
+        """Stop accepting and let open sessions finish (up to smtpd_timeout)."""
+        for server in self.servers:
+            server.stop_accepting()
+        for server in self.servers:
+            await server.wait_closed()
+        await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout)
+        if self._own_spool:
+            self.spool.close()
+
+
+@dataclass
+class Daemon:
+    config: Config
+    spool: Spool = field(init=False)
+    qmgr: QueueManager = field(init=False)
+    receiver: Receiver | None = None
+    workers: Supervisor | None = None
+    metrics: MetricsServer | None = None
+    certificates: expiry.CertificateWatch | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        config = self.config
+        prepare_certificates(config)
+        self.certificates = expiry.CertificateWatch(config)
+        self.certificates.start()  # a key that cannot be opened stops the start
+        try:
+            # Built here once even with workers, so a bad certificate or
+            # password file stops the start instead of failing in each worker.
+            build_listener_security(config, FailureTracker())
+        except ConfigError as error:
+            maillog.fatal("master", str(error))
+            raise
+        self.spool = Spool(config.path_of(config.queue_directory), lane=0)
+        parts = build_parts(config)
+        self.smtp = build_smtp_agent(config)
+        agents: dict[str, DeliveryAgent] = {"local": LocalDelivery(parts.mailboxes, self.spool),
+                                            "smtp": self.smtp, "error": ErrorDelivery(),
+                                            "retry": RetryDelivery()}
+        self.bouncer = SpoolBouncer(config, self.spool, lambda qid: self.qmgr.queued(qid))
+        self.qmgr = QueueManager(config, self.spool, parts.router, agents, bouncer=self.bouncer,
+                                 destination_factory=lambda key, limit: destination(
+                                     self.config, key, limit))
+        self._agents = agents
+        await self.qmgr.start()
+        if config.receiver_processes:
+            self.workers = Supervisor(config, config.receiver_processes, self.qmgr.queued)
+            await self.workers.start()
+        else:
+            self.receiver = Receiver(config, on_queued=self.qmgr.queued, spool=self.spool)
+            await self.receiver.start()
+        if config.metrics_listen:
+            from mta.config.types import parse_hostport
+            where = parse_hostport(config.metrics_listen)
+            registry = (MergedRegistry(REGISTRY, self.workers.samples) if self.workers
+                        else REGISTRY)
+            self.metrics = MetricsServer(where.host, where.port, registry)
+            await self.metrics.start()
+        maillog.info("master", f"daemon started -- version {_version()}, configuration "
+                     f"{config.path}")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read main.cf; on error keep running with the old one."""
+        try:
+            new = configuration.load(self.config.path)
+            parts = build_parts(new)
+            tls_policy = tlshook.default_policy(new)  # checks smtp_tls_policy_maps again
+            key_warnings = expiry.check_keys(new)
+            build_listener_security(new, FailureTracker())
+        except ConfigError as error:
+            maillog.warning("master", f"reload failed, keeping the running configuration: "
+                            f"{error}")
+            return
+        for warning in [*new.warnings, *key_warnings]:
+            maillog.warning("master", warning)
+        setup_maillog(new)
+        if self.receiver is not None:
+            self.receiver.reload(new)
+        if self.workers is not None:
+            self.workers.signal(signal.SIGHUP)  # each worker reloads main.cf itself
         self.qmgr.config = new
         self.qmgr.router = parts.router
+        self.smtp.reconfigure(new)
+        self.smtp.tls_policy = tls_policy
+        self.bouncer.config = new
         local = self._agents.get("local")
         if isinstance(local, LocalDelivery):
             local.mailboxes = parts.mailboxes
         self.config = new
+        if self.certificates is not None:
+            self.certificates.reload(new)
         maillog.info("master", "reload -- configuration " + new.path)
 
     def request_stop(self) -> None:
@@ -145,12 +275,14 @@ class Daemon:
     async def shutdown(self) -> None:
         """Stop accepting, let open sessions finish, stop the qmgr, exit 0."""
         maillog.info("master", "terminating on signal 15")
-        for server in self.servers:
-            server.stop_accepting()
-        for server in self.servers:
-            await server.wait_closed()
-        await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout)
+        if self.receiver is not None:
+            await self.receiver.shutdown()
+        if self.workers is not None:
+            await self.workers.stop(timeout=self.config.smtpd_timeout + 5)
         await self.qmgr.stop()
+        await self.smtp.close()
+        if self.certificates is not None:
+            await self.certificates.stop()
         if self.metrics is not None:
             await self.metrics.close()
         self.spool.close()

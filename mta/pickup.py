@@ -19,8 +19,8 @@ from mta.queuefile import Envelope
 from mta.spool import Spool
 
 _ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
-_RECIPIENT_HEADERS = re.compile(rb"(?im)^(to|cc|bcc):[ \t]*((?:.*)(?:\r\n[ \t].*)*)")
-_BCC = re.compile(rb"(?im)^bcc:.*(?:\r\n[ \t].*)*\r\n")
+_RECIPIENT_HEADERS = re.compile(rb"(?im)^(to|cc|bcc):[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)")
+_BCC = re.compile(rb"(?im)^bcc:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n")
 _FROM = re.compile(rb"(?im)^from:")
 
 

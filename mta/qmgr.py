@@ -113,12 +113,17 @@ class Destination:
     def record(self, results: list[DeliveryResult]) -> None:
         pass
 
+    def resume(self) -> None:
+        """End a suspension now (``mta queue flush``, as Postfix's flush revives dead
+        destinations)."""
+
 
 @dataclass
 class _Attempt:
     qid: str
     queue_file: QueueFile
     entered_active: float
+    forced: bool = False  # by a flush: defer_transports do not hold it back
 
 
 class QueueManager:
@@ -255,6 +260,9 @@ class QueueManager:
             self._scan_now.clear()
             flush, self._flush = self._flush, False
             self._next_due = None
+            if flush:
+                for destination in self.destinations.values():
+                    destination.resume()
             # Incoming first: a wake-up from another process (sendmail) names no id.
             for entry in await self.spool.run(self.spool.scan, "incoming"):
                 if entry.qid not in self._active:
@@ -272,7 +280,7 @@ class QueueManager:
                 except FileNotFoundError:
                     self._active_limit.release()
                     continue
-                self._spawn(entry.qid, self.clock())
+                self._spawn(entry.qid, self.clock(), forced=flush)
             await loop.run_in_executor(self.spool.executor, self._update_gauges)
 
     def _note_due(self, when: float) -> None:
@@ -292,9 +300,9 @@ class QueueManager:
                 QUEUE_OLDEST.labels(queue).set(max(0.0, now - arrival_of(oldest))
                                                if is_valid(oldest) else 0)
 
-    def _spawn(self, qid: str, entered: float) -> None:
+    def _spawn(self, qid: str, entered: float, forced: bool = False) -> None:
         self.idle.clear()
-        task = asyncio.get_running_loop().create_task(self._process(qid, entered),
+        task = asyncio.get_running_loop().create_task(self._process(qid, entered, forced),
                                                       name=f"qmgr-{qid}")
         self._active[qid] = task
         task.add_done_callback(lambda t, q=qid: self._done(q, t))
@@ -302,13 +310,32 @@ class QueueManager:
     def _done(self, qid: str, task: asyncio.Task[None]) -> None:
         self._active.pop(qid, None)
         self._active_limit.release()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("qmgr: %s: %r", qid, task.exception(), exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            # The file stays in active/ (nothing is lost); try it again later,
+            # e.g. once a full disk has room for the status records again.
+            retry = min(self.config.minimal_backoff_time, 60.0)
+            maillog.warning("qmgr", f"{qid}: cannot update the queue file: {error}; "
+                            f"retrying in {retry:g}s")
+            if not isinstance(error, OSError):
+                log.error("qmgr: %s: %r", qid, error, exc_info=error)
+            if not self._stopping:
+                loop = asyncio.get_running_loop()
+                loop.call_later(retry, lambda: loop.create_task(self._retry_active(qid)))
         if not self._active:
             self.idle.set()
 
+    async def _retry_active(self, qid: str) -> None:
+        if self._stopping or qid in self._active:
+            return
+        await self._active_limit.acquire()
+        if self._stopping or qid in self._active or not self.spool.path("active", qid).exists():
+            self._active_limit.release()
+            return
+        self._spawn(qid, self.clock())
+
     # -- one message ---------------------------------------------------------------------
-    async def _process(self, qid: str, entered: float) -> None:
+    async def _process(self, qid: str, entered: float, forced: bool = False) -> None:
         try:
             queue_file = await self.spool.run(self.spool.read, "active", qid)
         except FileNotFoundError:
@@ -322,7 +349,7 @@ class QueueManager:
         envelope = queue_file.envelope
         pending = queue_file.pending()
         maillog.queue_active(qid, envelope.sender, envelope.size, len(pending))
-        attempt = _Attempt(qid, queue_file, entered)
+        attempt = _Attempt(qid, queue_file, entered, forced)
         groups: dict[Route, list[Recipient]] = {}
         for index in pending:
             address = envelope.recipients[index]
@@ -372,6 +399,10 @@ class QueueManager:
             results = results_for_all(request, "deferred", "4.3.0",
                                       f"mail transport unavailable: {route.transport}")
             program = "qmgr"
+        elif route.transport in self.config.defer_transports and not attempt.forced:
+            # Postfix's defer_transports: hold mail for this transport until a flush.
+            results = results_for_all(request, "deferred", "4.3.2", "deferred transport")
+            program = agent.name
         else:
             program = agent.name
             reason = destination.suspended_reason()

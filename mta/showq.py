@@ -17,8 +17,9 @@ from mta.spool import Spool
 
 LISTED_QUEUES = ("incoming", "active", "deferred", "hold")
 _FLAG = {"active": "*", "hold": "!"}
-_ID_WIDTH = 13
-_RECIPIENT_INDENT = _ID_WIDTH + 1 + 8 + 1 + 20 + 1
+# Postfix's long-queue-id layout (showq_compat.c L_*_FORMAT): our ids are 12 characters.
+_ROW = "{:<17} {:>8} {:<19} {}"
+_RECIPIENT_INDENT = 17 + 1 + 8 + 1 + 19 + 1
 
 
 @dataclass
@@ -56,29 +57,30 @@ def pending_with_reasons(queue_file: QueueFile) -> list[tuple[str, str | None]]:
 
 
 def format_listing(items: list[Listed]) -> str:
-    """postqueue -p: one block per message, reasons above their recipients."""
+    """postqueue -p: one block per message, each reason above its recipients."""
     if not items:
         return "Mail queue is empty\n"
-    header = (f"{'-Queue ID-':<{_ID_WIDTH}} {'--Size--':>8} {'----Arrival Time----':<20} "
-              "-Sender/Recipient-------")
-    lines = [header]
+    lines = [_ROW.format("----Queue ID-----", "--Size--", "---Arrival Time----",
+                         "--Sender/Recipient------")]
     total = 0
-    for item in items:
+    for number, item in enumerate(items):
+        if number:
+            lines.append("")
         envelope = item.queue_file.envelope
         total += envelope.size
         qid = envelope.qid + _FLAG.get(item.queue, "")
-        lines.append(f"{qid:<{_ID_WIDTH}} {envelope.size:>8} {_arrival(envelope.arrival):<20} "
-                     f"{envelope.sender or 'MAILER-DAEMON'}")
-        last_reason: str | None = None
+        lines.append(_ROW.format(qid, envelope.size, _arrival(envelope.arrival)[:19],
+                                 envelope.sender or "MAILER-DAEMON"))
+        saved = ""
         for recipient, reason in pending_with_reasons(item.queue_file):
-            if reason and reason != last_reason:
-                text = f"({reason})"
-                pad = max(_ID_WIDTH + 1 + 8, 80 - len(text))
-                lines.append(" " * pad + text)
-                last_reason = reason
+            why = reason or ""
+            if why != saved:
+                saved = why
+                shown = why or "reason unavailable"
+                lines.append(" " * max(0, 76 - len(shown)) + f"({shown})")
             lines.append(" " * _RECIPIENT_INDENT + recipient)
-        lines.append("")
     count = len(items)
+    lines.append("")
     lines.append(f"-- {total // 1024} Kbytes in {count} Request{'s' if count != 1 else ''}.")
     return "\n".join(lines) + "\n"
 

@@ -99,6 +99,7 @@ class Spool:
     def __init__(self, root: str | os.PathLike[str], *, lane: int | None = None,
                  executor: ThreadPoolExecutor | None = None, fsync: bool = True) -> None:
         self.root = Path(root)
+        self._root = str(self.root)
         self.ids = queueid.QueueIdGenerator(lane)
         self._executor = executor
         self._own_executor = executor is None
@@ -149,6 +150,10 @@ class Spool:
     def path(self, queue: str, qid: str) -> Path:
         return self.root / queue / qid
 
+    def file(self, queue: str, qid: str) -> str:
+        """path() as a plain string: pathlib costs too much on the hot path."""
+        return f"{self._root}/{queue}/{qid}"
+
     def new_qid(self) -> str:
         return self.ids.next()
 
@@ -156,9 +161,9 @@ class Spool:
     def writer(self, envelope: Envelope) -> QueueFileWriter:
         return QueueFileWriter(self, envelope)
 
-    def _commit_sync(self, temp: Path, final: Path, queue: str) -> None:
-        if final.exists():
-            raise SpoolError(f"queue id collision: {final.name}")
+    def _commit_sync(self, temp: str, final: str, queue: str) -> None:
+        if os.path.exists(final):
+            raise SpoolError(f"queue id collision: {os.path.basename(final)}")
         os.rename(temp, final)
         if self.fsync:
             self._dirsync[queue].sync()
@@ -166,18 +171,18 @@ class Spool:
     # -- reading ------------------------------------------------------------------
     def read(self, queue: str, qid: str, *, verify: bool = True) -> QueueFile:
         """Parse a queue file (CorruptQueueFile when torn, FileNotFoundError if gone)."""
-        path = self.path(queue, qid)
+        path = self.file(queue, qid)
         with open(path, "rb") as stream:
             return queuefile.parse(stream, f"{queue}/{qid}", verify=verify)
 
     def read_content(self, queue: str, qid: str, queue_file: QueueFile) -> bytes:
-        with open(self.path(queue, qid), "rb") as stream:
+        with open(self.file(queue, qid), "rb") as stream:
             stream.seek(queue_file.content_offset)
             return stream.read(queue_file.envelope.size)
 
     def open_content(self, queue: str, qid: str, queue_file: QueueFile) -> Iterator[bytes]:
         """The message content in chunks, for large messages."""
-        with open(self.path(queue, qid), "rb") as stream:
+        with open(self.file(queue, qid), "rb") as stream:
             stream.seek(queue_file.content_offset)
             remaining = queue_file.envelope.size
             while remaining:
@@ -208,7 +213,7 @@ class Spool:
     def find(self, qid: str) -> str | None:
         """The queue a message is in, or None."""
         for queue in QUEUES:
-            if self.path(queue, qid).exists():
+            if os.path.exists(self.file(queue, qid)):
                 return queue
         return None
 
@@ -219,15 +224,15 @@ class Spool:
         The mtime is set before the rename so that a scanner never sees a
         deferred file with the wrong time.
         """
-        path = self.path(source, qid)
+        path = self.file(source, qid)
         if mtime is not None:
             os.utime(path, (mtime, mtime))
-        os.rename(path, self.path(target, qid))
+        os.rename(path, self.file(target, qid))
 
     def append(self, queue: str, qid: str, records: list[dict[str, Any]]) -> None:
         """Append status records and make them durable before anything acts on them."""
         data = b"".join(queuefile.status_record(record) for record in records)
-        fd = os.open(self.path(queue, qid), os.O_WRONLY | os.O_APPEND)
+        fd = os.open(self.file(queue, qid), os.O_WRONLY | os.O_APPEND)
         try:
             os.write(fd, data)
             if self.fsync:
@@ -237,7 +242,7 @@ class Spool:
 
     def remove(self, queue: str, qid: str) -> bool:
         try:
-            os.unlink(self.path(queue, qid))
+            os.unlink(self.file(queue, qid))
             return True
         except FileNotFoundError:
             return False
@@ -245,10 +250,10 @@ class Spool:
     def save_corrupt(self, queue: str, qid: str) -> None:
         """Set a torn or unreadable file aside; the daemon goes on with the rest."""
         with contextlib.suppress(FileNotFoundError):
-            os.rename(self.path(queue, qid), self.path("corrupt", qid))
+            os.rename(self.file(queue, qid), self.file("corrupt", qid))
 
     def set_next_attempt(self, queue: str, qid: str, when: float) -> None:
-        os.utime(self.path(queue, qid), (when, when))
+        os.utime(self.file(queue, qid), (when, when))
 
     # -- wake-up ------------------------------------------------------------------------
     @property
@@ -291,8 +296,8 @@ class QueueFileWriter:
         self._size = 0
         self._crc = 0
         self._fd: int | None = None
-        self._temp = spool.path("incoming", "." + self.qid)
-        self._final = spool.path("incoming", self.qid)
+        self._temp = spool.file("incoming", "." + self.qid)
+        self._final = spool.file("incoming", self.qid)
         self.committed = False
 
     @property

@@ -91,6 +91,10 @@ minimal_backoff_time = 1s
 maximal_backoff_time = 2s
 queue_run_delay = 1s
 smtpd_peername_lookup = yes
+# Mail for other domains (bounces to example.org senders, say) must never make
+# a test ask a real name server: it waits in the queue unless a test routes it.
+default_transport = retry:4.4.0 outbound delivery is off in tests
+smtp_host_lookup = native
 """
 
 MAILBOXES = """\
@@ -171,3 +175,49 @@ class Daemon:
     def wait_maildir(self, user: str, count: int = 1, timeout: float = 15) -> list[Path]:
         return wait_for(lambda: (files if len(files := self.maildir(user)) >= count else []),
                         timeout=timeout, message=f"{count} message(s) for {user}")
+
+
+class RawSmtp:
+    """A plain socket SMTP client for tests that need exact bytes and replies."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawSmtp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, data: bytes | str) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def reply(self) -> str:
+        """One whole (possibly multi-line) reply, lines joined by newlines."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"closed; partial reply {lines!r} {self.buffer!r}")
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            text = line.decode()
+            lines.append(text)
+            if len(text) < 4 or text[3] != "-":
+                return "\n".join(lines)
+
+    def command(self, line: str) -> str:
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def closed(self) -> bool:
+        """True once the server has closed the connection."""
+        try:
+            return self.sock.recv(1) == b""
+        except OSError:
+            return True

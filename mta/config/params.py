@@ -101,12 +101,21 @@ _str("metrics_listen", "127.0.0.1:9154",
      "Postern: host:port of the Prometheus /metrics listener; empty disables it.")
 _str("debug_log_level", "warning", "Postern: level of the debug log (not the maillog).")
 
+_int("receiver_processes", "0",
+     "Postern: smtpd worker processes sharing the listening sockets, beside the master's "
+     "qmgr and delivery agents; 0 runs smtpd in the master process.", 0, 64)
+
 # --- smtpd ----------------------------------------------------------------------------
 _str("smtpd_banner", "$myhostname ESMTP $mail_name", "The text after 220 in the greeting.")
 _p("message_size_limit", "10240000", t.parse_int,
    "The maximal size in bytes of a message, including envelope information.",
    kind="size", minimum=0)
+_p("queue_minfree", "0", t.parse_int,
+   "Free bytes the queue file system must have to accept mail; MAIL is refused below "
+   "this, or below 1.5 x message_size_limit, whichever is larger.", kind="size", minimum=0)
 _int("smtpd_recipient_limit", "1000", "The maximal number of recipients per message.", 1)
+_int("smtpd_recipient_overshoot_limit", "1000",
+     "Recipients past smtpd_recipient_limit before each one counts as an error.", 0)
 _int("smtpd_client_connection_count_limit", "50",
      "The maximal number of simultaneous connections from one client address.", 0)
 _int("smtpd_client_connection_limit", "1000",
@@ -153,6 +162,8 @@ _time("minimal_backoff_time", "300s", "The minimal time between delivery attempt
 _time("maximal_backoff_time", "4000s", "The maximal time between delivery attempts.",
       minimum=1)
 _time("queue_run_delay", "300s", "How often the deferred queue is scanned.", minimum=1)
+_list("defer_transports", "",
+      "Transports that deliver nothing until mta queue flush (e.g. local, smtp).")
 _int("qmgr_message_active_limit", "20000", "The maximal number of messages in active/.", 1)
 _time("delay_warning_time", "0h", "When to warn the sender of delayed mail; 0 disables.",
       unit="h")

@@ -14,7 +14,7 @@ The grammar is Postfix's (postconf(5)):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mta.errors import ConfigError
@@ -37,16 +37,35 @@ class Setting:
 _NAME = re.compile(r"[A-Za-z0-9_./-]+\Z")
 
 
+def logical_lines(text: str, path: str, what: str = "a parameter") -> Iterator[tuple[int, str]]:
+    """(first line number, joined text) of each logical line of a Postfix file.
+
+    The rule of main.cf and of lookup tables alike: comments and empty lines
+    are skipped, a line starting with whitespace continues the previous one.
+    """
+    current: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if raw[0] in " \t":
+            if not current:
+                raise ConfigError(f"{path}:{number}: continuation line without {what}")
+            current.append(stripped)
+            continue
+        if current:
+            yield start, " ".join(current)
+        current = [stripped]
+        start = number
+    if current:
+        yield start, " ".join(current)
+
+
 def parse_main_cf(text: str, path: str) -> dict[str, Setting]:
     """Parse main.cf text into settings by name, later definitions winning."""
     settings: dict[str, Setting] = {}
-    current: list[str] = []
-    start = 0
-
-    def finish() -> None:
-        if not current:
-            return
-        logical = " ".join(part.strip() for part in current)
+    for start, logical in logical_lines(text, path):
         name, eq, value = logical.partition("=")
         name = name.strip()
         if not eq:
@@ -55,20 +74,6 @@ def parse_main_cf(text: str, path: str) -> dict[str, Setting]:
             raise ConfigError(f"{path}:{start}: bad parameter name: {name!r}")
         settings.pop(name, None)  # keep insertion order of the winning definition
         settings[name] = Setting(name, value.strip(), path, start)
-
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if raw[0] in " \t":
-            if not current:
-                raise ConfigError(f"{path}:{number}: continuation line without a parameter")
-            current.append(raw)
-            continue
-        finish()
-        current = [raw]
-        start = number
-    finish()
     return settings
 
 

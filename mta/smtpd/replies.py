@@ -55,3 +55,28 @@ TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded"
 TOO_MANY_ERRORS = "421 4.7.0 {host} Error: too many errors"
 BARE_NEWLINE = "521 5.5.2 {host} Error: bare <LF> received"
 SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, closing transmission channel"
+
+# STARTTLS (RFC 3207) and the TLS requirement, Postfix's texts (smtpd.c).
+STARTTLS_READY = "220 2.0.0 Ready to start TLS"
+STARTTLS_SYNTAX = "501 5.5.4 Syntax: STARTTLS"
+TLS_ALREADY_ACTIVE = "554 5.5.1 Error: TLS already active"
+NOT_IMPLEMENTED = "502 5.5.1 Error: command not implemented"
+TLS_NOT_AVAILABLE = "454 4.7.0 TLS not available due to local problem"
+MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+CCERT_REFUSED = "421 4.7.1 {host} Error: {reason}"
+NO_CCERT = "No client certificate presented"
+CCERT_NOT_TRUSTED = "Client certificate not trusted"
+
+# AUTH (RFC 4954), Postfix's texts (smtpd_sasl_proto.c, smtpd_sasl_glue.c).
+AUTH_OK = "235 2.7.0 Authentication successful"
+AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"
+AUTH_IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
+AUTH_ENCRYPTION_REQUIRED = "504 5.5.4 Encryption required for requested authentication " \
+                           "mechanism"
+AUTH_ALREADY = "503 5.5.1 Error: already authenticated"
+AUTH_SYNTAX = "501 5.5.4 Syntax: AUTH mechanism"
+AUTH_UNKNOWN_MECHANISM = "504 5.5.4 Unrecognized authentication type"
+AUTH_ABORTED = "501 5.7.0 Authentication aborted"
+AUTH_MALFORMED = "501 5.5.2 Error: {reason}"
+AUTH_FAILED = "535 5.7.8 Error: authentication failed: authentication failure"
+AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"

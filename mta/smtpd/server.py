@@ -23,6 +23,7 @@ from mta.metrics import REGISTRY
 from mta.queuefile import Envelope
 from mta.smtpd import replies
 from mta.smtpd.checks import ClientFacts, Restrictions
+from mta.smtpd.security import ListenerSecurity
 from mta.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class SmtpdContext:
     loop: asyncio.AbstractEventLoop
     local_addresses: set[str] = field(default_factory=set)
     extras: dict[str, object] = field(default_factory=dict)
+    security: ListenerSecurity | None = None  # TLS and AUTH (smtpd/security.py)
 
     async def client_name(self, address: str) -> str:
         return await self.names.lookup(address)
@@ -204,9 +206,9 @@ class SmtpdServer:
         self.port = ctx.listener.address.port
 
     async def start(self, sock: socket.socket | None = None) -> None:
-        from mta.smtpd.protocol import SmtpdProtocol
+        from mta.smtpd.secure import SecureSmtpdProtocol
 
-        factory = self._factory or SmtpdProtocol
+        factory = self._factory or SecureSmtpdProtocol
         loop = self.ctx.loop
         address = self.ctx.listener.address
         if sock is not None:

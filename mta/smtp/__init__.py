@@ -1,0 +1,1 @@
+"""smtp: the outbound delivery agent (client session, TLS hook, connection cache, agent)."""

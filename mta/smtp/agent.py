@@ -1,0 +1,521 @@
+"""The ``smtp`` delivery agent: next hop → servers → one SMTP transaction.
+
+For a request (one message, some recipients, one next hop) the agent finds
+the servers (MX lookup unless the next hop is ``[host]``), tries their
+addresses in order up to smtp_mx_address_limit and smtp_mx_session_limit,
+and answers one result per recipient. The soft/hard rule is Postfix's
+(smtp_trouble.c): a 5xx reply bounces the recipients it concerns; a 4xx
+reply, a timeout or a lost connection leaves them for the next server, and
+only the last server's soft failure defers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter
+
+from mta import log as maillog
+from mta.concurrency import SITE_FAILURE
+from mta.config import Config
+from mta.delivery import ContentSource, DeliveryRequest, DeliveryResult, Recipient, Route
+from mta.metrics import REGISTRY
+from mta.resolver import LookupFailure, MxHost, Resolver
+from mta.smtp.cache import ConnectionCache
+from mta.smtp.client import (
+    ConnectFailure,
+    Connector,
+    Peer,
+    SmtpClientError,
+    SmtpSession,
+    StartTlsRefused,
+    Timeouts,
+    TlsHandshakeFailed,
+)
+from mta.smtp.reply import Reply
+from mta.smtp.tlshook import PLAINTEXT, NoTlsPolicy, TlsPlan, TlsPolicy, TlsRefusal
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = Counter("mta_smtp_connection_attempts",
+                   "Outbound server attempts by result: connect_failed, greeting_refused, "
+                   "helo_refused, tls_refused, session (an SMTP session was established).",
+                   ["result"], registry=REGISTRY)
+TRANSACTIONS = Counter("mta_smtp_transactions",
+                       "MAIL transactions by connection (new or reused).", ["connection"],
+                       registry=REGISTRY)
+
+SMTP_PORT = 25
+_SERVICE_PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "smtps": 465,
+                  "lmtp": 24}
+
+
+@dataclass(frozen=True, slots=True)
+class NextHop:
+    host: str
+    port: int
+    mx_lookup: bool
+
+
+def parse_nexthop(text: str) -> NextHop:
+    """``domain``, ``host:port``, ``[host]`` or ``[host]:port``, as in Postfix.
+
+    Brackets turn the MX lookup off (smtp(8)); a port may be a number or a
+    service name.
+    """
+    text = text.strip()
+    mx_lookup = True
+    port_text = ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        mx_lookup = False
+        if rest.startswith(":"):
+            port_text = rest[1:]
+        if host.lower().startswith("ipv6:"):
+            host = host[5:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host, port_text = text, ""
+    port = SMTP_PORT
+    if port_text:
+        port = int(port_text) if port_text.isdigit() else _SERVICE_PORTS[port_text.lower()]
+    return NextHop(host.lower().rstrip("."), port, mx_lookup)
+
+
+@dataclass
+class _Outcome:
+    """What happened to one recipient at one server."""
+
+    status: str  # sent | deferred | bounced
+    dsn: str
+    text: str
+    relay: str = "none"
+    remote_mta: str | None = None
+    diagnostic: str | None = None
+    site_failure: bool = False
+    policy: TlsRefusal | None = None  # deferred because the TLS policy refused the server
+
+
+@dataclass
+class _Delivery:
+    """The state of one request across servers."""
+
+    request: DeliveryRequest
+    pending: dict[int, Recipient]
+    outcomes: dict[int, _Outcome] = field(default_factory=dict)
+    soft: dict[int, _Outcome] = field(default_factory=dict)  # the last soft failure
+    started: float = 0.0
+    setup_time: float = 0.0
+    transfer_time: float = 0.0
+    conn_use: int | None = None
+    tls: str | None = None
+
+    def settle(self, index: int, outcome: _Outcome) -> None:
+        self.outcomes[index] = outcome
+        self.pending.pop(index, None)
+        self.soft.pop(index, None)
+
+    def soft_fail(self, indexes: list[int], outcome: _Outcome, final: bool) -> None:
+        """A soft failure: deferred at the last server, else kept for the next."""
+        for index in indexes:
+            if final:
+                self.settle(index, outcome)
+            else:
+                self.soft[index] = outcome
+
+
+class SmtpDelivery:
+    """The ``smtp`` transport (DeliveryAgent)."""
+
+    name = "smtp"
+
+    def __init__(self, config: Config, resolver: Resolver, *,
+                 tls_policy: TlsPolicy | None = None, connector: Connector | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.resolver = resolver
+        self.tls_policy: TlsPolicy = tls_policy or NoTlsPolicy()
+        self.connector = connector
+        self.clock = clock
+        self.timeouts = Timeouts.from_config(config)
+        self.cache = ConnectionCache(
+            config.smtp_connection_cache_time_limit
+            if config.smtp_connection_cache_on_demand else 0,
+            config.smtp_connection_reuse_time_limit)
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.timeouts = Timeouts.from_config(config)
+
+    async def close(self) -> None:
+        await self.cache.close()
+
+    # -- the request ---------------------------------------------------------------------
+    async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
+        state = _Delivery(request, {r.index: r for r in request.recipients},
+                          started=self.clock())
+        key = (request.route.transport, request.route.nexthop)
+        cached = self.cache.take(key)
+        if cached is not None:
+            await self._reuse(state, cached.session, cached.plan, key)
+        if state.pending:
+            await self._deliver_fresh(state, key)
+        self._count_policy_deferral(state)
+        return self._results(state)
+
+    def _count_policy_deferral(self, state: _Delivery) -> None:
+        """One count per request that ended deferred by the TLS policy (metrics)."""
+        counter = getattr(self.tls_policy, "deferred", None)
+        refusals = [o.policy for o in state.outcomes.values()
+                    if o.status == "deferred" and o.policy is not None]
+        if counter is not None and refusals:
+            counter(refusals[0].level, refusals[0].reason)
+
+    async def _reuse(self, state: _Delivery, session: SmtpSession, plan: TlsPlan,
+                     key: tuple[str, str]) -> None:
+        """RSET a cached session and use it; if it has died, start afresh."""
+        try:
+            reply = await session.rset()
+        except SmtpClientError:
+            session.close()
+            return
+        if reply.code != 250:
+            await session.quit()
+            return
+        TRANSACTIONS.labels("reused").inc()
+        state.setup_time = self.clock() - state.started
+        state.tls = plan.log_field()
+        await self._transaction(state, session, plan, key, final=False)
+
+    async def _deliver_fresh(self, state: _Delivery, key: tuple[str, str]) -> None:
+        route = state.request.route
+        try:
+            nexthop = parse_nexthop(route.nexthop)
+        except (KeyError, ValueError):
+            self._fail_all(state, _Outcome("deferred", "4.3.5",
+                                           f"bad next-hop destination: {route.nexthop}"))
+            return
+        try:
+            servers = await self._servers(nexthop)
+        except LookupFailure as failure:
+            status = "bounced" if failure.permanent else "deferred"
+            self._fail_all(state, _Outcome(status, failure.dsn, failure.text))
+            return
+        session_limit = self.config.smtp_mx_session_limit
+        sessions = 0
+        for number, (mx, address) in enumerate(servers):
+            final = number == len(servers) - 1
+            peer = Peer(mx.hostname, address, nexthop.port)
+            opened = await self._attempt(state, route, mx, peer, key, final)
+            sessions += opened
+            if not state.pending:
+                return
+            if session_limit and sessions >= session_limit:
+                break
+        # Out of servers: what is left was kept for a next server that never came.
+        for index in list(state.pending):
+            outcome = state.soft.get(index) or _Outcome("deferred", "4.4.1",
+                                                        "no server could be tried")
+            state.settle(index, outcome)
+
+    async def _servers(self, nexthop: NextHop) -> list[tuple[MxHost, str]]:
+        """(MX host, address) pairs in order, at most smtp_mx_address_limit of them."""
+        if nexthop.mx_lookup:
+            hosts = await self.resolver.mx_hosts(nexthop.host)
+        else:
+            hosts = [MxHost(0, nexthop.host, implicit=True)]
+        limit = self.config.smtp_mx_address_limit
+        servers: list[tuple[MxHost, str]] = []
+        failure: LookupFailure | None = None
+        for mx in hosts:
+            try:
+                addresses = await self.resolver.addresses(mx.hostname)
+            except LookupFailure as error:
+                # An MX host that does not resolve is skipped; the domain's own
+                # name (no MX) not resolving is final for it (RFC 5321 §5.1).
+                failure = error
+                continue
+            servers.extend((mx, address) for address in addresses)
+            if limit and len(servers) >= limit:
+                return servers[:limit]
+        if not servers:
+            assert failure is not None
+            if not hosts[0].implicit and failure.permanent:
+                # MX records that point nowhere: a DNS problem of the domain's that
+                # its owner may still fix, so defer (Postfix does the same).
+                raise LookupFailure("4.4.3", failure.text)
+            raise failure
+        return servers
+
+    # -- one server ------------------------------------------------------------------------
+    async def _attempt(self, state: _Delivery, route: Route, mx: MxHost, peer: Peer,
+                       key: tuple[str, str], final: bool, *,
+                       retry_plan: TlsPlan | None = None) -> int:
+        """Try one server; returns 1 when an SMTP session was established."""
+        pending = list(state.pending)
+        try:
+            session = await SmtpSession.connect(
+                peer, self.timeouts, local_address=self.config.smtp_bind_address or None,
+                connector=self.connector)
+        except ConnectFailure as error:
+            ATTEMPTS.labels("connect_failed").inc()
+            maillog.info(self.name, error.text)
+            state.soft_fail(pending, _Outcome("deferred", error.dsn, error.text,
+                                              site_failure=True), final)
+            return 0
+        plaintext_only = retry_plan is not None
+        # How long the message waited before this attempt (Postfix's PREACTIVE_DELAY):
+        # the plaintext retry after a failed handshake needs minimal_backoff_time.
+        request = state.request
+        queued_for = (request.attempt_started - request.envelope.arrival
+                      if request.attempt_started else 0.0)
+        plan = retry_plan or self.tls_policy.plan(route, mx.hostname, queued_for=queued_for)
+        try:
+            ready = await self._open(state, session, plan, peer, final, plaintext_only)
+        except SmtpClientError as error:
+            session.close()
+            ATTEMPTS.labels("greeting_refused" if session.greeting is None else "lost").inc()
+            state.soft_fail(list(state.pending), self._session_failure(error, session), final)
+            return 1
+        except _PlaintextRetry:
+            # Postfix's "may": the handshake failed, so the same server once more
+            # without TLS (the plan has already said yes to that).
+            return 1 + await self._attempt(state, route, mx, peer, key, final,
+                                           retry_plan=plan)
+        if not ready:
+            return 1
+        ATTEMPTS.labels("session").inc()
+        TRANSACTIONS.labels("new").inc()
+        state.setup_time = self.clock() - state.started
+        state.tls = plan.log_field()
+        await self._transaction(state, session, plan, key, final)
+        return 1
+
+    async def _open(self, state: _Delivery, session: SmtpSession, plan: TlsPlan, peer: Peer,
+                    final: bool, plaintext_only: bool) -> bool:
+        """Greeting, EHLO/HELO and STARTTLS; False (after settling or keeping the
+        recipients) when this server will not get the mail."""
+        greeting = await session.read_greeting()
+        if greeting.code // 100 != 2:
+            text = f"host {peer.name} refused to talk to me: {greeting}"
+            permanent = greeting.permanent and not self.config.smtp_skip_5xx_greeting
+            await session.quit()
+            ATTEMPTS.labels("greeting_refused").inc()
+            self._reply_failure(state, list(state.pending), greeting, text, peer,
+                                final or permanent, site_failure=True,
+                                force_soft=not permanent)
+            return False
+        if not await self._hello(state, session, peer, final):
+            return False
+        if plaintext_only:
+            # The retry after a failed handshake: the plan records plaintext (may:none).
+            decision: str | TlsRefusal = plan.before_starttls(False, peer)
+        else:
+            decision = plan.before_starttls(session.esmtp and "STARTTLS" in session.features,
+                                            peer)
+        if isinstance(decision, TlsRefusal):
+            return await self._refuse_tls(state, session, decision, peer, final, plan)
+        if decision == PLAINTEXT:
+            return True
+        try:
+            facts = await session.starttls(plan.ssl_context, plan.server_hostname)  # type: ignore[arg-type]
+        except StartTlsRefused as error:
+            after = plan.after_failure(error, peer)
+            if isinstance(after, TlsRefusal):
+                return await self._refuse_tls(state, session, after, peer, final, plan)
+            return True  # the session goes on in plaintext
+        except TlsHandshakeFailed as error:
+            after = plan.after_failure(error, peer)
+            if isinstance(after, TlsRefusal):
+                ATTEMPTS.labels("tls_refused").inc()
+                state.tls = plan.log_field()
+                state.soft_fail(list(state.pending),
+                                _Outcome("deferred", after.dsn, after.text, relay=peer.relay,
+                                         site_failure=True, policy=after), final)
+                return False
+            raise _PlaintextRetry() from None
+        refusal = plan.after_handshake(facts, peer)
+        if refusal is not None:
+            return await self._refuse_tls(state, session, refusal, peer, final, plan)
+        return await self._hello(state, session, peer, final)
+
+    async def _hello(self, state: _Delivery, session: SmtpSession, peer: Peer,
+                     final: bool) -> bool:
+        name = self.config.smtp_helo_name
+        command = "HELO"
+        if self.config.smtp_never_send_ehlo:
+            reply = await session.helo(name)
+        else:
+            command = "EHLO"
+            reply = await session.ehlo(name)
+            if reply.code != 250:
+                # RFC 5321 §4.1.4 / §3.2: an old server refuses EHLO; HELO then.
+                command = "HELO"
+                reply = await session.helo(name)
+        if reply.code == 250:
+            return True
+        text = f"host {peer.name} refused to talk to me: {reply} (in reply to {command} command)"
+        if not reply.permanent:
+            text = f"host {peer.name} said: {reply} (in reply to {command} command)"
+        await session.quit()
+        ATTEMPTS.labels("helo_refused").inc()
+        self._reply_failure(state, list(state.pending), reply, text, peer, final,
+                            site_failure=True)
+        return False
+
+    async def _refuse_tls(self, state: _Delivery, session: SmtpSession, refusal: TlsRefusal,
+                          peer: Peer, final: bool, plan: TlsPlan) -> bool:
+        await session.quit()
+        ATTEMPTS.labels("tls_refused").inc()
+        state.tls = plan.log_field()
+        state.soft_fail(list(state.pending),
+                        _Outcome("deferred", refusal.dsn, refusal.text, relay=peer.relay,
+                                 site_failure=True, policy=refusal), final)
+        return False
+
+    # -- the transaction -------------------------------------------------------------------
+    async def _transaction(self, state: _Delivery, session: SmtpSession, plan: TlsPlan,
+                           key: tuple[str, str], final: bool) -> None:
+        request = state.request
+        peer = session.peer
+        batch = [state.pending[i] for i in list(state.pending)]
+        indexes = [r.index for r in batch]
+        params: list[str] = []
+        size = request.content.size
+        if "SIZE" in session.features:
+            limit = session.features["SIZE"]
+            if limit.isdigit() and 0 < int(limit) < size:
+                text = (f"message size {size} exceeds size limit {limit} of server "
+                        f"{peer.name}")
+                for index in indexes:
+                    state.settle(index, _Outcome("bounced", "5.3.4", text, relay=peer.relay,
+                                                 remote_mta=peer.hostname))
+                self._release(session, plan, key)
+                return
+            params.append(f"SIZE={size}")
+        addresses = [request.envelope.sender, *(r.address for r in batch)]
+        if any(not a.isascii() for a in addresses):
+            if "SMTPUTF8" not in session.features:
+                text = f"SMTPUTF8 is required, but was not offered by host {peer.name}"
+                for index in indexes:
+                    state.settle(index, _Outcome("bounced", "5.6.7", text, relay=peer.relay,
+                                                 remote_mta=peer.hostname))
+                self._release(session, plan, key)
+                return
+            params.append("SMTPUTF8")
+        started = self.clock()
+        try:
+            mail, rcpts = await session.envelope(request.envelope.sender,
+                                                 [r.address for r in batch], tuple(params))
+            state.conn_use = session.transactions
+            if not mail.positive:
+                self._reply_failure(state, indexes, mail,
+                                    self._said(peer, mail, "MAIL FROM"), peer, final)
+                self._release(session, plan, key)
+                return
+            accepted = []
+            for recipient, reply in zip(batch, rcpts, strict=True):
+                if reply.positive:
+                    accepted.append(recipient.index)
+                else:
+                    self._reply_failure(state, [recipient.index], reply,
+                                        self._said(peer, reply, "RCPT TO"), peer, final)
+            if not accepted:
+                self._release(session, plan, key)
+                return
+            data, done = await session.data(_content(request.content))
+            if done is None:
+                self._reply_failure(state, accepted, data, self._said(peer, data, "DATA"),
+                                    peer, final)
+            elif done.positive:
+                for index in accepted:
+                    state.settle(index, _Outcome("sent", done.dsn, str(done), relay=peer.relay,
+                                                 remote_mta=peer.hostname,
+                                                 diagnostic=str(done)))
+            else:
+                self._reply_failure(state, accepted, done,
+                                    self._said(peer, done, "end of DATA"), peer, final)
+        except SmtpClientError as error:
+            session.close()
+            state.soft_fail([i for i in indexes if i in state.pending],
+                            _Outcome("deferred", error.dsn, error.text, relay=peer.relay), final)
+            return
+        finally:
+            state.transfer_time = self.clock() - started
+        self._release(session, plan, key)
+
+    def _release(self, session: SmtpSession, plan: TlsPlan, key: tuple[str, str]) -> None:
+        """Cache the session for the next message, or say goodbye."""
+        if session.broken or not self.cache.put(key, session, plan):
+            task = asyncio.get_running_loop().create_task(session.quit())
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    # -- outcomes -------------------------------------------------------------------------
+    @staticmethod
+    def _said(peer: Peer, reply: Reply, command: str) -> str:
+        return f"host {peer.name} said: {reply} (in reply to {command} command)"
+
+    @staticmethod
+    def _reply_failure(state: _Delivery, indexes: list[int], reply: Reply, text: str,
+                       peer: Peer, final: bool, *, site_failure: bool = False,
+                       force_soft: bool = False) -> None:
+        dsn = reply.dsn
+        if force_soft and dsn.startswith("5"):
+            dsn = "4" + dsn[1:]
+        outcome = _Outcome("bounced" if reply.permanent and not force_soft else "deferred",
+                           dsn, text, relay=peer.relay, remote_mta=peer.hostname,
+                           diagnostic=str(reply), site_failure=site_failure)
+        if outcome.status == "bounced":
+            for index in indexes:
+                state.settle(index, outcome)
+        else:
+            state.soft_fail(indexes, outcome, final)
+
+    @staticmethod
+    def _session_failure(error: SmtpClientError, session: SmtpSession) -> _Outcome:
+        return _Outcome("deferred", error.dsn, error.text, relay=session.peer.relay,
+                        site_failure=session.greeting is None or not session.esmtp)
+
+    @staticmethod
+    def _fail_all(state: _Delivery, outcome: _Outcome) -> None:
+        for index in list(state.pending):
+            state.settle(index, outcome)
+
+    def _results(self, state: _Delivery) -> list[DeliveryResult]:
+        results = []
+        for recipient in state.request.recipients:
+            outcome = state.outcomes.get(recipient.index) or _Outcome(
+                "deferred", "4.3.0", "delivery was not attempted")
+            extra = {"feedback": SITE_FAILURE} if outcome.site_failure else {}
+            results.append(DeliveryResult(
+                recipient.index, outcome.status, outcome.dsn, outcome.text,
+                relay=outcome.relay,
+                conn_use=state.conn_use if outcome.relay != "none" else None,
+                setup_time=state.setup_time, transfer_time=state.transfer_time,
+                tls=state.tls if outcome.relay != "none" else None,
+                remote_mta=outcome.remote_mta, diagnostic=outcome.diagnostic, extra=extra))
+        return results
+
+
+class _PlaintextRetry(Exception):
+    """The TLS plan asked for the same server again, in plaintext."""
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _content(source: ContentSource) -> AsyncIterator[bytes]:
+    """The queued content without blocking the loop on the disk."""
+    if source.size <= 1 << 20:
+        yield await source.read_all()
+        return
+    loop = asyncio.get_running_loop()
+    chunks = source.chunks()
+    while (chunk := await loop.run_in_executor(None, next, chunks, None)) is not None:
+        yield chunk

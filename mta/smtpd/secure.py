@@ -1,0 +1,420 @@
+"""The TLS and AUTH half of an SMTP session: STARTTLS, implicit TLS, client
+certificates, the TLS requirement, and AUTH PLAIN/LOGIN.
+
+One code path serves STARTTLS (RFC 3207) and wrapper mode (port 465, RFC
+8314): ``_begin_handshake`` and ``_finish_handshake`` run the handshake, and
+afterwards the session is the same either way (AUTH offered, client
+certificate evaluated, ESMTPS/ESMTPSA, the TLS clause in Received). The
+handshake is ours (tls/engine.py, pyOpenSSL over memory buffers), not
+aiosmtpd's: received bytes are routed to the TLS engine in ``data_received``
+from the moment STARTTLS is accepted, and plaintext that was pipelined
+behind STARTTLS is thrown away (CVE-2011-0411), as are HELO, MAIL and AUTH
+state from before TLS (RFC 3207 §4.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+
+from mta import log as maillog
+from mta import sasl
+from mta.errors import ConfigError
+from mta.smtpd import replies
+from mta.smtpd.protocol import SmtpdProtocol, Transaction
+from mta.smtpd.security import AUTH, CLIENT_CERTIFICATES, HANDSHAKES, ListenerSecurity
+from mta.tls import summary as tls_summary
+from mta.tls.clientcert import PeerCertificate
+from mta.tls.engine import TlsEngine, TlsError, TlsTransport
+from mta.tls.inbound_policy import ENCRYPT, NONE
+from mta.tls.server import SessionTls
+from mta.tls.summary import TlsSummary
+
+if TYPE_CHECKING:
+    from mta.smtpd.server import SmtpdContext
+
+# Commands a client may give before STARTTLS when TLS is required (Postfix's
+# SMTPD_CMD_FLAG_PRE_TLS, plus RSET and HELP which reveal nothing).
+PRE_TLS = frozenset({"EHLO", "HELO", "STARTTLS", "NOOP", "RSET", "HELP", "QUIT"})
+_AUTH_PARAM = re.compile(r"(?i)[ \t]+AUTH=\S*")
+
+
+class _Aborted(Exception):
+    """The client answered a SASL challenge with "*" (RFC 4954 §4)."""
+
+
+@dataclass
+class _Handshake:
+    engine: TlsEngine
+    state: SessionTls
+    done: asyncio.Future[None]
+
+
+class SecureSmtpdProtocol(SmtpdProtocol):
+    """An SMTP session that can speak TLS and AUTH as its listener allows."""
+
+    def __init__(self, ctx: SmtpdContext) -> None:
+        super().__init__(ctx)
+        self.security: ListenerSecurity | None = ctx.security
+        self.tls_level = NONE
+        self.tls: TlsSummary | None = None
+        self.sasl_method: str | None = None
+        self._handshake: _Handshake | None = None
+        self._raw: asyncio.Transport | None = None
+        self._ccert_refusal: str | None = None
+
+    # -- transport plumbing ----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._raw = transport  # type: ignore[assignment]
+        super().connection_made(transport)
+        security = self.security
+        if security is not None and security.policy.wrappermode and security.tls is not None:
+            # RFC 8314: the client's first bytes are its ClientHello, which
+            # may arrive while we look up its name: route them to TLS now.
+            self._begin_handshake()
+
+    def data_received(self, data: bytes) -> None:
+        handshake = self._handshake
+        if handshake is None:
+            super().data_received(data)
+            return
+        try:
+            plain = handshake.engine.receive(data)
+        except TlsError as error:
+            self._write_raw(handshake.engine.outgoing())  # the alert, if any
+            if not handshake.done.done():
+                handshake.done.set_exception(error)
+            elif self._raw is not None:
+                self._raw.abort()  # a corrupt record: nothing can be trusted after it
+            return
+        self._write_raw(handshake.engine.outgoing())
+        if handshake.engine.handshake_done and not handshake.done.done():
+            handshake.done.set_result(None)
+        if plain:
+            super().data_received(plain)
+        if handshake.engine.peer_closed:
+            self._reader.feed_eof()
+
+    def eof_received(self) -> bool | None:
+        self._handshake_lost()
+        return super().eof_received()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._handshake_lost()
+        super().connection_lost(error)
+
+    def _handshake_lost(self) -> None:
+        """The client went away mid-handshake: log it as Postfix does
+        (aiosmtpd cancels the session task right after this)."""
+        handshake = self._handshake
+        if handshake is None or handshake.done.done():
+            return
+        handshake.done.cancel()
+        HANDSHAKES.labels(self.ctx.listener.name, "none", "none", "failure").inc()
+        maillog.info("smtpd", f"SSL_accept error from {self.client.peer}: lost connection")
+        if self.stage == "STARTTLS":
+            self._count("starttls", False)
+
+    def _write_raw(self, data: bytes) -> None:
+        if data and self._raw is not None and not self._raw.is_closing():
+            self._raw.write(data)
+
+    @property
+    def tls_active(self) -> bool:
+        return self.tls is not None
+
+    # -- the session -------------------------------------------------------------------
+    async def _session(self) -> None:
+        security = self.security
+        if security is not None:
+            self.tls_level = security.policy.level_for(self.client.address)
+            if security.policy.wrappermode:
+                # RFC 8314: the handshake comes before the greeting.
+                await self._finish_handshake()
+        await super()._session()
+
+    async def _dispatch(self, line: bytes) -> None:
+        if self._ccert_refusal is not None:
+            await self.reply_and_close(replies.CCERT_REFUSED.format(
+                host=self.hostname, reason=self._ccert_refusal))
+            return
+        if self.tls_level == ENCRYPT and not self.tls_active:
+            verb = line.partition(b" ")[0].upper().decode("ascii", "replace")
+            if verb in self._commands and verb not in PRE_TLS:
+                self._count(verb.lower(), False)
+                self.reply(replies.MUST_STARTTLS)
+                return
+        await super()._dispatch(line)
+
+    def tls_keywords(self) -> list[str]:
+        keywords = []
+        if self._offers_starttls():
+            keywords.append("STARTTLS")
+        if self._offers_auth():
+            keywords.append("AUTH " + " ".join(sasl.MECHANISMS))
+        return keywords
+
+    def _offers_starttls(self) -> bool:
+        return (not self.tls_active and self.tls_level != NONE and self.security is not None
+                and self.security.tls is not None)
+
+    def _offers_auth(self) -> bool:
+        security = self.security
+        return (security is not None and security.sasl is not None
+                and (self.tls_active or not security.auth_only))
+
+    # -- STARTTLS ---------------------------------------------------------------------
+    async def cmd_starttls(self, argument: str) -> None:
+        if argument:
+            self.reply(replies.STARTTLS_SYNTAX)
+            return
+        if self.tls_active:
+            self.reply(replies.TLS_ALREADY_ACTIVE)
+            return
+        if self.tls_level == NONE or self.security is None:
+            self.reply(replies.NOT_IMPLEMENTED)
+            return
+        if self.security.tls is None:
+            self.reply(replies.TLS_NOT_AVAILABLE)
+            return
+        self.reply(replies.STARTTLS_READY)
+        # CVE-2011-0411: whatever the client pipelined behind STARTTLS was
+        # sent in plaintext and must never be read as a command. Drop it, and
+        # route every byte from now on to the TLS engine (no await between).
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+        resume = getattr(self._reader, "_maybe_resume_transport", None)
+        if resume is not None:
+            resume()
+        self._begin_handshake()
+        await self.flush()
+        # RFC 3207 §4.2: forget what the client said before TLS.
+        self.helo = None
+        self.esmtp = False
+        self.txn = Transaction()
+        self.client.sasl_username = None
+        self.sasl_method = None
+        try:
+            await self._finish_handshake()
+        except ConnectionError:
+            self._count("starttls", False)
+            raise
+
+    def _begin_handshake(self) -> None:
+        assert self.security is not None and self.security.tls is not None
+        connection, state = self.security.tls.connection()
+        self._handshake = _Handshake(TlsEngine(connection), state,
+                                     self.loop.create_future())
+
+    async def _finish_handshake(self) -> None:
+        handshake = self._handshake
+        security = self.security
+        assert handshake is not None and security is not None and self._raw is not None
+        listener = self.ctx.listener.name
+        try:
+            await asyncio.wait_for(handshake.done, security.starttls_timeout)
+        except TimeoutError:
+            HANDSHAKES.labels(listener, "none", "none", "timeout").inc()
+            maillog.timeout(self.stage, self.client.peer)
+            self._closing = True
+            self._raw.abort()
+            raise ConnectionResetError("TLS handshake timed out") from None
+        except TlsError as error:
+            HANDSHAKES.labels(listener, "none", "none", "failure").inc()
+            maillog.info("smtpd", f"SSL_accept error from {self.client.peer}: {error}")
+            self._raw.close()
+            raise ConnectionResetError("TLS handshake failed") from None
+        connection = handshake.engine.connection
+        transport = TlsTransport(self._raw, handshake.engine)
+        self.transport = transport
+        self._writer = asyncio.StreamWriter(transport, self, self._reader, self.loop)
+        peer = None
+        cert = connection.get_peer_certificate(as_cryptography=True)
+        if isinstance(cert, x509.Certificate):
+            peer = PeerCertificate.from_certificate(cert, handshake.state.verify,
+                                                    security.fingerprint_digest)
+        self.tls = tls_summary.from_pyopenssl(connection, server_side=True, peer=peer,
+                                              sni=handshake.state.sni)
+        self._note_client(peer)
+        HANDSHAKES.labels(listener, self.tls.protocol, self.tls.trust.lower(),
+                          "success").inc()
+        self._log_tls(handshake.state)
+        if security.req_ccert and (peer is None or not peer.trusted):
+            # Postfix answers the next command with 421 and hangs up (smtpd.c).
+            self._ccert_refusal = replies.NO_CCERT if peer is None \
+                else replies.CCERT_NOT_TRUSTED
+            maillog.info("smtpd", f"NOQUEUE: abort: TLS from {self.client.peer}: "
+                         f"{self._ccert_refusal}")
+
+    def _note_client(self, peer: PeerCertificate | None) -> None:
+        """Tell the restrictions what the handshake established."""
+        assert self.security is not None
+        self.client.tls = True
+        self.client.ccert_trusted = bool(peer and peer.trusted)
+        self.client.ccert_fingerprints = peer.fingerprints if peer else ()
+        if not self.security.ask_ccert:
+            return
+        if peer is None:
+            outcome = "absent"
+        elif peer.trusted:
+            outcome = "trusted"
+        elif self.security.pinned(peer.fingerprints):
+            outcome = "pinned"
+        else:
+            outcome = "untrusted"
+        CLIENT_CERTIFICATES.labels(self.ctx.listener.name, outcome).inc()
+
+    def _log_tls(self, state: SessionTls) -> None:
+        assert self.security is not None and self.tls is not None
+        level = self.security.loglevel
+        peer = self.tls.peer
+        if level >= 2 and state.sni_unmatched:
+            maillog.info("smtpd", f"TLS SNI {state.sni_unmatched} from {self.client.peer} "
+                         "not matched, using default chain")
+        if level >= 2 and peer is not None:
+            maillog.info("smtpd", f"{self.client.peer}: subject_CN={peer.common_name}, "
+                         f"issuer_CN={peer.issuer_common_name}, "
+                         f"fingerprint={peer.cert_fingerprint}, "
+                         f"pkey_fingerprint={peer.pkey_fingerprint}")
+            if not peer.trusted:
+                maillog.info("smtpd", f"certificate verification failed for "
+                             f"{self.client.peer}: {peer.verify_error}")
+        if level >= 1:
+            maillog.info("smtpd", self.tls.log_text("server", self.client.peer))
+
+    # -- what the rest of the session prints ----------------------------------------------
+    def received_tls_lines(self) -> list[str]:
+        security = self.security
+        lines: list[str] = []
+        if security is None:
+            return lines
+        if self.tls is not None and security.received_header:
+            lines.extend(self.tls.received_lines(security.ask_ccert))
+        if security.authenticated_header and self.client.sasl_username:
+            lines.append("(Authenticated sender: "
+                         f"{tls_summary.comment_safe(self.client.sasl_username)})")
+        return lines
+
+    def sasl_log_fields(self) -> tuple[str | None, str | None]:
+        if self.client.sasl_username:
+            return self.sasl_method, self.client.sasl_username
+        return None, None
+
+    # -- MAIL with AUTH= ------------------------------------------------------------------
+    async def cmd_mail(self, argument: str) -> None:
+        # RFC 4954 §5: clients that authenticated may name the submitter with
+        # MAIL FROM:<…> AUTH=<…>; accepted (and not otherwise used) when AUTH is on.
+        if self.security is not None and self.security.sasl is not None:
+            argument = _AUTH_PARAM.sub("", argument)
+        await SmtpdProtocol.cmd_mail(self, argument)
+
+    # -- AUTH -----------------------------------------------------------------------------
+    async def cmd_auth(self, argument: str) -> None:
+        security = self.security
+        if self.helo is None:
+            self.reply(replies.NEED_HELO)
+            return
+        if security is None or security.sasl is None:
+            self.reply(replies.AUTH_NOT_ENABLED)
+            return
+        if self.txn.sender is not None:
+            self.reply(replies.AUTH_IN_TRANSACTION)
+            return
+        if security.auth_only and not self.tls_active:
+            self.reply(replies.AUTH_ENCRYPTION_REQUIRED)  # RFC 4954 §4
+            return
+        if self.client.sasl_username:
+            self.reply(replies.AUTH_ALREADY)
+            return
+        words = argument.split()
+        if not 1 <= len(words) <= 2:
+            self.reply(replies.AUTH_SYNTAX)
+            return
+        mechanism = words[0].upper()
+        if mechanism not in sasl.MECHANISMS:
+            self._auth_metric("other", "malformed")
+            self.reply(replies.AUTH_UNKNOWN_MECHANISM)
+            return
+        initial = words[1] if len(words) == 2 else None
+        peer = self.client.peer
+        try:
+            user, password = await self._sasl_exchange(mechanism, initial)
+        except _Aborted:
+            maillog.warning("smtpd", f"{peer}: SASL {mechanism} authentication aborted")
+            self._auth_metric(mechanism, "aborted")
+            self.reply(replies.AUTH_ABORTED)
+            return
+        except sasl.SaslError as error:
+            self._auth_metric(mechanism, "malformed")
+            self.reply(replies.AUTH_MALFORMED.format(reason=error))
+            return
+        try:
+            ok = await security.sasl.check(user, password)
+        except ConfigError as error:
+            maillog.warning("smtpd", f"{peer}: SASL {mechanism} authentication "
+                            f"unavailable: {error}")
+            self._auth_metric(mechanism, "unavailable")
+            self.reply(replies.AUTH_UNAVAILABLE)
+            return
+        if not ok:
+            # fail2ban's postfix-sasl filter matches this line.
+            maillog.warning("smtpd", f"{peer}: SASL {mechanism} authentication failed: "
+                            "authentication failure")
+            self._auth_metric(mechanism, "failure")
+            await security.sasl.failed(self.client.address)
+            self.reply(replies.AUTH_FAILED)
+            return
+        security.sasl.succeeded(self.client.address)
+        self.client.sasl_username = user
+        self.sasl_method = mechanism
+        self._auth_metric(mechanism, "success")
+        self.reply(replies.AUTH_OK)
+
+    def _auth_metric(self, mechanism: str, result: str) -> None:
+        AUTH.labels(self.ctx.listener.name, mechanism, result).inc()
+
+    async def _sasl_exchange(self, mechanism: str, initial: str | None) -> tuple[str, str]:
+        """Run the mechanism's challenges; (user, password) on a well-formed answer.
+        A bad PLAIN authorization identity comes back as a user that cannot match."""
+        if mechanism == "PLAIN":
+            text = initial if initial is not None else await self._sasl_response("")
+            authzid, user, password = sasl.parse_plain(sasl.decode_response(text))
+            if authzid and authzid != user:
+                return "", password  # we do not let one user act for another
+            return user, password
+        if initial is not None:
+            user_text = initial
+        else:
+            user_text = await self._sasl_response(sasl.LOGIN_USERNAME)
+        user = _utf8(sasl.decode_response(user_text))
+        password = _utf8(sasl.decode_response(await self._sasl_response(sasl.LOGIN_PASSWORD)))
+        return user, password
+
+    async def _sasl_response(self, challenge: str) -> str:
+        self.reply(f"334 {challenge}")
+        await self.flush()
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as error:
+            await self._discard_long_line(error.consumed)
+            raise sasl.SaslError("response too long") from None
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError("client went away") from None
+        self._reset_timeout()
+        text = line.rstrip(b"\r\n").decode("ascii", "replace")
+        if text.strip() == "*":
+            raise _Aborted
+        return text
+
+    _commands = {**SmtpdProtocol._commands,
+                 "MAIL": cmd_mail, "STARTTLS": cmd_starttls, "AUTH": cmd_auth}
+
+
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise sasl.SaslError("response is not UTF-8") from None

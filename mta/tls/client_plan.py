@@ -1,0 +1,181 @@
+"""The outbound TLS policy at the SMTP client's three decision points (mta/smtp/tlshook.py).
+
+``PolicyTls.plan()`` looks up the next hop's policy and returns a plan for
+one server; the agent asks the plan after EHLO, after a failed STARTTLS or
+handshake, and after the handshake, always before any MAIL. The plan logs
+the TLS lines (summary, certificate failure), counts the metrics and gives
+the delivery line its ``tls=`` field. All judgement is decision.py's.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from cryptography import x509
+
+from mta import log as maillog
+from mta.config import Config
+from mta.delivery import Route
+from mta.smtp.client import Peer, SmtpClientError, StartTlsRefused, TlsFacts
+from mta.smtp.tlshook import PLAINTEXT, STARTTLS, TlsRefusal
+from mta.tls import client_metrics
+from mta.tls.client_context import peer_chain
+from mta.tls.decision import (
+    Decision,
+    Next,
+    Outcome,
+    after_ehlo,
+    after_handshake,
+    after_handshake_failure,
+    after_starttls_refused,
+    tls_field,
+)
+from mta.tls.evaluation import evaluate
+from mta.tls.levels import TlsLevel
+from mta.tls.names import MatchTarget, strip_nexthop
+from mta.tls.outbound import OutboundTls
+from mta.tls.policy_table import ClientPolicy
+
+PROGRAM = "smtp"
+
+
+class PolicyPlan:
+    """One server's TLS decisions under one next hop's policy."""
+
+    def __init__(self, outbound: OutboundTls, policy: ClientPolicy, nexthop: str,
+                 mx_hostname: str, queued_for: float) -> None:
+        self.outbound = outbound
+        self.policy = policy
+        self.level = policy.level
+        self.nexthop = strip_nexthop(nexthop)
+        self.hostname = mx_hostname
+        self.queued_for = queued_for
+        self.ssl_context: ssl.SSLContext | None = (
+            outbound.contexts.for_policy(policy) if self.level >= TlsLevel.MAY else None)
+        self.server_hostname = policy.server_name(mx_hostname, self.nexthop)
+        self.outcome: Outcome | None = None
+        self.trust: str | None = None
+
+    @property
+    def loglevel(self) -> int:
+        return int(self.outbound.config.smtp_tls_loglevel)
+
+    def _refuse(self, decision: Decision, trust: str | None, result: str) -> TlsRefusal:
+        assert decision.failure is not None
+        self.outcome = Outcome.VIOLATION
+        client_metrics.session(self.level, trust, result)
+        return TlsRefusal(decision.failure.dsn, decision.failure.text,
+                          reason=decision.failure.reason, level=self.level.label)
+
+    # 1. after EHLO
+    def before_starttls(self, offered: bool, peer: Peer) -> str | TlsRefusal:
+        if (offered and self.level == TlsLevel.NONE
+                and self.outbound.config.smtp_tls_note_starttls_offer):
+            maillog.info(PROGRAM, f"Host offered STARTTLS: [{peer.hostname}]")
+        decision = after_ehlo(self.level, offered, peer.name)
+        if decision.next is Next.FAIL:
+            return self._refuse(decision, None, "not_offered")
+        if decision.next is Next.PLAINTEXT:
+            self.outcome = Outcome.PLAINTEXT
+            client_metrics.session(self.level, None, "plaintext")
+            return PLAINTEXT
+        return STARTTLS
+
+    # 2. STARTTLS refused, or the handshake failed
+    def after_failure(self, error: SmtpClientError, peer: Peer) -> str | TlsRefusal:
+        if isinstance(error, StartTlsRefused):
+            reply = error.reply
+            decision = after_starttls_refused(self.level, reply.code, reply.dsn, str(reply),
+                                              peer.name)
+            if decision.next is Next.FAIL:
+                return self._refuse(decision, None, "starttls_refused")
+            self.outcome = Outcome.PLAINTEXT
+            client_metrics.session(self.level, None, "starttls_refused")
+            return PLAINTEXT
+        cause = getattr(error, "error", None)
+        reason = getattr(cause, "reason", None) or str(cause or error)
+        if self.loglevel >= 1:
+            maillog.info(PROGRAM, f"SSL_connect error to {peer.relay}: {reason}")
+        decision = after_handshake_failure(self.level, self.queued_for,
+                                           self.outbound.config.minimal_backoff_time)
+        if decision.next is Next.FAIL:
+            return self._refuse(decision, None, "handshake_failed")
+        # may: the same server again, in plaintext (the agent reconnects).
+        self.outcome = Outcome.PLAINTEXT
+        self.ssl_context = None
+        client_metrics.session(self.level, None, "handshake_failed")
+        return PLAINTEXT
+
+    # 3. after the handshake, before MAIL
+    def after_handshake(self, facts: TlsFacts, peer: Peer) -> TlsRefusal | None:
+        chain = self._chain(facts)
+        target = None
+        if self.level in (TlsLevel.VERIFY, TlsLevel.SECURE):
+            target = MatchTarget(self.policy.match, self.hostname, self.nexthop)
+        evaluation = evaluate(
+            chain, self.outbound.store, target=target,
+            fingerprints=self.policy.fingerprints,
+            multi_label_wildcard=self.outbound.config.tls_wildcard_matches_multiple_labels)
+        decision = after_handshake(self.level, evaluation, peer.relay)
+        self.trust = decision.trust
+        if self.loglevel >= 2 and evaluation.present:
+            matched = evaluation.name_match.cert_name if evaluation.name_match else None
+            for name in evaluation.names:
+                label = "subjectAltName" if evaluation.name_source == "SAN" else "CommonName"
+                word = "Matched " if name == matched else ""
+                maillog.info(PROGRAM, f"{peer.relay}: {word}{label}: {name}")
+        if decision.log and self.loglevel >= 1:
+            maillog.info(PROGRAM, decision.log)
+        if self.loglevel >= 1:
+            maillog.info(PROGRAM, summary_line(decision.trust or "Anonymous", peer.relay,
+                                               facts))
+        if decision.next is Next.FAIL:
+            return self._refuse(decision, decision.trust, "refused")
+        self.outcome = Outcome.TLS
+        client_metrics.session(self.level, decision.trust, "tls")
+        return None
+
+    @staticmethod
+    def _chain(facts: TlsFacts) -> list[x509.Certificate]:
+        if facts.ssl_object is not None:
+            return peer_chain(facts.ssl_object)
+        if facts.peer_certificate:
+            return [x509.load_der_x509_certificate(facts.peer_certificate)]
+        return []
+
+    def log_field(self) -> str | None:
+        if self.outcome is None:
+            return None
+        return tls_field(self.level, self.outcome)
+
+
+def summary_line(trust: str, relay: str, facts: TlsFacts) -> str:
+    """Postfix's client summary (tls_misc.c tls_log_summary). Python's ssl module
+    cannot tell the key-exchange group, so that part is left out, as Postfix
+    leaves out what OpenSSL cannot tell it."""
+    return (f"{trust} TLS connection established to {relay}: {facts.protocol} with cipher "
+            f"{facts.cipher} ({facts.secret_bits}/{facts.secret_bits} bits)")
+
+
+class PolicyTls:
+    """The smtp agent's TlsPolicy: smtp_tls_policy_maps over smtp_tls_security_level."""
+
+    def __init__(self, outbound: OutboundTls) -> None:
+        self.outbound = outbound
+
+    @classmethod
+    def from_config(cls, config: Config) -> PolicyTls:
+        return cls(OutboundTls.from_config(config))
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.outbound.warnings
+
+    def plan(self, route: Route, mx_hostname: str, queued_for: float = 0.0) -> PolicyPlan:
+        key = route.policy_key or route.nexthop
+        policy = self.outbound.policy_for(key)
+        return PolicyPlan(self.outbound, policy, route.nexthop, mx_hostname, queued_for)
+
+    def deferred(self, level: str, reason: str) -> None:
+        """A request ended deferred because no server met the policy (metrics)."""
+        client_metrics.policy_deferral(TlsLevel[level.upper().replace("-", "_")], reason)

@@ -1,0 +1,130 @@
+"""The client certificate a TLS client presented: names, fingerprints and trust.
+
+Verification is recorded, never enforced, during the handshake (see
+``VerifyRecord``): asking for a certificate must not make the handshake fail,
+because relay permission can come from a pinned fingerprint of a certificate
+that chains to nothing (Postfix's permit_tls_clientcerts). What the
+certificate is worth is decided later, by the restrictions (smtpd/checks.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from mta.config import Config
+from mta.maps import open_tables
+
+# X509_V_ERR_* texts for the errors a client certificate commonly has
+# (OpenSSL's X509_verify_cert_error_string, which pyOpenSSL does not expose).
+_VERIFY_ERRORS = {
+    2: "unable to get issuer certificate",
+    7: "certificate signature failure",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in certificate chain",
+    20: "unable to get local issuer certificate",
+    21: "unable to verify the first certificate",
+    22: "certificate chain too long",
+    23: "certificate revoked",
+    24: "invalid CA certificate",
+    26: "unsupported certificate purpose",
+    28: "certificate rejected",
+}
+
+
+def verify_error_text(code: int) -> str:
+    return _VERIFY_ERRORS.get(code, f"certificate verification error {code}")
+
+
+@dataclass
+class VerifyRecord:
+    """What OpenSSL's chain verification said, collected by the verify callback.
+
+    The callback always answers "continue" so that the handshake completes;
+    the first error (closest to the leaf wins, as in Postfix's tls_verify.c)
+    is kept for logging and for "not verified" in the Received header.
+    """
+
+    called: bool = False
+    error: int = 0
+    depth: int = -1
+
+    def callback(self, connection: object, certificate: object, error: int, depth: int,
+                 ok: int) -> bool:
+        self.called = True
+        if not ok and error and (self.depth < 0 or depth < self.depth):
+            self.error, self.depth = error, depth
+        return True
+
+    @property
+    def trusted(self) -> bool:
+        return self.called and self.error == 0
+
+
+def fingerprint(data: bytes, digest: str = "sha256") -> str:
+    """Postfix's fingerprint format: upper-case hex bytes joined by colons."""
+    return ":".join(f"{byte:02X}" for byte in hashlib.new(digest, data).digest())
+
+
+def _name_attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str:
+    values = name.get_attributes_for_oid(oid)
+    if not values:
+        return ""
+    value = values[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    """The facts about a presented certificate that policy, logs and headers use."""
+
+    common_name: str
+    issuer_common_name: str
+    cert_fingerprint: str
+    pkey_fingerprint: str
+    trusted: bool
+    verify_error: str = ""
+    public_key: object = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_certificate(cls, cert: x509.Certificate, record: VerifyRecord,
+                         digest: str = "sha256") -> PeerCertificate:
+        issuer = (_name_attribute(cert.issuer, NameOID.COMMON_NAME)
+                  or _name_attribute(cert.issuer, NameOID.ORGANIZATION_NAME))
+        spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = cert.public_bytes(serialization.Encoding.DER)
+        return cls(common_name=_name_attribute(cert.subject, NameOID.COMMON_NAME),
+                   issuer_common_name=issuer,
+                   cert_fingerprint=fingerprint(der, digest),
+                   pkey_fingerprint=fingerprint(spki, digest),
+                   trusted=record.trusted,
+                   verify_error="" if record.trusted else verify_error_text(record.error),
+                   public_key=cert.public_key())
+
+    @property
+    def fingerprints(self) -> tuple[str, str]:
+        """Certificate then public-key fingerprint: Postfix's lookup order."""
+        return (self.cert_fingerprint, self.pkey_fingerprint)
+
+
+def relay_clientcerts_lookup(config: Config) -> Callable[[tuple[str, ...]], bool]:
+    """The relay_clientcerts tables as the question permit_tls_clientcerts asks:
+    is any of these fingerprints listed? (Keys compare case-insensitively.)"""
+    spec = config.relay_clientcerts
+    if not spec:
+        return lambda fingerprints: False
+    tables = open_tables(spec, Path(config.directory))
+
+    def listed(fingerprints: tuple[str, ...]) -> bool:
+        return any(tables.lookup(fp) is not None for fp in fingerprints)
+
+    return listed

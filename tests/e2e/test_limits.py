@@ -1,0 +1,188 @@
+"""Relay control and limits: each gets its reply, and the server stays healthy."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+
+import pytest
+
+from tests.helpers import Daemon, RawSmtp, wait_for
+
+LIMITS = """\
+message_size_limit = 2000
+smtpd_recipient_limit = 3
+smtpd_client_connection_count_limit = 2
+smtpd_client_event_limit_exceptions =
+"""
+
+
+@pytest.fixture
+def limited(daemon_factory) -> Daemon:
+    return daemon_factory(LIMITS).start()
+
+
+def still_works(daemon: Daemon) -> None:
+    """A fresh session on the same server delivers."""
+    with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
+        assert client.sendmail("bob@example.org", ["alice@example.test"],
+                               b"Subject: ok\r\n\r\nstill fine\r\n") == {}
+
+
+def test_relay_denied_outside_mynetworks(daemon_factory) -> None:
+    daemon = daemon_factory("mynetworks = 192.0.2.0/24\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        smtp.command("MAIL FROM:<bob@example.org>")
+        assert smtp.command("RCPT TO:<x@remote.test>") == \
+            "554 5.7.1 <x@remote.test>: Relay access denied"
+        # Mail for our own domains is still taken from anyone.
+        assert smtp.command("RCPT TO:<alice@example.test>") == "250 2.1.5 Ok"
+    daemon.wait_log(r"NOQUEUE: reject: RCPT from localhost\[127\.0\.0\.1\]: 554 5\.7\.1 "
+                    r"<x@remote\.test>: Relay access denied; from=<bob@example\.org> "
+                    r"to=<x@remote\.test> proto=ESMTP helo=<client\.example>")
+
+
+def test_relay_allowed_for_mynetworks_and_relay_domains(daemon_factory) -> None:
+    daemon = daemon_factory("mynetworks = 192.0.2.0/24\nrelay_domains = partner.test\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        smtp.command("MAIL FROM:<bob@example.org>")
+        assert smtp.command("RCPT TO:<x@partner.test>") == "250 2.1.5 Ok"
+        assert smtp.command("RCPT TO:<x@sub.partner.test>") == "250 2.1.5 Ok"
+
+
+def test_message_size_limit(limited: Daemon) -> None:
+    with RawSmtp(limited.smtp_port) as smtp:
+        smtp.reply()
+        assert "250-SIZE 2000" in smtp.command("EHLO client.example")
+        assert smtp.command("MAIL FROM:<bob@example.org> SIZE=5000") == \
+            "552 5.3.4 Message size exceeds fixed limit"
+        assert smtp.command("MAIL FROM:<bob@example.org> SIZE=100") == "250 2.1.0 Ok"
+        smtp.command("RCPT TO:<alice@example.test>")
+        assert smtp.command("DATA").startswith("354")
+        smtp.send(b"Subject: big\r\n\r\n" + b"x" * 998 + b"\r\n" * 3)
+        smtp.send(b"y" * 5000 + b"\r\n.\r\n")
+        assert smtp.reply() == "552 5.3.4 Error: message file too big"
+        # The session is in step and usable after the refusal.
+        assert smtp.command("NOOP") == "250 2.0.0 Ok"
+    assert not list((limited.queue / "incoming").iterdir())
+    still_works(limited)
+
+
+def test_recipient_limit(limited: Daemon) -> None:
+    with RawSmtp(limited.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        smtp.command("MAIL FROM:<bob@example.org>")
+        for user in ("alice", "bob", "postmaster"):
+            assert smtp.command(f"RCPT TO:<{user}@example.test>") == "250 2.1.5 Ok"
+        assert smtp.command("RCPT TO:<alice+4@example.test>") == \
+            "452 4.5.3 Error: too many recipients"
+        smtp.command("DATA")
+        assert smtp.command("Subject: x\r\n\r\nx\r\n.").startswith("250 2.0.0 Ok: queued as")
+    still_works(limited)
+
+
+def test_too_many_connections_from_one_client(limited: Daemon) -> None:
+    first, second = RawSmtp(limited.smtp_port), RawSmtp(limited.smtp_port)
+    try:
+        first.reply()
+        second.reply()
+        with RawSmtp(limited.smtp_port) as third:
+            assert third.reply() == \
+                "421 4.7.0 mx.example.test Error: too many connections from 127.0.0.1"
+            assert wait_for(third.closed)
+        limited.wait_log(r"warning: Connection concurrency limit exceeded: 3 from "
+                         r"localhost\[127\.0\.0\.1\] for service smtp")
+    finally:
+        first.command("QUIT")
+        second.close()
+    limited.wait_log(r"disconnect from localhost\[127\.0\.0\.1\].*", count=3)
+    still_works(limited)
+
+
+def test_overlong_command_lines(limited: Daemon) -> None:
+    with RawSmtp(limited.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        assert smtp.command("NOOP " + "x" * 5000) == "500 5.5.2 Error: command line too long"
+        assert smtp.command("NOOP") == "250 2.0.0 Ok"
+    still_works(limited)
+
+
+def test_long_data_lines_are_kept(limited: Daemon) -> None:
+    line = b"z" * 1500
+    with RawSmtp(limited.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        smtp.command("MAIL FROM:<bob@example.org>")
+        smtp.command("RCPT TO:<alice@example.test>")
+        smtp.command("DATA")
+        assert smtp.command("Subject: long\r\n\r\n" + line.decode() + "\r\n.").startswith("250")
+    assert line in limited.wait_maildir("alice")[0].read_bytes()
+
+
+def test_bare_lf_commands_are_normalised_and_noted(limited: Daemon) -> None:
+    with RawSmtp(limited.smtp_port) as smtp:
+        smtp.reply()
+        smtp.send("EHLO client.example\nNOOP\n")
+        assert smtp.reply().startswith("250-mx.example.test")
+        assert smtp.reply() == "250 2.0.0 Ok"
+        smtp.send("NO\rOP\r\n")
+        assert smtp.reply() == "500 5.5.2 Error: bad syntax"
+        assert smtp.command("QUIT") == "221 2.0.0 Bye"
+    limited.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 noop=1 quit=1 "
+                     r"unknown=0/1 commands=3/4 notes=bare_lf")
+
+
+def test_bare_lf_rejected_when_configured(daemon_factory) -> None:
+    daemon = daemon_factory("smtpd_forbid_bare_newline = reject\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.send("EHLO client.example\n")
+        assert smtp.reply() == "521 5.5.2 mx.example.test Error: bare <LF> received"
+        assert wait_for(smtp.closed)
+    still_works(daemon)
+
+
+def test_idle_timeout(daemon_factory) -> None:
+    daemon = daemon_factory("smtpd_timeout = 1s\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        smtp.sock.settimeout(10)
+        assert smtp.reply() == "421 4.4.2 mx.example.test Error: timeout exceeded"
+        assert wait_for(smtp.closed)
+    daemon.wait_log(r"timeout after EHLO from localhost\[127\.0\.0\.1\]")
+    still_works(daemon)
+
+
+def test_client_vanishing_mid_data_leaves_no_file(limited: Daemon) -> None:
+    smtp = RawSmtp(limited.smtp_port)
+    smtp.reply()
+    smtp.command("EHLO client.example")
+    smtp.command("MAIL FROM:<bob@example.org>")
+    smtp.command("RCPT TO:<alice@example.test>")
+    smtp.command("DATA")
+    smtp.send(b"Subject: cut\r\n\r\npartial")
+    smtp.sock.shutdown(socket.SHUT_RDWR)
+    smtp.close()
+    limited.wait_log(r"lost connection after DATA from localhost\[127\.0\.0\.1\]")
+    assert wait_for(lambda: not list((limited.queue / "incoming").iterdir()))
+    still_works(limited)
+
+
+def test_hard_error_limit(daemon_factory) -> None:
+    daemon = daemon_factory("smtpd_hard_error_limit = 3\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        assert smtp.command("BOGUS1").startswith("502")
+        assert smtp.command("BOGUS2").startswith("502")
+        assert smtp.command("BOGUS3") == "502 5.5.2 Error: command not recognized"
+        assert smtp.reply() == "421 4.7.0 mx.example.test Error: too many errors"
+        assert wait_for(smtp.closed)
+    daemon.wait_log(r"too many errors after UNKNOWN from localhost\[127\.0\.0\.1\]")
+    still_works(daemon)

@@ -1,0 +1,121 @@
+"""Postern delivers to Postfix's smtpd over STARTTLS at may, encrypt and verify with a
+test CA; both sides log the TLS session. The TLS policy comes from a policy table
+keyed [localhost]:port, as Postfix's smtp_tls_policy_maps would be."""
+
+from __future__ import annotations
+
+import smtplib
+from pathlib import Path
+
+import pytest
+
+from tests.pki import TestCA
+
+pytestmark = pytest.mark.interop
+
+
+def postfix_with_tls(postfix_factory, cert_name: str = "localhost"):  # type: ignore[no-untyped-def]
+    postfix = postfix_factory()
+    ca = TestCA("Postern Interop CA")
+    cert, key = ca.issue(cert_name).write(postfix.conf, "smtpd", with_chain=False)
+    with open(postfix.conf / "main.cf", "a") as main_cf:
+        main_cf.write(f"smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n"
+                      "smtpd_tls_security_level = may\nsmtpd_tls_loglevel = 1\n")
+    return postfix.start(), ca
+
+
+@pytest.mark.parametrize(("level", "trust"), [
+    ("may", "Trusted"), ("musttls", "Trusted"), ("verify", "Verified")])
+def test_postern_to_postfix_over_starttls(daemon_factory, postfix_factory, tmp_path: Path,
+                                          level: str, trust: str) -> None:
+    postfix, ca = postfix_with_tls(postfix_factory)
+    root = tmp_path / "mta"
+    ca.write(root / "ca.pem")
+    (root / "tls_policy").write_text(f"[localhost]:{postfix.port}  {level}\n")
+    daemon = daemon_factory(f"""
+default_transport = smtp
+relayhost = [localhost]:{postfix.port}
+smtp_host_lookup = native
+smtp_tls_security_level = none
+smtp_tls_policy_maps = texthash:tls_policy
+smtp_tls_CAfile = ca.pem
+""").start()
+    with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
+        client.sendmail("bob@example.org", ["alice@postfix.test"],
+                        b"Subject: over TLS\r\n\r\nsecret\r\n")
+    relay = rf"localhost\[127\.0\.0\.1\]:{postfix.port}"
+    daemon.wait_log(rf"postern/smtp\[\d+\]: {trust} TLS connection established to {relay}: "
+                    r"TLSv1\.3 with cipher \S+ \(\d+/\d+ bits\)")
+    field = "encrypt" if level == "musttls" else level
+    daemon.wait_log(rf"to=<alice@postfix.test>, relay={relay}, .*tls={field}, dsn=2\.0\.0, "
+                    r"status=sent")
+    postfix.wait_log(r"postfix/smtpd\[\d+\]: Anonymous TLS connection established from "
+                     r"localhost\[127\.0\.0\.1\]: TLSv1\.3 with cipher")
+    assert b"secret" in postfix.wait_maildir("alice")[0].read_bytes()
+
+
+def test_verify_refuses_postfix_with_the_wrong_name(daemon_factory, postfix_factory,
+                                                     tmp_path: Path) -> None:
+    postfix, ca = postfix_with_tls(postfix_factory, cert_name="mx.elsewhere.test")
+    root = tmp_path / "mta"
+    ca.write(root / "ca.pem")
+    daemon = daemon_factory(f"""
+default_transport = smtp
+relayhost = [localhost]:{postfix.port}
+smtp_host_lookup = native
+smtp_tls_security_level = verify
+smtp_tls_CAfile = ca.pem
+""").start()
+    with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
+        client.sendmail("bob@example.org", ["alice@postfix.test"],
+                        b"Subject: over TLS\r\n\r\nsecret\r\n")
+    relay = rf"localhost\[127\.0\.0\.1\]:{postfix.port}"
+    daemon.wait_log(rf"server certificate verification failed for {relay}: "
+                    "num=62:hostname mismatch")
+    daemon.wait_log(rf"to=<alice@postfix.test>, relay={relay}, .*tls=!verify, dsn=4\.7\.5, "
+                    r"status=deferred \(Server certificate not verified\)")
+    postfix.wait_log(r"Anonymous TLS connection established from localhost")
+    # Postfix counts the commands it got: no MAIL, RCPT or DATA, before TLS or after.
+    # refused right after the handshake, before the second EHLO (as Postfix's client does).
+    postfix.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 starttls=1 quit=1 "
+                     r"commands=3$")
+    assert postfix.maildir("alice") == []
+
+
+def test_client_certificate_when_postfix_asks(daemon_factory, postfix_factory,
+                                              tmp_path: Path) -> None:
+    """A smarthost that authenticates senders by certificate: Postfix asks
+    (smtpd_tls_ask_ccert), Postern presents smtp_tls_cert_file, Postfix trusts it."""
+    postfix = postfix_factory()
+    server_ca, client_ca = TestCA("Postern Interop CA"), TestCA("Postern Client CA")
+    cert, key = server_ca.issue("localhost").write(postfix.conf, "smtpd", with_chain=False)
+    client_ca.write(postfix.conf / "client-ca.pem")
+    with open(postfix.conf / "main.cf", "a") as main_cf:
+        main_cf.write(f"smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n"
+                      "smtpd_tls_security_level = may\nsmtpd_tls_loglevel = 1\n"
+                      "smtpd_tls_ask_ccert = yes\n"
+                      f"smtpd_tls_CAfile = {postfix.conf}/client-ca.pem\n"
+                      "smtpd_tls_received_header = yes\n")
+    postfix.start()
+    root = tmp_path / "mta"
+    server_ca.write(root / "ca.pem")
+    client_ca.issue("relay.client.test", usage=("client",)).write(root, "client",
+                                                                  with_chain=False)
+    daemon = daemon_factory(f"""
+default_transport = smtp
+relayhost = [localhost]:{postfix.port}
+smtp_host_lookup = native
+smtp_tls_security_level = verify
+smtp_tls_CAfile = ca.pem
+smtp_tls_cert_file = client.pem
+smtp_tls_key_file = client.key
+""").start()
+    with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
+        client.sendmail("bob@example.org", ["alice@postfix.test"],
+                        b"Subject: with a certificate\r\n\r\nhello\r\n")
+    daemon.wait_log(r"to=<alice@postfix.test>, .*tls=verify, dsn=2\.0\.0, status=sent")
+    postfix.wait_log(r"postfix/smtpd\[\d+\]: Trusted TLS connection established from "
+                     r"localhost\[127\.0\.0\.1\]: TLSv1\.3 with cipher")
+    stored = postfix.wait_maildir("alice")[0].read_bytes()
+    assert (b'(Client CN "relay.client.test", Issuer "Postern Client CA" (verified OK))'
+            in stored), stored[:600]

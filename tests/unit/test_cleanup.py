@@ -1,0 +1,103 @@
+"""cleanup: the Received header layout and missing-header handling."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from mta.cleanup import CleanupStream, ReceivedInfo, received_header
+
+
+def info(**overrides: object) -> ReceivedInfo:
+    values: dict[str, object] = dict(
+        helo="client.example", client_name="localhost", client_address="127.0.0.1",
+        protocol="ESMTP", myhostname="mx.example.test", mail_name="Postern",
+        qid="2K04EZMPDJ00", recipients=["alice@example.test"], when=1795330516.0)
+    values.update(overrides)
+    return ReceivedInfo(**values)  # type: ignore[arg-type]
+
+
+DATE = r"Sun, 22 Nov 2026 \d\d:\d\d:16 [+-]\d{4} \(\w+\)"
+
+
+def test_received_one_recipient() -> None:
+    text = received_header(info()).decode()
+    assert re.fullmatch(
+        "Received: from client.example \\(localhost \\[127.0.0.1\\]\\)\r\n"
+        "\tby mx.example.test \\(Postern\\) with ESMTP id 2K04EZMPDJ00\r\n"
+        f"\tfor <alice@example.test>; {DATE}\r\n", text), text
+
+
+def test_received_several_recipients_no_helo_ipv6_tls() -> None:
+    text = received_header(info(helo=None, client_name="unknown", client_address="::1",
+                                recipients=["a@x.test", "b@x.test"], protocol="ESMTPS",
+                                tls_lines=["(using TLSv1.3 with cipher X (256/256 bits))",
+                                           "(No client certificate requested)"])).decode()
+    assert re.fullmatch(
+        "Received: from unknown \\(unknown \\[IPv6:::1\\]\\)\r\n"
+        "\t\\(using TLSv1.3 with cipher X \\(256/256 bits\\)\\)\r\n"
+        "\t\\(No client certificate requested\\)\r\n"
+        "\tby mx.example.test \\(Postern\\) with ESMTPS id 2K04EZMPDJ00;\r\n"
+        f"\t{DATE}\r\n", text), text
+
+
+class Sink:
+    qid = "2K04EZMPDJ00"
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    async def write(self, data: bytes) -> None:
+        self.data += data
+
+
+async def clean(chunks: list[bytes], add_missing: bool = True) -> tuple[str, CleanupStream]:
+    sink = Sink()
+    stream = CleanupStream(sink, received=b"Received: x\r\n", add_missing=add_missing,  # type: ignore[arg-type]
+                           myhostname="mx.example.test", header_size_limit=4096)
+    for chunk in chunks:
+        await stream.feed(chunk)
+    await stream.finish()
+    return sink.data.decode(), stream
+
+
+@pytest.mark.parametrize("split", [1, 5, 17, 40])
+async def test_missing_date_and_message_id_are_added_at_the_end_of_the_header(
+        split: int) -> None:
+    message = b"Subject: hi\r\nTo: a@x.test\r\n\r\nbody\r\n"
+    out, stream = await clean([message[:split], message[split:]])
+    lines = out.split("\r\n")
+    assert lines[0] == "Received: x"
+    assert lines[1:3] == ["Subject: hi", "To: a@x.test"]
+    assert lines[3].startswith("Date: ")
+    assert re.fullmatch(r"Message-ID: <\d{14}\.2K04EZMPDJ00@mx\.example\.test>", lines[4])
+    assert lines[5:] == ["", "body", ""]
+    assert stream.message_id == lines[4].split(": ", 1)[1]
+
+
+async def test_present_headers_are_kept_and_message_id_is_reported() -> None:
+    out, stream = await clean([b"Message-ID:\r\n <abc@x.test>\r\nDate: today\r\n\r\nb\r\n"])
+    assert out == "Received: x\r\nMessage-ID:\r\n <abc@x.test>\r\nDate: today\r\n\r\nb\r\n"
+    assert stream.message_id == "<abc@x.test>"
+
+
+async def test_not_added_for_ordinary_clients() -> None:
+    out, stream = await clean([b"Subject: x\r\n\r\nb\r\n"], add_missing=False)
+    assert out == "Received: x\r\nSubject: x\r\n\r\nb\r\n"
+    assert stream.message_id is None
+
+
+async def test_a_body_without_headers_gets_a_separator() -> None:
+    out, _ = await clean([b"just text\r\nmore\r\n"])
+    assert re.fullmatch(r"Received: x\r\nDate: .*\r\nMessage-ID: <.*>\r\n\r\n"
+                        r"just text\r\nmore\r\n", out), out
+
+
+async def test_headers_only_message_without_final_newline() -> None:
+    out, _ = await clean([b"Subject: x"], add_missing=False)
+    assert out == "Received: x\r\nSubject: x\r\n"

@@ -1,0 +1,140 @@
+"""main.cf parsing: expansion, continuation lines, errors with file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mta import config as configuration
+from mta.config import ConfigError
+from mta.config.parser import expand, parse_main_cf
+
+
+def test_logical_lines_comments_and_continuations() -> None:
+    text = ("# a comment\n"
+            "mydestination = localhost,\n"
+            "    example.test\n"
+            "  # a comment inside a continued line\n"
+            "\texample.org\n"
+            "\n"
+            "myhostname = mx.example.test # not a comment\n")
+    settings = parse_main_cf(text, "main.cf")
+    assert settings["mydestination"].value == "localhost, example.test example.org"
+    assert settings["mydestination"].line == 2
+    assert settings["myhostname"].value == "mx.example.test # not a comment"
+
+
+def test_later_definition_wins() -> None:
+    config = configuration.from_text("myhostname = a.example\nmyhostname = b.example\n")
+    assert config.myhostname == "b.example"
+    assert config.where("myhostname") == "main.cf:2"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("$myhostname", "mx.example.test"),
+    ("${myhostname}", "mx.example.test"),
+    ("$(myhostname)", "mx.example.test"),
+    ("x${myhostname}y", "xmx.example.testy"),
+    ("${myhostname?yes}", "yes"),
+    ("${relay_domains?yes}", ""),
+    ("${relay_domains:empty}", "empty"),
+    ("${myhostname:empty}", "mx.example.test"),
+    ("$$myhostname", "$myhostname"),
+    ("$undefined_thing", ""),
+])
+def test_expansion(text: str, expected: str) -> None:
+    config = configuration.from_text("myhostname = mx.example.test\n")
+    assert config.expand_text(text) == expected
+
+
+def test_expansion_is_lazy_and_uses_final_values() -> None:
+    config = configuration.from_text(
+        "myorigin = $mydomain\nmyhostname = mx.one.example\nmyhostname = mx.two.example\n")
+    assert config.mydomain == "two.example"
+    assert config.myorigin == "two.example"
+
+
+def test_default_refers_to_other_parameters() -> None:
+    config = configuration.from_text("myhostname = mx.example.test\n")
+    assert config.mydestination == ("mx.example.test", "localhost.example.test", "localhost")
+    assert config.smtpd_banner == "mx.example.test ESMTP Postern"
+
+
+def test_expansion_loop_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        expand("$a", {"a": "$b", "b": "$a"}.get)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("smtpd_timeout = 5 minutes\n", r"main.cf:1: smtpd_timeout = 5 minutes: expected a time"),
+    ("myhostname = x\n\nsmtpd_recipient_limit = 0\n",
+     r"main.cf:3: smtpd_recipient_limit = 0: must be at least 1"),
+    ("smtpd_helo_required = maybe\n", r"main.cf:1: .*expected yes or no"),
+    ("mynetworks = 127.0.0.0/8 300.1.2.3\n", r"main.cf:1: .*bad network address '300.1.2.3'"),
+    ("  indented = value\n", r"main.cf:1: continuation line without a parameter"),
+    ("no equals sign here\n", r"main.cf:1: missing '='"),
+    ("smtp/inet = 127.0.0.1:notaport\n", r"main.cf:1: smtp/inet = .*bad port"),
+    ("smtp/inet = 127.0.0.1:25\nsmtp/inet/bogus = 1\n",
+     r"main.cf:2: unknown parameter 'bogus' in override"),
+    ("submission/inet/smtpd_timeout = 1s\n", r"main.cf:1: override for undefined service"),
+    ("smtpd_forbid_bare_newline = sometimes\n", r"main.cf:1: .*expected one of normalize"),
+])
+def test_bad_values_name_file_and_line(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        configuration.from_text(text)
+
+
+def test_time_units() -> None:
+    config = configuration.from_text("smtpd_timeout = 5m\nmaximal_queue_lifetime = 2\n"
+                                     "minimal_backoff_time = 1h\n")
+    assert config.smtpd_timeout == 300
+    assert config.maximal_queue_lifetime == 2 * 86400  # this one's default unit is days
+    assert config.minimal_backoff_time == 3600
+
+
+def test_unknown_parameter_is_warned_not_fatal() -> None:
+    config = configuration.from_text("myhostname = x.example\nno_such_parameter = 1\n"
+                                     "used_by_reference = 2\nrelay_domains = $used_by_reference\n")
+    assert config.warnings == ["main.cf:2: unused parameter: no_such_parameter=1"]
+
+
+def test_listeners_and_overrides() -> None:
+    config = configuration.from_text(
+        "smtpd_timeout = 300s\n"
+        "smtp/inet = 127.0.0.1:2525\n"
+        "submission/inet = [::1]:2587\n"
+        "submission/inet/smtpd_timeout = 10s\n")
+    smtp, submission = config.listeners
+    assert (smtp.name, smtp.address.host, smtp.address.port) == ("smtp", "127.0.0.1", 2525)
+    assert (submission.address.host, submission.address.port) == ("::1", 2587)
+    assert config.for_listener(smtp).smtpd_timeout == 300
+    assert config.for_listener(submission).smtpd_timeout == 10
+    assert config.smtpd_timeout == 300
+
+
+def test_override_with_a_bad_value_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"main.cf:2: smtpd_timeout = never"):
+        configuration.from_text("smtp/inet = 127.0.0.1:25\nsmtp/inet/smtpd_timeout = never\n")
+
+
+def test_relative_paths_are_relative_to_the_config_directory(tmp_path: Path) -> None:
+    path = tmp_path / "main.cf"
+    path.write_text("queue_directory = spool\n")
+    config = configuration.load(str(path))
+    assert config.path_of(config.queue_directory) == tmp_path / "spool"
+
+
+def test_the_embedded_default_loads() -> None:
+    config = configuration.load(str(Path(__file__).parents[2] / "main.cf.example"))
+    assert [(s.name, s.address.port) for s in config.listeners] == [
+        ("smtp", 2525), ("submission", 2587), ("submissions", 2465)]
+    assert config.warnings == []
+
+
+def test_configuration_reference_is_current() -> None:
+    from mta.config.reference import markdown
+
+    document = Path(__file__).parents[2] / "docs" / "configuration.md"
+    assert document.read_text() == markdown(), \
+        "regenerate it: python -m mta.config.reference > docs/configuration.md"

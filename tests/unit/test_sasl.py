@@ -1,0 +1,78 @@
+"""AUTH's building blocks: password hashes, the password file, PLAIN, failure delays."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from mta import sasl
+from mta.errors import ConfigError
+
+
+def test_hash_is_salted_scrypt_and_verifies() -> None:
+    one, two = sasl.hash_password("s3cret", ln=4), sasl.hash_password("s3cret", ln=4)
+    assert one.startswith("$scrypt$ln=4,r=8,p=1$") and one != two
+    assert sasl.verify_password("s3cret", one) and sasl.verify_password("s3cret", two)
+    assert not sasl.verify_password("S3cret", one)
+    for broken in ("", "plain", "$md5$x$y$z", one.replace("ln=4", "ln=x"), one[:-3]):
+        assert not sasl.verify_password("s3cret", broken)
+
+
+def test_password_file_updates_keep_comments_and_mode(tmp_path: Path) -> None:
+    path = tmp_path / "sasl_passwd"
+    path.write_text("# users of the submission port\n")
+    assert sasl.update_password_file(path, "alice@example.test", sasl.hash_password("a", ln=4))
+    assert sasl.update_password_file(path, "bob", sasl.hash_password("b", ln=4))
+    assert sasl.update_password_file(path, "alice@example.test", sasl.hash_password("A", ln=4))
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    lines = path.read_text().splitlines()
+    assert lines[0] == "# users of the submission port"
+    assert [line.split()[0] for line in lines[1:]] == ["alice@example.test", "bob"]
+    assert sasl.list_users(path) == ["alice@example.test", "bob"]
+    passwords = sasl.PasswordFile(path)
+    assert sasl.verify_password("A", passwords.lookup("alice@example.test") or "")
+    assert passwords.lookup("carol") is None
+    assert sasl.update_password_file(path, "bob", None)
+    assert not sasl.update_password_file(path, "bob", None)
+    assert passwords.lookup("bob") is None  # re-read after the change
+    with pytest.raises(ValueError):
+        sasl.update_password_file(path, "two words", "x")
+    os.unlink(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        passwords.lookup("alice@example.test")
+
+
+def test_plain_messages() -> None:
+    assert sasl.parse_plain(b"\0alice\0pw") == ("", "alice", "pw")
+    assert sasl.parse_plain(b"alice\0alice\0p\xc3\xa4ss") == ("alice", "alice", "päss")
+    for bad in (b"alice\0pw", b"\0\0pw", b"a\0b\0c\0d", b"\0al\xffice\0pw"):
+        with pytest.raises(sasl.SaslError):
+            sasl.parse_plain(bad)
+    assert sasl.decode_response(base64.b64encode(b"\0a\0b").decode()) == b"\0a\0b"
+    assert sasl.decode_response("=") == b""
+    with pytest.raises(sasl.SaslError):
+        sasl.decode_response("not base64!")
+
+
+def test_failure_delays_grow_per_address_and_reset_on_success() -> None:
+    now = [0.0]
+    tracker = sasl.FailureTracker(window=900, cap=5, clock=lambda: now[0])
+    delays = [tracker.delay(tracker.failed("192.0.2.1"), 2.0) for _ in range(8)]
+    assert delays == [0, 2, 4, 6, 8, 10, 10, 10]
+    assert tracker.delay(tracker.failed("192.0.2.2"), 2.0) == 0  # another client
+    tracker.succeeded("192.0.2.1")
+    assert tracker.failed("192.0.2.1") == 1
+    now[0] = 1000.0  # the window has passed
+    assert tracker.failed("192.0.2.2") == 1
+
+
+async def test_server_checks_in_a_thread(tmp_path: Path) -> None:
+    path = tmp_path / "sasl_passwd"
+    sasl.update_password_file(path, "alice", sasl.hash_password("right", ln=4))
+    server = sasl.SaslServer(sasl.PasswordFile(path), sasl.FailureTracker(), 0.0)
+    assert await server.check("alice", "right")
+    assert not await server.check("alice", "wrong")
+    assert not await server.check("mallory", "right")

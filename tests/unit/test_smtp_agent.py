@@ -1,0 +1,365 @@
+"""The smtp agent against scripted peers and a fake DNS: routing, replies, timeouts, reuse."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mta.delivery import DeliveryResult
+from mta.smtp.client import DataEncoder
+from tests.fakes.resolver import FakeDns
+from tests.fakes.smtp_peer import CLOSE, HANG, ScriptedPeer
+from tests.unit.smtp_helpers import MESSAGE, agent, port_map, request
+
+SHORT = """
+smtp_helo_timeout = 0.3s
+smtp_mail_timeout = 0.3s
+smtp_rcpt_timeout = 0.3s
+smtp_data_init_timeout = 0.3s
+smtp_data_xfer_timeout = 0.3s
+smtp_data_done_timeout = 0.3s
+smtp_connect_timeout = 0.3s
+smtp_connection_cache_time_limit = 0s
+"""
+
+
+def by_status(results: list[DeliveryResult]) -> list[tuple[str, str]]:
+    return [(r.status, r.dsn) for r in results]
+
+
+# -- MX routing through the fake DNS --------------------------------------------------------
+async def test_mx_order_lowest_preference_first_and_next_mx_on_connect_failure() -> None:
+    dns = FakeDns(mx_records={"dest.test": [(20, "mx2.dest.test"), (10, "mx1.dest.test")]},
+                  a={"mx1.dest.test": ["127.0.0.2"], "mx2.dest.test": ["127.0.0.3"]})
+    async with ScriptedPeer(host="127.0.0.3") as mx2:
+        # mx1 (127.0.0.2) refuses connections: the agent must go on to mx2.
+        smtp = agent(SHORT, dns=dns, connector=port_map({"127.0.0.3": mx2.port}))
+        results = await smtp.deliver(request(["a@dest.test"], "dest.test"))
+    assert by_status(results) == [("sent", "2.0.0")]
+    assert results[0].relay == "mx2.dest.test[127.0.0.3]:25"
+    assert dns.queries[:3] == [("dest.test", "MX"), ("mx1.dest.test", "A"),
+                               ("mx1.dest.test", "AAAA")]
+    assert mx2.messages[0].recipients == ["a@dest.test"]
+
+
+async def test_equal_preferences_are_shuffled() -> None:
+    dns = FakeDns(mx_records={"d.test": [(10, f"mx{i}.d.test") for i in range(6)]})
+    import random
+
+    from mta.resolver import Resolver
+    firsts = set()
+    for seed in range(30):
+        resolver = Resolver(("dns",), dns=dns, rand=random.Random(seed))
+        firsts.add((await resolver.mx_hosts("d.test"))[0].hostname)
+    assert len(firsts) > 1
+
+
+async def test_no_mx_falls_back_to_the_domains_own_address() -> None:
+    dns = FakeDns(a={"plain.test": ["127.0.0.4"]})
+    async with ScriptedPeer(host="127.0.0.4") as peer:
+        smtp = agent(SHORT, dns=dns, connector=port_map({"127.0.0.4": peer.port}))
+        results = await smtp.deliver(request(["a@plain.test"], "plain.test"))
+    assert by_status(results) == [("sent", "2.0.0")]
+    assert results[0].relay == "plain.test[127.0.0.4]:25"
+
+
+@pytest.mark.parametrize(("dns", "status", "dsn", "text"), [
+    (FakeDns(mx_records={"null.test": [(0, ".")]}), "bounced", "5.1.10",
+     "Domain null.test does not accept mail (nullMX)"),
+    (FakeDns(nxdomain={"null.test"}), "bounced", "5.4.4",
+     "Host or domain name not found. Name service error for name=null.test type=MX: "
+     "Host not found"),
+    (FakeDns(servfail={"null.test"}), "deferred", "4.4.3",
+     "Host or domain name not found. Name service error for name=null.test type=MX: "
+     "Host not found, try again"),
+    (FakeDns(mx_records={"null.test": [(10, "gone.null.test")]}, nxdomain={"gone.null.test"}),
+     "deferred", "4.4.3",
+     "Host or domain name not found. Name service error for name=gone.null.test type=A: "
+     "Host not found"),
+], ids=["null-mx", "nxdomain", "servfail", "mx-host-missing"])
+async def test_dns_outcomes(dns: FakeDns, status: str, dsn: str, text: str) -> None:
+    connects: list[str] = []
+
+    async def never(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
+        connects.append(address)
+        raise AssertionError("no connection may be attempted")
+
+    results = await agent(SHORT, dns=dns, connector=never).deliver(
+        request(["a@null.test", "b@null.test"], "null.test"))
+    assert by_status(results) == [(status, dsn)] * 2
+    assert results[0].text == text
+    assert results[0].relay == "none"
+    assert connects == []
+
+
+async def test_dns_timeout_defers() -> None:
+    from mta.resolver import DnspythonBackend
+
+    class Stuck:
+        async def resolve(self, *args: object, **kwargs: object) -> None:
+            import dns.exception
+            raise dns.exception.Timeout()
+
+    smtp = agent(SHORT)
+    smtp.resolver.dns = DnspythonBackend(resolver=Stuck())
+    results = await smtp.deliver(request(["a@slow.test"], "slow.test"))
+    assert by_status(results) == [("deferred", "4.4.3")]
+
+
+async def test_bracketed_nexthop_skips_mx_lookup_and_native_finds_localhost() -> None:
+    dns = FakeDns()
+    async with ScriptedPeer() as peer:
+        smtp = agent("smtp_host_lookup = dns, native\n" + SHORT, dns=dns,
+                     hosts={"localhost": ["127.0.0.1"]})
+        results = await smtp.deliver(request(["a@x.test"], f"[localhost]:{peer.port}"))
+    assert by_status(results) == [("sent", "2.0.0")]
+    assert results[0].relay == f"localhost[127.0.0.1]:{peer.port}"
+    assert dns.queries == []  # RFC 6761: localhost never goes to the DNS
+
+
+# -- replies at each stage -------------------------------------------------------------------
+STAGES = [
+    ({"GREETING": "421 4.3.2 busy"}, "deferred", "4.3.2",
+     "host peer.test[127.0.0.1] refused to talk to me: 421 4.3.2 busy"),
+    ({"GREETING": "554 5.7.1 go away"}, "deferred", "4.7.1",
+     "host peer.test[127.0.0.1] refused to talk to me: 554 5.7.1 go away"),
+    ({"MAIL": "451 4.3.0 try later"}, "deferred", "4.3.0",
+     "host peer.test[127.0.0.1] said: 451 4.3.0 try later (in reply to MAIL FROM command)"),
+    ({"MAIL": "553 5.7.1 sender refused"}, "bounced", "5.7.1",
+     "host peer.test[127.0.0.1] said: 553 5.7.1 sender refused (in reply to MAIL FROM "
+     "command)"),
+    ({"RCPT": "450 4.2.0 greylisted"}, "deferred", "4.2.0",
+     "host peer.test[127.0.0.1] said: 450 4.2.0 greylisted (in reply to RCPT TO command)"),
+    ({"RCPT": "550 5.1.1 no such user"}, "bounced", "5.1.1",
+     "host peer.test[127.0.0.1] said: 550 5.1.1 no such user (in reply to RCPT TO command)"),
+    ({"DATA": "451 4.3.0 no data now"}, "deferred", "4.3.0",
+     "host peer.test[127.0.0.1] said: 451 4.3.0 no data now (in reply to DATA command)"),
+    ({"DOT": "452 4.3.1 disk full"}, "deferred", "4.3.1",
+     "host peer.test[127.0.0.1] said: 452 4.3.1 disk full (in reply to end of DATA command)"),
+    ({"DOT": "554 5.7.1 spam"}, "bounced", "5.7.1",
+     "host peer.test[127.0.0.1] said: 554 5.7.1 spam (in reply to end of DATA command)"),
+    ({"DOT": "550 rejected"}, "bounced", "5.0.0",
+     "host peer.test[127.0.0.1] said: 550 rejected (in reply to end of DATA command)"),
+]
+
+
+@pytest.mark.parametrize(("script", "status", "dsn", "text"), STAGES,
+                         ids=[f"{next(iter(s[0]))}-{s[0][next(iter(s[0]))][:3]}"
+                              for s in STAGES])
+async def test_reply_at_each_stage(script: dict[str, str], status: str, dsn: str,
+                                   text: str) -> None:
+    dns = FakeDns(mx_records={"d.test": [(10, "peer.test")]}, a={"peer.test": ["127.0.0.1"]})
+    async with ScriptedPeer(replies=script) as peer:
+        smtp = agent(SHORT, dns=dns, connector=port_map({"127.0.0.1": peer.port}))
+        results = await smtp.deliver(request(["a@d.test"], "d.test"))
+    assert by_status(results) == [(status, dsn)]
+    assert results[0].text == text
+    assert results[0].relay == "peer.test[127.0.0.1]:25"
+
+
+async def test_5xx_greeting_bounces_when_skip_is_off() -> None:
+    async with ScriptedPeer(replies={"GREETING": "554 5.7.1 go away"}) as peer:
+        smtp = agent("smtp_skip_5xx_greeting = no\n" + SHORT)
+        results = await smtp.deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert by_status(results) == [("bounced", "5.7.1")]
+
+
+async def test_4xx_greeting_tries_next_mx() -> None:
+    dns = FakeDns(mx_records={"d.test": [(10, "mx1.d.test"), (20, "mx2.d.test")]},
+                  a={"mx1.d.test": ["127.0.0.2"], "mx2.d.test": ["127.0.0.3"]})
+    async with ScriptedPeer(host="127.0.0.2", replies={"GREETING": "421 4.3.2 busy"}) as mx1, \
+            ScriptedPeer(host="127.0.0.3") as mx2:
+        smtp = agent(SHORT, dns=dns,
+                     connector=port_map({"127.0.0.2": mx1.port, "127.0.0.3": mx2.port}))
+        results = await smtp.deliver(request(["a@d.test"], "d.test"))
+    assert by_status(results) == [("sent", "2.0.0")]
+    assert len(mx1.connections) == 1 and len(mx2.messages) == 1
+
+
+async def test_partial_rcpt_failure_delivers_to_the_accepted_ones() -> None:
+    script = {"RCPT": lambda arg: ("550 5.1.1 unknown" if "bad" in arg else
+                                   "451 4.2.0 later" if "soft" in arg else "250 2.1.5 Ok")}
+    async with ScriptedPeer(replies=script) as peer:
+        smtp = agent(SHORT)
+        results = await smtp.deliver(request(["good@x.test", "bad@x.test", "soft@x.test",
+                                              "fine@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert by_status(results) == [("sent", "2.0.0"), ("bounced", "5.1.1"),
+                                  ("deferred", "4.2.0"), ("sent", "2.0.0")]
+    assert peer.messages[0].recipients == ["good@x.test", "fine@x.test"]
+
+
+async def test_pipelining_sends_mail_and_rcpts_in_one_write() -> None:
+    async with ScriptedPeer() as peer:
+        await agent(SHORT).deliver(request(["a@x.test", "b@x.test"],
+                                           f"[127.0.0.1]:{peer.port}"))
+    raw = bytes(peer.connections[0].raw)
+    assert b"MAIL FROM:<bob@client.test> SIZE=35\r\nRCPT TO:<a@x.test>\r\n" \
+           b"RCPT TO:<b@x.test>\r\nDATA\r\n" in raw
+
+
+async def test_without_pipelining_mail_refusal_sends_no_rcpt() -> None:
+    async with ScriptedPeer(ehlo_keywords=(), replies={"MAIL": "550 5.7.1 no"}) as peer:
+        await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert not any(c.startswith("RCPT") for c in peer.commands)
+
+
+async def test_ehlo_refused_falls_back_to_helo() -> None:
+    async with ScriptedPeer(replies={"EHLO": "502 5.5.2 what"}) as peer:
+        results = await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert by_status(results) == [("sent", "2.0.0")]
+    assert peer.commands[:2] == ["EHLO client.test", "HELO client.test"]
+    assert peer.commands[2] == "MAIL FROM:<bob@client.test>"  # no ESMTP: no SIZE
+
+
+async def test_size_limit_of_the_server_is_respected() -> None:
+    async with ScriptedPeer(ehlo_keywords=("SIZE 10",)) as peer:
+        results = await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert by_status(results) == [("bounced", "5.3.4")]
+    assert results[0].text == ("message size 35 exceeds size limit 10 of server "
+                               "127.0.0.1[127.0.0.1]")
+    assert not any(c.startswith("MAIL") for c in peer.commands)
+
+
+# -- the wire ------------------------------------------------------------------------------
+async def test_dot_stuffing_and_crlf_on_the_wire_across_chunks() -> None:
+    data = b"Subject: x\r\n\r\n.leading\r\nmid\r\n..two\r\nbare\nlf\rcr\r\n.\r\nlast"
+    async with ScriptedPeer() as peer:
+        for size in (1, 2, 3, 7, len(data)):
+
+            encoder = DataEncoder()
+            wire = b"".join(encoder.feed(data[i:i + size]) for i in range(0, len(data), size))
+            wire += encoder.finish()
+            assert wire == (b"Subject: x\r\n\r\n..leading\r\nmid\r\n...two\r\nbare\r\nlf\r\n"
+                            b"cr\r\n..\r\nlast\r\n.\r\n"), size
+        await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}",
+                                           data=data))
+    assert peer.messages[0].wire == (b"Subject: x\r\n\r\n..leading\r\nmid\r\n...two\r\n"
+                                     b"bare\r\nlf\r\ncr\r\n..\r\nlast\r\n.\r\n")
+    assert b"\n" not in peer.messages[0].wire.replace(b"\r\n", b"")
+    assert b"\r" not in peer.messages[0].wire.replace(b"\r\n", b"")
+
+
+# -- timeouts --------------------------------------------------------------------------------
+TIMEOUTS = [
+    ({"GREETING": HANG}, "receiving the initial server greeting"),
+    ({"EHLO": HANG}, "performing the EHLO handshake"),
+    ({"MAIL": HANG}, "sending MAIL FROM"),
+    ({"RCPT": HANG}, "sending RCPT TO"),
+    ({"DATA": HANG}, "sending DATA command"),
+    ({"DOT": HANG}, "sending end of data -- message may be sent more than once"),
+]
+
+
+@pytest.mark.parametrize(("script", "stage"), TIMEOUTS, ids=[t[1].split()[1] for t in TIMEOUTS])
+async def test_each_timeout_defers_with_the_stage(script: dict[str, object],
+                                                  stage: str) -> None:
+    async with ScriptedPeer(replies=script) as peer:
+        smtp = agent(SHORT)
+        started = asyncio.get_running_loop().time()
+        results = await smtp.deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+        elapsed = asyncio.get_running_loop().time() - started
+    assert by_status(results) == [("deferred", "4.4.2")]
+    assert results[0].text == f"conversation with 127.0.0.1[127.0.0.1] timed out while {stage}"
+    assert elapsed < 2
+
+
+async def test_data_transfer_timeout_when_the_peer_stops_reading() -> None:
+    # A peer that never reads: the kernel buffers fill and drain() must time out.
+    stuck = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 slow ESMTP\r\n")
+        for reply in (b"250 slow\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"):
+            await reader.readline()
+            writer.write(reply)
+        await stuck.wait()  # never reads the content
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    big = (b"Subject: big\r\n\r\n" + b"x" * 998 + b"\r\n") * 40000
+    try:
+        results = await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{port}",
+                                                     data=big))
+    finally:
+        stuck.set()
+        server.close()
+        await server.wait_closed()
+    assert by_status(results) == [("deferred", "4.4.2")]
+    assert results[0].text == ("conversation with 127.0.0.1[127.0.0.1] timed out while "
+                               "sending message body")
+
+
+async def test_connect_timeout() -> None:
+    async def hang(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
+        await asyncio.Event().wait()
+
+    results = await agent(SHORT, connector=hang).deliver(request(["a@x.test"],
+                                                                 "[127.0.0.9]:25"))
+    assert by_status(results) == [("deferred", "4.4.1")]
+    assert results[0].text == "connect to 127.0.0.9[127.0.0.9]:25: Connection timed out"
+    assert results[0].relay == "none"
+
+
+async def test_connection_refused_is_a_real_refusal() -> None:
+    from tests.helpers import free_port
+    port = free_port()
+    results = await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{port}"))
+    assert by_status(results) == [("deferred", "4.4.1")]
+    assert results[0].text == f"connect to 127.0.0.1[127.0.0.1]:{port}: Connection refused"
+    assert results[0].extra["feedback"] == "site_failure"
+
+
+async def test_lost_connection_defers() -> None:
+    async with ScriptedPeer(replies={"RCPT": CLOSE}) as peer:
+        results = await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert by_status(results) == [("deferred", "4.4.2")]
+    assert results[0].text == "lost connection with 127.0.0.1[127.0.0.1] while sending RCPT TO"
+
+
+# -- connection reuse ---------------------------------------------------------------------------
+async def test_connection_reuse_sends_rset_and_counts_uses() -> None:
+    async with ScriptedPeer() as peer:
+        smtp = agent("smtp_connection_cache_time_limit = 5s\n")
+        nexthop = f"[127.0.0.1]:{peer.port}"
+        uses = []
+        for i in range(3):
+            results = await smtp.deliver(request([f"r{i}@x.test"], nexthop, qid=f"0QUEUEID000{i}"))
+            assert results[0].status == "sent"
+            uses.append(results[0].conn_use)
+        await smtp.close()
+    assert uses == [1, 2, 3]
+    assert len(peer.connections) == 1
+    assert [c.split()[0] for c in peer.commands].count("RSET") == 2
+    assert peer.commands[-1] == "QUIT"
+    assert len(peer.messages) == 3
+
+
+async def test_dead_cached_connection_is_replaced() -> None:
+    async with ScriptedPeer(replies={"RSET": CLOSE}) as peer:
+        smtp = agent("smtp_connection_cache_time_limit = 5s\n")
+        nexthop = f"[127.0.0.1]:{peer.port}"
+        await smtp.deliver(request(["a@x.test"], nexthop))
+        results = await smtp.deliver(request(["b@x.test"], nexthop))
+        await smtp.close()
+    assert results[0].status == "sent" and results[0].conn_use == 1
+    assert len(peer.connections) == 2
+
+
+async def test_idle_cached_connection_is_closed_after_the_time_limit() -> None:
+    async with ScriptedPeer() as peer:
+        smtp = agent("smtp_connection_cache_time_limit = 0.1s\n")
+        await smtp.deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+        for _ in range(100):
+            if peer.commands[-1:] == ["QUIT"]:
+                break
+            await asyncio.sleep(0.02)
+    assert peer.commands[-1] == "QUIT"
+    assert len(smtp.cache) == 0
+
+
+async def test_message_body_arrives_intact() -> None:
+    async with ScriptedPeer() as peer:
+        await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert peer.messages[0].content == MESSAGE

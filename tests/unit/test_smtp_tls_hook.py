@@ -1,0 +1,165 @@
+"""STARTTLS through the policy hook: real handshakes with test certificates, verification on."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from mta.delivery import Route
+from mta.smtp.client import Peer, SmtpClientError, TlsFacts
+from mta.smtp.tlshook import PLAINTEXT, STARTTLS, OpportunisticTlsPolicy, TlsRefusal
+from tests.fakes.certs import make_pki
+from tests.fakes.smtp_peer import ScriptedPeer
+from tests.unit.smtp_helpers import agent, request
+
+
+class RecordingPlan:
+    """A verify-style plan: TLS required, the test CA trusted, the name checked."""
+
+    def __init__(self, context: ssl.SSLContext, server_hostname: str) -> None:
+        self.ssl_context: ssl.SSLContext | None = context
+        self.server_hostname: str | None = server_hostname
+        self.events: list[str] = []
+        self.facts: TlsFacts | None = None
+        self.accept = True
+
+    def before_starttls(self, offered: bool, peer: Peer) -> str | TlsRefusal:
+        self.events.append(f"before:{offered}")
+        if not offered:
+            return TlsRefusal("4.7.4", f"TLS is required, but was not offered by host "
+                                       f"{peer.name}")
+        return STARTTLS
+
+    def after_handshake(self, facts: TlsFacts, peer: Peer) -> TlsRefusal | None:
+        self.events.append("after")
+        self.facts = facts
+        return None if self.accept else TlsRefusal("4.7.5", "Server certificate not verified")
+
+    def after_failure(self, error: SmtpClientError, peer: Peer) -> str | TlsRefusal:
+        self.events.append(f"failure:{type(error).__name__}")
+        return TlsRefusal("4.7.5", "Cannot start TLS: handshake failure")
+
+    def log_field(self) -> str | None:
+        return "verify"
+
+
+class OnePlan:
+    def __init__(self, plan: RecordingPlan) -> None:
+        self.the_plan = plan
+        self.asked: list[tuple[Route, str]] = []
+
+    def plan(self, route: Route, mx_hostname: str, queued_for: float = 0.0) -> RecordingPlan:
+        self.asked.append((route, mx_hostname))
+        return self.the_plan
+
+
+async def test_verified_starttls_then_ehlo_again_and_delivery(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path, ("peer.test", "127.0.0.1"))
+    plan = RecordingPlan(pki.client_context(), "peer.test")
+    async with ScriptedPeer(tls=pki.server_context()) as peer:
+        smtp = agent(tls_policy=OnePlan(plan))
+        results = await smtp.deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+        await smtp.close()
+    assert [r.status for r in results] == ["sent"]
+    assert results[0].tls == "verify"
+    assert plan.events == ["before:True", "after"]
+    assert plan.facts is not None and plan.facts.protocol.startswith("TLSv1.")
+    assert plan.facts.peer_certificate  # the leaf, DER, for fingerprint checks
+    conn = peer.connections[0]
+    assert conn.tls and conn.server_name == "peer.test"
+    assert conn.commands[:3] == ["EHLO client.test", "STARTTLS", "EHLO client.test"]
+    # Nothing of the transaction crossed the wire before TLS was up.
+    plaintext = bytes(conn.raw).split(b"STARTTLS\r\n")[0]
+    assert b"MAIL" not in plaintext
+
+
+async def test_wrong_name_fails_the_handshake_and_no_mail_is_sent(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path, ("other.test",))
+    plan = RecordingPlan(pki.client_context(), "peer.test")
+    async with ScriptedPeer(tls=pki.server_context()) as peer:
+        results = await agent(tls_policy=OnePlan(plan)).deliver(
+            request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert [(r.status, r.dsn, r.text) for r in results] == [
+        ("deferred", "4.7.5", "Cannot start TLS: handshake failure")]
+    assert plan.events == ["before:True", "failure:TlsHandshakeFailed"]
+    assert not any(c.startswith("MAIL") for c in peer.commands)
+
+
+async def test_policy_refuses_the_peer_after_the_handshake(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    plan = RecordingPlan(pki.client_context(), "peer.test")
+    plan.accept = False
+    async with ScriptedPeer(tls=pki.server_context()) as peer:
+        results = await agent(tls_policy=OnePlan(plan)).deliver(
+            request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert [(r.status, r.dsn) for r in results] == [("deferred", "4.7.5")]
+    assert results[0].text == "Server certificate not verified"
+    assert not any(c.startswith("MAIL") for c in peer.commands)
+    assert peer.commands[-1] == "QUIT"
+
+
+async def test_required_tls_not_offered_defers_with_4_7_4(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    plan = RecordingPlan(pki.client_context(), "peer.test")
+    async with ScriptedPeer() as peer:
+        results = await agent(tls_policy=OnePlan(plan)).deliver(
+            request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert [(r.status, r.dsn) for r in results] == [("deferred", "4.7.4")]
+    assert results[0].text == "TLS is required, but was not offered by host " \
+                              "127.0.0.1[127.0.0.1]"
+    assert not any(c.startswith("MAIL") for c in peer.commands)
+
+
+async def test_plaintext_injected_after_220_is_discarded(tmp_path: Path) -> None:
+    # CVE-2011-0411: a man in the middle appends a forged reply to the 220; the
+    # client must not read it as the answer to its first command under TLS.
+    pki = make_pki(tmp_path)
+    plan = RecordingPlan(pki.client_context(), "peer.test")
+    async with ScriptedPeer(tls=pki.server_context(),
+                            inject_after_starttls=b"250-forged\r\n250 PIPELINING\r\n") as peer:
+        results = await agent(tls_policy=OnePlan(plan)).deliver(
+            request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    # Either the handshake sees garbage and fails, or the forged bytes were
+    # dropped and the session goes on; never is the forged reply believed.
+    if results[0].status == "sent":
+        assert peer.connections[0].commands[2] == "EHLO client.test"
+    else:
+        assert results[0].dsn == "4.7.5"
+    assert not any(c.startswith("MAIL") for c in peer.connections[0].commands[:3])
+
+
+async def test_may_falls_back_to_plaintext_on_the_same_server(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    server = pki.server_context()
+    server.maximum_version = ssl.TLSVersion.TLSv1_2
+    # A "may" plan whose context cannot agree on a protocol with the server:
+    # the handshake fails, as any handshake failure would.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    async with ScriptedPeer(tls=server) as peer:
+        smtp = agent(tls_policy=OpportunisticTlsPolicy(context))
+        results = await smtp.deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+        await smtp.close()
+    assert [r.status for r in results] == ["sent"]
+    assert results[0].tls == "may:none"
+    assert len(peer.connections) == 2
+    assert "STARTTLS" in peer.connections[0].commands
+    assert "STARTTLS" not in peer.connections[1].commands
+    assert peer.messages[0].recipients == ["a@x.test"]
+
+
+async def test_may_uses_tls_when_offered(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    async with ScriptedPeer(tls=pki.server_context()) as peer:
+        smtp = agent(tls_policy=OpportunisticTlsPolicy())
+        results = await smtp.deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+        await smtp.close()
+    assert results[0].status == "sent" and results[0].tls == "may"
+    assert peer.connections[0].tls
+    assert peer.messages[0].recipients == ["a@x.test"]
+
+
+def test_plaintext_constant_is_distinct() -> None:
+    assert PLAINTEXT != STARTTLS

@@ -1,0 +1,87 @@
+"""DATA reading: the end is only CRLF.CRLF, bare newlines are normalised,
+dots are unstuffed, pipelined bytes after the end are kept."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mta.smtpd.data import DataDecoder, read_data
+
+
+async def run(chunks: list[bytes], limit: int = 0) -> tuple[bytes, bytes, object]:
+    reader = asyncio.StreamReader(limit=2048)
+    for chunk in chunks:
+        reader.feed_data(chunk)
+    reader.feed_eof()
+    received = bytearray()
+
+    async def sink(data: bytes) -> None:
+        received.extend(data)
+
+    result = await read_data(reader, sink, limit)
+    rest = await reader.read()
+    return bytes(received), rest, result
+
+
+@pytest.mark.parametrize(("wire", "content", "rest"), [
+    (b"hello\r\n.\r\nQUIT\r\n", b"hello\r\n", b"QUIT\r\n"),
+    (b".\r\n", b"", b""),  # an empty message
+    (b"..dot\r\n.\r\n", b".dot\r\n", b""),
+    (b"a\r\n..\r\n.\r\n", b"a\r\n.\r\n", b""),
+    (b"a\r\n.b\r\n.\r\n", b"a\r\nb\r\n", b""),  # an unstuffed dot is removed (RFC 5321)
+    # SMTP smuggling: none of these end the message.
+    (b"a\n.\nMAIL FROM:<x>\r\n.\r\n", b"a\r\n\r\nMAIL FROM:<x>\r\n", b""),
+    (b"a\r\n.\nb\r\n.\r\n", b"a\r\n\r\nb\r\n", b""),
+    (b"a\n.\r\nb\r\n.\r\n", b"a\r\n\r\nb\r\n", b""),
+    (b"a\r.\rb\r\n.\r\n", b"a\r\n\r\nb\r\n", b""),
+    (b"a\r\n.\rb\r\n.\r\n", b"a\r\n\r\nb\r\n", b""),
+    (b"bare\nlf\r\n.\r\n", b"bare\r\nlf\r\n", b""),
+])
+async def test_data_end_and_normalisation(wire: bytes, content: bytes, rest: bytes) -> None:
+    got, left, _ = await run([wire])
+    assert (got, left) == (content, rest)
+    assert b"\r\n.\r\n" not in b"\r\n" + got.replace(b"\r\n.", b"\r\n..")
+
+
+@pytest.mark.parametrize("split", range(1, 12))
+async def test_terminator_split_across_reads(split: int) -> None:
+    wire = b"line one\r\n.\r\nNOOP\r\n"
+    got, left, _ = await run([wire[:split], wire[split:]])
+    assert (got, left) == (b"line one\r\n", b"NOOP\r\n")
+
+
+async def test_size_limit_reads_to_the_end_but_keeps_nothing() -> None:
+    got, left, result = await run([b"x" * 5000 + b"\r\n.\r\nQUIT\r\n"], limit=1000)
+    assert result.too_big and got == b"" and left == b"QUIT\r\n"
+
+
+async def test_bare_newlines_are_reported() -> None:
+    _, _, result = await run([b"a\nb\rc\r\n.\r\n"])
+    assert result.bare_lf and result.bare_cr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=8), st.data())
+def test_any_input_yields_crlf_only_content(parts: list[bytes], data: st.DataObject) -> None:
+    """Whatever the client sends and however it is split, content has no bare
+    CR or LF and relaying it with dot-stuffing can never end the message early."""
+    payload = b"".join(parts)
+    # Stuff as a client must (RFC 5321 §4.5.2), so the only terminator is the last.
+    wire = (b"\r\n" + payload).replace(b"\r\n.", b"\r\n..")[2:] + b"\r\n.\r\n"
+    cut = data.draw(st.integers(0, len(wire)))
+    got, left, _ = asyncio.run(run([wire[:cut], wire[cut:]]))
+    assert left == b""
+    assert got.count(b"\n") == got.count(b"\r\n") == got.count(b"\r")
+    stuffed = (b"\r\n" + got).replace(b"\r\n.", b"\r\n..")  # as a relaying client does
+    assert b"\r\n.\r\n" not in stuffed
+
+
+def test_decoder_holds_a_trailing_cr() -> None:
+    decoder = DataDecoder()
+    assert decoder.feed(b"abc\r") == b"abc"
+    assert decoder.feed(b"\ndef\r\n") == b"\r\ndef\r\n"
+    assert not decoder.bare_cr

@@ -1,0 +1,47 @@
+"""MAIL/RCPT path parsing (RFC 5321 §4.1.2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mta.smtpd.grammar import PathError, parse_path
+
+
+@pytest.mark.parametrize(("argument", "address", "params"), [
+    ("FROM:<bob@example.org>", "bob@example.org", {}),
+    ("FROM: <bob@example.org>", "bob@example.org", {}),
+    ("from:<>", "", {}),
+    ("FROM:<bob@example.org> SIZE=1000 BODY=8BITMIME", "bob@example.org",
+     {"SIZE": "1000", "BODY": "8BITMIME"}),
+    ("FROM:bob@example.org", "bob@example.org", {}),
+    ('FROM:<"john doe"@example.org>', '"john doe"@example.org', {}),
+    ("FROM:<@relay.example,@other.example:bob@example.org>", "bob@example.org", {}),
+    ("FROM:<bob@[192.0.2.1]>", "bob@[192.0.2.1]", {}),
+    ("FROM:<postmaster>", "postmaster", {}),
+])
+def test_good_paths(argument: str, address: str, params: dict) -> None:
+    path = parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
+    assert (path.address, path.params) == (address, params)
+
+
+@pytest.mark.parametrize("argument", [
+    "FROM:<bob@exa mple.org>", "FROM:<bob@@example.org>", "FROM:<bob@example.org",
+    "FROM:<bob@-example.org>", "FROM:<bo\x00b@example.org>", "FROM:<a..b@example.org>",
+    "TO:<bob@example.org>", "FROM:<bob@example.org> SIZE=", "FROM:<bob@example.org> =x",
+])
+def test_bad_paths(argument: str) -> None:
+    with pytest.raises(PathError):
+        parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
+
+
+def test_empty_recipient_is_refused() -> None:
+    with pytest.raises(PathError):
+        parse_path("TO:<>", "TO:", allow_empty=False, smtputf8=False)
+
+
+def test_unicode_needs_smtputf8() -> None:
+    with pytest.raises(PathError) as caught:
+        parse_path("TO:<jöran@example.org>", "TO:", allow_empty=False, smtputf8=False)
+    assert caught.value.utf8
+    assert parse_path("TO:<jöran@example.org>", "TO:", allow_empty=False,
+                      smtputf8=True).address == "jöran@example.org"

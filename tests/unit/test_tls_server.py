@@ -1,0 +1,148 @@
+"""Server contexts: key files, protocols, client certificates, SNI, relay_clientcerts."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+
+import pytest
+
+from mta.config import from_text
+from mta.errors import ConfigError
+from mta.tls.clientcert import PeerCertificate, relay_clientcerts_lookup
+from mta.tls.server import ServerTls, check_key_file, load_identity
+from tests.tlsutil import TestCA, client_context, memory_handshake, self_signed, server_tls
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> TestCA:
+    return TestCA(tmp_path / "ca")
+
+
+def test_private_key_readable_by_others_is_refused(tmp_path: Path, ca: TestCA) -> None:
+    server = ca.issue("localhost")
+    check_key_file(server.key_file)
+    for mode in (0o640, 0o604, 0o644, 0o660):
+        os.chmod(server.key_file, mode)
+        with pytest.raises(ConfigError, match=f"accessible by group or others "
+                                              f"\\(mode {mode:04o}\\); run: chmod 600"):
+            load_identity([server.key_file, server.cert_file])
+
+
+def test_key_and_chain_in_one_file(tmp_path: Path, ca: TestCA) -> None:
+    server = ca.issue("localhost")
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(server.cert_file.read_bytes() + ca.cert_file.read_bytes()
+                         + server.key_file.read_bytes())
+    os.chmod(combined, 0o600)
+    identity = load_identity([combined])
+    assert [c.subject.rfc4514_string() for c in identity.chain] == [
+        "CN=localhost", "CN=Postern Test CA"]
+
+
+def test_config_without_certificate_or_with_a_foreign_key(tmp_path: Path,
+                                                          ca: TestCA) -> None:
+    with pytest.raises(ConfigError, match="smtpd_tls_cert_file is empty"):
+        ServerTls.from_config(from_text("smtpd_tls_security_level = may\n",
+                                        str(tmp_path / "main.cf")), required=False)
+    one, other = ca.issue("one.example"), ca.issue("other.example")
+    config = from_text(f"smtpd_tls_cert_file = {one.cert_file}\n"
+                       f"smtpd_tls_key_file = {other.key_file}\n", str(tmp_path / "main.cf"))
+    with pytest.raises(ConfigError, match="cannot set up TLS"):
+        ServerTls.from_config(config, required=False)
+
+
+def test_old_protocols_are_refused_by_default(ca: TestCA) -> None:
+    tls = server_tls(ca, ca.issue("localhost"))
+    _, _, client, error = memory_handshake(
+        tls, client_context(ca, maximum=ssl.TLSVersion.TLSv1_1))
+    assert (client, error) == (None, "unsupported protocol")
+    engine, _, client, error = memory_handshake(
+        tls, client_context(ca, maximum=ssl.TLSVersion.TLSv1_2))
+    assert client is not None, error
+    assert client.version() == "TLSv1.2"
+    assert engine.connection.get_cipher_name().startswith(("ECDHE-", "DHE-"))
+
+
+def test_client_certificates_never_fail_the_handshake(tmp_path: Path, ca: TestCA) -> None:
+    tls = server_tls(ca, ca.issue("localhost"))
+    other_ca = TestCA(tmp_path / "other", name="Someone Else's CA")
+    cases = {
+        "trusted": (client_context(ca, ca.issue("laptop", client=True)), True, ""),
+        "self-signed": (client_context(ca, self_signed(tmp_path, "selfie")), False,
+                        "self-signed certificate"),
+        "other CA": (client_context(ca, other_ca.issue("x", client=True)), False,
+                     "unable to get local issuer certificate"),
+        "expired": (client_context(ca, ca.issue("old", client=True, expired=True)), False,
+                    "certificate has expired"),
+        "server purpose": (client_context(ca, ca.issue("srv", stem="srv")), False,
+                           "unsupported certificate purpose"),
+        "none": (client_context(ca), None, ""),
+    }
+    for name, (context, trusted, reason) in cases.items():
+        engine, state, client, error = memory_handshake(tls, context)
+        assert client is not None, f"{name}: {error}"
+        cert = engine.connection.get_peer_certificate(as_cryptography=True)
+        if trusted is None:
+            assert cert is None, name
+            continue
+        peer = PeerCertificate.from_certificate(cert, state.verify)
+        assert (peer.trusted, peer.verify_error) == (trusted, reason), name
+
+
+def test_certificate_not_asked_for(ca: TestCA) -> None:
+    tls = server_tls(ca, ca.issue("localhost"), ask_ccert=False)
+    engine, _, client, error = memory_handshake(
+        tls, client_context(ca, ca.issue("laptop", client=True)))
+    assert client is not None, error
+    assert engine.connection.get_peer_certificate() is None
+
+
+def test_sni_chooses_a_certificate_by_name_and_parent_domain(ca: TestCA) -> None:
+    default = ca.issue("mx.example.test")
+    other = ca.issue("mail.other.test")
+    wildcard = ca.issue("*.third.test", names=("*.third.test",), stem="third")
+    tls = server_tls(ca, default, sni={"mail.other.test": other, ".third.test": wildcard})
+    for name, expected, sni in (("mail.other.test", "mail.other.test", "mail.other.test"),
+                                ("a.third.test", "*.third.test", "a.third.test"),
+                                ("mx.example.test", "mx.example.test", "")):
+        _engine, state, client, error = memory_handshake(tls, client_context(ca), name)
+        assert client is not None, f"{name}: {error}"  # the client verified the name
+        leaf = client.getpeercert()
+        assert dict(x[0] for x in leaf["subject"])["commonName"] == expected
+        assert state.sni == sni
+    assert state.sni_unmatched == "mx.example.test"
+
+
+def test_sni_maps_from_config(tmp_path: Path, ca: TestCA) -> None:
+    default = ca.issue("mx.example.test")
+    other = ca.issue("mail.other.test")
+    other.key_file.write_bytes(other.key_file.read_bytes() + other.cert_file.read_bytes())
+    (tmp_path / "sni").write_text(f"mail.other.test {other.key_file}\n")
+    config = from_text(f"smtpd_tls_cert_file = {default.cert_file}\n"
+                       f"smtpd_tls_key_file = {default.key_file}\n"
+                       "tls_server_sni_maps = texthash:sni\n", str(tmp_path / "main.cf"))
+    tls = ServerTls.from_config(config, required=False)
+    _, state, client, error = memory_handshake(tls, client_context(ca), "mail.other.test")
+    assert client is not None and state.sni == "mail.other.test", error
+    os.chmod(other.key_file, 0o644)
+    with pytest.raises(ConfigError, match="accessible by group or others"):
+        ServerTls.from_config(config, required=False)
+
+
+def test_relay_clientcerts_matches_either_fingerprint(tmp_path: Path, ca: TestCA) -> None:
+    one = self_signed(tmp_path, "one")
+    two = self_signed(tmp_path, "two")
+    (tmp_path / "relay_clientcerts").write_text(
+        f"# pinned mobile users\n{one.cert_fingerprint.lower()} alice's phone\n"
+        f"{two.pkey_fingerprint} bob's laptop\n")
+    config = from_text("relay_clientcerts = texthash:relay_clientcerts\n",
+                       str(tmp_path / "main.cf"))
+    listed = relay_clientcerts_lookup(config)
+    assert listed((one.cert_fingerprint, one.pkey_fingerprint))
+    assert listed((two.cert_fingerprint, two.pkey_fingerprint))
+    three = self_signed(tmp_path, "three")
+    assert not listed((three.cert_fingerprint, three.pkey_fingerprint))
+    assert not relay_clientcerts_lookup(from_text("", str(tmp_path / "main.cf")))(
+        (one.cert_fingerprint,))

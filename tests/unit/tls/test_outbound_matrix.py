@@ -1,0 +1,298 @@
+"""The Must-show table: peers x levels on loopback, through the real smtp agent.
+
+Every peer is reached through a recording TCP proxy, so the assertion about
+plaintext is made on the bytes that really crossed the wire: at encrypt and
+above no MAIL, RCPT or DATA ever crosses in plaintext, whatever the peer does.
+One proxy is a man in the middle that strips STARTTLS from the EHLO reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mta.config import from_text
+from mta.tls.client_plan import PolicyTls
+from mta.tls.fingerprints import spki_digest
+from tests.fakes.resolver import FakeDns
+from tests.fakes.smtp_peer import ScriptedPeer
+from tests.pki import Issued, TestCA, self_signed
+from tests.unit.smtp_helpers import BASE_CF, agent, request
+
+NEXTHOP, MX = "example.test", "mx.example.test"
+CA = TestCA("Postern Matrix CA")
+SELF_SIGNED = self_signed(MX)
+
+
+class WireProxy:
+    """A TCP relay that records what the client sent; strip=True removes STARTTLS
+    from the server's EHLO reply (a man in the middle downgrading the session)."""
+
+    def __init__(self, target_port: int, strip: bool = False) -> None:
+        self.target_port = target_port
+        self.strip = strip
+        self.client_bytes = bytearray()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self.server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        await self.server.wait_closed()
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._relay(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _relay(self, client_r: asyncio.StreamReader,
+                     client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                self.client_bytes += data
+                server_w.write(data)
+                await server_w.drain()
+            server_w.close()
+
+        async def downstream() -> None:
+            if not self.strip:  # bytes as they come (TLS records are not lines)
+                while data := await server_r.read(65536):
+                    client_w.write(data)
+                    await client_w.drain()
+                client_w.close()
+                return
+            reply: list[bytes] = []
+            while line := await server_r.readline():
+                reply.append(line)
+                if line[3:4] == b"-":
+                    continue  # collect a multi-line reply whole
+                kept = [x for x in reply if x[4:].strip().upper() != b"STARTTLS"]
+                kept = [x[:3] + b"-" + x[4:] for x in kept[:-1]] + \
+                    [kept[-1][:3] + b" " + kept[-1][4:]]
+                client_w.write(b"".join(kept))
+                await client_w.drain()
+                reply = []
+            client_w.close()
+
+        with contextlib.suppress(ConnectionError, OSError):
+            await asyncio.gather(upstream(), downstream())
+
+
+def server_context(issued: Issued, tmp: Path, name: str) -> ssl.SSLContext:
+    cert, key = issued.write(tmp, name)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def failing_context(tmp: Path) -> ssl.SSLContext:
+    """A server whose handshake always fails: TLS 1.2 with PSK suites only."""
+    context = server_context(CA.issue(MX), tmp, "psk")
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers("PSK")
+    return context
+
+
+@dataclass
+class Peer:
+    name: str
+    peer: ScriptedPeer
+    proxy: WireProxy
+    port: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+async def make_peer(name: str, tmp: Path) -> Peer:
+    tls: ssl.SSLContext | None
+    if name == "no_starttls":
+        tls = None
+    elif name == "handshake_fails":
+        tls = failing_context(tmp)
+    elif name == "self_signed":
+        tls = server_context(SELF_SIGNED, tmp, name)
+    elif name == "expired":
+        tls = server_context(CA.issue(MX, expired=True), tmp, name)
+    elif name == "wrong_name":
+        tls = server_context(CA.issue("mx.elsewhere.test"), tmp, name)
+    else:  # valid, mitm_strip
+        tls = server_context(CA.issue(MX), tmp, name)
+    peer = await ScriptedPeer(tls=tls, hostname=MX).start()
+    proxy = WireProxy(peer.port, strip=(name == "mitm_strip"))
+    return Peer(name, peer, proxy, await proxy.start())
+
+
+SENT_TLS, SENT_PLAIN = ("sent", "tls"), ("sent", "plaintext")
+NOT_OFFERED = ("deferred", "4.7.4", f"TLS is required, but was not offered by host {MX}[127.0.0.1]")
+HANDSHAKE = ("deferred", "4.7.5", "Cannot start TLS: handshake failure")
+NOT_TRUSTED = ("deferred", "4.7.5", "Server certificate not trusted")
+NOT_VERIFIED = ("deferred", "4.7.5", "Server certificate not verified")
+LEVELS = ("none", "may", "encrypt", "fingerprint", "verify", "secure")
+TABLE: dict[str, tuple] = {
+    # peer:          none,       may,        encrypt,     fingerprint,  verify,       secure
+    "no_starttls":  (SENT_PLAIN, SENT_PLAIN, NOT_OFFERED, NOT_OFFERED, NOT_OFFERED, NOT_OFFERED),
+    "handshake_fails": (SENT_PLAIN, SENT_PLAIN, HANDSHAKE, HANDSHAKE, HANDSHAKE, HANDSHAKE),
+    "mitm_strip":   (SENT_PLAIN, SENT_PLAIN, NOT_OFFERED, NOT_OFFERED, NOT_OFFERED, NOT_OFFERED),
+    "self_signed":  (SENT_PLAIN, SENT_TLS, SENT_TLS, SENT_TLS, NOT_TRUSTED, NOT_TRUSTED),
+    "expired":      (SENT_PLAIN, SENT_TLS, SENT_TLS, NOT_VERIFIED, NOT_TRUSTED, NOT_TRUSTED),
+    "wrong_name":   (SENT_PLAIN, SENT_TLS, SENT_TLS, NOT_VERIFIED, NOT_VERIFIED, NOT_VERIFIED),
+    "valid":        (SENT_PLAIN, SENT_TLS, SENT_TLS, NOT_VERIFIED, SENT_TLS, SENT_TLS),
+}
+TLS_FIELD = {SENT_PLAIN: "{level}:none", SENT_TLS: "{level}"}
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("peer_name", list(TABLE))
+async def test_peer_by_level(tmp_path: Path, peer_name: str, level: str) -> None:
+    CA.write(tmp_path / "ca.pem")
+    pin = spki_digest(SELF_SIGNED.cert).hex()
+    extra = (f"smtp_tls_security_level = {level}\nsmtp_tls_CAfile = ca.pem\n"
+             f"smtp_tls_fingerprint_cert_match = {pin}\n")
+    config = from_text(BASE_CF + extra, str(tmp_path / "main.cf"))
+    peer = await make_peer(peer_name, tmp_path)
+    try:
+        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
+
+        async def connect(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
+            return await asyncio.open_connection(address, peer.port)
+
+        smtp = agent(extra, dns=dns, connector=connect, tls_policy=PolicyTls.from_config(config))
+        req = request(["alice@example.test"], NEXTHOP)
+        req.attempt_started = 600.0  # queued for 10 minutes: the may fallback applies
+        [result] = await smtp.deliver(req)
+        await smtp.close()
+    finally:
+        await peer.proxy.close()
+        await peer.peer.close()
+    expected = TABLE[peer_name][LEVELS.index(level)]
+    wire = bytes(peer.proxy.client_bytes)
+    if expected[0] == "sent":
+        assert (result.status, result.dsn) == ("sent", "2.0.0"), result.text
+        assert len(peer.peer.messages) == 1
+        used_tls = any(c.tls for c in peer.peer.connections if c.messages)
+        assert used_tls is (expected == SENT_TLS)
+        if level == "none":
+            assert result.tls == "none"
+        else:
+            assert result.tls == TLS_FIELD[expected].format(level=level)
+    else:
+        status, dsn, text = expected
+        assert (result.status, result.dsn, result.text) == (status, dsn, text)
+        assert peer.peer.messages == []
+        assert result.tls == f"!{level}"
+    if level not in ("none", "may"):
+        # The wire, as a man in the middle would record it: no envelope, no DATA.
+        for verb in (b"MAIL FROM", b"RCPT TO", b"DATA\r\n", b"Subject: test"):
+            assert verb not in wire, (verb, wire[:400])
+    if expected == SENT_TLS:
+        assert b"Subject: test" not in wire  # the message crossed encrypted
+
+
+async def test_may_handshake_failure_defers_a_fresh_message(tmp_path: Path) -> None:
+    """Postfix: the plaintext retry needs the message to have waited
+    minimal_backoff_time; a fresh message is deferred once."""
+    config = from_text(BASE_CF, str(tmp_path / "main.cf"))
+    peer = await make_peer("handshake_fails", tmp_path)
+    try:
+        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
+
+        async def connect(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
+            return await asyncio.open_connection(address, peer.port)
+
+        smtp = agent("", dns=dns, connector=connect, tls_policy=PolicyTls.from_config(config))
+        req = request(["alice@example.test"], NEXTHOP)
+        req.attempt_started = 5.0  # arrived 5 s ago
+        [result] = await smtp.deliver(req)
+        await smtp.close()
+    finally:
+        await peer.proxy.close()
+        await peer.peer.close()
+    assert (result.status, result.dsn, result.text) == HANDSHAKE
+    assert result.tls == "!may"
+    assert b"MAIL FROM" not in bytes(peer.proxy.client_bytes)
+
+
+async def deliver_once(tmp_path: Path, peer_name: str, level: str,
+                       loglevel: int = 1) -> tuple[object, str]:
+    from mta import log as maillog
+
+    CA.write(tmp_path / "ca.pem")
+    extra = (f"smtp_tls_security_level = {level}\nsmtp_tls_CAfile = ca.pem\n"
+             f"smtp_tls_loglevel = {loglevel}\n")
+    config = from_text(BASE_CF + extra, str(tmp_path / "main.cf"))
+    logfile = tmp_path / "maillog"
+    maillog.setup(syslog_name="postern", hostname="client.test", maillog_file=str(logfile),
+                  stderr=False)
+    peer = await make_peer(peer_name, tmp_path)
+    try:
+        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
+
+        async def connect(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
+            return await asyncio.open_connection(address, peer.port)
+
+        smtp = agent(extra, dns=dns, connector=connect, tls_policy=PolicyTls.from_config(config))
+        [result] = await smtp.deliver(request(["alice@example.test"], NEXTHOP))
+        await smtp.close()
+    finally:
+        await peer.proxy.close()
+        await peer.peer.close()
+        maillog.setup(syslog_name="postern", hostname="client.test", maillog_file=None,
+                      stderr=False)
+    return result, logfile.read_text() if logfile.exists() else ""
+
+
+def sample(name: str, **labels: str) -> float:
+    from mta.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_log_lines_and_metrics_verified(tmp_path: Path) -> None:
+    before = sample("mta_smtp_tls_sessions_total", level="verify", trust="verified",
+                    result="tls")
+    result, log = await deliver_once(tmp_path, "valid", "verify", loglevel=2)
+    assert result.status == "sent"  # type: ignore[attr-defined]
+    assert "postern/smtp[" in log
+    assert f"{MX}[127.0.0.1]:25: Matched subjectAltName: {MX}" in log
+    assert (f"Verified TLS connection established to {MX}[127.0.0.1]:25: TLSv1.3 with cipher "
+            "TLS_AES_256_GCM_SHA384 (256/256 bits)") in log
+    assert sample("mta_smtp_tls_sessions_total", level="verify", trust="verified",
+                  result="tls") == before + 1
+
+
+async def test_log_lines_and_metrics_refused(tmp_path: Path) -> None:
+    before = sample("mta_smtp_tls_policy_deferrals_total", level="verify", reason="untrusted")
+    refused = sample("mta_smtp_tls_sessions_total", level="verify", trust="untrusted",
+                     result="refused")
+    result, log = await deliver_once(tmp_path, "expired", "verify")
+    assert result.status == "deferred"  # type: ignore[attr-defined]
+    lines = log.splitlines()
+    failure = next(i for i, line in enumerate(lines) if "verification failed" in line)
+    assert " postern/smtp[" in lines[failure]
+    assert lines[failure].endswith(f"]: server certificate verification failed for "
+                                   f"{MX}[127.0.0.1]:25: certificate has expired")
+    assert f"Untrusted TLS connection established to {MX}[127.0.0.1]:25: " in lines[failure + 1]
+    assert sample("mta_smtp_tls_policy_deferrals_total", level="verify",
+                  reason="untrusted") == before + 1
+    assert sample("mta_smtp_tls_sessions_total", level="verify", trust="untrusted",
+                  result="refused") == refused + 1
+
+
+async def test_may_logs_untrusted_and_delivers(tmp_path: Path) -> None:
+    result, log = await deliver_once(tmp_path, "self_signed", "may")
+    assert result.status == "sent" and result.tls == "may"  # type: ignore[attr-defined]
+    assert f"Untrusted TLS connection established to {MX}[127.0.0.1]:25" in log
+    assert "verification failed" not in log  # may does not care, as Postfix at loglevel 1
