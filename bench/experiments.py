@@ -3,8 +3,8 @@
     python3 bench/experiments.py --runs 3 --messages 5000
 
 Every variant takes the source-1k load (smtp-source, 20 sessions, 1 KB,
-relaying to nowhere as today) on a fresh spool; runs alternate between
-variants and the medians are printed. The variants bound what a change could
+relayed to smtp-sink) on a fresh spool; runs alternate between variants and
+the medians of accept throughput are printed. The variants bound what a change could
 buy; they are measurements, not proposals to ship as they are:
 
 - ``postern``: as it is (the baseline of this table);
@@ -14,8 +14,11 @@ buy; they are measurements, not proposals to ship as they are:
 - ``postern-nofsync``: os.fsync made a no-op in the daemon (NOT durable):
   what the fsyncs themselves cost, an upper bound for any fsync batching;
 - ``postern-x2``: two independent daemons, each with its own spool, each
-  taking half the load (10 sessions): the ceiling of several receiver
-  processes on one SO_REUSEPORT socket, which would use the second core;
+  taking half the load (10 sessions): two whole Posterns, receivers and queue
+  managers, side by side;
+- ``postern-receivers1`` and ``postern-receivers2``: ``receiver_processes``
+  = 1 or 2 (smtpd in worker processes on the shared socket, qmgr and delivery
+  in the master);
 - ``postern-maildir``: delivering to a local Maildir instead of deferring;
 - ``postfix`` and ``postfix-reuse``: the same loads against Postfix.
 """
@@ -40,8 +43,8 @@ from bench.mtas import SENDER, Mta, PosternBench, PostfixBench, Sink, program  #
 from bench.scenarios import wait_for_quiet  # noqa: E402
 
 NO_FSYNC = "import os\nos.fsync = lambda fd: None"
-VARIANTS = ("postern", "postern-reuse", "postern-nofsync", "postern-x2", "postern-maildir",
-            "postfix", "postfix-reuse")
+VARIANTS = ("postern", "postern-reuse", "postern-nofsync", "postern-x2", "postern-receivers1",
+            "postern-receivers2", "postern-maildir", "postfix", "postfix-reuse")
 
 
 def _source(mta: Mta, sessions: int, count: int, reuse: bool) -> subprocess.Popen[bytes]:
@@ -67,8 +70,10 @@ def run_variant(variant: str, root: Path, messages: int) -> dict[str, object]:
                    for i in (1, 2)]
     else:
         prelude = NO_FSYNC if variant == "postern-nofsync" else ""
+        extra = (f"receiver_processes = {variant[-1]}\n"
+                 if variant.startswith("postern-receivers") else "")
         daemons = [PosternBench(root / "postern", mode=mode, python_prelude=prelude,
-                                **common)]  # type: ignore[arg-type]
+                                extra=extra, **common)]  # type: ignore[arg-type]
     try:
         for daemon in daemons:
             daemon.start()

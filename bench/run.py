@@ -95,6 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("relay", "maildir"), default="relay",
                         help="relay to smtp-sink (the benchmark) or deliver to one local "
                              "Maildir on both (works without outbound delivery)")
+    parser.add_argument("--receiver-processes", type=int, default=None,
+                        help="Postern's receiver_processes (default: Postern's default)")
     parser.add_argument("--quick", action="store_true", help="1 run of 500 messages")
     parser.add_argument("--profile", action="store_true",
                         help="afterwards, py-spy Postern during one source-1k run")
@@ -126,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(workdir=workdir, cert=cert, key=key, mode=args.mode,
                         messages=args.messages, sessions=args.sessions,
                         idle_connections=args.idle_connections, postern_relays=relays,
-                        postern_relay_reason=relay_reason, quiet_wait=args.quiet_wait)
+                        postern_relay_reason=relay_reason, quiet_wait=args.quiet_wait,
+                        postern_extra="" if args.receiver_processes is None
+                        else f"receiver_processes = {args.receiver_processes}\n")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"bench-{stamp}.json"
@@ -172,9 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = report.summarize(results)
     table = report.render(summary)
-    header = (f"Postern vs Postfix, {datetime.datetime.now():%Y-%m-%d %H:%M}, "
-              f"{os.cpu_count()} CPUs, mode {args.mode}: median of {args.runs} run(s) "
-              f"[min–max], {args.messages} messages, {args.sessions} sessions\n")
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip()
+    header = (f"Postern ({commit}) vs Postfix, {datetime.datetime.now():%Y-%m-%d %H:%M}, "
+              f"{os.cpu_count()} CPUs, mode {args.mode}"
+              + (f", receiver_processes = {args.receiver_processes}"
+                 if args.receiver_processes is not None else "")
+              + f": median of {args.runs} run(s) [min–max], {args.messages} messages, "
+              f"{args.sessions} sessions\n")
     text = header + table + (f"\n## Profile of Postern under source-1k\n\n{profile_text}"
                              if profile_text else "")
     (args.out / f"bench-{stamp}.md").write_text(text)

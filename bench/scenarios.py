@@ -66,6 +66,7 @@ class Settings:
     postern_starttls: bool | None = None  # learnt at the first Postern start
     postern_starttls_reason: str = ""
     quiet_wait: float = 60.0  # seconds to wait for other users' load to pass
+    postern_extra: str = ""  # more main.cf lines for Postern (receiver_processes)
 
 
 @dataclass
@@ -130,7 +131,7 @@ def make_mta(name: str, root: Path, sink: Sink, settings: Settings, scenario: Sc
                             key=settings.key, smtpd_maxproc=maxproc)
     limit = settings.idle_connections + 100 if scenario.kind == "idle" else 1000
     return PosternBench(root, sink_port=sink.port, mode=settings.mode, cert=settings.cert,
-                        key=settings.key, connection_limit=limit)
+                        key=settings.key, connection_limit=limit, extra=settings.postern_extra)
 
 
 def offers_starttls(port: int) -> bool:
