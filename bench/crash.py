@@ -74,6 +74,7 @@ class CrashReport:
     corrupt: list[str] = field(default_factory=list)
     maildir_tmp_leftovers: int = 0
     tracebacks: int = 0
+    restart_failures: int = 0  # restarts that exited at once (retried after 0.5 s)
     drained: bool = False
     seconds: float = 0.0
 
@@ -124,15 +125,31 @@ class _Load:
                     client.writer.close()
 
 
+async def _restart(daemon: PosternBench, report: CrashReport) -> None:
+    """Start the daemon again at once; if it exits, retry like a supervisor would."""
+    for _ in range(20):
+        try:
+            await asyncio.to_thread(daemon.start)
+            return
+        except RuntimeError:
+            report.restart_failures += 1
+            await asyncio.sleep(0.5)
+    raise RuntimeError("the daemon does not start again")
+
+
 async def run_crashes(root: Path, *, kills: int, sessions: int, seed: int,
                       min_interval: float = 0.1, max_interval: float = 1.5,
-                      size: int = 2048, drain_timeout: float = 120.0) -> CrashReport:
+                      size: int = 2048, drain_timeout: float = 120.0,
+                      receiver_processes: int = 0) -> CrashReport:
     """The whole experiment in root (a fresh directory); returns the report."""
     rng = random.Random(seed)
     report = CrashReport(seed=seed)
     began = time.monotonic()
     # Port 9 (discard) as relayhost: nothing is relayed in maildir mode.
-    daemon = PosternBench(root / "postern", sink_port=9, mode="maildir", cert=None, key=None)
+    # With receiver processes, only the master is killed: its workers must
+    # notice and exit, and the restarted master must get its sockets back.
+    daemon = PosternBench(root / "postern", sink_port=9, mode="maildir", cert=None, key=None,
+                          extra=f"receiver_processes = {receiver_processes}\n")
     await asyncio.to_thread(daemon.start)
     load = _Load(daemon.port, size)
     tasks = [asyncio.create_task(load.session_loop()) for _ in range(sessions)]
@@ -141,7 +158,7 @@ async def run_crashes(root: Path, *, kills: int, sessions: int, seed: int,
             await asyncio.sleep(rng.uniform(min_interval, max_interval))
             await asyncio.to_thread(daemon.kill)
             report.kills += 1
-            await asyncio.to_thread(daemon.start)
+            await _restart(daemon, report)
         await asyncio.sleep(rng.uniform(min_interval, max_interval))
     finally:
         load.stop.set()
@@ -212,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--min-interval", type=float, default=0.1)
     parser.add_argument("--max-interval", type=float, default=1.5)
+    parser.add_argument("--drain-timeout", type=float, default=120.0,
+                        help="seconds to wait, after the load, for every acknowledged message")
+    parser.add_argument("--receiver-processes", type=int, default=0,
+                        help="Postern's receiver_processes (0: smtpd in the master)")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
     parser.add_argument("--keep", action="store_true", help="keep the spool and Maildir")
     args = parser.parse_args(argv)
@@ -219,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="postern-crash-", dir=args.workdir))
     report = asyncio.run(run_crashes(root, kills=args.kills, sessions=args.sessions, seed=seed,
                                      min_interval=args.min_interval,
-                                     max_interval=args.max_interval, size=args.size))
+                                     max_interval=args.max_interval, size=args.size,
+                                     receiver_processes=args.receiver_processes,
+                                     drain_timeout=args.drain_timeout))
     print(json.dumps(report.as_dict(), indent=1))
     if args.keep or not report.ok:
         print(f"spool and Maildir kept in {root}", file=sys.stderr)

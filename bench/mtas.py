@@ -314,14 +314,25 @@ smtp_host_lookup = native
             [*command, "start", "-c", str(self.config)],
             cwd=self.root, env=self.env(), stdout=self._stderr, stderr=self._stderr,
             preexec_fn=_raise_fd_limit)
-        _wait(self._ready, 30, "postern to start")
+        try:
+            _wait(self._ready, 30, "postern to start")
+        except RuntimeError:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+            self.process = None
+            self._stderr.close()
+            raise
         return self
 
     def _ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"mta start exited {self.process.returncode}: "
                                + (self.root / "stderr.log").read_text())
-        return self.maillog.exists() and "daemon started" in self.maillog.read_text()
+        # This process's own line: after a restart the log holds earlier ones.
+        assert self.process is not None
+        return self.maillog.exists() and \
+            f"[{self.process.pid}]: daemon started" in self.maillog.read_text()
 
     @property
     def pid(self) -> int:
