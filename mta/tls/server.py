@@ -22,9 +22,10 @@ from mta.config import Config
 from mta.config.types import BadValue
 from mta.errors import ConfigError
 from mta.maps import open_tables, split_specs
-from mta.tls import keys, protocols
+from mta.tls import keys
 from mta.tls.clientcert import VerifyRecord
 from mta.tls.engine import describe
+from mta.tls.protocols import INBOUND, ProtocolRange, cipher_string
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def load_identity(files: list[Path], config: Config | None = None) -> Identity:
 class ContextSettings:
     """What every context of one listener shares (only the identity differs)."""
 
-    protocols: protocols.ProtocolRange
+    protocols: ProtocolRange
     ciphers: str
     ask_ccert: bool
     cafile: str
@@ -138,8 +139,8 @@ class ServerTls:
             exclusions += tuple(config.smtpd_tls_mandatory_exclude_ciphers)
         try:
             settings = ContextSettings(
-                protocols=protocols.parse_protocols(config.get(prefix + "protocols")),
-                ciphers=protocols.cipher_list(config.get(prefix + "ciphers"), exclusions),
+                protocols=config.get(prefix + "protocols"),
+                ciphers=cipher_string(config.get(prefix + "ciphers"), exclusions, INBOUND),
                 ask_ccert=bool(config.smtpd_tls_ask_ccert
                                or (required and config.smtpd_tls_req_ccert)),
                 cafile=str(config.path_of(config.smtpd_tls_CAfile))
