@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mta.tls import certs, keys
-from mta.tls.clientcert import fingerprint
+from mta.tls import certs, fingerprints, keys
 from mta.tls.engine import TlsEngine, TlsError
 from mta.tls.protocols import INBOUND, cipher_string, parse_protocols
 from mta.tls.server import ContextSettings, ServerTls, SessionTls, load_identity
@@ -41,13 +40,11 @@ class Issued:
 
     @property
     def cert_fingerprint(self) -> str:
-        return fingerprint(self.cert.public_bytes(serialization.Encoding.DER))
+        return fingerprints.cert_fingerprint(self.cert)
 
     @property
     def pkey_fingerprint(self) -> str:
-        spki = self.cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return fingerprint(spki)
+        return fingerprints.pubkey_fingerprint(self.cert)
 
 
 class TestCA:

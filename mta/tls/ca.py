@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mta.tls import keys
 from mta.tls.certs import BACKDATE, signature_hash, subject_name
 
 DEFAULT_CA_DAYS = 3650
@@ -97,6 +98,4 @@ def client_certificate(public_key: CertificatePublicKeyTypes, user: str,
 
 
 def is_ca_for(ca_cert: x509.Certificate, ca_key: CertificateIssuerPrivateKeyTypes) -> bool:
-    from mta.tls.certinfo import spki_der
-
-    return spki_der(ca_cert.public_key()) == spki_der(ca_key.public_key())
+    return keys.is_key_of(ca_key, ca_cert)

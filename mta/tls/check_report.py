@@ -218,7 +218,7 @@ def _cert_lines(depth: int, summary: CertSummary) -> list[str]:
                       else f"(no DNS SAN; CN {summary.common_name})"),
         f"  valid {_fmt_time(summary.not_before)} to {_fmt_time(summary.not_after)}",
         f"  sha256 certificate {summary.cert_fingerprint}",
-        f"  sha256 public key {summary.spki_fingerprint}",
+        f"  sha256 public key {summary.pubkey_fingerprint}",
     ]
 
 
@@ -232,7 +232,7 @@ def render_json(report: Report) -> str:
             "not_before": summary.not_before.isoformat(),
             "not_after": summary.not_after.isoformat(),
             "sha256_cert": summary.cert_fingerprint,
-            "sha256_pubkey": summary.spki_fingerprint,
+            "sha256_pubkey": summary.pubkey_fingerprint,
         })
     trust = report.evaluation.trust if report.evaluation else None
     data = {

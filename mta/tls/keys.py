@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from mta.errors import ConfigError
 from mta.tls.certinfo import read_certificates
+from mta.tls.fingerprints import spki_der
 from mta.tls.pemfiles import write_private
 
 __all__ = ["PrivateKey", "check_key_matches", "generate_key", "key_password", "key_pem",
@@ -154,13 +155,15 @@ def load_private_key(path: Path, config: Config) -> PrivateKeyTypes:
                              f"{PASSWORD_PARAMETER} = {password_file}")
 
 
+def is_key_of(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
+    """Is key the private half of cert's public key?"""
+    return spki_der(key.public_key()) == spki_der(cert.public_key())
+
+
 def check_key_matches(key: PrivateKeyTypes, cert: x509.Certificate, key_where: str,
                       cert_where: str) -> None:
     """ConfigError unless key is the private half of cert's public key."""
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    ours = key.public_key().public_bytes(serialization.Encoding.DER, fmt)
-    theirs = cert.public_key().public_bytes(serialization.Encoding.DER, fmt)
-    if ours != theirs:
+    if not is_key_of(key, cert):
         raise ConfigError(f"{key_where}: the private key does not match the certificate "
                           f"in {cert_where}")
 
