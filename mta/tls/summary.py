@@ -15,12 +15,13 @@ Direction-neutral, for smtpd and the smtp client alike:
 - ``TlsSummary.received_lines(ask_ccert)`` is the TLS part of smtpd's Received
   header: the ``(using …)`` clause and the client certificate clause.
 
-Build one from a pyOpenSSL connection with ``from_pyopenssl``, or from a
-Python ``ssl`` client session with ``from_ssl_object``: Python's ssl cannot
-tell the key-exchange group or signature digests, so those parts are left
-empty, which drops them from the line as Postfix does when OpenSSL cannot
-tell them. Like Postfix (tls_get_signature_params), the key-exchange and
-signature parts exist for TLS 1.3 only.
+Build one from a pyOpenSSL connection with ``from_pyopenssl`` (smtpd), or
+from a Python ``ssl`` client session with ``from_ssl_object`` /
+``from_client_session`` (the SMTP client, ``mta tls-check``): Python's ssl
+cannot tell the key-exchange group or signature digests, so those parts are
+left empty, which drops them from the line as Postfix does when OpenSSL
+cannot tell them. Like Postfix (tls_get_signature_params), the key-exchange
+and signature parts exist for TLS 1.3 only.
 """
 
 from __future__ import annotations
@@ -225,14 +226,33 @@ def from_ssl_object(session: ssl.SSLObject | ssl.SSLSocket, *, trusted: bool,
     """
     name, _, bits = session.cipher() or ("", "", 0)
     der = session.getpeercert(binary_form=True)
+    return from_client_session(session.version() or "", name, bits or 0,
+                               x509.load_der_x509_certificate(der) if der else None,
+                               trusted=trusted, matched=matched, digest=digest)
+
+
+def from_client_session(protocol: str, cipher: str, bits: int,
+                        server_cert: x509.Certificate | None, *, trusted: bool,
+                        matched: bool = False, digest: str = "sha256") -> TlsSummary:
+    """Summarise a client session from what Python's ssl tells of it: protocol,
+    cipher, its secret bits and the server's certificate (the SMTP client's
+    TlsFacts, or mta tls-check's probe).
+
+    Python's ssl cannot tell the key-exchange group or the signature
+    algorithm the server chose, so the summary has no key-exchange part, and
+    the server-signature part is derived from the server's key: exact for
+    TLS 1.3 (an RSA key must sign with RSA-PSS, an ECDSA curve fixes its
+    digest, EdDSA has none), but without the digest of an RSA-PSS signature,
+    which is the server's choice. Python's ssl does not tell whether our
+    client certificate was asked for either, so there is no client-signature
+    part. docs/tls-policy.md lists what is missing against Postfix's line.
+    """
     peer = None
-    if der:
+    if server_cert is not None:
         record = VerifyRecord(called=True, error=0 if trusted else 1)
-        peer = PeerCertificate.from_certificate(x509.load_der_x509_certificate(der), record,
-                                                digest)
-    protocol = session.version() or ""
-    summary = TlsSummary(protocol=protocol, cipher=name, cipher_usebits=bits or 0,
-                         cipher_algbits=bits or 0, peer=peer, matched=matched and peer is not None)
+        peer = PeerCertificate.from_certificate(server_cert, record, digest)
+    summary = TlsSummary(protocol=protocol, cipher=cipher, cipher_usebits=bits,
+                         cipher_algbits=bits, peer=peer, matched=matched and peer is not None)
     if protocol == "TLSv1.3" and peer is not None:
         summary = replace(summary, server_signature=signature_of(peer.public_key))
     return summary
