@@ -228,8 +228,7 @@ class PolicyTable:
             if isinstance(table, StaticTable):
                 entries = [Entry("*", table.lookup("") or "", table.name, 0)]
             for entry in entries:
-                where = entry.where if entry.line else entry.path
-                where = f"{where}: {entry.key}"
+                where = f"{entry.where}: {entry.key}"
                 policy, notes = parse_entry(entry.value, config, where)
                 parsed.setdefault(entry.value, policy)
                 warnings.extend(notes)
