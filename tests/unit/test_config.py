@@ -138,3 +138,19 @@ def test_configuration_reference_is_current() -> None:
     document = Path(__file__).parents[2] / "docs" / "configuration.md"
     assert document.read_text() == markdown(), \
         "regenerate it: python -m mta.config.reference > docs/configuration.md"
+
+
+def test_a_parameter_defined_twice_stops_the_import() -> None:
+    from mta.config import params, params_smtp_tls  # noqa: F401
+
+    before = dict(params.PARAMS)
+    first = params.PARAMS["tls_wildcard_matches_multiple_labels"].origin
+    assert first.startswith("mta.config.params_smtp_tls:")
+    with pytest.raises(params.DuplicateParameter) as error:
+        params._bool("tls_wildcard_matches_multiple_labels", "no", "a second definition")
+    assert str(error.value) == (
+        f"parameter tls_wildcard_matches_multiple_labels is defined twice: at {first} and at "
+        f"{__name__}:{error.tb.tb_lineno}; keep one definition")
+    assert before == params.PARAMS  # the first definition stands
+    # Every parameter says where it is defined, one place each.
+    assert all(p.origin.startswith("mta.config.params") for p in params.PARAMS.values())
