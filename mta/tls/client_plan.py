@@ -22,7 +22,6 @@ from mta.smtp.tlshook import PLAINTEXT, STARTTLS, TlsRefusal
 from mta.tls import client_metrics
 from mta.tls.client_context import peer_chain
 from mta.tls.decision import (
-    VERIFIED,
     Decision,
     Next,
     Outcome,
@@ -37,7 +36,7 @@ from mta.tls.levels import TlsLevel
 from mta.tls.names import MatchTarget, strip_nexthop
 from mta.tls.outbound import OutboundTls
 from mta.tls.policy_table import ClientPolicy
-from mta.tls.summary import from_client_session
+from mta.tls.summary import VERIFIED, from_client_session
 
 PROGRAM = "smtp"
 

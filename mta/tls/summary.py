@@ -94,20 +94,28 @@ class TlsSummary:
             return VERIFIED
         return TRUSTED if self.peer.trusted else UNTRUSTED
 
+    def _cipher_text(self) -> str:
+        return (f"{self.protocol} with cipher {self.cipher} "
+                f"({self.cipher_usebits}/{self.cipher_algbits} bits)")
+
+    def _kex_text(self) -> str:
+        """``key-exchange X25519``, ``… ECDHE (prime256v1)``, ``… DHE (2048 bits)``; "" unknown."""
+        if not self.kex_name:
+            return ""
+        if self.kex_curve:
+            return f"key-exchange {self.kex_name} ({self.kex_curve})"
+        if self.kex_bits > 0:
+            return f"key-exchange {self.kex_name} ({self.kex_bits} bits)"
+        return f"key-exchange {self.kex_name}"
+
+    def _signature_texts(self) -> tuple[str, str]:
+        """The server's and the client's signature parts, "" where unknown."""
+        return (self.server_signature.text("server") if self.server_signature else "",
+                self.client_signature.text("client") if self.client_signature else "")
+
     def _details(self) -> str:
-        out = (f"{self.protocol} with cipher {self.cipher} "
-               f"({self.cipher_usebits}/{self.cipher_algbits} bits)")
-        if self.kex_name:
-            out += f" key-exchange {self.kex_name}"
-            if self.kex_curve:
-                out += f" ({self.kex_curve})"
-            elif self.kex_bits > 0:
-                out += f" ({self.kex_bits} bits)"
-        if self.server_signature:
-            out += " " + self.server_signature.text("server")
-        if self.client_signature:
-            out += " " + self.client_signature.text("client")
-        return out
+        parts = (self._cipher_text(), self._kex_text(), *self._signature_texts())
+        return " ".join(part for part in parts if part)
 
     def log_text(self, role: str, namaddr: str) -> str:
         """The summary line; role is "server" (from namaddr) or "client" (to namaddr)."""
@@ -120,21 +128,15 @@ class TlsSummary:
     def received_lines(self, ask_ccert: bool) -> list[str]:
         """The Received header's TLS clauses, one string per header line, each
         without its leading tab (continuations start with a space)."""
-        lines = [f"(using {self.protocol} with cipher {self.cipher} "
-                 f"({self.cipher_usebits}/{self.cipher_algbits} bits)"]
-        if self.kex_name:
-            kex = f" key-exchange {self.kex_name}"
-            if self.kex_curve:
-                kex += f" ({self.kex_curve})"
-            elif self.kex_bits > 0:
-                kex += f" ({self.kex_bits} bits)"
-            if self.server_signature:
-                kex += " " + self.server_signature.text("server")
-            lines.append(kex)
-        elif self.server_signature:
-            lines.append(" " + self.server_signature.text("server"))
-        if self.client_signature:
-            lines.append(" " + self.client_signature.text("client"))
+        # Postfix's layout: the server's signature goes on the key-exchange
+        # line (or on its own), the client's always starts a line.
+        server, client = self._signature_texts()
+        lines = [f"(using {self._cipher_text()}"]
+        kex_line = " ".join(part for part in (self._kex_text(), server) if part)
+        if kex_line:
+            lines.append(" " + kex_line)
+        if client:
+            lines.append(" " + client)
         lines[-1] += ")"
         if self.peer is not None:
             verdict = "verified OK" if self.peer.trusted else "not verified"
