@@ -55,9 +55,18 @@ def name_text(name: x509.Name) -> str:
     return name.rfc4514_string() or "(empty)"
 
 
-def common_name(name: x509.Name) -> str | None:
-    values = name.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
-    return str(values[0].value) if values else None
+def name_attribute(name: x509.Name,
+                   oid: x509.ObjectIdentifier = x509.oid.NameOID.COMMON_NAME) -> str:
+    """The first value of one attribute of a name (the CN by default), "" when absent."""
+    values = name.get_attributes_for_oid(oid)
+    if not values:
+        return ""
+    value = values[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def common_name(name: x509.Name) -> str:
+    return name_attribute(name)
 
 
 def alt_names(obj: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:

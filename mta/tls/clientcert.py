@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from mta.config import Config
 from mta.maps import open_tables
+from mta.tls.certinfo import name_attribute
 from mta.tls.fingerprints import cert_fingerprint, pubkey_fingerprint
 
 # X509_V_ERR_* texts for the errors a client certificate commonly has
@@ -68,14 +69,6 @@ class VerifyRecord:
         return self.called and self.error == 0
 
 
-def _name_attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str:
-    values = name.get_attributes_for_oid(oid)
-    if not values:
-        return ""
-    value = values[0].value
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
-
-
 @dataclass(frozen=True)
 class PeerCertificate:
     """The facts about a presented certificate that policy, logs and headers use."""
@@ -91,9 +84,9 @@ class PeerCertificate:
     @classmethod
     def from_certificate(cls, cert: x509.Certificate, record: VerifyRecord,
                          digest: str = "sha256") -> PeerCertificate:
-        issuer = (_name_attribute(cert.issuer, NameOID.COMMON_NAME)
-                  or _name_attribute(cert.issuer, NameOID.ORGANIZATION_NAME))
-        return cls(common_name=_name_attribute(cert.subject, NameOID.COMMON_NAME),
+        issuer = (name_attribute(cert.issuer)
+                  or name_attribute(cert.issuer, NameOID.ORGANIZATION_NAME))
+        return cls(common_name=name_attribute(cert.subject),
                    issuer_common_name=issuer,
                    cert_fingerprint=cert_fingerprint(cert, digest),
                    pkey_fingerprint=pubkey_fingerprint(cert, digest),

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from mta.config.types import BadValue
+from mta.tls import certinfo
 
 
 def certificate_names(cert: x509.Certificate) -> tuple[tuple[str, ...], str]:
@@ -42,11 +42,8 @@ def certificate_names(cert: x509.Certificate) -> tuple[tuple[str, ...], str]:
 
 
 def common_name(cert: x509.Certificate) -> str:
-    attributes = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not attributes:
-        return ""
-    value = attributes[0].value
-    return _printable(value if isinstance(value, str) else value.decode("latin-1"))
+    """The subject CN as a name to match: "" when absent or not printable."""
+    return _printable(certinfo.common_name(cert.subject))
 
 
 def _printable(name: str) -> str:
