@@ -17,12 +17,12 @@ from pathlib import Path
 from mta.config import Config
 from mta.errors import ConfigError
 from mta.maps import TableList, open_tables
+from mta.tls.levels import sun_synonyms
 
 NONE, MAY, ENCRYPT = "none", "may", "encrypt"
 _ORDER = {NONE: 0, MAY: 1, ENCRYPT: 2}
 # Sun Messaging Server channel keywords, server halves included.
-_SYNONYMS = {"notls": NONE, "notlsserver": NONE, "maytls": MAY, "maytlsserver": MAY,
-             "musttls": ENCRYPT, "musttlsserver": ENCRYPT}
+_SYNONYMS = sun_synonyms("server")
 # Postfix: levels that need certificate checks mean encrypt in smtpd (smtpd.c).
 _CLIENT_ONLY = ("fingerprint", "verify", "secure")
 
