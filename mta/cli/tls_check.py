@@ -23,8 +23,7 @@ from typing import Any
 
 from mta import config as configuration
 from mta.config import Config
-from mta.config.types import BadValue
-from mta.errors import ConfigError
+from mta.errors import BadValue, ConfigError
 from mta.resolver import DnspythonBackend, LookupFailure, Resolver
 from mta.smtp.agent import parse_nexthop
 from mta.smtp.client import (

@@ -19,7 +19,7 @@ import re
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mta.config.types import BadValue
+from mta.errors import BadValue
 
 DIGEST_SIZE = 32  # SHA-256
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from mta.config.types import BadValue
+from mta.errors import BadValue
 
 
 class TlsLevel(IntEnum):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from mta.config.types import BadValue
+from mta.errors import BadValue
 from mta.tls import certinfo
 
 

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mta.config import Config
-from mta.config.types import BadValue
-from mta.errors import ConfigError
+from mta.errors import BadValue, ConfigError
 from mta.maps import CidrTable, Entry, StaticTable, TableList, open_tables
 from mta.tls.fingerprints import parse_fingerprint_list
 from mta.tls.levels import TlsLevel, parse_level

@@ -33,7 +33,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mta.config.types import BadValue
+from mta.errors import BadValue
 
 # Oldest first. ssl.TLSVersion's values are OpenSSL's version numbers
 # (TLS1_VERSION = 0x0301 ...), which pyOpenSSL takes as they are.

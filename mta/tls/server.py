@@ -19,8 +19,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from mta.config import Config
-from mta.config.types import BadValue
-from mta.errors import ConfigError
+from mta.errors import BadValue, ConfigError
 from mta.maps import open_tables, split_specs
 from mta.tls import keys
 from mta.tls.clientcert import VerifyRecord
