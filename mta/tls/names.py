@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from mta.errors import BadValue
+from mta.smtp.nexthop import parse_nexthop
 from mta.tls import certinfo
 
 
@@ -142,16 +143,9 @@ def match_certificate(names: Iterable[str], target: MatchTarget,
 
 
 def strip_nexthop(nexthop: str) -> str:
-    """The next-hop domain for matching: [] and :port removed (Postfix tls_nexthop)."""
-    text = nexthop.strip()
-    if text.lower().startswith("inet:"):
-        text = text[5:]
-    if text.startswith("["):
-        return text[1:].partition("]")[0]
-    host, sep, port = text.rpartition(":")
-    if sep and port.isdigit() and host:
-        return host
-    return text
+    """The next-hop domain for matching: [] and :port removed (Postfix tls_nexthop),
+    read as delivery reads the next hop (mta/smtp/nexthop.py)."""
+    return parse_nexthop(nexthop).host
 
 
 def describe(names: Sequence[str], source: str) -> str:
