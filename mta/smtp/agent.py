@@ -323,21 +323,16 @@ class SmtpDelivery:
         if "SIZE" in session.features:
             limit = session.features["SIZE"]
             if limit.isdigit() and 0 < int(limit) < size:
-                text = (f"message size {size} exceeds size limit {limit} of server "
-                        f"{peer.name}")
-                for index in indexes:
-                    state.settle(index, _Outcome("bounced", "5.3.4", text, relay=peer.relay,
-                                                 remote_mta=peer.hostname))
+                self._bounce_batch(state, indexes, "5.3.4", f"message size {size} exceeds "
+                                   f"size limit {limit} of server {peer.name}", session)
                 self._release(session, plan, key)
                 return
             params.append(f"SIZE={size}")
         addresses = [request.envelope.sender, *(r.address for r in batch)]
         if any(not a.isascii() for a in addresses):
             if "SMTPUTF8" not in session.features:
-                text = f"SMTPUTF8 is required, but was not offered by host {peer.name}"
-                for index in indexes:
-                    state.settle(index, _Outcome("bounced", "5.6.7", text, relay=peer.relay,
-                                                 remote_mta=peer.hostname))
+                self._bounce_batch(state, indexes, "5.6.7", "SMTPUTF8 is required, but was "
+                                   f"not offered by host {peer.name}", session)
                 self._release(session, plan, key)
                 return
             params.append("SMTPUTF8")
@@ -390,6 +385,15 @@ class SmtpDelivery:
             task.add_done_callback(_background.discard)
 
     # -- outcomes -------------------------------------------------------------------------
+    @staticmethod
+    def _bounce_batch(state: _Delivery, indexes: list[int], dsn: str, text: str,
+                      session: SmtpSession) -> None:
+        """The message cannot go to this server in any form (too large, needs SMTPUTF8)."""
+        peer = session.peer
+        for index in indexes:
+            state.settle(index, _Outcome("bounced", dsn, text, relay=peer.relay,
+                                         remote_mta=peer.hostname))
+
     @staticmethod
     def _said(peer: Peer, reply: Reply, command: str) -> str:
         return f"host {peer.name} said: {reply} (in reply to {command} command)"
