@@ -81,6 +81,10 @@ class StaticTable(Table):
     def lookup(self, key: str) -> str | None:
         return self._value
 
+    def entries(self) -> list[Entry]:
+        """One entry, keyed ``*``: the value every key gets (for validating it at start)."""
+        return [Entry("*", self._value, self.name, 0)]
+
 
 @dataclass
 class CidrTable(Table):

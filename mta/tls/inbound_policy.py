@@ -81,7 +81,7 @@ class InboundTlsPolicy:
 
 def _validate(tables: TableList) -> None:
     for table in tables.tables:
-        for entry in table.entries():  # static: has none, and is checked when used
+        for entry in table.entries():
             try:
                 parse_level(entry.value)
             except ValueError as error:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import ssl
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from mta.errors import ConfigError
 from mta.tls.certinfo import read_certificates
 from mta.tls.fingerprints import spki_der
-from mta.tls.pemfiles import write_private
+from mta.tls.pemfiles import loose_mode, write_private
 
 __all__ = ["PrivateKey", "check_key_matches", "generate_key", "key_password", "key_pem",
            "load_cert_chain", "load_private_key", "parse_private_key", "read_password_file",
@@ -79,12 +78,12 @@ def read_password_file(path: Path) -> bytes:
 def password_file_warning(path: Path) -> str | None:
     """A warning when the password file can be read by group or others."""
     try:
-        mode = path.stat().st_mode
+        mode = loose_mode(path)
     except OSError:
         return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode is not None:
         return (f"{path}: the key password file is accessible by group or others "
-                f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
+                f"(mode {mode:04o}); chmod 600 it")
     return None
 
 

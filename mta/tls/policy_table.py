@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mta.config import Config
 from mta.errors import BadValue, ConfigError
-from mta.maps import CidrTable, Entry, StaticTable, TableList, open_tables
+from mta.maps import CidrTable, TableList, open_tables
 from mta.tls.fingerprints import parse_fingerprint_list
 from mta.tls.levels import TlsLevel, parse_level
 from mta.tls.names import parse_strategies
@@ -223,10 +223,7 @@ class PolicyTable:
             if isinstance(table, CidrTable):
                 raise ConfigError(f"smtp_tls_policy_maps: {table.name}: a cidr table cannot "
                                   "be keyed by next-hop destinations")
-            entries = table.entries()
-            if isinstance(table, StaticTable):
-                entries = [Entry("*", table.lookup("") or "", table.name, 0)]
-            for entry in entries:
+            for entry in table.entries():
                 where = f"{entry.where}: {entry.key}"
                 policy, notes = parse_entry(entry.value, config, where)
                 parsed.setdefault(entry.value, policy)

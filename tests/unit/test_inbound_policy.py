@@ -56,4 +56,6 @@ def test_bad_values_name_their_place(tmp_path: Path) -> None:
     (tmp_path / "bad2").write_text("192.0.2.1 sometimes\n")
     with pytest.raises(ConfigError, match=r"/bad2:1: 192\.0\.2\.1: bad TLS level"):
         policy(tmp_path, "smtpd_tls_policy_maps = texthash:bad2\n")
+    with pytest.raises(ConfigError, match=r"^static:sometimes: \*: bad TLS level"):
+        policy(tmp_path, "smtpd_tls_policy_maps = static:sometimes\n")
     assert parse_level("MUSTTLSSERVER") == "encrypt"
