@@ -175,8 +175,7 @@ async def _probe(peer: Peer, nexthop: str, timeouts: Timeouts, helo: str, contex
             return probe
         except TlsHandshakeFailed as failed:
             probe.transcript.append("< 220 (then the TLS handshake failed)")
-            cause = failed.error
-            probe.handshake_error = getattr(cause, "reason", None) or str(cause) or failed.text
+            probe.handshake_error = failed.reason
             return probe
         probe.transcript.append("< 220 (TLS handshake done)")
         probe.protocol, probe.cipher, probe.cipher_bits = (facts.protocol, facts.cipher,

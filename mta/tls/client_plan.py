@@ -17,7 +17,13 @@ from cryptography import x509
 from mta import log as maillog
 from mta.config import Config
 from mta.delivery import Route
-from mta.smtp.client import Peer, SmtpClientError, StartTlsRefused, TlsFacts
+from mta.smtp.client import (
+    Peer,
+    SmtpClientError,
+    StartTlsRefused,
+    TlsFacts,
+    TlsHandshakeFailed,
+)
 from mta.smtp.tlshook import PLAINTEXT, STARTTLS, TlsRefusal
 from mta.tls import client_metrics
 from mta.tls.client_context import peer_chain
@@ -94,8 +100,7 @@ class PolicyPlan:
             self.outcome = Outcome.PLAINTEXT
             client_metrics.session(self.level, None, "starttls_refused")
             return PLAINTEXT
-        cause = getattr(error, "error", None)
-        reason = getattr(cause, "reason", None) or str(cause or error)
+        reason = error.reason if isinstance(error, TlsHandshakeFailed) else error.text
         if self.loglevel >= 1:
             maillog.info(PROGRAM, f"SSL_connect error to {peer.relay}: {reason}")
         decision = after_handshake_failure(self.level, self.queued_for,

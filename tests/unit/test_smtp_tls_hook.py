@@ -38,6 +38,7 @@ class RecordingPlan:
 
     def after_failure(self, error: SmtpClientError, peer: Peer) -> str | TlsRefusal:
         self.events.append(f"failure:{type(error).__name__}")
+        self.reason = getattr(error, "reason", None)
         return TlsRefusal("4.7.5", "Cannot start TLS: handshake failure")
 
     def log_field(self) -> str | None:
@@ -83,6 +84,7 @@ async def test_wrong_name_fails_the_handshake_and_no_mail_is_sent(tmp_path: Path
     assert [(r.status, r.dsn, r.text) for r in results] == [
         ("deferred", "4.7.5", "Cannot start TLS: handshake failure")]
     assert plan.events == ["before:True", "failure:TlsHandshakeFailed"]
+    assert plan.reason == "CERTIFICATE_VERIFY_FAILED"  # OpenSSL's, for SSL_connect error
     assert not any(c.startswith("MAIL") for c in peer.commands)
 
 
