@@ -1,4 +1,4 @@
-"""Outbound TLS security levels: Postfix's ordered levels and Sun's channel synonyms.
+"""TLS security levels: Postfix's ordered client levels, and Sun's channel keywords for both sides.
 
 Postfix orders the client levels none < may < encrypt < fingerprint < dane <
 dane-only < verify < secure (src/tls/tls.h; halfdane is internal and never
