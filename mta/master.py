@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from mta.error_transport import ErrorDelivery, RetryDelivery
 from mta.errors import ConfigError
 from mta.local import LocalDelivery
 from mta.mailboxes import Mailboxes
-from mta.metrics import MetricsServer
+from mta.metrics import REGISTRY, MetricsServer
 from mta.qmgr import Destination, QueueManager
 from mta.resolver import DnspythonBackend, Resolver
 from mta.routing import Router
@@ -35,6 +37,7 @@ from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdS
 from mta.spool import Spool
 from mta.tls import certs, expiry
 from mta.tls.clientcert import relay_clientcerts_lookup
+from mta.workers import MergedRegistry, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -104,25 +107,101 @@ def destination(config: Config, key: tuple[str, str], limit: int) -> Destination
                                suspend_for=config.minimal_backoff_time)
 
 
+class Receiver:
+    """The smtpd listeners of one process: in the master, or in each worker."""
+
+    def __init__(self, config: Config, *, on_queued: Callable[[str], None],
+                 spool: Spool | None = None, lane: int = 0,
+                 sockets: dict[str, socket.socket] | None = None) -> None:
+        self.config = config
+        self.on_queued = on_queued
+        self.spool = spool or Spool(config.path_of(config.queue_directory), lane=lane)
+        self._own_spool = spool is None
+        self.sockets = sockets or {}
+        self.sasl_failures = FailureTracker()
+        self.servers: list[SmtpdServer] = []
+
+    async def start(self) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        security = build_listener_security(config, self.sasl_failures)
+        parts = build_parts(config)
+        for listener in config.listeners:
+            view = config.for_listener(listener)
+            view_parts = parts if view is config else build_parts(view)
+            ctx = SmtpdContext(
+                config=view, listener=listener, spool=self.spool,
+                restrictions=view_parts.restrictions,
+                connections=ConnectionRegistry(view),
+                names=NameCache(view.smtpd_peername_lookup),
+                on_queued=lambda envelope: self.on_queued(envelope.qid), loop=loop,
+                security=security[listener.name])
+            server = SmtpdServer(ctx)
+            sock = self.sockets.get(listener.name)
+            await server.start(sock=sock)
+            self.servers.append(server)
+            if sock is None:
+                maillog.info("master", f"listening on {listener.address} for service "
+                             f"{listener.name}")
+
+    def reload(self, new: Config | None = None) -> bool:
+        """Apply a new configuration to the listeners; False (and the old one
+        kept) if it cannot be built. Without new, main.cf is read again."""
+        try:
+            new = new or configuration.load(self.config.path)
+            parts = build_parts(new)
+            security = build_listener_security(new, self.sasl_failures)
+        except ConfigError as error:
+            maillog.warning("smtpd", f"reload failed, keeping the running configuration: "
+                            f"{error}")
+            return False
+        for server in self.servers:
+            listener = next((spec for spec in new.listeners
+                             if spec.name == server.ctx.listener.name), None)
+            if listener is None:
+                maillog.warning("master", f"service {server.ctx.listener.name} removed from "
+                                "main.cf; it keeps running until restart")
+                continue
+            view = new.for_listener(listener)
+            server.ctx.config = view
+            server.ctx.restrictions = (parts if view is new else build_parts(view)).restrictions
+            server.ctx.connections.config = view
+            # New sessions get the new certificates; open ones keep theirs.
+            server.ctx.security = security[listener.name]
+        self.config = new
+        return True
+
+    async def shutdown(self) -> None:
+        """Stop accepting and let open sessions finish (up to smtpd_timeout)."""
+        for server in self.servers:
+            server.stop_accepting()
+        for server in self.servers:
+            await server.wait_closed()
+        await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout)
+        if self._own_spool:
+            self.spool.close()
+
+
 @dataclass
 class Daemon:
     config: Config
     spool: Spool = field(init=False)
     qmgr: QueueManager = field(init=False)
-    servers: list[SmtpdServer] = field(default_factory=list)
+    receiver: Receiver | None = None
+    workers: Supervisor | None = None
     metrics: MetricsServer | None = None
     certificates: expiry.CertificateWatch | None = None
-    sasl_failures: FailureTracker = field(default_factory=FailureTracker)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         config = self.config
-        loop = asyncio.get_running_loop()
         prepare_certificates(config)
         self.certificates = expiry.CertificateWatch(config)
         self.certificates.start()  # a key that cannot be opened stops the start
         try:
-            security = build_listener_security(config, self.sasl_failures)
+            # Built here once even with workers, so a bad certificate or
+            # password file stops the start instead of failing in each worker.
+            build_listener_security(config, FailureTracker())
         except ConfigError as error:
             maillog.fatal("master", str(error))
             raise
@@ -138,25 +217,18 @@ class Daemon:
                                      self.config, key, limit))
         self._agents = agents
         await self.qmgr.start()
-        for listener in config.listeners:
-            view = config.for_listener(listener)
-            view_parts = parts if view is config else build_parts(view)
-            ctx = SmtpdContext(
-                config=view, listener=listener, spool=self.spool,
-                restrictions=view_parts.restrictions,
-                connections=ConnectionRegistry(view),
-                names=NameCache(view.smtpd_peername_lookup),
-                on_queued=lambda envelope: self.qmgr.queued(envelope.qid), loop=loop,
-                security=security[listener.name])
-            server = SmtpdServer(ctx)
-            await server.start()
-            self.servers.append(server)
-            maillog.info("master", f"listening on {listener.address} for service "
-                         f"{listener.name}")
+        if config.receiver_processes:
+            self.workers = Supervisor(config, config.receiver_processes, self.qmgr.queued)
+            await self.workers.start()
+        else:
+            self.receiver = Receiver(config, on_queued=self.qmgr.queued, spool=self.spool)
+            await self.receiver.start()
         if config.metrics_listen:
             from mta.config.types import parse_hostport
             where = parse_hostport(config.metrics_listen)
-            self.metrics = MetricsServer(where.host, where.port)
+            registry = (MergedRegistry(REGISTRY, self.workers.samples) if self.workers
+                        else REGISTRY)
+            self.metrics = MetricsServer(where.host, where.port, registry)
             await self.metrics.start()
         maillog.info("master", f"daemon started -- version {_version()}, configuration "
                      f"{config.path}")
@@ -168,7 +240,7 @@ class Daemon:
             parts = build_parts(new)
             tls_policy = tlshook.default_policy(new)  # checks smtp_tls_policy_maps again
             key_warnings = expiry.check_keys(new)
-            security = build_listener_security(new, self.sasl_failures)
+            build_listener_security(new, FailureTracker())
         except ConfigError as error:
             maillog.warning("master", f"reload failed, keeping the running configuration: "
                             f"{error}")
@@ -176,19 +248,10 @@ class Daemon:
         for warning in [*new.warnings, *key_warnings]:
             maillog.warning("master", warning)
         setup_maillog(new)
-        for server in self.servers:
-            listener = next((spec for spec in new.listeners
-                             if spec.name == server.ctx.listener.name), None)
-            if listener is None:
-                maillog.warning("master", f"service {server.ctx.listener.name} removed from "
-                                "main.cf; it keeps running until restart")
-                continue
-            view = new.for_listener(listener)
-            server.ctx.config = view
-            server.ctx.restrictions = (parts if view is new else build_parts(view)).restrictions
-            server.ctx.connections.config = view
-            # New sessions get the new certificates; open ones keep theirs.
-            server.ctx.security = security[listener.name]
+        if self.receiver is not None:
+            self.receiver.reload(new)
+        if self.workers is not None:
+            self.workers.signal(signal.SIGHUP)  # each worker reloads main.cf itself
         self.qmgr.config = new
         self.qmgr.router = parts.router
         self.smtp.reconfigure(new)
@@ -212,11 +275,10 @@ class Daemon:
     async def shutdown(self) -> None:
         """Stop accepting, let open sessions finish, stop the qmgr, exit 0."""
         maillog.info("master", "terminating on signal 15")
-        for server in self.servers:
-            server.stop_accepting()
-        for server in self.servers:
-            await server.wait_closed()
-        await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout)
+        if self.receiver is not None:
+            await self.receiver.shutdown()
+        if self.workers is not None:
+            await self.workers.stop(timeout=self.config.smtpd_timeout + 5)
         await self.qmgr.stop()
         await self.smtp.close()
         if self.certificates is not None:

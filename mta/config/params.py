@@ -123,6 +123,10 @@ _str("metrics_listen", "127.0.0.1:9154",
      "Postern: host:port of the Prometheus /metrics listener; empty disables it.")
 _str("debug_log_level", "warning", "Postern: level of the debug log (not the maillog).")
 
+_int("receiver_processes", "0",
+     "Postern: smtpd worker processes sharing the listening sockets, beside the master's "
+     "qmgr and delivery agents; 0 runs smtpd in the master process.", 0, 64)
+
 # --- smtpd ----------------------------------------------------------------------------
 _str("smtpd_banner", "$myhostname ESMTP $mail_name", "The text after 220 in the greeting.")
 _p("message_size_limit", "10240000", t.parse_int,

@@ -1,0 +1,101 @@
+"""receiver_processes: smtpd in worker processes beside one master."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from tests.helpers import Daemon, wait_for
+
+
+def worker_pids(daemon: Daemon) -> list[int]:
+    assert daemon.process is not None
+    out = subprocess.run(["pgrep", "-P", str(daemon.process.pid), "-f", "mta.workers"],
+                         capture_output=True, text=True).stdout
+    return sorted(int(pid) for pid in out.split())
+
+
+def send(daemon: Daemon, count: int, user: str = "alice") -> None:
+    for n in range(count):
+        with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
+            assert client.sendmail("bob@example.org", [f"{user}@example.test"],
+                                   f"Subject: {n}\r\n\r\nmessage {n}\r\n".encode()) == {}
+
+
+def test_workers_receive_and_the_master_delivers(daemon_factory) -> None:
+    daemon = daemon_factory("receiver_processes = 2\n").start()
+    pids = wait_for(lambda: (p if len(p := worker_pids(daemon)) == 2 else []),
+                    message="two workers")
+    send(daemon, 20)
+    daemon.wait_maildir("alice", 20)
+    log = daemon.log_text()
+    smtpd_pids = {int(p) for p in re.findall(r"postern/smtpd\[(\d+)\]", log)}
+    assert smtpd_pids and smtpd_pids <= set(pids)
+    qmgr_pids = {int(p) for p in re.findall(r"postern/qmgr\[(\d+)\]", log)}
+    assert qmgr_pids == {daemon.process.pid}
+
+    def metrics() -> str:
+        url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+        return urllib.request.urlopen(url, timeout=10).read().decode()
+
+    # Workers report every second; the master sums them.
+    wait_for(lambda: 'mta_smtpd_messages_received_total{listener="smtp"} 20.0' in metrics(),
+             message="merged worker metrics")
+    assert daemon.stop() == 0
+    assert all(not os.path.exists(f"/proc/{pid}") for pid in pids)
+
+
+def test_a_dead_worker_is_restarted_and_counters_do_not_go_back(daemon_factory) -> None:
+    daemon = daemon_factory("receiver_processes = 1\n").start()
+    first = wait_for(lambda: worker_pids(daemon), message="a worker")[0]
+    send(daemon, 3)
+    daemon.wait_maildir("alice", 3)
+    url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+    wait_for(lambda: 'mta_smtpd_messages_received_total{listener="smtp"} 3.0'
+             in urllib.request.urlopen(url, timeout=10).read().decode(), message="3 counted")
+    os.kill(first, signal.SIGKILL)
+    daemon.wait_log(rf"warning: process postern/smtpd pid {first} killed by signal 9")
+    wait_for(lambda: (p := worker_pids(daemon)) and p[0] != first, message="a new worker")
+    send(daemon, 2)
+    daemon.wait_maildir("alice", 5)
+    wait_for(lambda: 'mta_smtpd_messages_received_total{listener="smtp"} 5.0'
+             in urllib.request.urlopen(url, timeout=10).read().decode(), message="5 counted")
+
+
+def test_workers_reload_on_sighup(daemon_factory) -> None:
+    daemon = daemon_factory("receiver_processes = 2\n").start()
+    wait_for(lambda: len(worker_pids(daemon)) == 2, message="two workers")
+    (daemon.root / "mailboxes").write_text((daemon.root / "mailboxes").read_text()
+                                           + "carol carol/\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"reload -- configuration")
+    # Each worker re-reads main.cf itself; whichever takes the session knows carol.
+    def carol_accepted() -> bool:
+        try:
+            send(daemon, 1, "carol")
+            return True
+        except smtplib.SMTPRecipientsRefused:
+            return False
+
+    for _ in range(4):
+        wait_for(carol_accepted, message="carol accepted after reload")
+    daemon.wait_maildir("carol", 4)
+
+
+def test_the_master_going_away_takes_the_workers_with_it(daemon_factory) -> None:
+    daemon = daemon_factory("receiver_processes = 2\n").start()
+    pids = wait_for(lambda: (p if len(p := worker_pids(daemon)) == 2 else []),
+                    message="two workers")
+    daemon.kill()
+    def gone(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(lambda: all(gone(pid) for pid in pids), message="workers gone")
