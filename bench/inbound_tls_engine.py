@@ -35,8 +35,9 @@ def setup(directory: Path) -> tuple[TestCA, ServerTls, ssl.SSLContext, object, o
     ca = TestCA(directory)
     server = ca.issue("localhost", names=("localhost", "127.0.0.1"))
     stranger = self_signed(directory, "stranger.example")
-    settings = ContextSettings(protocols.parse_protocols(">=TLSv1.2"),
-                               protocols.cipher_list("medium"), ask_ccert=True,
+    settings = ContextSettings(protocols.parse_protocols(">=TLSv1.2", protocols.INBOUND),
+                               protocols.cipher_string("medium", (), protocols.INBOUND),
+                               ask_ccert=True,
                                cafile=str(ca.cert_file), verify_depth=9)
     tls = ServerTls(settings, load_identity([server.key_file, server.cert_file]))
     native = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -12,6 +12,17 @@ class PosternError(Exception):
     """Base class of every error Postern raises on purpose."""
 
 
+class BadValue(ValueError):
+    """A value that does not fit its parameter's type; the text says why.
+
+    Raised by the value parsers (mta/config/types.py and those of mta/tls/
+    that parameters use); Config turns it into a ConfigError naming file:line.
+    It lives here, outside the mta.config package, so that the parsers of
+    mta/tls/ can be imported before mta.config (whose parameter table imports
+    them) without an import cycle.
+    """
+
+
 class ConfigError(PosternError):
     """A bad main.cf value, map entry or file; the message names file:line."""
 

@@ -31,7 +31,8 @@ class Entry:
 
     @property
     def where(self) -> str:
-        return f"{self.path}:{self.line}"
+        """``file:line``; just the table for entries without a line (inline:)."""
+        return f"{self.path}:{self.line}" if self.line else self.path
 
 
 def read_table(path: Path) -> list[Entry]:
@@ -80,15 +81,22 @@ class StaticTable(Table):
     def lookup(self, key: str) -> str | None:
         return self._value
 
+    def entries(self) -> list[Entry]:
+        """One entry, keyed ``*``: the value every key gets (for validating it at start)."""
+        return [Entry("*", self._value, self.name, 0)]
+
 
 @dataclass
 class CidrTable(Table):
+    """Networks in file order; the first that contains the address wins."""
+
     name: str
     rules: list[tuple[Network, str]] = field(default_factory=list)
+    _entries: list[Entry] = field(default_factory=list, repr=False)
 
     def lookup(self, key: str) -> str | None:
         try:
-            address = ipaddress.ip_address(key.strip("[]"))
+            address = ipaddress.ip_address(_unbracket(key.strip()))
         except ValueError:
             return None
         for network, value in self.rules:
@@ -96,15 +104,34 @@ class CidrTable(Table):
                 return value
         return None
 
+    def entries(self) -> list[Entry]:
+        return list(self._entries)
+
+
+def _unbracket(address: str) -> str:
+    """``[addr]`` as ``addr``: cidr_table(5) allows the address "enclosed inside []"."""
+    if address.startswith("[") and address.endswith("]"):
+        return address[1:-1]
+    return address
+
+
+def parse_network(text: str) -> Network:
+    """A cidr_table(5) pattern: ``addr/len`` or ``addr``, the address optionally
+    in brackets (``[2001:db8::]/32``, ``[192.0.2.1]``); ValueError when bad."""
+    address, slash, length = text.partition("/")
+    return ipaddress.ip_network(_unbracket(address) + slash + length, strict=False)
+
 
 def _parse_cidr(path: Path, name: str) -> CidrTable:
     table = CidrTable(name)
     for entry in read_table(path):
         try:
-            network = ipaddress.ip_network(entry.key.strip("[]"), strict=False)
+            network = parse_network(entry.key)
         except ValueError:
-            raise ConfigError(f"{entry.where}: bad network {entry.key!r}") from None
+            raise ConfigError(f"{entry.where}: bad network {entry.key!r}; expected "
+                              "address/length, e.g. 192.0.2.0/24 or [2001:db8::]/32") from None
         table.rules.append((network, entry.value))
+        table._entries.append(entry)
     return table
 
 

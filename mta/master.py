@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,6 +269,20 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    async def abort(self) -> None:
+        """Undo a start that failed half way (nothing was accepted yet)."""
+        with contextlib.suppress(Exception):
+            if self.receiver is not None:
+                await self.receiver.shutdown()
+            if self.workers is not None:
+                await self.workers.stop(timeout=5)
+            if hasattr(self, "qmgr"):
+                await self.qmgr.stop(grace=5)
+            if hasattr(self, "smtp"):
+                await self.smtp.close()
+            if self.certificates is not None:
+                await self.certificates.stop()
+
     async def serve(self) -> None:
         await self._stop.wait()
         await self.shutdown()
@@ -302,7 +317,19 @@ def _version() -> str:
 async def run(config: Config) -> int:
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
-    await daemon.start()
+    try:
+        await daemon.start()
+    except OSError as error:
+        # A port in use, a spool we may not write: say so plainly and stop.
+        text = f"cannot start: {error.strerror or error}"
+        if error.filename:
+            text += f": {error.filename}"
+        elif "address" in str(error):
+            text = f"cannot start: {error}"
+        maillog.fatal("master", text)
+        sys.stderr.write(f"mta: fatal: {text}\n")
+        await daemon.abort()
+        return 1
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
     loop.add_signal_handler(signal.SIGHUP, lambda: (maillog.reopen(), daemon.reload()))

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mta.tls import certs, keys
-from mta.tls import protocols as tls_protocols
-from mta.tls.clientcert import fingerprint
+from mta.tls import certs, fingerprints, keys
 from mta.tls.engine import TlsEngine, TlsError
+from mta.tls.protocols import INBOUND, cipher_string, parse_protocols
 from mta.tls.server import ContextSettings, ServerTls, SessionTls, load_identity
 
 
@@ -41,13 +40,11 @@ class Issued:
 
     @property
     def cert_fingerprint(self) -> str:
-        return fingerprint(self.cert.public_bytes(serialization.Encoding.DER))
+        return fingerprints.cert_fingerprint(self.cert)
 
     @property
     def pkey_fingerprint(self) -> str:
-        spki = self.cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return fingerprint(spki)
+        return fingerprints.pubkey_fingerprint(self.cert)
 
 
 class TestCA:
@@ -188,8 +185,8 @@ def server_tls(ca: TestCA | None, server: Issued, *, ask_ccert: bool = True,
                sni: dict[str, Issued] | None = None) -> ServerTls:
     """A ServerTls as smtpd builds it, trusting ca for client certificates."""
     settings = ContextSettings(
-        protocols=tls_protocols.parse_protocols(protocols),
-        ciphers=tls_protocols.cipher_list(grade), ask_ccert=ask_ccert,
+        protocols=parse_protocols(protocols, INBOUND),
+        ciphers=cipher_string(grade, (), INBOUND), ask_ccert=ask_ccert,
         cafile=str(ca.cert_file) if ca else "", verify_depth=9)
     identities = {name: load_identity([i.key_file, i.cert_file])
                   for name, i in (sni or {}).items()}

@@ -15,6 +15,7 @@ from mta.cli.cert_common import CertError, note, now_utc
 from mta.config.types import BadValue, parse_time
 from mta.errors import ConfigError
 from mta.tls import certinfo
+from mta.tls.fingerprints import pubkey_fingerprint
 from mta.tls.inventory import configured_certificates
 
 # --- list ---------------------------------------------------------------------------
@@ -114,7 +115,7 @@ def _request_fields(csr: x509.CertificateSigningRequest) -> list[tuple[str, str]
         ("alt names", ", ".join(certinfo.alt_names(csr)) or "(none)"),
         ("key", certinfo.key_description(csr.public_key())),
         ("signature", "valid" if csr.is_signature_valid else "INVALID"),
-        ("SHA-256 public-key fingerprint", certinfo.pubkey_fingerprint(csr)),
+        ("SHA-256 public-key fingerprint", pubkey_fingerprint(csr)),
     ]
 
 

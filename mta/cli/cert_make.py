@@ -4,6 +4,7 @@ making keys, certificates, requests, the private CA and client certificates."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mta.cli.cert_common import (
     CA_STEM,
@@ -23,13 +24,20 @@ from mta.tls import ca, certinfo, certs, keys, pkcs12
 from mta.tls.pemfiles import write_private, write_public
 
 
+def _new_key(args: argparse.Namespace, paths: list[Path], what: str
+             ) -> tuple[keys.PrivateKey, bytes | None]:
+    """Refuse to overwrite paths (unless --force), take the key's passphrase
+    (--password-file, --encrypt or none) and make the key --key-type asks for."""
+    refuse_overwrite(paths, args.force)
+    password = new_password(args, what)
+    return keys.generate_key(args.key_type, args.bits), password
+
+
 def self_signed(args: argparse.Namespace) -> int:
     stem = file_stem(args.name)
     cert_path = path_for(args.cert, stem, ".pem")
     key_path = path_for(args.key, stem, ".key")
-    refuse_overwrite([cert_path, key_path], args.force)
-    password = new_password(args, f"the key {key_path}")
-    key = keys.generate_key(args.key_type, args.bits)
+    key, password = _new_key(args, [cert_path, key_path], f"the key {key_path}")
     cert = certs.self_signed(key, args.name, sans(args.san), args.days, organization=args.org)
     write_key_and_cert(cert_path, key_path, keys.key_pem(key, password), certs.cert_pem(cert))
     note(key_note(key_path, key, password is not None))
@@ -42,9 +50,7 @@ def request(args: argparse.Namespace) -> int:
     stem = file_stem(args.name)
     csr_path = path_for(args.csr, stem, ".csr")
     key_path = path_for(args.key, stem, ".key")
-    refuse_overwrite([csr_path, key_path], args.force)
-    password = new_password(args, f"the key {key_path}")
-    key = keys.generate_key(args.key_type, args.bits)
+    key, password = _new_key(args, [csr_path, key_path], f"the key {key_path}")
     csr = certs.signing_request(key, args.name, sans(args.san), organization=args.org)
     write_private(key_path, keys.key_pem(key, password))
     write_public(csr_path, certs.request_pem(csr))
@@ -57,9 +63,7 @@ def request(args: argparse.Namespace) -> int:
 def ca_init(args: argparse.Namespace) -> int:
     cert_path = path_for(args.ca_cert, CA_STEM, ".pem")
     key_path = path_for(args.ca_key, CA_STEM, ".key")
-    refuse_overwrite([cert_path, key_path], args.force)
-    password = new_password(args, f"the CA key {key_path}")
-    key = keys.generate_key(args.key_type, args.bits)
+    key, password = _new_key(args, [cert_path, key_path], f"the CA key {key_path}")
     cert = ca.ca_certificate(key, args.name, args.days, organization=args.org)
     write_key_and_cert(cert_path, key_path, keys.key_pem(key, password), certs.cert_pem(cert))
     note(key_note(key_path, key, password is not None))

@@ -23,10 +23,8 @@ from typing import Any
 
 from mta import config as configuration
 from mta.config import Config
-from mta.config.types import BadValue
-from mta.errors import ConfigError
+from mta.errors import BadValue, ConfigError
 from mta.resolver import DnspythonBackend, LookupFailure, Resolver
-from mta.smtp.agent import parse_nexthop
 from mta.smtp.client import (
     Peer,
     SmtpClientError,
@@ -35,6 +33,7 @@ from mta.smtp.client import (
     Timeouts,
     TlsHandshakeFailed,
 )
+from mta.smtp.nexthop import parse_nexthop, server_addresses
 from mta.smtp.reply import Reply
 from mta.tls.chain import TrustStore
 from mta.tls.check_report import Probe, build, render_json, render_text
@@ -108,17 +107,14 @@ async def check(config: Config, destination: str, *, level: TlsLevel | None = No
     resolver = resolver or Resolver(config.smtp_host_lookup,
                                     dns=DnspythonBackend(timeout=config.smtp_dns_timeout),
                                     preference=config.smtp_address_preference)
-    hop = parse_nexthop(nexthop)
     try:
-        hosts = await resolver.mx_hosts(hop.host) if hop.mx_lookup else None
-        servers = []
-        for mx in hosts or []:
-            try:
-                servers += [(mx.hostname, a) for a in await resolver.addresses(mx.hostname)]
-            except LookupFailure:
-                continue
-        if hosts is None:
-            servers = [(hop.host, a) for a in await resolver.addresses(hop.host)]
+        hop = parse_nexthop(nexthop)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    try:
+        # The servers delivery would try, in its order (smtp_mx_address_limit).
+        servers = [(mx.hostname, address) for mx, address in await server_addresses(
+            resolver, hop, config.smtp_mx_address_limit)]
     except LookupFailure as failure:
         print(f"mta tls-check: {failure.text}", file=sys.stderr)
         return 2
@@ -179,8 +175,7 @@ async def _probe(peer: Peer, nexthop: str, timeouts: Timeouts, helo: str, contex
             return probe
         except TlsHandshakeFailed as failed:
             probe.transcript.append("< 220 (then the TLS handshake failed)")
-            cause = failed.error
-            probe.handshake_error = getattr(cause, "reason", None) or str(cause) or failed.text
+            probe.handshake_error = failed.reason
             return probe
         probe.transcript.append("< 220 (TLS handshake done)")
         probe.protocol, probe.cipher, probe.cipher_bits = (facts.protocol, facts.cipher,

@@ -9,8 +9,9 @@ are raw main.cf text and may refer to other parameters with $name, exactly as
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -26,6 +27,7 @@ class Param:
     minimum: float | None = None
     maximum: float | None = None
     kind: str = "string"
+    origin: str = field(default="", compare=False)  # module:line of the definition
 
     def convert(self, text: str) -> Any:
         value = self.parse(text)
@@ -52,9 +54,29 @@ def _default_hostname() -> str:
 PARAMS: dict[str, Param] = {}
 
 
+class DuplicateParameter(Exception):
+    """Two definitions of one parameter name: a programming error, raised at import."""
+
+
+def _definition_site() -> str:
+    """module:line of the _p/_str/... call that is defining a parameter."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__") == __name__ \
+            and frame.f_code.co_name.startswith("_"):
+        frame = frame.f_back
+    return f"{frame.f_globals.get('__name__', '?')}:{frame.f_lineno}"
+
+
 def _p(name: str, default: str, parse: Callable[[str], Any], doc: str, *, kind: str = "string",
        minimum: float | None = None, maximum: float | None = None) -> None:
-    PARAMS[name] = Param(name, default, parse, doc, minimum, maximum, kind)
+    # Each area's file adds to this one table; a second definition of a name
+    # would silently replace the first (its default, type and doc), so it
+    # stops the import instead.
+    origin = _definition_site()
+    if name in PARAMS:
+        raise DuplicateParameter(f"parameter {name} is defined twice: at {PARAMS[name].origin} "
+                                 f"and at {origin}; keep one definition")
+    PARAMS[name] = Param(name, default, parse, doc, minimum, maximum, kind, origin)
 
 
 def _time(name: str, default: str, doc: str, unit: str = "s", minimum: float = 0) -> None:

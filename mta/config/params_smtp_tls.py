@@ -6,10 +6,15 @@ Postfix's (postconf(5)) except where a comment says why not.
 
 from __future__ import annotations
 
+from functools import partial
+
 from mta.config import types as t  # noqa: F401
 from mta.config.params import _bool, _int, _list, _p, _str, _time  # noqa: F401
 from mta.tls.levels import parse_level
-from mta.tls.protocol_list import parse_grade, parse_protocols, split_exclusions
+from mta.tls.protocols import OUTBOUND, parse_grade, parse_protocols, split_exclusions
+
+_protocols = partial(parse_protocols, direction=OUTBOUND)
+_grade = partial(parse_grade, direction=OUTBOUND)
 
 # Postfix >= 3.11 (compatibility_level 3.11): may.
 _p("smtp_tls_security_level", "may", parse_level,
@@ -26,15 +31,15 @@ _str("smtp_tls_CApath", "",
 _str("smtp_tls_cert_file", "",
      "The client certificate (PEM, chain after it) presented when a server asks for one.")
 _str("smtp_tls_key_file", "$smtp_tls_cert_file", "The private key of smtp_tls_cert_file.")
-_p("smtp_tls_protocols", ">=TLSv1", parse_protocols,
+_p("smtp_tls_protocols", ">=TLSv1", _protocols,
    "TLS versions for opportunistic (may) sessions.", kind="protocols")
 # Postern: >=TLSv1.2 (Postfix: >=TLSv1). Mandatory TLS exists to protect the
 # mail; versions that RFC 8996 deprecated do not.
-_p("smtp_tls_mandatory_protocols", ">=TLSv1.2", parse_protocols,
+_p("smtp_tls_mandatory_protocols", ">=TLSv1.2", _protocols,
    "TLS versions for mandatory levels (encrypt and above).", kind="protocols")
-_p("smtp_tls_ciphers", "medium", parse_grade,
+_p("smtp_tls_ciphers", "medium", _grade,
    "The cipher grade for opportunistic sessions: high, medium, low, export or null.")
-_p("smtp_tls_mandatory_ciphers", "medium", parse_grade,
+_p("smtp_tls_mandatory_ciphers", "medium", _grade,
    "The cipher grade for mandatory levels (encrypt and above).")
 _p("smtp_tls_exclude_ciphers", "", split_exclusions,
    "Ciphers or OpenSSL aliases excluded at every level.", kind="list")

@@ -6,20 +6,14 @@ differences are deliberate and listed in docs/inbound-tls.md.
 
 from __future__ import annotations
 
+from functools import partial
+
 from mta.config import types as t
-from mta.config.params import _bool, _int, _list, _p, _str, _time
-from mta.tls import protocols
+from mta.config.params import _bool, _int, _p, _str, _time
+from mta.tls.protocols import INBOUND, parse_grade, parse_protocols, split_exclusions
 
-
-def _protocols(text: str) -> str:
-    protocols.parse_protocols(text)  # validate now, convert where used
-    return text.strip()
-
-
-def _grade(text: str) -> str:
-    protocols.cipher_list(text)
-    return text.strip().lower()
-
+_protocols = partial(parse_protocols, direction=INBOUND)
+_grade = partial(parse_grade, direction=INBOUND)
 
 # smtpd_tls_security_level: Postfix accepts the client levels too and treats
 # fingerprint/verify/secure as encrypt with a warning (smtpd.c).
@@ -44,16 +38,18 @@ _bool("smtpd_tls_req_ccert", "no",
 _int("smtpd_tls_ccert_verifydepth", "9", "The verification depth of client certificates.",
      1, 100)
 _p("smtpd_tls_protocols", ">=TLSv1.2", _protocols,
-   "TLS versions offered with opportunistic TLS (Postfix default: >=TLSv1).")
+   "TLS versions offered with opportunistic TLS (Postfix default: >=TLSv1).",
+   kind="protocols")
 _p("smtpd_tls_mandatory_protocols", ">=TLSv1.2", _protocols,
-   "TLS versions offered when TLS is required (encrypt, wrapper mode).")
+   "TLS versions offered when TLS is required (encrypt, wrapper mode).", kind="protocols")
 _p("smtpd_tls_ciphers", "medium", _grade,
    "Cipher grade with opportunistic TLS: medium or high (both forward-secret only).")
 _p("smtpd_tls_mandatory_ciphers", "medium", _grade,
    "Cipher grade when TLS is required.")
-_list("smtpd_tls_exclude_ciphers", "", "OpenSSL cipher names or types to exclude.")
-_list("smtpd_tls_mandatory_exclude_ciphers", "",
-      "Ciphers to exclude in addition when TLS is required.")
+_p("smtpd_tls_exclude_ciphers", "", split_exclusions,
+   "OpenSSL cipher names or types to exclude.", kind="list")
+_p("smtpd_tls_mandatory_exclude_ciphers", "", split_exclusions,
+   "Ciphers to exclude in addition when TLS is required.", kind="list")
 _int("smtpd_tls_loglevel", "1",
      "0: no TLS logging; 1: the summary line (Postfix default: 0); 2: also the client "
      "certificate's names and fingerprints.", 0, 4)

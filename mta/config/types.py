@@ -8,12 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mta.errors import BadValue  # defined there; imported from here too
+
 _TIME = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)\Z")
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class BadValue(ValueError):
-    """A value that does not fit its parameter's type; the text says why."""
 
 
 def parse_bool(text: str) -> bool:

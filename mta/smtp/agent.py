@@ -36,6 +36,7 @@ from mta.smtp.client import (
     Timeouts,
     TlsHandshakeFailed,
 )
+from mta.smtp.nexthop import parse_nexthop, server_addresses
 from mta.smtp.reply import Reply
 from mta.smtp.tlshook import PLAINTEXT, NoTlsPolicy, TlsPlan, TlsPolicy, TlsRefusal
 
@@ -48,44 +49,6 @@ ATTEMPTS = Counter("mta_smtp_connection_attempts",
 TRANSACTIONS = Counter("mta_smtp_transactions",
                        "MAIL transactions by connection (new or reused).", ["connection"],
                        registry=REGISTRY)
-
-SMTP_PORT = 25
-_SERVICE_PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "smtps": 465,
-                  "lmtp": 24}
-
-
-@dataclass(frozen=True, slots=True)
-class NextHop:
-    host: str
-    port: int
-    mx_lookup: bool
-
-
-def parse_nexthop(text: str) -> NextHop:
-    """``domain``, ``host:port``, ``[host]`` or ``[host]:port``, as in Postfix.
-
-    Brackets turn the MX lookup off (smtp(8)); a port may be a number or a
-    service name.
-    """
-    text = text.strip()
-    mx_lookup = True
-    port_text = ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        mx_lookup = False
-        if rest.startswith(":"):
-            port_text = rest[1:]
-        if host.lower().startswith("ipv6:"):
-            host = host[5:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            host, port_text = text, ""
-    port = SMTP_PORT
-    if port_text:
-        port = int(port_text) if port_text.isdigit() else _SERVICE_PORTS[port_text.lower()]
-    return NextHop(host.lower().rstrip("."), port, mx_lookup)
-
 
 @dataclass
 class _Outcome:
@@ -201,7 +164,8 @@ class SmtpDelivery:
                                            f"bad next-hop destination: {route.nexthop}"))
             return
         try:
-            servers = await self._servers(nexthop)
+            servers = await server_addresses(self.resolver, nexthop,
+                                             self.config.smtp_mx_address_limit)
         except LookupFailure as failure:
             status = "bounced" if failure.permanent else "deferred"
             self._fail_all(state, _Outcome(status, failure.dsn, failure.text))
@@ -222,35 +186,6 @@ class SmtpDelivery:
             outcome = state.soft.get(index) or _Outcome("deferred", "4.4.1",
                                                         "no server could be tried")
             state.settle(index, outcome)
-
-    async def _servers(self, nexthop: NextHop) -> list[tuple[MxHost, str]]:
-        """(MX host, address) pairs in order, at most smtp_mx_address_limit of them."""
-        if nexthop.mx_lookup:
-            hosts = await self.resolver.mx_hosts(nexthop.host)
-        else:
-            hosts = [MxHost(0, nexthop.host, implicit=True)]
-        limit = self.config.smtp_mx_address_limit
-        servers: list[tuple[MxHost, str]] = []
-        failure: LookupFailure | None = None
-        for mx in hosts:
-            try:
-                addresses = await self.resolver.addresses(mx.hostname)
-            except LookupFailure as error:
-                # An MX host that does not resolve is skipped; the domain's own
-                # name (no MX) not resolving is final for it (RFC 5321 §5.1).
-                failure = error
-                continue
-            servers.extend((mx, address) for address in addresses)
-            if limit and len(servers) >= limit:
-                return servers[:limit]
-        if not servers:
-            assert failure is not None
-            if not hosts[0].implicit and failure.permanent:
-                # MX records that point nowhere: a DNS problem of the domain's that
-                # its owner may still fix, so defer (Postfix does the same).
-                raise LookupFailure("4.4.3", failure.text)
-            raise failure
-        return servers
 
     # -- one server ------------------------------------------------------------------------
     async def _attempt(self, state: _Delivery, route: Route, mx: MxHost, peer: Peer,
@@ -332,12 +267,8 @@ class SmtpDelivery:
         except TlsHandshakeFailed as error:
             after = plan.after_failure(error, peer)
             if isinstance(after, TlsRefusal):
-                ATTEMPTS.labels("tls_refused").inc()
-                state.tls = plan.log_field()
-                state.soft_fail(list(state.pending),
-                                _Outcome("deferred", after.dsn, after.text, relay=peer.relay,
-                                         site_failure=True, policy=after), final)
-                return False
+                # The session is already closed, so no QUIT goes out.
+                return await self._refuse_tls(state, session, after, peer, final, plan)
             raise _PlaintextRetry() from None
         refusal = plan.after_handshake(facts, peer)
         if refusal is not None:
@@ -370,6 +301,8 @@ class SmtpDelivery:
 
     async def _refuse_tls(self, state: _Delivery, session: SmtpSession, refusal: TlsRefusal,
                           peer: Peer, final: bool, plan: TlsPlan) -> bool:
+        """The TLS policy will not let this server have the mail: QUIT (unless the
+        session is already broken) and keep the recipients for the next server."""
         await session.quit()
         ATTEMPTS.labels("tls_refused").inc()
         state.tls = plan.log_field()
@@ -390,21 +323,16 @@ class SmtpDelivery:
         if "SIZE" in session.features:
             limit = session.features["SIZE"]
             if limit.isdigit() and 0 < int(limit) < size:
-                text = (f"message size {size} exceeds size limit {limit} of server "
-                        f"{peer.name}")
-                for index in indexes:
-                    state.settle(index, _Outcome("bounced", "5.3.4", text, relay=peer.relay,
-                                                 remote_mta=peer.hostname))
+                self._bounce_batch(state, indexes, "5.3.4", f"message size {size} exceeds "
+                                   f"size limit {limit} of server {peer.name}", session)
                 self._release(session, plan, key)
                 return
             params.append(f"SIZE={size}")
         addresses = [request.envelope.sender, *(r.address for r in batch)]
         if any(not a.isascii() for a in addresses):
             if "SMTPUTF8" not in session.features:
-                text = f"SMTPUTF8 is required, but was not offered by host {peer.name}"
-                for index in indexes:
-                    state.settle(index, _Outcome("bounced", "5.6.7", text, relay=peer.relay,
-                                                 remote_mta=peer.hostname))
+                self._bounce_batch(state, indexes, "5.6.7", "SMTPUTF8 is required, but was "
+                                   f"not offered by host {peer.name}", session)
                 self._release(session, plan, key)
                 return
             params.append("SMTPUTF8")
@@ -457,6 +385,15 @@ class SmtpDelivery:
             task.add_done_callback(_background.discard)
 
     # -- outcomes -------------------------------------------------------------------------
+    @staticmethod
+    def _bounce_batch(state: _Delivery, indexes: list[int], dsn: str, text: str,
+                      session: SmtpSession) -> None:
+        """The message cannot go to this server in any form (too large, needs SMTPUTF8)."""
+        peer = session.peer
+        for index in indexes:
+            state.settle(index, _Outcome("bounced", dsn, text, relay=peer.relay,
+                                         remote_mta=peer.hostname))
+
     @staticmethod
     def _said(peer: Peer, reply: Reply, command: str) -> str:
         return f"host {peer.name} said: {reply} (in reply to {command} command)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -104,13 +105,18 @@ class StartTlsRefused(SmtpClientError):
 
 
 class TlsHandshakeFailed(SmtpClientError):
-    """The TLS handshake after 220 failed; the connection is unusable."""
+    """The TLS handshake after 220 failed; the connection is unusable.
+
+    reason is what Postfix's "SSL_connect error to host[ip]:port: REASON"
+    says: OpenSSL's reason, the system error, or "lost connection".
+    """
 
     dsn = "4.7.5"
 
-    def __init__(self, text: str, error: BaseException) -> None:
+    def __init__(self, text: str, error: BaseException, reason: str) -> None:
         super().__init__(text)
         self.error = error
+        self.reason = reason
 
 
 @dataclass
@@ -309,12 +315,14 @@ class SmtpSession:
         except TimeoutError as error:
             self.close()
             raise TlsHandshakeFailed(f"conversation with {self.peer.name} timed out while "
-                                     "performing the TLS handshake", error) from None
+                                     "performing the TLS handshake", error,
+                                     os.strerror(errno.ETIMEDOUT)) from None
         except (ssl.SSLError, ConnectionError, OSError) as error:
             self.close()
-            reason = getattr(error, "reason", None) or str(error) or type(error).__name__
+            reason = (getattr(error, "reason", None) or error.strerror or str(error)
+                      or "lost connection")
             raise TlsHandshakeFailed(f"TLS handshake failed with {self.peer.relay}: {reason}",
-                                     error) from None
+                                     error, reason) from None
         ssl_object = self._writer.get_extra_info("ssl_object")
         cipher = ssl_object.cipher() if ssl_object else None
         self.tls = TlsFacts(

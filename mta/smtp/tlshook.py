@@ -13,8 +13,9 @@ and consults the plan at exactly three points, all before any MAIL is sent:
    ``may``) or refuse.
 
 ``log_field()`` gives the Postfix 3.11 ``tls=`` field of the delivery line.
-The outbound TLS policy work (mta/tls/) supplies the real levels; this module
-has the two that need no certificate checking: ``none`` and ``may``.
+The outbound TLS policy (mta/tls/client_plan.py, through ``default_policy``)
+supplies every level; this module has only ``none``, the agent's default when
+it is given no policy.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import ssl
 from dataclasses import dataclass
 from typing import Protocol
 
-from mta import log as maillog
 from mta.delivery import Route
 from mta.smtp.client import Peer, SmtpClientError, TlsFacts
 
@@ -85,55 +85,6 @@ class NoTlsPlan:
 class NoTlsPolicy:
     def plan(self, route: Route, mx_hostname: str, queued_for: float = 0.0) -> TlsPlan:
         return NoTlsPlan()
-
-
-def anonymous_client_context() -> ssl.SSLContext:
-    """A client context that encrypts without authenticating (level may)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-class OpportunisticPlan:
-    """Level may: STARTTLS when offered, no certificate check; a failed
-    handshake retries the same server in plaintext (TLS_README, "may")."""
-
-    server_hostname: str | None = None
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self.ssl_context: ssl.SSLContext | None = context
-        self._outcome: str | None = None
-
-    def before_starttls(self, offered: bool, peer: Peer) -> str | TlsRefusal:
-        if not offered:
-            self._outcome = "may:none"
-            return PLAINTEXT
-        return STARTTLS
-
-    def after_handshake(self, facts: TlsFacts, peer: Peer) -> TlsRefusal | None:
-        self._outcome = "may"
-        trust = "Untrusted" if facts.peer_certificate else "Anonymous"
-        maillog.info("smtp", f"{trust} TLS connection established to {peer.relay}: "
-                     f"{facts.protocol} with cipher {facts.cipher} "
-                     f"({facts.secret_bits}/{facts.secret_bits} bits)")
-        return None
-
-    def after_failure(self, error: SmtpClientError, peer: Peer) -> str | TlsRefusal:
-        self._outcome = "may:none"
-        self.ssl_context = None  # the retry on the same server stays in plaintext
-        return PLAINTEXT
-
-    def log_field(self) -> str | None:
-        return self._outcome
-
-
-class OpportunisticTlsPolicy:
-    def __init__(self, context: ssl.SSLContext | None = None) -> None:
-        self.context = context or anonymous_client_context()
-
-    def plan(self, route: Route, mx_hostname: str, queued_for: float = 0.0) -> TlsPlan:
-        return OpportunisticPlan(self.context)
 
 
 def default_policy(config: object) -> TlsPolicy:

@@ -19,6 +19,7 @@ from mta.metrics import REGISTRY
 from mta.sasl import FailureTracker, PasswordFile, SaslServer
 from mta.tls.clientcert import relay_clientcerts_lookup
 from mta.tls.inbound_policy import InboundTlsPolicy
+from mta.tls.pemfiles import loose_mode
 from mta.tls.server import ServerTls
 
 HANDSHAKES = Counter(
@@ -75,9 +76,9 @@ def build_security(config: Config, tracker: FailureTracker) -> tuple[ListenerSec
         if not path.exists():
             warnings.append(f"{path}: no such file; AUTH fails until users are added "
                             "with: mta sasl add USER")
-        elif path.stat().st_mode & 0o077:
-            warnings.append(f"{path}: password file is accessible by group or others; "
-                            f"run: chmod 600 {path}")
+        elif (mode := loose_mode(path)) is not None:
+            warnings.append(f"{path}: password file is accessible by group or others "
+                            f"(mode {mode:04o}); run: chmod 600 {path}")
         sasl = SaslServer(PasswordFile(path), tracker, config.smtpd_sasl_failure_delay)
     security = ListenerSecurity(
         policy=policy, tls=tls, sasl=sasl,

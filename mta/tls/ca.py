@@ -13,14 +13,19 @@ from __future__ import annotations
 import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
 )
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from mta.tls.certs import BACKDATE, signature_hash, subject_name
+from mta.tls import keys
+from mta.tls.certs import (
+    certificate_builder,
+    end_entity_key_usage,
+    signature_hash,
+    subject_name,
+)
 
 DEFAULT_CA_DAYS = 3650
 DEFAULT_CLIENT_DAYS = 365
@@ -36,21 +41,14 @@ def ca_certificate(key: CertificateIssuerPrivateKeyTypes, name: str,
     """
     now = now or datetime.datetime.now(datetime.UTC)
     subject = subject_name(name, organization)
-    public = key.public_key()
-    builder = (x509.CertificateBuilder()
-               .subject_name(subject).issuer_name(subject)
-               .public_key(public)
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - BACKDATE)
-               .not_valid_after(now + datetime.timedelta(days=days))
+    builder = (certificate_builder(subject, subject, key.public_key(),
+                                   now + datetime.timedelta(days=days), now=now)
                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                .add_extension(x509.KeyUsage(
                    digital_signature=True, key_cert_sign=True, crl_sign=True,
                    content_commitment=False, key_encipherment=False, data_encipherment=False,
                    key_agreement=False, encipher_only=False, decipher_only=False),
-                   critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public),
-                              critical=False))
+                   critical=True))
     return builder.sign(key, signature_hash(key))
 
 
@@ -71,32 +69,16 @@ def client_certificate(public_key: CertificatePublicKeyTypes, user: str,
     if not_after > ca_cert.not_valid_after_utc:
         # A certificate outliving its CA fails verification from that day on.
         not_after = ca_cert.not_valid_after_utc
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)])
-    builder = (x509.CertificateBuilder()
-               .subject_name(subject).issuer_name(ca_cert.subject)
-               .public_key(public_key)
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - BACKDATE)
-               .not_valid_after(not_after)
+    builder = (certificate_builder(subject_name(user), ca_cert.subject, public_key, not_after,
+                                   now=now, issuer_key=ca_key)
                .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(user)]),
                               critical=False)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.KeyUsage(
-                   digital_signature=True,
-                   key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
-                   content_commitment=False, data_encipherment=False, key_agreement=False,
-                   key_cert_sign=False, crl_sign=False, encipher_only=False,
-                   decipher_only=False), critical=True)
+               .add_extension(end_entity_key_usage(public_key), critical=True)
                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
-                              critical=False)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
-                              critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                   ca_key.public_key()), critical=False))
+                              critical=False))
     return builder.sign(ca_key, signature_hash(ca_key))
 
 
 def is_ca_for(ca_cert: x509.Certificate, ca_key: CertificateIssuerPrivateKeyTypes) -> bool:
-    from mta.tls.certinfo import spki_der
-
-    return spki_der(ca_cert.public_key()) == spki_der(ca_key.public_key())
+    return keys.is_key_of(ca_key, ca_cert)

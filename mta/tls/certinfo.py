@@ -1,49 +1,27 @@
 """Facts about a certificate as operators read them: names, validity, key,
 and SHA-256 fingerprints in Postfix's relay_clientcerts format.
 
-Postfix's fingerprint format (tls_fprint.c): the digest in upper-case hex,
-bytes separated by colons. The certificate fingerprint is the digest of the
-DER certificate; the public-key fingerprint is the digest of the DER
-SubjectPublicKeyInfo (smtpd_tls_fingerprint_digest = sha256). Either may be a
-key in relay_clientcerts; the public-key one survives a renewal that keeps
-the key.
+The fingerprints are fingerprints.py's, the ones smtpd compares: either may
+be a key in relay_clientcerts; the public-key one survives a renewal that
+keeps the key.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from mta.errors import ConfigError
+from mta.tls.fingerprints import cert_fingerprint, pubkey_fingerprint
 
 _CERT_BEGIN = b"-----BEGIN CERTIFICATE-----"
 _CSR_BEGINS = (b"-----BEGIN CERTIFICATE REQUEST-----", b"-----BEGIN NEW CERTIFICATE REQUEST-----")
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
-
-
-def fingerprint(data: bytes) -> str:
-    """SHA-256 of data as Postfix prints it: ``AB:CD:…`` (95 characters)."""
-    return ":".join(f"{byte:02X}" for byte in hashlib.sha256(data).digest())
-
-
-def cert_fingerprint(cert: x509.Certificate) -> str:
-    return fingerprint(cert.public_bytes(serialization.Encoding.DER))
-
-
-def spki_der(public_key: object) -> bytes:
-    return public_key.public_bytes(  # type: ignore[attr-defined]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def pubkey_fingerprint(cert: x509.Certificate | x509.CertificateSigningRequest) -> str:
-    return fingerprint(spki_der(cert.public_key()))
 
 
 def read_certificates(path: Path) -> list[x509.Certificate]:
@@ -77,9 +55,18 @@ def name_text(name: x509.Name) -> str:
     return name.rfc4514_string() or "(empty)"
 
 
-def common_name(name: x509.Name) -> str | None:
-    values = name.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
-    return str(values[0].value) if values else None
+def name_attribute(name: x509.Name,
+                   oid: x509.ObjectIdentifier = x509.oid.NameOID.COMMON_NAME) -> str:
+    """The first value of one attribute of a name (the CN by default), "" when absent."""
+    values = name.get_attributes_for_oid(oid)
+    if not values:
+        return ""
+    value = values[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def common_name(name: x509.Name) -> str:
+    return name_attribute(name)
 
 
 def alt_names(obj: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:

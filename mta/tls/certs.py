@@ -68,8 +68,35 @@ def subject_name(common_name: str, organization: str | None = None) -> x509.Name
     return x509.Name(attributes)
 
 
-def server_key_usage(public_key: CertificatePublicKeyTypes) -> x509.KeyUsage:
-    # RSA key transport (TLS 1.2 RSA kx) needs keyEncipherment; EC keys sign only.
+def certificate_builder(subject: x509.Name, issuer: x509.Name,
+                        public_key: CertificatePublicKeyTypes, not_after: datetime.datetime, *,
+                        now: datetime.datetime,
+                        issuer_key: CertificateIssuerPrivateKeyTypes | None = None
+                        ) -> x509.CertificateBuilder:
+    """What every certificate we make has: a random serial (RFC 5280 §4.1.2.2),
+    validity from BACKDATE before now, the subject key identifier, and the
+    authority key identifier when another key signs it (§4.2.1.1, §4.2.1.2).
+    The callers add what makes it a CA, server or client certificate."""
+    builder = (x509.CertificateBuilder()
+               .subject_name(subject).issuer_name(issuer)
+               .public_key(public_key)
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - BACKDATE)
+               .not_valid_after(not_after)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
+                              critical=False))
+    if issuer_key is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False)
+    return builder
+
+
+def end_entity_key_usage(public_key: CertificatePublicKeyTypes) -> x509.KeyUsage:
+    """Server and client certificates: signing, and key transport for RSA keys.
+
+    RSA key transport (TLS 1.2 RSA key exchange) needs keyEncipherment; EC keys sign only.
+    """
     return x509.KeyUsage(
         digital_signature=True, key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
         content_commitment=False, data_encipherment=False, key_agreement=False,
@@ -88,19 +115,13 @@ def self_signed(key: PrivateKey, common_name: str, names: Sequence[str] = (),
     now = now or datetime.datetime.now(datetime.UTC)
     sans = list(dict.fromkeys([common_name, *names]))
     public = key.public_key()
-    builder = (x509.CertificateBuilder()
-               .subject_name(subject).issuer_name(subject)
-               .public_key(public)
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - BACKDATE)
-               .not_valid_after(now + datetime.timedelta(days=days))
+    builder = (certificate_builder(subject, subject, public,
+                                   now + datetime.timedelta(days=days), now=now)
                .add_extension(subject_alternative_names(sans), critical=False)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(server_key_usage(public), critical=True)
+               .add_extension(end_entity_key_usage(public), critical=True)
                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                      ExtendedKeyUsageOID.CLIENT_AUTH]),
-                              critical=False)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public),
                               critical=False))
     return builder.sign(key, signature_hash(key))
 
@@ -144,21 +165,12 @@ def reissue(old: x509.Certificate, public_key: CertificatePublicKeyTypes,
     """A new certificate with old's subject and extensions, for public_key,
     signed by issuer_key as issuer (old's own key for a self-signed one)."""
     now = now or datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder()
-               .subject_name(old.subject).issuer_name(issuer)
-               .public_key(public_key)
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - BACKDATE)
-               .not_valid_after(now + datetime.timedelta(days=days)))
+    builder = certificate_builder(old.subject, issuer, public_key,
+                                  now + datetime.timedelta(days=days), now=now,
+                                  issuer_key=issuer_key if issuer != old.subject else None)
     for extension in old.extensions:
         if isinstance(extension.value, _COPIED):
             builder = builder.add_extension(extension.value, critical=extension.critical)
-    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
-                                    critical=False)
-    if issuer != old.subject:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False)
     return builder.sign(issuer_key, signature_hash(issuer_key))
 
 

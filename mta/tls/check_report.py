@@ -22,6 +22,7 @@ from mta.tls.fingerprints import parse_fingerprint_list
 from mta.tls.levels import TlsLevel
 from mta.tls.names import MatchTarget, match_certificate, parse_strategies, strip_nexthop
 from mta.tls.policy_table import ClientPolicy
+from mta.tls.summary import from_client_session
 
 CHECKED_LEVELS = (TlsLevel.MAY, TlsLevel.ENCRYPT, TlsLevel.FINGERPRINT, TlsLevel.VERIFY,
                   TlsLevel.SECURE)
@@ -186,11 +187,12 @@ def render_text(report: Report) -> str:
     if probe.handshake_error:
         lines.append(f"SSL_connect error to {probe.namaddrport}: {probe.handshake_error}")
     if probe.tls_up:
-        trust = decision.trust_label(TlsLevel.MAY, report.evaluation) \
-            if report.evaluation else decision.ANONYMOUS
-        lines.append(f"{trust} TLS connection established to {probe.namaddrport}: "
-                     f"{probe.protocol} with cipher {probe.cipher} "
-                     f"({probe.cipher_bits}/{probe.cipher_bits} bits)")
+        # What the SMTP client logs at may: at most Trusted (names are not checked).
+        evaluation = report.evaluation
+        summary = from_client_session(probe.protocol, probe.cipher, probe.cipher_bits,
+                                      evaluation.leaf if evaluation else None,
+                                      trusted=evaluation.trusted if evaluation else False)
+        lines.append(summary.log_text("client", probe.namaddrport))
     if report.evaluation is not None:
         for depth, summary in enumerate(report.evaluation.summaries()):
             lines.extend(_cert_lines(depth, summary))
@@ -218,7 +220,7 @@ def _cert_lines(depth: int, summary: CertSummary) -> list[str]:
                       else f"(no DNS SAN; CN {summary.common_name})"),
         f"  valid {_fmt_time(summary.not_before)} to {_fmt_time(summary.not_after)}",
         f"  sha256 certificate {summary.cert_fingerprint}",
-        f"  sha256 public key {summary.spki_fingerprint}",
+        f"  sha256 public key {summary.pubkey_fingerprint}",
     ]
 
 
@@ -232,7 +234,7 @@ def render_json(report: Report) -> str:
             "not_before": summary.not_before.isoformat(),
             "not_after": summary.not_after.isoformat(),
             "sha256_cert": summary.cert_fingerprint,
-            "sha256_pubkey": summary.spki_fingerprint,
+            "sha256_pubkey": summary.pubkey_fingerprint,
         })
     trust = report.evaluation.trust if report.evaluation else None
     data = {

@@ -25,7 +25,7 @@ from mta.errors import ConfigError
 from mta.tls import keys
 from mta.tls.chain import TrustStore
 from mta.tls.policy_table import ClientPolicy
-from mta.tls.protocol_list import ProtocolRange
+from mta.tls.protocols import ProtocolRange
 
 
 class ClientContexts:

@@ -3,8 +3,9 @@
 ``PolicyTls.plan()`` looks up the next hop's policy and returns a plan for
 one server; the agent asks the plan after EHLO, after a failed STARTTLS or
 handshake, and after the handshake, always before any MAIL. The plan logs
-the TLS lines (summary, certificate failure), counts the metrics and gives
-the delivery line its ``tls=`` field. All judgement is decision.py's.
+the TLS lines (the summary line is summary.py's, as smtpd's is; certificate
+failures), counts the metrics and gives the delivery line its ``tls=`` field.
+All judgement is decision.py's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from cryptography import x509
 from mta import log as maillog
 from mta.config import Config
 from mta.delivery import Route
-from mta.smtp.client import Peer, SmtpClientError, StartTlsRefused, TlsFacts
+from mta.smtp.client import (
+    Peer,
+    SmtpClientError,
+    StartTlsRefused,
+    TlsFacts,
+    TlsHandshakeFailed,
+)
 from mta.smtp.tlshook import PLAINTEXT, STARTTLS, TlsRefusal
 from mta.tls import client_metrics
 from mta.tls.client_context import peer_chain
@@ -35,6 +42,7 @@ from mta.tls.levels import TlsLevel
 from mta.tls.names import MatchTarget, strip_nexthop
 from mta.tls.outbound import OutboundTls
 from mta.tls.policy_table import ClientPolicy
+from mta.tls.summary import VERIFIED, from_client_session
 
 PROGRAM = "smtp"
 
@@ -92,8 +100,7 @@ class PolicyPlan:
             self.outcome = Outcome.PLAINTEXT
             client_metrics.session(self.level, None, "starttls_refused")
             return PLAINTEXT
-        cause = getattr(error, "error", None)
-        reason = getattr(cause, "reason", None) or str(cause or error)
+        reason = error.reason if isinstance(error, TlsHandshakeFailed) else error.text
         if self.loglevel >= 1:
             maillog.info(PROGRAM, f"SSL_connect error to {peer.relay}: {reason}")
         decision = after_handshake_failure(self.level, self.queued_for,
@@ -127,8 +134,10 @@ class PolicyPlan:
         if decision.log and self.loglevel >= 1:
             maillog.info(PROGRAM, decision.log)
         if self.loglevel >= 1:
-            maillog.info(PROGRAM, summary_line(decision.trust or "Anonymous", peer.relay,
-                                               facts))
+            summary = from_client_session(
+                facts.protocol, facts.cipher, facts.secret_bits, evaluation.leaf,
+                trusted=evaluation.trusted, matched=decision.trust == VERIFIED)
+            maillog.info(PROGRAM, summary.log_text("client", peer.relay))
         if decision.next is Next.FAIL:
             return self._refuse(decision, decision.trust, "refused")
         self.outcome = Outcome.TLS
@@ -147,14 +156,6 @@ class PolicyPlan:
         if self.outcome is None:
             return None
         return tls_field(self.level, self.outcome)
-
-
-def summary_line(trust: str, relay: str, facts: TlsFacts) -> str:
-    """Postfix's client summary (tls_misc.c tls_log_summary). Python's ssl module
-    cannot tell the key-exchange group, so that part is left out, as Postfix
-    leaves out what OpenSSL cannot tell it."""
-    return (f"{trust} TLS connection established to {relay}: {facts.protocol} with cipher "
-            f"{facts.cipher} ({facts.secret_bits}/{facts.secret_bits} bits)")
 
 
 class PolicyTls:

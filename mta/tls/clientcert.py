@@ -9,17 +9,17 @@ certificate is worth is decided later, by the restrictions (smtpd/checks.py).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from mta.config import Config
 from mta.maps import open_tables
+from mta.tls.certinfo import name_attribute
+from mta.tls.fingerprints import cert_fingerprint, pubkey_fingerprint
 
 # X509_V_ERR_* texts for the errors a client certificate commonly has
 # (OpenSSL's X509_verify_cert_error_string, which pyOpenSSL does not expose).
@@ -69,19 +69,6 @@ class VerifyRecord:
         return self.called and self.error == 0
 
 
-def fingerprint(data: bytes, digest: str = "sha256") -> str:
-    """Postfix's fingerprint format: upper-case hex bytes joined by colons."""
-    return ":".join(f"{byte:02X}" for byte in hashlib.new(digest, data).digest())
-
-
-def _name_attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str:
-    values = name.get_attributes_for_oid(oid)
-    if not values:
-        return ""
-    value = values[0].value
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
-
-
 @dataclass(frozen=True)
 class PeerCertificate:
     """The facts about a presented certificate that policy, logs and headers use."""
@@ -97,15 +84,12 @@ class PeerCertificate:
     @classmethod
     def from_certificate(cls, cert: x509.Certificate, record: VerifyRecord,
                          digest: str = "sha256") -> PeerCertificate:
-        issuer = (_name_attribute(cert.issuer, NameOID.COMMON_NAME)
-                  or _name_attribute(cert.issuer, NameOID.ORGANIZATION_NAME))
-        spki = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo)
-        der = cert.public_bytes(serialization.Encoding.DER)
-        return cls(common_name=_name_attribute(cert.subject, NameOID.COMMON_NAME),
+        issuer = (name_attribute(cert.issuer)
+                  or name_attribute(cert.issuer, NameOID.ORGANIZATION_NAME))
+        return cls(common_name=name_attribute(cert.subject),
                    issuer_common_name=issuer,
-                   cert_fingerprint=fingerprint(der, digest),
-                   pkey_fingerprint=fingerprint(spki, digest),
+                   cert_fingerprint=cert_fingerprint(cert, digest),
+                   pkey_fingerprint=pubkey_fingerprint(cert, digest),
                    trusted=record.trusted,
                    verify_error="" if record.trusted else verify_error_text(record.error),
                    public_key=cert.public_key())

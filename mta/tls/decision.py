@@ -20,8 +20,7 @@ from enum import Enum
 
 from mta.tls.evaluation import Evaluation
 from mta.tls.levels import TlsLevel
-
-ANONYMOUS, UNTRUSTED, TRUSTED, VERIFIED = "Anonymous", "Untrusted", "Trusted", "Verified"
+from mta.tls.summary import ANONYMOUS, TRUSTED, UNTRUSTED, VERIFIED  # the summary line's words
 
 
 class Next(Enum):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from mta.tls.chain import ChainResult, TrustStore, oneline
-from mta.tls.fingerprints import cert_digest, format_fingerprint, spki_digest
+from mta.tls.fingerprints import cert_digest, cert_fingerprint, pubkey_digest, pubkey_fingerprint
 from mta.tls.names import (
     MatchTarget,
     NameMatch,
@@ -37,7 +37,7 @@ class CertSummary:
     not_before: datetime.datetime
     not_after: datetime.datetime
     cert_fingerprint: str
-    spki_fingerprint: str
+    pubkey_fingerprint: str
 
     @classmethod
     def of(cls, cert: x509.Certificate) -> CertSummary:
@@ -48,7 +48,7 @@ class CertSummary:
             dns = ()
         return cls(oneline(cert.subject), oneline(cert.issuer), common_name(cert), dns,
                    cert.not_valid_before_utc, cert.not_valid_after_utc,
-                   format_fingerprint(cert_digest(cert)), format_fingerprint(spki_digest(cert)))
+                   cert_fingerprint(cert), pubkey_fingerprint(cert))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +100,6 @@ def evaluate(chain: Sequence[x509.Certificate], store: TrustStore, *,
         # the public-key digest of the server's own certificate, no CA, no expiry.
         if cert_digest(leaf) in fingerprints:
             pinned = "cert"
-        elif spki_digest(leaf) in fingerprints:
+        elif pubkey_digest(leaf) in fingerprints:
             pinned = "pubkey"
     return Evaluation(tuple(chain), trust, names, source, name_match, pinned)

@@ -1,9 +1,14 @@
-"""Certificate and public-key fingerprints in Postfix's ``AA:BB:...`` form.
+"""Certificate and public-key fingerprints in Postfix's ``AA:BB:...`` form, for every user.
 
 The certificate fingerprint is the digest of the certificate's DER encoding;
 the public-key fingerprint the digest of its DER SubjectPublicKeyInfo, which
-survives a renewal with the same key (Postfix tls_fprint.c). Postern uses
-SHA-256, Postfix's default since compatibility level 3.6.
+survives a renewal with the same key (Postfix tls_fprint.c). Printed as
+Postfix prints them: the digest in upper-case hex, bytes joined by colons.
+SHA-256 is the default (Postfix's since compatibility level 3.6); smtpd's
+``smtpd_tls_fingerprint_digest`` may name another hashlib digest. The same
+functions serve relay_clientcerts (smtpd), ``match=`` at the client's
+fingerprint level, ``mta cert`` and ``mta tls-check``, so the value one of
+them prints is the value another accepts.
 """
 
 from __future__ import annotations
@@ -14,31 +19,40 @@ import re
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mta.config.types import BadValue
+from mta.errors import BadValue
 
 DIGEST_SIZE = 32  # SHA-256
 
+# What carries a public key: a certificate or a request (PKCS#10).
+KeyHolder = x509.Certificate | x509.CertificateSigningRequest
+
 
 def format_fingerprint(digest: bytes) -> str:
+    """``AB:CD:…``: upper-case hex bytes joined by colons (95 characters for SHA-256)."""
     return ":".join(f"{byte:02X}" for byte in digest)
 
 
-def cert_digest(cert: x509.Certificate) -> bytes:
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+def spki_der(public_key: object) -> bytes:
+    """A public key as DER SubjectPublicKeyInfo: what the public-key fingerprint hashes."""
+    return public_key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def spki_digest(cert: x509.Certificate) -> bytes:
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(spki).digest()
+def cert_digest(cert: x509.Certificate, digest: str = "sha256") -> bytes:
+    return hashlib.new(digest, cert.public_bytes(serialization.Encoding.DER)).digest()
 
 
-def cert_fingerprint(cert: x509.Certificate) -> str:
-    return format_fingerprint(cert_digest(cert))
+def pubkey_digest(holder: KeyHolder, digest: str = "sha256") -> bytes:
+    """The digest of the SubjectPublicKeyInfo of a certificate or request."""
+    return hashlib.new(digest, spki_der(holder.public_key())).digest()
 
 
-def spki_fingerprint(cert: x509.Certificate) -> str:
-    return format_fingerprint(spki_digest(cert))
+def cert_fingerprint(cert: x509.Certificate, digest: str = "sha256") -> str:
+    return format_fingerprint(cert_digest(cert, digest))
+
+
+def pubkey_fingerprint(holder: KeyHolder, digest: str = "sha256") -> str:
+    return format_fingerprint(pubkey_digest(holder, digest))
 
 
 _HEX = re.compile(r"[0-9A-Fa-f]{2}(?::?[0-9A-Fa-f]{2})*\Z")

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from mta.config import Config
 from mta.errors import ConfigError
-from mta.maps import CidrTable, HashTable, TableList, open_tables
+from mta.maps import TableList, open_tables
+from mta.tls.levels import sun_synonyms
 
 NONE, MAY, ENCRYPT = "none", "may", "encrypt"
 _ORDER = {NONE: 0, MAY: 1, ENCRYPT: 2}
 # Sun Messaging Server channel keywords, server halves included.
-_SYNONYMS = {"notls": NONE, "notlsserver": NONE, "maytls": MAY, "maytlsserver": MAY,
-             "musttls": ENCRYPT, "musttlsserver": ENCRYPT}
+_SYNONYMS = sun_synonyms("server")
 # Postfix: levels that need certificate checks mean encrypt in smtpd (smtpd.c).
 _CLIENT_ONLY = ("fingerprint", "verify", "secure")
 
@@ -81,14 +81,8 @@ class InboundTlsPolicy:
 
 def _validate(tables: TableList) -> None:
     for table in tables.tables:
-        if isinstance(table, CidrTable):
-            items = [(f"{table.name}: {network}", value) for network, value in table.rules]
-        elif isinstance(table, HashTable):
-            items = [(entry.where, entry.value) for entry in table.entries()]
-        else:
-            continue
-        for where, value in items:
+        for entry in table.entries():
             try:
-                parse_level(value)
+                parse_level(entry.value)
             except ValueError as error:
-                raise ConfigError(f"{where}: {error}") from None
+                raise ConfigError(f"{entry.where}: {entry.key}: {error}") from None

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mta import maps
 from mta.config import PARAMS, Config
 from mta.config.types import parse_list
+from mta.tls.server import sni_map_entries
 
 ROLES = ("smtpd", "smtpd_sni", "smtpd_client_ca", "smtp_client")
 
@@ -96,15 +96,13 @@ def _from_view(config: Config, listener: str | None, overridden: set[str]) -> li
 def _sni_files(config: Config, label: str) -> list[CertFile]:
     """tls_server_sni_maps: name → list of files, each a key with its chain
     (Postfix's format, the same as smtpd_tls_chain_files)."""
-    spec = _value(config, SNI_PARAMETER)
-    if spec is None:
+    if _value(config, SNI_PARAMETER) is None:
         return []
     found = []
-    for table in maps.open_tables(spec, Path(config.directory)).tables:
-        for entry in table.entries():
-            for item in parse_list(entry.value):
-                path = config.path_of(item)
-                found.append(CertFile("smtpd_sni", f"{label} {entry.key}", item, path, path))
+    for entry, files in sni_map_entries(config):
+        for item in files:
+            path = config.path_of(item)
+            found.append(CertFile("smtpd_sni", f"{label} {entry.key}", item, path, path))
     return found
 
 

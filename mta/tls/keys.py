@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import ssl
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from mta.errors import ConfigError
 from mta.tls.certinfo import read_certificates
-from mta.tls.pemfiles import write_private
+from mta.tls.fingerprints import spki_der
+from mta.tls.pemfiles import loose_mode, write_private
 
 __all__ = ["PrivateKey", "check_key_matches", "generate_key", "key_password", "key_pem",
            "load_cert_chain", "load_private_key", "parse_private_key", "read_password_file",
@@ -78,12 +78,12 @@ def read_password_file(path: Path) -> bytes:
 def password_file_warning(path: Path) -> str | None:
     """A warning when the password file can be read by group or others."""
     try:
-        mode = path.stat().st_mode
+        mode = loose_mode(path)
     except OSError:
         return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode is not None:
         return (f"{path}: the key password file is accessible by group or others "
-                f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
+                f"(mode {mode:04o}); chmod 600 it")
     return None
 
 
@@ -154,13 +154,15 @@ def load_private_key(path: Path, config: Config) -> PrivateKeyTypes:
                              f"{PASSWORD_PARAMETER} = {password_file}")
 
 
+def is_key_of(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
+    """Is key the private half of cert's public key?"""
+    return spki_der(key.public_key()) == spki_der(cert.public_key())
+
+
 def check_key_matches(key: PrivateKeyTypes, cert: x509.Certificate, key_where: str,
                       cert_where: str) -> None:
     """ConfigError unless key is the private half of cert's public key."""
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    ours = key.public_key().public_bytes(serialization.Encoding.DER, fmt)
-    theirs = cert.public_key().public_bytes(serialization.Encoding.DER, fmt)
-    if ours != theirs:
+    if not is_key_of(key, cert):
         raise ConfigError(f"{key_where}: the private key does not match the certificate "
                           f"in {cert_where}")
 

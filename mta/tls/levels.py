@@ -1,4 +1,4 @@
-"""Outbound TLS security levels: Postfix's ordered levels and Sun's channel synonyms.
+"""TLS security levels: Postfix's ordered client levels, and Sun's channel keywords for both sides.
 
 Postfix orders the client levels none < may < encrypt < fingerprint < dane <
 dane-only < verify < secure (src/tls/tls.h; halfdane is internal and never
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from mta.config.types import BadValue
+from mta.errors import BadValue
 
 
 class TlsLevel(IntEnum):
@@ -51,15 +51,20 @@ class TlsLevel(IntEnum):
 
 _NAMES = {level.label: level for level in TlsLevel}
 
-# Sun/Oracle Messaging Server channel keywords (reference §6). The client
-# halves apply to outbound mail; "must" never validates certificates there,
+# Sun/Oracle Messaging Server channel keywords (reference §6), for smtpd
+# (inbound_policy.py) and the client alike: each names both halves, and
+# ...client / ...server name one side. "must" never validates certificates,
 # so it is Postfix's encrypt.
-SYNONYMS = {
-    "notls": TlsLevel.NONE, "notlsclient": TlsLevel.NONE,
-    "maytls": TlsLevel.MAY, "maytlsclient": TlsLevel.MAY,
-    "musttls": TlsLevel.ENCRYPT, "musttlsclient": TlsLevel.ENCRYPT,
-}
-_SERVER_HALVES = {"notlsserver", "maytlsserver", "musttlsserver"}
+SUN_KEYWORDS = {"notls": "none", "maytls": "may", "musttls": "encrypt"}
+
+
+def sun_synonyms(side: str) -> dict[str, str]:
+    """The keywords one side ("client" or "server") takes, with the level each means."""
+    return {word + half: level for word, level in SUN_KEYWORDS.items() for half in ("", side)}
+
+
+SYNONYMS = {word: _NAMES[level] for word, level in sun_synonyms("client").items()}
+_SERVER_HALVES = sun_synonyms("server").keys() - SUN_KEYWORDS.keys()
 
 # Levels Postfix has and Postern does not implement yet. Refusing them is the
 # only safe answer: silently treating "dane" as "may" would send mail with less

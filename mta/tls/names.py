@@ -22,9 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
-from mta.config.types import BadValue
+from mta.errors import BadValue
+from mta.smtp.nexthop import parse_nexthop
+from mta.tls import certinfo
 
 
 def certificate_names(cert: x509.Certificate) -> tuple[tuple[str, ...], str]:
@@ -42,11 +43,8 @@ def certificate_names(cert: x509.Certificate) -> tuple[tuple[str, ...], str]:
 
 
 def common_name(cert: x509.Certificate) -> str:
-    attributes = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not attributes:
-        return ""
-    value = attributes[0].value
-    return _printable(value if isinstance(value, str) else value.decode("latin-1"))
+    """The subject CN as a name to match: "" when absent or not printable."""
+    return _printable(certinfo.common_name(cert.subject))
 
 
 def _printable(name: str) -> str:
@@ -145,16 +143,9 @@ def match_certificate(names: Iterable[str], target: MatchTarget,
 
 
 def strip_nexthop(nexthop: str) -> str:
-    """The next-hop domain for matching: [] and :port removed (Postfix tls_nexthop)."""
-    text = nexthop.strip()
-    if text.lower().startswith("inet:"):
-        text = text[5:]
-    if text.startswith("["):
-        return text[1:].partition("]")[0]
-    host, sep, port = text.rpartition(":")
-    if sep and port.isdigit() and host:
-        return host
-    return text
+    """The next-hop domain for matching: [] and :port removed (Postfix tls_nexthop),
+    read as delivery reads the next hop (mta/smtp/nexthop.py)."""
+    return parse_nexthop(nexthop).host
 
 
 def describe(names: Sequence[str], source: str) -> str:

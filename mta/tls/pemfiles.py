@@ -1,4 +1,5 @@
-"""Writing key and certificate files atomically: keys 0600, certificates 0644.
+"""Key and certificate files on disk: written atomically (keys 0600,
+certificates 0644), and checked for modes that let others read a secret.
 
 A running daemon re-reads these files on SIGHUP, so a file is never written
 in place: the bytes go to a temporary file in the same directory (created
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from mta.spool import fsync_directory
@@ -56,3 +58,11 @@ def keep_old(path: Path) -> Path | None:
     old = path.with_name(path.name + ".old")
     write_atomic(old, path.read_bytes(), path.stat().st_mode & 0o777)
     return old
+
+
+def loose_mode(path: Path) -> int | None:
+    """The permission bits of a secret file (a key, a password file) when its
+    group or others have any access to it, else None. OSError when it cannot
+    be examined."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    return mode if mode & (stat.S_IRWXG | stat.S_IRWXO) else None

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mta.config import Config
-from mta.config.types import BadValue
-from mta.errors import ConfigError
-from mta.maps import CidrTable, Entry, StaticTable, TableList, open_tables
+from mta.errors import BadValue, ConfigError
+from mta.maps import CidrTable, TableList, open_tables
 from mta.tls.fingerprints import parse_fingerprint_list
 from mta.tls.levels import TlsLevel, parse_level
 from mta.tls.names import parse_strategies
-from mta.tls.protocol_list import (
+from mta.tls.protocols import (
+    OUTBOUND,
     ProtocolRange,
     check_ciphers,
     cipher_string,
@@ -123,9 +123,9 @@ def _parse_entry(text: str, config: Config, where: str) -> tuple[ClientPolicy, l
                                f"or secure level, not {level.label}")
             attrs.match.append(value)
         elif name == "protocols":
-            attrs.protocols = parse_protocols(value)
+            attrs.protocols = parse_protocols(value, OUTBOUND)
         elif name == "ciphers":
-            attrs.grade = parse_grade(value)
+            attrs.grade = parse_grade(value, OUTBOUND)
         elif name == "exclude":
             attrs.exclude = split_exclusions(value)
         elif name == "servername":
@@ -159,7 +159,8 @@ def _resolve(level: TlsLevel, attrs: _Attributes, config: Config, where: str) ->
                             else config.smtp_tls_ciphers)
     # Postfix lowers OpenSSL's security level to 0 for may and encrypt (any
     # encryption beats none) and uses 1 where the peer is authenticated.
-    ciphers = cipher_string(grade, exclusions, seclevel=1 if level.must_match else 0)
+    ciphers = cipher_string(grade, exclusions, OUTBOUND,
+                            seclevel=1 if level.must_match else 0)
     check_ciphers(ciphers)
     protocols = attrs.protocols or (config.smtp_tls_mandatory_protocols if mandatory
                                     else config.smtp_tls_protocols)
@@ -222,12 +223,8 @@ class PolicyTable:
             if isinstance(table, CidrTable):
                 raise ConfigError(f"smtp_tls_policy_maps: {table.name}: a cidr table cannot "
                                   "be keyed by next-hop destinations")
-            entries = table.entries()
-            if isinstance(table, StaticTable):
-                entries = [Entry("*", table.lookup("") or "", table.name, 0)]
-            for entry in entries:
-                where = entry.where if entry.line else entry.path
-                where = f"{where}: {entry.key}"
+            for entry in table.entries():
+                where = f"{entry.where}: {entry.key}"
                 policy, notes = parse_entry(entry.value, config, where)
                 parsed.setdefault(entry.value, policy)
                 warnings.extend(notes)

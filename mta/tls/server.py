@@ -11,7 +11,6 @@ certificate's verification result and always lets the handshake go on
 from __future__ import annotations
 
 import logging
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +18,14 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from mta.config import Config
-from mta.config.types import BadValue
-from mta.errors import ConfigError
-from mta.maps import open_tables, split_specs
-from mta.tls import keys, protocols
+from mta.config.types import parse_list
+from mta.errors import BadValue, ConfigError
+from mta.maps import Entry, open_tables
+from mta.tls import keys
 from mta.tls.clientcert import VerifyRecord
 from mta.tls.engine import describe
+from mta.tls.pemfiles import loose_mode
+from mta.tls.protocols import INBOUND, ProtocolRange, cipher_string
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,12 @@ class Identity:
 def check_key_file(path: Path) -> None:
     """Refuse a private key that others than its owner may read (or write)."""
     try:
-        mode = path.stat().st_mode
+        mode = loose_mode(path)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read private key: {error.strerror}") from None
-    if mode & 0o077:
+    if mode is not None:
         raise ConfigError(f"{path}: private key file is accessible by group or others "
-                          f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}")
+                          f"(mode {mode:04o}); run: chmod 600 {path}")
 
 
 def load_identity(files: list[Path], config: Config | None = None) -> Identity:
@@ -102,7 +103,7 @@ def load_identity(files: list[Path], config: Config | None = None) -> Identity:
 class ContextSettings:
     """What every context of one listener shares (only the identity differs)."""
 
-    protocols: protocols.ProtocolRange
+    protocols: ProtocolRange
     ciphers: str
     ask_ccert: bool
     cafile: str
@@ -138,8 +139,8 @@ class ServerTls:
             exclusions += tuple(config.smtpd_tls_mandatory_exclude_ciphers)
         try:
             settings = ContextSettings(
-                protocols=protocols.parse_protocols(config.get(prefix + "protocols")),
-                ciphers=protocols.cipher_list(config.get(prefix + "ciphers"), exclusions),
+                protocols=config.get(prefix + "protocols"),
+                ciphers=cipher_string(config.get(prefix + "ciphers"), exclusions, INBOUND),
                 ask_ccert=bool(config.smtpd_tls_ask_ccert
                                or (required and config.smtpd_tls_req_ccert)),
                 cafile=str(config.path_of(config.smtpd_tls_CAfile))
@@ -218,18 +219,28 @@ def _verify(conn: SSL.Connection, cert: object, error: int, depth: int, ok: int)
         return True
 
 
-def _sni_identities(config: Config) -> dict[str, Identity]:
+def sni_map_entries(config: Config) -> list[tuple[Entry, tuple[str, ...]]]:
+    """tls_server_sni_maps: each entry with the files it names, as written (a
+    private key and its chain, Postfix's format); ConfigError for an entry
+    that names none. Shared with the certificate inventory (``mta cert list``)."""
     spec = config.tls_server_sni_maps
     if not spec:
-        return {}
-    base = Path(config.directory)
-    identities: dict[str, Identity] = {}
-    for table_spec in split_specs(spec):
-        for entry in open_tables(table_spec, base).tables[0].entries():
-            files = [config.path_of(f) for f in entry.value.replace(",", " ").split()]
+        return []
+    found = []
+    for table in open_tables(spec, Path(config.directory)).tables:
+        for entry in table.entries():
+            files = parse_list(entry.value)
             if not files:
                 raise ConfigError(f"{entry.where}: {entry.key}: no files given")
-            key = entry.key.lower().rstrip(".")
-            identities.setdefault(key, load_identity(files, config))
+            found.append((entry, files))
+    return found
+
+
+def _sni_identities(config: Config) -> dict[str, Identity]:
+    identities: dict[str, Identity] = {}
+    for entry, files in sni_map_entries(config):
+        key = entry.key.lower().rstrip(".")
+        if key not in identities:  # the first entry for a name wins, as lookups do
+            identities[key] = load_identity([config.path_of(f) for f in files], config)
     return identities
 

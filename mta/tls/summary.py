@@ -15,12 +15,13 @@ Direction-neutral, for smtpd and the smtp client alike:
 - ``TlsSummary.received_lines(ask_ccert)`` is the TLS part of smtpd's Received
   header: the ``(using …)`` clause and the client certificate clause.
 
-Build one from a pyOpenSSL connection with ``from_pyopenssl``, or from a
-Python ``ssl`` client session with ``from_ssl_object``: Python's ssl cannot
-tell the key-exchange group or signature digests, so those parts are left
-empty, which drops them from the line as Postfix does when OpenSSL cannot
-tell them. Like Postfix (tls_get_signature_params), the key-exchange and
-signature parts exist for TLS 1.3 only.
+Build one from a pyOpenSSL connection with ``from_pyopenssl`` (smtpd), or
+from a Python ``ssl`` client session with ``from_ssl_object`` /
+``from_client_session`` (the SMTP client, ``mta tls-check``): Python's ssl
+cannot tell the key-exchange group or signature digests, so those parts are
+left empty, which drops them from the line as Postfix does when OpenSSL
+cannot tell them. Like Postfix (tls_get_signature_params), the key-exchange
+and signature parts exist for TLS 1.3 only.
 """
 
 from __future__ import annotations
@@ -93,20 +94,28 @@ class TlsSummary:
             return VERIFIED
         return TRUSTED if self.peer.trusted else UNTRUSTED
 
+    def _cipher_text(self) -> str:
+        return (f"{self.protocol} with cipher {self.cipher} "
+                f"({self.cipher_usebits}/{self.cipher_algbits} bits)")
+
+    def _kex_text(self) -> str:
+        """``key-exchange X25519``, ``… ECDHE (prime256v1)``, ``… DHE (2048 bits)``; "" unknown."""
+        if not self.kex_name:
+            return ""
+        if self.kex_curve:
+            return f"key-exchange {self.kex_name} ({self.kex_curve})"
+        if self.kex_bits > 0:
+            return f"key-exchange {self.kex_name} ({self.kex_bits} bits)"
+        return f"key-exchange {self.kex_name}"
+
+    def _signature_texts(self) -> tuple[str, str]:
+        """The server's and the client's signature parts, "" where unknown."""
+        return (self.server_signature.text("server") if self.server_signature else "",
+                self.client_signature.text("client") if self.client_signature else "")
+
     def _details(self) -> str:
-        out = (f"{self.protocol} with cipher {self.cipher} "
-               f"({self.cipher_usebits}/{self.cipher_algbits} bits)")
-        if self.kex_name:
-            out += f" key-exchange {self.kex_name}"
-            if self.kex_curve:
-                out += f" ({self.kex_curve})"
-            elif self.kex_bits > 0:
-                out += f" ({self.kex_bits} bits)"
-        if self.server_signature:
-            out += " " + self.server_signature.text("server")
-        if self.client_signature:
-            out += " " + self.client_signature.text("client")
-        return out
+        parts = (self._cipher_text(), self._kex_text(), *self._signature_texts())
+        return " ".join(part for part in parts if part)
 
     def log_text(self, role: str, namaddr: str) -> str:
         """The summary line; role is "server" (from namaddr) or "client" (to namaddr)."""
@@ -119,21 +128,15 @@ class TlsSummary:
     def received_lines(self, ask_ccert: bool) -> list[str]:
         """The Received header's TLS clauses, one string per header line, each
         without its leading tab (continuations start with a space)."""
-        lines = [f"(using {self.protocol} with cipher {self.cipher} "
-                 f"({self.cipher_usebits}/{self.cipher_algbits} bits)"]
-        if self.kex_name:
-            kex = f" key-exchange {self.kex_name}"
-            if self.kex_curve:
-                kex += f" ({self.kex_curve})"
-            elif self.kex_bits > 0:
-                kex += f" ({self.kex_bits} bits)"
-            if self.server_signature:
-                kex += " " + self.server_signature.text("server")
-            lines.append(kex)
-        elif self.server_signature:
-            lines.append(" " + self.server_signature.text("server"))
-        if self.client_signature:
-            lines.append(" " + self.client_signature.text("client"))
+        # Postfix's layout: the server's signature goes on the key-exchange
+        # line (or on its own), the client's always starts a line.
+        server, client = self._signature_texts()
+        lines = [f"(using {self._cipher_text()}"]
+        kex_line = " ".join(part for part in (self._kex_text(), server) if part)
+        if kex_line:
+            lines.append(" " + kex_line)
+        if client:
+            lines.append(" " + client)
         lines[-1] += ")"
         if self.peer is not None:
             verdict = "verified OK" if self.peer.trusted else "not verified"
@@ -225,14 +228,33 @@ def from_ssl_object(session: ssl.SSLObject | ssl.SSLSocket, *, trusted: bool,
     """
     name, _, bits = session.cipher() or ("", "", 0)
     der = session.getpeercert(binary_form=True)
+    return from_client_session(session.version() or "", name, bits or 0,
+                               x509.load_der_x509_certificate(der) if der else None,
+                               trusted=trusted, matched=matched, digest=digest)
+
+
+def from_client_session(protocol: str, cipher: str, bits: int,
+                        server_cert: x509.Certificate | None, *, trusted: bool,
+                        matched: bool = False, digest: str = "sha256") -> TlsSummary:
+    """Summarise a client session from what Python's ssl tells of it: protocol,
+    cipher, its secret bits and the server's certificate (the SMTP client's
+    TlsFacts, or mta tls-check's probe).
+
+    Python's ssl cannot tell the key-exchange group or the signature
+    algorithm the server chose, so the summary has no key-exchange part, and
+    the server-signature part is derived from the server's key: exact for
+    TLS 1.3 (an RSA key must sign with RSA-PSS, an ECDSA curve fixes its
+    digest, EdDSA has none), but without the digest of an RSA-PSS signature,
+    which is the server's choice. Python's ssl does not tell whether our
+    client certificate was asked for either, so there is no client-signature
+    part. docs/tls-policy.md lists what is missing against Postfix's line.
+    """
     peer = None
-    if der:
+    if server_cert is not None:
         record = VerifyRecord(called=True, error=0 if trusted else 1)
-        peer = PeerCertificate.from_certificate(x509.load_der_x509_certificate(der), record,
-                                                digest)
-    protocol = session.version() or ""
-    summary = TlsSummary(protocol=protocol, cipher=name, cipher_usebits=bits or 0,
-                         cipher_algbits=bits or 0, peer=peer, matched=matched and peer is not None)
+        peer = PeerCertificate.from_certificate(server_cert, record, digest)
+    summary = TlsSummary(protocol=protocol, cipher=cipher, cipher_usebits=bits,
+                         cipher_algbits=bits, peer=peer, matched=matched and peer is not None)
     if protocol == "TLSv1.3" and peer is not None:
         summary = replace(summary, server_signature=signature_of(peer.public_key))
     return summary

@@ -160,3 +160,18 @@ def test_metrics_count_what_happened(daemon: Daemon) -> None:
     assert 'mta_smtpd_messages_received_total{listener="smtp"} 1.0' in text
     assert 'mta_deliveries_total{dsn_class="2",status="sent",transport="local"} 1.0' in text
     assert 'mta_queue_messages{queue="deferred"}' in text
+
+
+def test_a_port_in_use_stops_the_start_plainly(daemon_factory) -> None:
+    import socket
+
+    daemon = daemon_factory()
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", daemon.smtp_port))
+        taken.listen()
+        result = run_mta("start", config=daemon.config, check=False, timeout=60)
+    assert result.returncode == 1
+    assert re.search(rb"^mta: fatal: cannot start: .*address already in use\n\Z",
+                     result.stderr), result.stderr
+    assert re.search(r"postern/master\[\d+\]: fatal: cannot start: ", daemon.log_text())

@@ -138,3 +138,45 @@ def test_configuration_reference_is_current() -> None:
     document = Path(__file__).parents[2] / "docs" / "configuration.md"
     assert document.read_text() == markdown(), \
         "regenerate it: python -m mta.config.reference > docs/configuration.md"
+
+
+def test_a_parameter_defined_twice_stops_the_import() -> None:
+    from mta.config import params, params_smtp_tls  # noqa: F401
+
+    before = dict(params.PARAMS)
+    first = params.PARAMS["tls_wildcard_matches_multiple_labels"].origin
+    assert first.startswith("mta.config.params_smtp_tls:")
+    with pytest.raises(params.DuplicateParameter) as error:
+        params._bool("tls_wildcard_matches_multiple_labels", "no", "a second definition")
+    assert str(error.value) == (
+        f"parameter tls_wildcard_matches_multiple_labels is defined twice: at {first} and at "
+        f"{__name__}:{error.tb.tb_lineno}; keep one definition")
+    assert before == params.PARAMS  # the first definition stands
+    # Every parameter says where it is defined, one place each.
+    assert all(p.origin.startswith("mta.config.params") for p in params.PARAMS.values())
+
+
+def test_every_module_imports_first() -> None:
+    # The parameter table imports value parsers from mta/tls/ (levels,
+    # protocols); those must not import the mta.config package back, or
+    # whichever is imported first breaks. Each module, in a fresh mta.
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, pathlib, sys\n"
+        "names = sorted('mta.' + '.'.join(p.with_suffix('').parts[1:])\n"
+        "               for p in pathlib.Path('mta').rglob('*.py') if p.name != '__main__.py')\n"
+        "failed = []\n"
+        "for name in names:\n"
+        "    for loaded in [m for m in sys.modules if m == 'mta' or m.startswith('mta.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name.removesuffix('.__init__'))\n"
+        "    except Exception as error:\n"
+        "        failed.append(f'{name}: {error!r}')\n"
+        "print('\\n'.join(failed))\n")
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                            text=True, timeout=120, check=True)
+    assert result.stdout.strip() == ""

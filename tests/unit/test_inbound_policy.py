@@ -50,9 +50,12 @@ def test_wrapper_mode_and_client_only_levels(tmp_path: Path) -> None:
 
 def test_bad_values_name_their_place(tmp_path: Path) -> None:
     (tmp_path / "bad").write_text("192.0.2.0/24 sometimes\n")
-    with pytest.raises(ConfigError, match=r"cidr:bad: 192.0.2.0/24: bad TLS level"):
+    # file:line: key: reason, for cidr tables as for the others
+    with pytest.raises(ConfigError, match=r"/bad:1: 192\.0\.2\.0/24: bad TLS level"):
         policy(tmp_path, "smtpd_tls_policy_maps = cidr:bad\n")
     (tmp_path / "bad2").write_text("192.0.2.1 sometimes\n")
-    with pytest.raises(ConfigError, match=r"bad2:1: bad TLS level"):
+    with pytest.raises(ConfigError, match=r"/bad2:1: 192\.0\.2\.1: bad TLS level"):
         policy(tmp_path, "smtpd_tls_policy_maps = texthash:bad2\n")
+    with pytest.raises(ConfigError, match=r"^static:sometimes: \*: bad TLS level"):
+        policy(tmp_path, "smtpd_tls_policy_maps = static:sometimes\n")
     assert parse_level("MUSTTLSSERVER") == "encrypt"

@@ -10,7 +10,7 @@ from mta.error_transport import ErrorDelivery, RetryDelivery
 from mta.mailboxes import Mailboxes
 from mta.resolver import LookupFailure, Resolver
 from mta.routing import Router
-from mta.smtp.agent import NextHop, parse_nexthop
+from mta.smtp.nexthop import NextHop, parse_nexthop
 from tests.fakes.resolver import FakeDns, fake_native
 from tests.unit.smtp_helpers import request
 
@@ -52,9 +52,15 @@ def test_routes(extra: str, recipient: str, route: Route) -> None:
     ("[localhost]:submission", NextHop("localhost", 587, False)),
     ("mx.example.com:2525", NextHop("mx.example.com", 2525, True)),
     ("[ipv6:::1]:25", NextHop("::1", 25, False)),
+    ("inet:[lmtp.example]:24", NextHop("lmtp.example", 24, False)),
 ])
 def test_nexthop_syntax(text: str, hop: NextHop) -> None:
     assert parse_nexthop(text) == hop
+
+
+def test_nexthop_with_an_unknown_service() -> None:
+    with pytest.raises(ValueError, match="unknown service 'pop3s' in next hop"):
+        parse_nexthop("[mx.example.com]:pop3s")
 
 
 @pytest.mark.parametrize(("nexthop", "status", "dsn", "text"), [

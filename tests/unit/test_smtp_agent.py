@@ -221,6 +221,17 @@ async def test_size_limit_of_the_server_is_respected() -> None:
     assert not any(c.startswith("MAIL") for c in peer.commands)
 
 
+async def test_utf8_address_needs_smtputf8() -> None:
+    async with ScriptedPeer(ehlo_keywords=("8BITMIME",)) as peer:
+        results = await agent(SHORT).deliver(request(["jörg@x.test"],
+                                                     f"[127.0.0.1]:{peer.port}"))
+    assert by_status(results) == [("bounced", "5.6.7")]
+    assert results[0].text == ("SMTPUTF8 is required, but was not offered by host "
+                               "127.0.0.1[127.0.0.1]")
+    assert results[0].relay == "127.0.0.1[127.0.0.1]:" + str(peer.port)
+    assert not any(c.startswith("MAIL") for c in peer.commands)
+
+
 # -- the wire ------------------------------------------------------------------------------
 async def test_dot_stuffing_and_crlf_on_the_wire_across_chunks() -> None:
     data = b"Subject: x\r\n\r\n.leading\r\nmid\r\n..two\r\nbare\nlf\rcr\r\n.\r\nlast"

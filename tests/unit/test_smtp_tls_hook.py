@@ -5,12 +5,13 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from mta.config import from_text
 from mta.delivery import Route
 from mta.smtp.client import Peer, SmtpClientError, TlsFacts
-from mta.smtp.tlshook import PLAINTEXT, STARTTLS, OpportunisticTlsPolicy, TlsRefusal
+from mta.smtp.tlshook import PLAINTEXT, STARTTLS, TlsPolicy, TlsRefusal, default_policy
 from tests.fakes.certs import make_pki
 from tests.fakes.smtp_peer import ScriptedPeer
-from tests.unit.smtp_helpers import agent, request
+from tests.unit.smtp_helpers import BASE_CF, agent, request
 
 
 class RecordingPlan:
@@ -37,6 +38,7 @@ class RecordingPlan:
 
     def after_failure(self, error: SmtpClientError, peer: Peer) -> str | TlsRefusal:
         self.events.append(f"failure:{type(error).__name__}")
+        self.reason = getattr(error, "reason", None)
         return TlsRefusal("4.7.5", "Cannot start TLS: handshake failure")
 
     def log_field(self) -> str | None:
@@ -82,6 +84,7 @@ async def test_wrong_name_fails_the_handshake_and_no_mail_is_sent(tmp_path: Path
     assert [(r.status, r.dsn, r.text) for r in results] == [
         ("deferred", "4.7.5", "Cannot start TLS: handshake failure")]
     assert plan.events == ["before:True", "failure:TlsHandshakeFailed"]
+    assert plan.reason == "CERTIFICATE_VERIFY_FAILED"  # OpenSSL's, for SSL_connect error
     assert not any(c.startswith("MAIL") for c in peer.commands)
 
 
@@ -128,19 +131,22 @@ async def test_plaintext_injected_after_220_is_discarded(tmp_path: Path) -> None
     assert not any(c.startswith("MAIL") for c in peer.connections[0].commands[:3])
 
 
+def may_policy(extra: str = "") -> TlsPolicy:
+    """The daemon's policy (mta/tls/client_plan.py) at smtp_tls_security_level = may."""
+    return default_policy(from_text(BASE_CF + "smtp_tls_security_level = may\n" + extra))
+
+
 async def test_may_falls_back_to_plaintext_on_the_same_server(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
     server = pki.server_context()
     server.maximum_version = ssl.TLSVersion.TLSv1_2
-    # A "may" plan whose context cannot agree on a protocol with the server:
-    # the handshake fails, as any handshake failure would.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    # A may policy that cannot agree on a protocol with the server: the
+    # handshake fails, as any handshake failure would.
     async with ScriptedPeer(tls=server) as peer:
-        smtp = agent(tls_policy=OpportunisticTlsPolicy(context))
-        results = await smtp.deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+        smtp = agent(tls_policy=may_policy("smtp_tls_protocols = TLSv1.3\n"))
+        req = request(["a@x.test"], f"[127.0.0.1]:{peer.port}")
+        req.attempt_started = 600.0  # queued for 10 minutes: the plaintext retry applies
+        results = await smtp.deliver(req)
         await smtp.close()
     assert [r.status for r in results] == ["sent"]
     assert results[0].tls == "may:none"
@@ -153,7 +159,7 @@ async def test_may_falls_back_to_plaintext_on_the_same_server(tmp_path: Path) ->
 async def test_may_uses_tls_when_offered(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
     async with ScriptedPeer(tls=pki.server_context()) as peer:
-        smtp = agent(tls_policy=OpportunisticTlsPolicy())
+        smtp = agent(tls_policy=may_policy())
         results = await smtp.deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
         await smtp.close()
     assert results[0].status == "sent" and results[0].tls == "may"

@@ -65,6 +65,19 @@ def test_old_protocols_are_refused_by_default(ca: TestCA) -> None:
     assert engine.connection.get_cipher_name().startswith(("ECDHE-", "DHE-"))
 
 
+def test_a_gap_in_the_protocol_list_is_honoured(ca: TestCA) -> None:
+    # smtpd's protocol lists may leave a gap (OpenSSL servers honour each
+    # excluded version); the client direction refuses them (test_protocols.py).
+    tls = server_tls(ca, ca.issue("localhost"), protocols="!SSLv2, !SSLv3, !TLSv1, !TLSv1.2")
+    only_12 = ca.context()
+    only_12.minimum_version = only_12.maximum_version = ssl.TLSVersion.TLSv1_2
+    _, _, client, error = memory_handshake(tls, only_12)
+    assert (client, error) == (None, "unsupported protocol")
+    _, _, client, error = memory_handshake(tls, ca.context())
+    assert client is not None, error
+    assert client.version() == "TLSv1.3"
+
+
 def test_client_certificates_never_fail_the_handshake(tmp_path: Path, ca: TestCA) -> None:
     tls = server_tls(ca, ca.issue("localhost"))
     other_ca = TestCA(tmp_path / "other", name="Someone Else's CA")

@@ -140,3 +140,33 @@ def test_summary_of_a_python_ssl_client_session(tmp_path: Path) -> None:
         "(prime256v1) server-digest SHA256")
     assert summary.from_ssl_object(client, trusted=True).trust == "Trusted"
     assert summary.from_ssl_object(client, trusted=False).trust == "Untrusted"
+
+
+def test_client_session_summary_by_server_key(tmp_path: Path) -> None:
+    """What the SMTP client and mta tls-check print, per server key type: the
+    signature follows from the key in TLS 1.3; an RSA-PSS digest and the key
+    exchange cannot be told through Python's ssl and are left out."""
+    ca = TestCA(tmp_path)
+    rsa = ca.issue("mx.example.test", stem="rsa", kind="rsa").cert
+    ecdsa = ca.issue("mx.example.test", stem="ec").cert
+    line = summary.from_client_session(
+        "TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, rsa, trusted=True
+    ).log_text("client", "mx.example.test[192.0.2.1]:25")
+    assert line == ("Trusted TLS connection established to mx.example.test[192.0.2.1]:25: "
+                    "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) "
+                    "server-signature RSA-PSS (2048 bits)")
+    untrusted = summary.from_client_session("TLSv1.3", "TLS_AES_128_GCM_SHA256", 128, ecdsa,
+                                            trusted=False)
+    assert untrusted.log_text("client", "h[192.0.2.1]:25").endswith(
+        ": TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits) server-signature ECDSA "
+        "(prime256v1) server-digest SHA256")
+    assert untrusted.trust == "Untrusted"
+    # TLS 1.2: Postfix prints neither part either.
+    tls12 = summary.from_client_session("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384", 256, rsa,
+                                        trusted=True, matched=True)
+    assert tls12.log_text("client", "h[192.0.2.1]:25") == (
+        "Verified TLS connection established to h[192.0.2.1]:25: TLSv1.2 with cipher "
+        "ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)")
+    anonymous = summary.from_client_session("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, None,
+                                            trusted=False, matched=True)
+    assert anonymous.trust == "Anonymous" and anonymous.server_signature is None

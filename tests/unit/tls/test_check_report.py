@@ -8,7 +8,7 @@ from pathlib import Path
 from mta.config import from_text
 from mta.tls.chain import TrustStore
 from mta.tls.check_report import Probe, build, render_json, render_text
-from mta.tls.fingerprints import spki_digest
+from mta.tls.fingerprints import pubkey_digest
 from mta.tls.levels import TlsLevel
 from mta.tls.policy_table import PolicyTable
 from tests.pki import TestCA, self_signed
@@ -66,7 +66,7 @@ def test_handshake_failure() -> None:
 
 def test_pinned_fingerprint_from_the_policy(tmp_path: Path) -> None:
     peer = self_signed("mx.example.com")
-    fp = spki_digest(peer.cert).hex()
+    fp = pubkey_digest(peer.cert).hex()
     result = verdicts(tls_probe(peer.chain_with_leaf), table=f"example.com fingerprint "
                       f"match={fp}\n", tmp=tmp_path)
     assert result["fingerprint"] == ("tls", None)

@@ -17,7 +17,7 @@ from mta.tls.decision import (
     trust_label,
 )
 from mta.tls.evaluation import ANONYMOUS, Evaluation, evaluate
-from mta.tls.fingerprints import spki_digest
+from mta.tls.fingerprints import pubkey_digest
 from mta.tls.levels import TlsLevel
 from mta.tls.names import MatchTarget
 from tests.pki import TestCA, self_signed
@@ -101,7 +101,7 @@ PEERS = {
     "self_signed": self_signed(HOST).chain_with_leaf,
     "unknown_ca": OTHER_CA.issue(HOST).chain_with_leaf,
 }
-PINNED = frozenset({spki_digest(PEERS["self_signed"][0])})
+PINNED = frozenset({pubkey_digest(PEERS["self_signed"][0])})
 MATCH = {L.VERIFY: ("hostname",), L.SECURE: ("nexthop", "dot-nexthop")}
 
 
@@ -175,10 +175,10 @@ def test_pubkey_and_cert_fingerprints() -> None:
     leaf = PEERS["valid"][0]
     from mta.tls.fingerprints import cert_digest
     by_cert = evaluate([leaf], STORE, fingerprints=frozenset({cert_digest(leaf)}))
-    by_key = evaluate([leaf], STORE, fingerprints=frozenset({spki_digest(leaf)}))
+    by_key = evaluate([leaf], STORE, fingerprints=frozenset({pubkey_digest(leaf)}))
     assert (by_cert.fingerprint_match, by_key.fingerprint_match) == ("cert", "pubkey")
     # Fingerprints pin the server's own certificate, not a CA in its chain.
-    by_ca = evaluate(PEERS["valid"], STORE, fingerprints=frozenset({spki_digest(CA.cert)}))
+    by_ca = evaluate(PEERS["valid"], STORE, fingerprints=frozenset({pubkey_digest(CA.cert)}))
     assert by_ca.fingerprint_match is None
 
 

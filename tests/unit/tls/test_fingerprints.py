@@ -1,4 +1,4 @@
-"""SHA-256 certificate and public-key fingerprints."""
+"""Certificate and public-key fingerprints: one function for smtpd, the client and the CLI."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from mta.config.types import BadValue
+from mta.tls import certs, keys
+from mta.tls.clientcert import PeerCertificate, VerifyRecord
+from mta.tls.evaluation import CertSummary
 from mta.tls.fingerprints import (
     cert_fingerprint,
     parse_fingerprint,
     parse_fingerprint_list,
-    spki_fingerprint,
+    pubkey_fingerprint,
 )
 from tests.pki import TestCA
 
@@ -25,7 +28,26 @@ def test_fingerprints_of_a_certificate() -> None:
     text = cert_fingerprint(cert)
     assert text == ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
     assert len(text) == 95 and text.upper() == text
-    assert spki_fingerprint(cert) == ":".join(f"{b:02X}" for b in hashlib.sha256(spki).digest())
+    assert pubkey_fingerprint(cert) == ":".join(f"{b:02X}" for b in hashlib.sha256(spki).digest())
+
+
+
+def test_one_fingerprint_for_every_user() -> None:
+    key = keys.generate_key()
+    cert = certs.self_signed(key, "laptop.example")
+    request = certs.signing_request(key, "laptop.example")
+    # A request and its certificate share the public-key fingerprint (what
+    # mta cert show prints for a request is what relay_clientcerts will match).
+    assert pubkey_fingerprint(request) == pubkey_fingerprint(cert)
+    peer = PeerCertificate.from_certificate(cert, VerifyRecord())
+    summary = CertSummary.of(cert)
+    assert peer.fingerprints == (summary.cert_fingerprint, summary.pubkey_fingerprint) == (
+        cert_fingerprint(cert), pubkey_fingerprint(cert))
+    # smtpd_tls_fingerprint_digest may name another digest.
+    der = cert.public_bytes(serialization.Encoding.DER)
+    md5 = PeerCertificate.from_certificate(cert, VerifyRecord(), "md5")
+    assert md5.cert_fingerprint == ":".join(f"{b:02X}" for b in hashlib.md5(der).digest())
+    assert len(md5.pkey_fingerprint) == 47
 
 
 def test_parse() -> None:

@@ -14,7 +14,7 @@ import pytest
 from mta.cli.tls_check import check
 from mta.config import from_text
 from mta.resolver import Resolver
-from mta.tls.fingerprints import spki_digest
+from mta.tls.fingerprints import pubkey_digest
 from mta.tls.levels import TlsLevel
 from tests.fakes.resolver import FakeDns
 from tests.fakes.smtp_peer import ScriptedPeer
@@ -55,7 +55,7 @@ async def run_check(tmp_path: Path, peer_name: str, *args: object, **kwargs: obj
 
 @pytest.mark.parametrize("peer_name", list(TABLE))
 async def test_verdicts_match_delivery(tmp_path: Path, peer_name: str) -> None:
-    pin = frozenset({spki_digest(SELF_SIGNED.cert)})
+    pin = frozenset({pubkey_digest(SELF_SIGNED.cert)})
     status, text = await run_check(tmp_path, peer_name, pins=pin)
     assert status == 0  # the default level, may, delivers to every one of them
     verdicts = {line.split()[0].lstrip("*"): line for line in
