@@ -172,13 +172,15 @@ class Receiver:
         self.config = new
         return True
 
-    async def shutdown(self) -> None:
-        """Stop accepting and let open sessions finish (up to smtpd_timeout)."""
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting and let open sessions finish (up to smtpd_timeout,
+        or grace seconds)."""
         for server in self.servers:
             server.stop_accepting()
         for server in self.servers:
             await server.wait_closed()
-        await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout)
+        await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout
+                             if grace is None else grace)
         if self._own_spool:
             self.spool.close()
 

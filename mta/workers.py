@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import signal
 import socket
@@ -42,6 +43,8 @@ from mta.metrics import REGISTRY
 
 _SNAPSHOT_INTERVAL = 1.0
 _RESTART_DELAY = 1.0
+_ORPHAN_GRACE = 5.0
+_BIND_RETRY = 10.0
 
 
 def bind_listener(listener: ListenerSpec) -> socket.socket:
@@ -134,7 +137,7 @@ class Supervisor:
 
     async def start(self) -> None:
         for listener in self.config.listeners:
-            self.sockets[listener.name] = bind_listener(listener)
+            self.sockets[listener.name] = await self._bind(listener)
             maillog.info("master", f"listening on {listener.address} for service "
                          f"{listener.name}")
         for lane in range(1, self.count + 1):
@@ -142,6 +145,19 @@ class Supervisor:
             self.workers.append(worker)
             await self._spawn(worker)
             self._watchers.append(asyncio.get_running_loop().create_task(self._watch(worker)))
+
+    async def _bind(self, listener: ListenerSpec) -> socket.socket:
+        """Bind, waiting a little while the workers of a master that was
+        killed let go of the port (they stop as soon as they notice)."""
+        deadline = asyncio.get_running_loop().time() + _BIND_RETRY
+        while True:
+            try:
+                return bind_listener(listener)
+            except OSError as error:
+                if (error.errno != errno.EADDRINUSE
+                        or asyncio.get_running_loop().time() > deadline):
+                    raise
+                await asyncio.sleep(0.2)
 
     async def _spawn(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
@@ -244,9 +260,11 @@ async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
         try:
             channel.send(kind + body)
         except (BlockingIOError, OSError):
-            # The master is gone or very busy: the message is safe in incoming/
-            # and the master's queue scan will find it.
-            pass
+            # The master is gone or very busy. The message is safe in
+            # incoming/; wake whichever queue manager runs now so it does not
+            # wait for its next queue_run_delay scan to find it.
+            if kind == b"Q":
+                receiver.spool.wake(b"W")
 
     receiver = master.Receiver(config, lane=lane,
                                on_queued=lambda qid: notify(b"Q", qid.encode()),
@@ -254,14 +272,24 @@ async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
                                         for name, fd in listeners.items()})
     await receiver.start()
 
+    orphaned = False
+
     def master_gone() -> None:
+        nonlocal orphaned
         try:
-            if channel.recv(1) == b"":
-                stop.set()
+            if channel.recv(1) != b"":
+                return
         except BlockingIOError:
-            pass
+            return
         except OSError:
-            stop.set()
+            pass
+        # Like Postfix's children when their master dies: stop at once, so a
+        # new master can bind the ports, and do not start new transactions.
+        orphaned = True
+        loop.remove_reader(channel_fd)
+        for server in receiver.servers:
+            server.stop_accepting()
+        stop.set()
 
     loop.add_reader(channel_fd, master_gone)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -276,7 +304,9 @@ async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
     reporter = loop.create_task(report())
     await stop.wait()
     reporter.cancel()
-    await receiver.shutdown()
+    # An orphan gives open sessions a moment to finish what they were sending
+    # (each commit wakes the new master), then exits; clients retry the rest.
+    await receiver.shutdown(grace=_ORPHAN_GRACE if orphaned else None)
     notify(b"M", json.dumps(snapshot()).encode())
     return 0
 
