@@ -60,6 +60,9 @@ CORRUPT = Counter("mta_qmgr_corrupt_files", "Queue files set aside in corrupt/."
                   registry=REGISTRY)
 
 STAGES = ("before_qmgr", "in_qmgr", "connection_setup", "transmission")
+# Messages up to this size are read once, when they become active, and
+# delivered from memory; larger ones are streamed from the queue file.
+_KEEP_IN_MEMORY = 256 * 1024
 
 
 class QueuedContent:
@@ -75,10 +78,14 @@ class QueuedContent:
         return self._file.envelope.size
 
     async def read_all(self) -> bytes:
+        if self._file.content is not None:
+            return self._file.content
         return await self._spool.run(self._spool.read_content, self._queue, self._file.qid,
                                      self._file)
 
     def chunks(self) -> Iterator[bytes]:
+        if self._file.content is not None:
+            return iter((self._file.content,))
         return self._spool.open_content(self._queue, self._file.qid, self._file)
 
 
@@ -228,12 +235,7 @@ class QueueManager:
             if qid in self._active:
                 continue
             await self._active_limit.acquire()
-            try:
-                await self.spool.run(self.spool.move, qid, "incoming", "active")
-            except FileNotFoundError:
-                self._active_limit.release()  # deleted, or already taken
-                continue
-            self._spawn(qid, self.clock())
+            self._spawn(qid, self.clock(), source="incoming")
 
     async def _wait_for_scan(self) -> None:
         """Sleep until a wake-up, queue_run_delay, or the earliest known retry."""
@@ -275,12 +277,7 @@ class QueueManager:
                 if entry.qid in self._active:
                     continue
                 await self._active_limit.acquire()
-                try:
-                    await self.spool.run(self.spool.move, entry.qid, "deferred", "active")
-                except FileNotFoundError:
-                    self._active_limit.release()
-                    continue
-                self._spawn(entry.qid, self.clock(), forced=flush)
+                self._spawn(entry.qid, self.clock(), forced=flush, source="deferred")
             await loop.run_in_executor(self.spool.executor, self._update_gauges)
 
     def _note_due(self, when: float) -> None:
@@ -300,9 +297,11 @@ class QueueManager:
                 QUEUE_OLDEST.labels(queue).set(max(0.0, now - arrival_of(oldest))
                                                if is_valid(oldest) else 0)
 
-    def _spawn(self, qid: str, entered: float, forced: bool = False) -> None:
+    def _spawn(self, qid: str, entered: float, forced: bool = False,
+               source: str = "active") -> None:
         self.idle.clear()
-        task = asyncio.get_running_loop().create_task(self._process(qid, entered, forced),
+        task = asyncio.get_running_loop().create_task(self._process(qid, entered, forced,
+                                                                    source),
                                                       name=f"qmgr-{qid}")
         self._active[qid] = task
         task.add_done_callback(lambda t, q=qid: self._done(q, t))
@@ -335,11 +334,12 @@ class QueueManager:
         self._spawn(qid, self.clock())
 
     # -- one message ---------------------------------------------------------------------
-    async def _process(self, qid: str, entered: float, forced: bool = False) -> None:
+    async def _process(self, qid: str, entered: float, forced: bool = False,
+                       source: str = "active") -> None:
         try:
-            queue_file = await self.spool.run(self.spool.read, "active", qid)
+            queue_file = await self.spool.run(self.spool.activate, qid, source, _KEEP_IN_MEMORY)
         except FileNotFoundError:
-            return
+            return  # deleted meanwhile, or already taken
         except CorruptQueueFile as error:
             maillog.warning("qmgr", str(error))
             maillog.corrupt(qid, "active")
@@ -474,8 +474,7 @@ class QueueManager:
         for _, result in deferred:
             records.append(self._record(result, now, next_attempt=when))
         await self._maybe_warn(queue_file, deferred, now, records)
-        await self.spool.run(self.spool.append, "active", qid, records)
-        await self.spool.run(lambda: self.spool.move(qid, "active", "deferred", mtime=when))
+        await self.spool.run(self.spool.defer, "active", qid, records, when)
         self._note_due(when)
         if self._next_due == when:
             self._rearm.set()  # the runner's timer must fire earlier

@@ -75,6 +75,7 @@ class QueueFile:
     content_offset: int
     statuses: dict[int, RecipientStatus] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
+    content: bytes | None = None  # the message itself, when parse kept it
 
     @property
     def qid(self) -> str:
@@ -132,10 +133,12 @@ def status_record(record: dict[str, Any]) -> bytes:
     return b"R " + json.dumps(record, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
 
 
-def parse(stream: BinaryIO, name: str, *, verify: bool = True) -> QueueFile:
+def parse(stream: BinaryIO, name: str, *, verify: bool = True, keep: int = 0) -> QueueFile:
     """Parse a queue file; CorruptQueueFile if it is torn or malformed.
 
-    With verify, the content is read through once to check its CRC.
+    With verify, the content is read through once to check its CRC; a
+    message of at most keep bytes is kept in memory then, so delivery does
+    not read it a second time.
     """
     if stream.read(len(MAGIC)) != MAGIC:
         raise CorruptQueueFile(f"{name}: not a Postern queue file")
@@ -167,16 +170,22 @@ def parse(stream: BinaryIO, name: str, *, verify: bool = True) -> QueueFile:
     except (KeyError, ValueError) as error:
         raise CorruptQueueFile(f"{name}: bad envelope: {error}") from None
     offset = stream.tell()
+    content: bytes | None = None
     if verify:
         crc = 0
         remaining = envelope.size
+        kept = [] if envelope.size <= keep else None
         while remaining:
             chunk = stream.read(min(remaining, 1 << 20))
             if not chunk:
                 raise CorruptQueueFile(f"{name}: truncated message content")
             crc = zlib.crc32(chunk, crc)
             remaining -= len(chunk)
+            if kept is not None:
+                kept.append(chunk)
         expected = end_record(crc)
+        if kept is not None:
+            content = b"".join(kept)
     else:
         stream.seek(offset + envelope.size)
         expected = None
@@ -185,7 +194,7 @@ def parse(stream: BinaryIO, name: str, *, verify: bool = True) -> QueueFile:
         raise CorruptQueueFile(f"{name}: no END record (torn file)")
     if expected is not None and end != expected:
         raise CorruptQueueFile(f"{name}: message content checksum mismatch")
-    queue_file = QueueFile(envelope, offset)
+    queue_file = QueueFile(envelope, offset, content=content)
     for line in stream.read().split(b"\n")[:-1]:  # a torn last record has no newline
         if not line.startswith(b"R "):
             raise CorruptQueueFile(f"{name}: bad status record {line[:40]!r}")

@@ -131,7 +131,7 @@ class Spool:
     @property
     def executor(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool")
+            self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool")
         return self._executor
 
     def close(self) -> None:
@@ -169,11 +169,23 @@ class Spool:
             self._dirsync[queue].sync()
 
     # -- reading ------------------------------------------------------------------
-    def read(self, queue: str, qid: str, *, verify: bool = True) -> QueueFile:
+    def read(self, queue: str, qid: str, *, verify: bool = True, keep: int = 0) -> QueueFile:
         """Parse a queue file (CorruptQueueFile when torn, FileNotFoundError if gone)."""
         path = self.file(queue, qid)
         with open(path, "rb") as stream:
-            return queuefile.parse(stream, f"{queue}/{qid}", verify=verify)
+            return queuefile.parse(stream, f"{queue}/{qid}", verify=verify, keep=keep)
+
+    def activate(self, qid: str, source: str, keep: int = 0) -> QueueFile:
+        """Move a message into active/ (unless it is there) and read it: one
+        trip to the thread pool for what the queue manager does first."""
+        if source != "active":
+            self.move(qid, source, "active")
+        return self.read("active", qid, keep=keep)
+
+    def defer(self, queue: str, qid: str, records: list[dict[str, Any]], when: float) -> None:
+        """Record the attempt's results, then move to deferred/ due at when."""
+        self.append(queue, qid, records)
+        self.move(qid, queue, "deferred", mtime=when)
 
     def read_content(self, queue: str, qid: str, queue_file: QueueFile) -> bytes:
         with open(self.file(queue, qid), "rb") as stream:
