@@ -22,8 +22,8 @@ def test_sighup_reloads_certificates_and_keeps_sessions(daemon_factory) -> None:
     before = site.starttls(daemon.smtp_port)
     old = served_certificate(before)
     assert before.docmd("MAIL FROM:<early@example.org>")[0] == 250
-    site.ca.issue("mx.example.test", names=("mx.example.test", "localhost", "127.0.0.1"),
-                  stem="mx")  # a renewed certificate and key, same files
+    # A renewed certificate and key, in the same files.
+    site.ca.issue("mx.example.test", "localhost", "127.0.0.1", stem="mx")
     daemon.process.send_signal(signal.SIGHUP)
     daemon.wait_log(r"reload -- configuration ")
     after = site.starttls(daemon.smtp_port)

@@ -3,7 +3,7 @@
 Usage::
 
     peer = await ScriptedPeer(replies={"RCPT": ["250 2.1.5 Ok", "550 5.1.1 No such user"]},
-                              tls=pki.server_context()).start()
+                              tls=issued.server_context()).start()
     ... deliver to 127.0.0.1:peer.port ...
     assert peer.connections[0].commands == ["EHLO mx.test", "STARTTLS", ...]
     assert peer.messages[0].wire.endswith(b"\\r\\n.\\r\\n")

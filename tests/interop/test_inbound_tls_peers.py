@@ -132,7 +132,7 @@ def test_postfix_relays_to_us_over_tls(daemon_factory, postfix_factory) -> None:
     session details."""
     site = secure_site(daemon_factory, server_kind="rsa")
     site.daemon.start()
-    client_cert = site.ca.issue("postfix.test", client=True, stem="postfix-client")
+    client_cert = site.ca.client("postfix.test", stem="postfix-client")
     postfix = postfix_factory(main_cf=f"""\
 relayhost = [127.0.0.1]:{site.submission_port}
 smtp_tls_security_level = encrypt

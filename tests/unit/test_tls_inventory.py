@@ -13,7 +13,7 @@ from mta.config.params import PARAMS, Param
 from mta.metrics import REGISTRY
 from mta.tls import certinfo, certs, expiry, keys
 from mta.tls.inventory import configured_certificates
-from tests.certfixtures import at, write_fixed_set
+from tests.fakes.certs import at, write_fixed_set
 
 # Parameters that the inbound and outbound TLS work add. Until they land, the
 # test adds stand-ins to the table, so that the inventory is shown to pick

@@ -19,13 +19,13 @@ import pytest
 from mta.config import from_text
 from mta.tls.client_plan import PolicyTls
 from mta.tls.fingerprints import pubkey_digest
+from tests.fakes.certs import Issued, TestCA, handshake_failing_context, self_signed
 from tests.fakes.resolver import FakeDns
 from tests.fakes.smtp_peer import ScriptedPeer
-from tests.pki import Issued, TestCA, self_signed
 from tests.unit.smtp_helpers import BASE_CF, agent, request
 
 NEXTHOP, MX = "example.test", "mx.example.test"
-CA = TestCA("Postern Matrix CA")
+CA = TestCA("Postern Matrix CA", org="Postern Tests")
 SELF_SIGNED = self_signed(MX)
 
 
@@ -92,21 +92,6 @@ class WireProxy:
             await asyncio.gather(upstream(), downstream())
 
 
-def server_context(issued: Issued, tmp: Path, name: str) -> ssl.SSLContext:
-    cert, key = issued.write(tmp, name)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-def failing_context(tmp: Path) -> ssl.SSLContext:
-    """A server whose handshake always fails: TLS 1.2 with PSK suites only."""
-    context = server_context(CA.issue(MX), tmp, "psk")
-    context.maximum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers("PSK")
-    return context
-
-
 @dataclass
 class Peer:
     name: str
@@ -116,20 +101,22 @@ class Peer:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def server_certificate(peer_name: str) -> Issued:
+    if peer_name == "self_signed":
+        return SELF_SIGNED
+    if peer_name == "expired":
+        return CA.issue(MX, expired=True)
+    if peer_name == "wrong_name":
+        return CA.issue("mx.elsewhere.test")
+    return CA.issue(MX)  # valid, mitm_strip
+
+
 async def make_peer(name: str, tmp: Path) -> Peer:
-    tls: ssl.SSLContext | None
-    if name == "no_starttls":
-        tls = None
-    elif name == "handshake_fails":
-        tls = failing_context(tmp)
-    elif name == "self_signed":
-        tls = server_context(SELF_SIGNED, tmp, name)
-    elif name == "expired":
-        tls = server_context(CA.issue(MX, expired=True), tmp, name)
-    elif name == "wrong_name":
-        tls = server_context(CA.issue("mx.elsewhere.test"), tmp, name)
-    else:  # valid, mitm_strip
-        tls = server_context(CA.issue(MX), tmp, name)
+    tls: ssl.SSLContext | None = None
+    if name == "handshake_fails":
+        tls = handshake_failing_context(tmp)
+    elif name != "no_starttls":
+        tls = server_certificate(name).write(tmp, name).server_context()
     peer = await ScriptedPeer(tls=tls, hostname=MX).start()
     proxy = WireProxy(peer.port, strip=(name == "mitm_strip"))
     return Peer(name, peer, proxy, await proxy.start())

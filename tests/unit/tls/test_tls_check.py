@@ -27,7 +27,6 @@ from tests.unit.tls.test_outbound_matrix import (
     SELF_SIGNED,
     TABLE,
     make_peer,
-    server_context,
 )
 
 VERDICT = {("sent", "tls"): "deliver over TLS", ("sent", "plaintext"): "deliver in plaintext"}
@@ -119,7 +118,7 @@ async def test_the_command_line(tmp_path: Path) -> None:
     """The real command, as a subprocess, against a peer with a localhost certificate."""
     CA.write(tmp_path / "ca.pem")
     (tmp_path / "main.cf").write_text("myhostname = client.test\nsmtp_host_lookup = native\n")
-    async with ScriptedPeer(tls=server_context(CA.issue("localhost"), tmp_path, "lh"),
+    async with ScriptedPeer(tls=CA.issue("localhost").write(tmp_path, "lh").server_context(),
                             hostname="localhost", port=free_port()) as peer:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mta", "tls-check", "-c", str(tmp_path / "main.cf"),
