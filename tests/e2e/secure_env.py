@@ -39,6 +39,10 @@ class SecureSite:
     submission_port: int
     submissions_port: int
 
+    def start(self, wait: bool = True) -> SecureSite:
+        self.daemon.start(wait)
+        return self
+
     @property
     def tls_dir(self) -> Path:
         return self.daemon.root / "tls"
