@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from mta.config import from_text
+from mta.delivery import DeliveryResult
+from mta.smtp.client import Connector
 from mta.tls.client_plan import PolicyTls
 from mta.tls.fingerprints import pubkey_digest
 from tests.fakes.certs import Issued, TestCA, handshake_failing_context, self_signed
@@ -122,6 +125,38 @@ async def make_peer(name: str, tmp: Path) -> Peer:
     return Peer(name, peer, proxy, await proxy.start())
 
 
+@contextlib.asynccontextmanager
+async def peer_as_mx(name: str, tmp: Path) -> AsyncIterator[tuple[Peer, FakeDns, Connector]]:
+    """The named peer behind its proxy as NEXTHOP's only MX: the peer, the fake
+    DNS that says so and a connector that reaches the proxy; closed at the end."""
+    peer = await make_peer(name, tmp)
+    try:
+        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
+
+        async def connect(address: str, port: int, local: str | None
+                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.open_connection(address, peer.port)
+
+        yield peer, dns, connect
+    finally:
+        await peer.proxy.close()
+        await peer.peer.close()
+
+
+async def deliver(tmp: Path, peer_name: str, extra: str = "", attempt_started: float = 0.0
+                  ) -> tuple[DeliveryResult, Peer]:
+    """One message for NEXTHOP through the smtp agent configured with extra,
+    the named peer being the MX; attempt_started says how long it has waited."""
+    config = from_text(BASE_CF + extra, str(tmp / "main.cf"))
+    async with peer_as_mx(peer_name, tmp) as (peer, dns, connect):
+        smtp = agent(extra, dns=dns, connector=connect, tls_policy=PolicyTls.from_config(config))
+        req = request(["alice@example.test"], NEXTHOP)
+        req.attempt_started = attempt_started
+        [result] = await smtp.deliver(req)
+        await smtp.close()
+    return result, peer
+
+
 SENT_TLS, SENT_PLAIN = ("sent", "tls"), ("sent", "plaintext")
 NOT_OFFERED = ("deferred", "4.7.4", f"TLS is required, but was not offered by host {MX}[127.0.0.1]")
 HANDSHAKE = ("deferred", "4.7.5", "Cannot start TLS: handshake failure")
@@ -148,22 +183,8 @@ async def test_peer_by_level(tmp_path: Path, peer_name: str, level: str) -> None
     pin = pubkey_digest(SELF_SIGNED.cert).hex()
     extra = (f"smtp_tls_security_level = {level}\nsmtp_tls_CAfile = ca.pem\n"
              f"smtp_tls_fingerprint_cert_match = {pin}\n")
-    config = from_text(BASE_CF + extra, str(tmp_path / "main.cf"))
-    peer = await make_peer(peer_name, tmp_path)
-    try:
-        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
-
-        async def connect(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
-            return await asyncio.open_connection(address, peer.port)
-
-        smtp = agent(extra, dns=dns, connector=connect, tls_policy=PolicyTls.from_config(config))
-        req = request(["alice@example.test"], NEXTHOP)
-        req.attempt_started = 600.0  # queued for 10 minutes: the may fallback applies
-        [result] = await smtp.deliver(req)
-        await smtp.close()
-    finally:
-        await peer.proxy.close()
-        await peer.peer.close()
+    # Queued for 10 minutes: the may fallback to plaintext applies.
+    result, peer = await deliver(tmp_path, peer_name, extra, attempt_started=600.0)
     expected = TABLE[peer_name][LEVELS.index(level)]
     wire = bytes(peer.proxy.client_bytes)
     if expected[0] == "sent":
@@ -191,51 +212,25 @@ async def test_peer_by_level(tmp_path: Path, peer_name: str, level: str) -> None
 async def test_may_handshake_failure_defers_a_fresh_message(tmp_path: Path) -> None:
     """Postfix: the plaintext retry needs the message to have waited
     minimal_backoff_time; a fresh message is deferred once."""
-    config = from_text(BASE_CF, str(tmp_path / "main.cf"))
-    peer = await make_peer("handshake_fails", tmp_path)
-    try:
-        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
-
-        async def connect(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
-            return await asyncio.open_connection(address, peer.port)
-
-        smtp = agent("", dns=dns, connector=connect, tls_policy=PolicyTls.from_config(config))
-        req = request(["alice@example.test"], NEXTHOP)
-        req.attempt_started = 5.0  # arrived 5 s ago
-        [result] = await smtp.deliver(req)
-        await smtp.close()
-    finally:
-        await peer.proxy.close()
-        await peer.peer.close()
+    result, peer = await deliver(tmp_path, "handshake_fails", attempt_started=5.0)  # 5 s ago
     assert (result.status, result.dsn, result.text) == HANDSHAKE
     assert result.tls == "!may"
     assert b"MAIL FROM" not in bytes(peer.proxy.client_bytes)
 
 
 async def deliver_once(tmp_path: Path, peer_name: str, level: str,
-                       loglevel: int = 1) -> tuple[object, str]:
+                       loglevel: int = 1) -> tuple[DeliveryResult, str]:
     from mta import log as maillog
 
     CA.write(tmp_path / "ca.pem")
     extra = (f"smtp_tls_security_level = {level}\nsmtp_tls_CAfile = ca.pem\n"
              f"smtp_tls_loglevel = {loglevel}\n")
-    config = from_text(BASE_CF + extra, str(tmp_path / "main.cf"))
     logfile = tmp_path / "maillog"
     maillog.setup(syslog_name="postern", hostname="client.test", maillog_file=str(logfile),
                   stderr=False)
-    peer = await make_peer(peer_name, tmp_path)
     try:
-        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
-
-        async def connect(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
-            return await asyncio.open_connection(address, peer.port)
-
-        smtp = agent(extra, dns=dns, connector=connect, tls_policy=PolicyTls.from_config(config))
-        [result] = await smtp.deliver(request(["alice@example.test"], NEXTHOP))
-        await smtp.close()
+        result, _ = await deliver(tmp_path, peer_name, extra)
     finally:
-        await peer.proxy.close()
-        await peer.peer.close()
         maillog.setup(syslog_name="postern", hostname="client.test", maillog_file=None,
                       stderr=False)
     return result, logfile.read_text() if logfile.exists() else ""
@@ -251,7 +246,7 @@ async def test_log_lines_and_metrics_verified(tmp_path: Path) -> None:
     before = sample("mta_smtp_tls_sessions_total", level="verify", trust="verified",
                     result="tls")
     result, log = await deliver_once(tmp_path, "valid", "verify", loglevel=2)
-    assert result.status == "sent"  # type: ignore[attr-defined]
+    assert result.status == "sent"
     assert "postern/smtp[" in log
     assert f"{MX}[127.0.0.1]:25: Matched subjectAltName: {MX}" in log
     # Postfix's line (summary.py, as smtpd's) minus the key exchange, which
@@ -269,7 +264,7 @@ async def test_log_lines_and_metrics_refused(tmp_path: Path) -> None:
     refused = sample("mta_smtp_tls_sessions_total", level="verify", trust="untrusted",
                      result="refused")
     result, log = await deliver_once(tmp_path, "expired", "verify")
-    assert result.status == "deferred"  # type: ignore[attr-defined]
+    assert result.status == "deferred"
     lines = log.splitlines()
     failure = next(i for i, line in enumerate(lines) if "verification failed" in line)
     assert " postern/smtp[" in lines[failure]
@@ -284,6 +279,6 @@ async def test_log_lines_and_metrics_refused(tmp_path: Path) -> None:
 
 async def test_may_logs_untrusted_and_delivers(tmp_path: Path) -> None:
     result, log = await deliver_once(tmp_path, "self_signed", "may")
-    assert result.status == "sent" and result.tls == "may"  # type: ignore[attr-defined]
+    assert result.status == "sent" and result.tls == "may"
     assert f"Untrusted TLS connection established to {MX}[127.0.0.1]:25" in log
     assert "verification failed" not in log  # may does not care, as Postfix at loglevel 1
