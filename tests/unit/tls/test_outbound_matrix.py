@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,74 +25,12 @@ from mta.tls.fingerprints import pubkey_digest
 from tests.fakes.certs import Issued, TestCA, handshake_failing_context, self_signed
 from tests.fakes.resolver import FakeDns
 from tests.fakes.smtp_peer import ScriptedPeer
+from tests.fakes.wire_proxy import WireProxy
 from tests.unit.smtp_helpers import BASE_CF, agent, request
 
 NEXTHOP, MX = "example.test", "mx.example.test"
 CA = TestCA("Postern Matrix CA", org="Postern Tests")
 SELF_SIGNED = self_signed(MX)
-
-
-class WireProxy:
-    """A TCP relay that records what the client sent; strip=True removes STARTTLS
-    from the server's EHLO reply (a man in the middle downgrading the session)."""
-
-    def __init__(self, target_port: int, strip: bool = False) -> None:
-        self.target_port = target_port
-        self.strip = strip
-        self.client_bytes = bytearray()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        self.server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        await self.server.wait_closed()
-
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(self._relay(reader, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _relay(self, client_r: asyncio.StreamReader,
-                     client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-
-        async def upstream() -> None:
-            while data := await client_r.read(65536):
-                self.client_bytes += data
-                server_w.write(data)
-                await server_w.drain()
-            server_w.close()
-
-        async def downstream() -> None:
-            if not self.strip:  # bytes as they come (TLS records are not lines)
-                while data := await server_r.read(65536):
-                    client_w.write(data)
-                    await client_w.drain()
-                client_w.close()
-                return
-            reply: list[bytes] = []
-            while line := await server_r.readline():
-                reply.append(line)
-                if line[3:4] == b"-":
-                    continue  # collect a multi-line reply whole
-                kept = [x for x in reply if x[4:].strip().upper() != b"STARTTLS"]
-                kept = [x[:3] + b"-" + x[4:] for x in kept[:-1]] + \
-                    [kept[-1][:3] + b" " + kept[-1][4:]]
-                client_w.write(b"".join(kept))
-                await client_w.drain()
-                reply = []
-            client_w.close()
-
-        with contextlib.suppress(ConnectionError, OSError):
-            await asyncio.gather(upstream(), downstream())
 
 
 @dataclass
@@ -101,7 +39,6 @@ class Peer:
     peer: ScriptedPeer
     proxy: WireProxy
     port: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def server_certificate(peer_name: str) -> Issued:
@@ -121,8 +58,8 @@ async def make_peer(name: str, tmp: Path) -> Peer:
     elif name != "no_starttls":
         tls = server_certificate(name).write(tmp, name).server_context()
     peer = await ScriptedPeer(tls=tls, hostname=MX).start()
-    proxy = WireProxy(peer.port, strip=(name == "mitm_strip"))
-    return Peer(name, peer, proxy, await proxy.start())
+    proxy = await WireProxy(peer.port, strip=(name == "mitm_strip")).start()
+    return Peer(name, peer, proxy, proxy.port)
 
 
 @contextlib.asynccontextmanager
