@@ -36,16 +36,16 @@ CA_KEY_USAGE = x509.KeyUsage(
     encipher_only=False, decipher_only=False)
 
 
-def _validity(expired: bool = False, not_yet_valid: bool = False
+def _validity(expired: bool = False, not_yet_valid: bool = False, days: int = 90
               ) -> tuple[datetime.datetime, datetime.datetime]:
-    """(now, not_after) as mta/tls's builders take them: valid for 90 days from
+    """(now, not_after) as mta/tls's builders take them: valid for days from
     now, expired yesterday, or valid from tomorrow."""
     now = datetime.datetime.now(datetime.UTC)
     if expired:
         return now - 60 * DAY, now - DAY
     if not_yet_valid:
         return now + DAY, now + 60 * DAY
-    return now, now + 90 * DAY
+    return now, now + days * DAY
 
 
 @dataclass
@@ -203,12 +203,13 @@ class TestCA:
         return context
 
 
-def self_signed(*names: str, kind: str = "ecdsa", expired: bool = False,
+def self_signed(*names: str, kind: str = "ecdsa", days: int = 90, expired: bool = False,
                 directory: Path | None = None, stem: str | None = None) -> Issued:
     """A certificate that chains to nothing, as ``mta cert self-signed`` makes it
-    (mta/tls/certs.py): a server's, or a mobile user's that is pinned by fingerprint."""
+    (mta/tls/certs.py): a server's, or a mobile user's that is pinned by
+    fingerprint; valid for days, or expired yesterday."""
     key = keys.generate_key(kind)
-    now, not_after = _validity(expired)
+    now, not_after = _validity(expired, days=days)
     cert = certs.self_signed(key, names[0], names[1:], days=(not_after - now).days, now=now)
     issued = Issued(cert, key)
     return issued.write(directory, stem or names[0]) if directory else issued

@@ -13,7 +13,7 @@ from mta.config.params import PARAMS
 from mta.metrics import REGISTRY
 from mta.tls import certinfo, certs, expiry, keys
 from mta.tls.inventory import configured_certificates
-from tests.fakes.certs import at, write_fixed_set
+from tests.fakes.certs import at, self_signed, write_fixed_set
 
 
 def load(directory: Path, text: str) -> configuration.Config:
@@ -150,9 +150,7 @@ def test_check_keys_refuses_a_mismatched_key(tmp_path: Path) -> None:
 
 
 def test_check_keys_passes_a_good_pair_and_skips_missing_files(tmp_path: Path) -> None:
-    key = keys.generate_key()
-    keys.write_private(tmp_path / "s.key", keys.key_pem(key))
-    (tmp_path / "s.pem").write_bytes(certs.cert_pem(certs.self_signed(key, "s.example")))
+    self_signed("s.example", directory=tmp_path, stem="s")
     config = load(tmp_path, "smtpd_tls_cert_file = s.pem\nsmtpd_tls_key_file = s.key\n"
                             "submission/inet = 127.0.0.1:587\n"
                             "submission/inet/smtpd_tls_cert_file = none.pem\n")
