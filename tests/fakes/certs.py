@@ -16,6 +16,7 @@ Verification stays on in every test: clients trust the test CA, never "anything"
 from __future__ import annotations
 
 import datetime
+import functools
 import ssl
 import warnings
 from dataclasses import dataclass
@@ -250,11 +251,11 @@ def _sign_fixed(builder: x509.CertificateBuilder | x509.CertificateSigningReques
 
 
 def _fixed_certificate(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
-                       cn: str, *, serial: int, not_before: str, not_after: str,
+                       cn: str, serial: int, not_before: str, not_after: str, *,
+                       names: tuple[str, ...] = (), ca: bool = False,
+                       usage: x509.ObjectIdentifier | None = None,
                        issuer_key: ed25519.Ed25519PrivateKey | None = None,
-                       issuer: str | None = None, names: tuple[str, ...] = (),
-                       ca: bool = False, usage: x509.ObjectIdentifier | None = None
-                       ) -> x509.Certificate:
+                       issuer: str | None = None) -> x509.Certificate:
     """A certificate for key's public half; self-signed unless issuer_key is given."""
     builder = (x509.CertificateBuilder()
                .subject_name(certs.subject_name(cn))
@@ -275,39 +276,26 @@ def write_fixed_set(directory: Path) -> dict[str, Path]:
     """A server certificate (self-signed, ECDSA), a private CA (Ed25519), a
     client certificate and a server chain it signed, a request, and an
     expired certificate with its key in the same file."""
-    server_key = _ec_key(0x5EC0DE)
-    server = _fixed_certificate(server_key, "mx.example.test", serial=0x1001,
-                                not_before="2026-01-01T00:00:00",
-                                not_after="2027-01-01T00:00:00",
+    server_key, ca_key, client_key = _ec_key(0x5EC0DE), _ed_key(7), _ec_key(0xA11CE)
+    submit_key, old_key = _ec_key(0x5AB), _ec_key(0x01D)
+    server = _fixed_certificate(server_key, "mx.example.test", 0x1001, "2026-01-01", "2027-01-01",
                                 names=("mx.example.test", "mail.example.test"),
                                 usage=ExtendedKeyUsageOID.SERVER_AUTH)
-    ca_key = _ed_key(7)
-    ca_cert = _fixed_certificate(ca_key, "Example Mail CA", serial=0x1, ca=True,
-                                 not_before="2026-01-01T00:00:00",
-                                 not_after="2036-01-01T00:00:00")
-    client_key = _ec_key(0xA11CE)
-    client = _fixed_certificate(client_key, "alice@example.test", issuer_key=ca_key,
-                                issuer="Example Mail CA", serial=0x2002,
-                                not_before="2026-02-01T00:00:00",
-                                not_after="2026-08-01T00:00:00",
-                                names=("alice@example.test",),
-                                usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    submit_key = _ec_key(0x5AB)
-    submit = _fixed_certificate(submit_key, "submit.example.test", issuer_key=ca_key,
-                                issuer="Example Mail CA", serial=0x4004,
-                                not_before="2026-03-01T00:00:00",
-                                not_after="2027-06-01T00:00:00",
-                                names=("submit.example.test",),
-                                usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    ca_cert = _fixed_certificate(ca_key, "Example Mail CA", 0x1, "2026-01-01", "2036-01-01",
+                                 ca=True)
+    signed_by_ca = functools.partial(_fixed_certificate, issuer_key=ca_key,
+                                     issuer="Example Mail CA")
+    client = signed_by_ca(client_key, "alice@example.test", 0x2002, "2026-02-01", "2026-08-01",
+                          names=("alice@example.test",), usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    submit = signed_by_ca(submit_key, "submit.example.test", 0x4004, "2026-03-01", "2027-06-01",
+                          names=("submit.example.test",), usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    old = _fixed_certificate(old_key, "old.example.test", 0x3003, "2024-01-01", "2025-01-01",
+                             names=("old.example.test",))
     request = _sign_fixed(x509.CertificateSigningRequestBuilder()
                           .subject_name(certs.subject_name("next.example.test"))
                           .add_extension(certs.subject_alternative_names(
                               ["next.example.test", "192.0.2.25"]), critical=False),
                           submit_key)
-    old_key = _ec_key(0x01D)
-    old = _fixed_certificate(old_key, "old.example.test", serial=0x3003,
-                             not_before="2024-01-01T00:00:00",
-                             not_after="2025-01-01T00:00:00", names=("old.example.test",))
     public = {
         "server.pem": certs.cert_pem(server), "ca.pem": certs.cert_pem(ca_cert),
         "alice.pem": certs.cert_pem(client),
