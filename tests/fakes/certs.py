@@ -139,8 +139,9 @@ class TestCA:
         return () if self.parent is None else (self.cert, *self.parent.chain)
 
     def intermediate(self, name: str = "Postern Test Intermediate", *,
-                     org: str | None = None) -> TestCA:
-        return TestCA(name, org=org, parent=self, directory=self.directory)
+                     org: str | None = None, directory: Path | None = None) -> TestCA:
+        """A CA that this one signed; its leaves carry it as their chain."""
+        return TestCA(name, org=org, parent=self, directory=directory)
 
     def pem(self) -> bytes:
         return certs.cert_pem(self.cert)
