@@ -25,16 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mta.tls import protocols
 from mta.tls.engine import TlsEngine
 from mta.tls.server import ContextSettings, ServerTls, load_identity
-from tests.tlsutil import TestCA, self_signed
+from tests.fakes.certs import TestCA, self_signed
 
 PAYLOAD = 64 * 1024 * 1024
 HANDSHAKES = 300
 
 
 def setup(directory: Path) -> tuple[TestCA, ServerTls, ssl.SSLContext, object, object]:
-    ca = TestCA(directory)
-    server = ca.issue("localhost", names=("localhost", "127.0.0.1"))
-    stranger = self_signed(directory, "stranger.example")
+    ca = TestCA(directory=directory)
+    server = ca.issue("localhost", "127.0.0.1")
+    stranger = self_signed("stranger.example", directory=directory)
     settings = ContextSettings(protocols.parse_protocols(">=TLSv1.2", protocols.INBOUND),
                                protocols.cipher_string("medium", (), protocols.INBOUND),
                                ask_ccert=True,
@@ -133,7 +133,7 @@ async def handshakes(tls: ServerTls | None, native: ssl.SSLContext | None,
 
 def unverifiable_client_cert(tls: ServerTls, native: ssl.SSLContext, ca: TestCA,
                              stranger: object) -> None:
-    client = ca.context()
+    client = ca.client_context()
     client.load_cert_chain(str(stranger.cert_file), str(stranger.key_file))  # type: ignore
     for name in ("python ssl, CERT_OPTIONAL", "pyOpenSSL, recording callback"):
         c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -173,7 +173,7 @@ async def main() -> None:
         ca, tls, native, _server, stranger = setup(Path(tmp))
         print("1. client certificate that chains to nothing, asked for:")
         unverifiable_client_cert(tls, native, ca, stranger)
-        client = ca.context()
+        client = ca.client_context()
         print(f"2. bulk upload, {PAYLOAD >> 20} MiB (MB/s), best of 3:")
         for name, args in (("asyncio sslproto", (None, native)),
                            ("pyOpenSSL engine", (tls, None))):

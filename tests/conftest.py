@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.secure_env import SecureSite, secure_site
 from tests.helpers import Daemon
 
 
@@ -33,3 +34,21 @@ def daemon_factory(tmp_path: Path) -> Iterator:
 def daemon(daemon_factory) -> Daemon:
     """A running daemon with the test main.cf."""
     return daemon_factory().start()
+
+
+@pytest.fixture
+def secure_site_factory(daemon_factory) -> Callable[..., SecureSite]:
+    """Make (not start) sites with a public MX, submission and submissions
+    listeners, a test CA, users and pinned client certificates
+    (tests/e2e/secure_env.py); arguments: extra main.cf text, server_kind."""
+
+    def make(extra: str = "", server_kind: str = "ecdsa") -> SecureSite:
+        return secure_site(daemon_factory, extra, server_kind)
+
+    return make
+
+
+@pytest.fixture
+def site(secure_site_factory) -> SecureSite:
+    """A running secure site with the default settings."""
+    return secure_site_factory().start()

@@ -40,6 +40,29 @@ def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float 
         time.sleep(interval)
 
 
+def wait_lines(read: Callable[[], str], pattern: str, count: int = 1, timeout: float = 15,
+               what: str = "log line") -> list[str]:
+    """Poll the text read() returns until count of its lines match pattern; those lines."""
+    regex = re.compile(pattern)
+
+    def found() -> list[str]:
+        lines = [line for line in read().splitlines() if regex.search(line)]
+        return lines if len(lines) >= count else []
+
+    return wait_for(found, timeout=timeout, message=f"{what} /{pattern}/ x{count}")
+
+
+def maildir_messages(maildir: Path) -> list[Path]:
+    """The messages delivered to a Maildir (its new/ folder), sorted by name."""
+    new = maildir / "new"
+    return sorted(new.iterdir()) if new.exists() else []
+
+
+def wait_maildir_messages(maildir: Path, count: int = 1, timeout: float = 15) -> list[Path]:
+    return wait_for(lambda: (files if len(files := maildir_messages(maildir)) >= count else []),
+                    timeout=timeout, message=f"{count} message(s) in {maildir}")
+
+
 def require_program(name: str) -> str:
     """The path of a peer program; skip (or fail under .ci/run) when missing."""
     path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}")
@@ -160,21 +183,13 @@ class Daemon:
         self.stop(signal.SIGKILL)
 
     def wait_log(self, pattern: str, count: int = 1, timeout: float = 15) -> list[str]:
-        regex = re.compile(pattern)
-
-        def found() -> list[str]:
-            lines = [line for line in self.log_text().splitlines() if regex.search(line)]
-            return lines if len(lines) >= count else []
-
-        return wait_for(found, timeout=timeout, message=f"maillog line /{pattern}/ x{count}")
+        return wait_lines(self.log_text, pattern, count, timeout, "maillog line")
 
     def maildir(self, user: str) -> list[Path]:
-        new = self.root / "mail" / user / "new"
-        return sorted(new.iterdir()) if new.exists() else []
+        return maildir_messages(self.root / "mail" / user)
 
     def wait_maildir(self, user: str, count: int = 1, timeout: float = 15) -> list[Path]:
-        return wait_for(lambda: (files if len(files := self.maildir(user)) >= count else []),
-                        timeout=timeout, message=f"{count} message(s) for {user}")
+        return wait_maildir_messages(self.root / "mail" / user, count, timeout)
 
 
 class RawSmtp:

@@ -16,23 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mta.config import PARAMS, Config
-from mta.config.types import parse_list
 from mta.tls.server import sni_map_entries
 
 ROLES = ("smtpd", "smtpd_sni", "smtpd_client_ca", "smtp_client")
 
-# (role, certificate parameter, key parameter or None). A key parameter of
-# None means the certificate parameter names a list of files that each hold a
-# key and its chain (Postfix's *_tls_chain_files), or no key (CA files).
+# (role, certificate parameter, key parameter, or None for a CA file, which
+# has no key). Postfix's second and third server certificates
+# (smtpd_tls_eccert_file, smtpd_tls_dcert_file) and its *_tls_chain_files are
+# not Postern parameters: one certificate per listener, SNI for more.
 _CERT_PARAMETERS: tuple[tuple[str, str, str | None], ...] = (
     ("smtpd", "smtpd_tls_cert_file", "smtpd_tls_key_file"),
-    ("smtpd", "smtpd_tls_eccert_file", "smtpd_tls_eckey_file"),
-    ("smtpd", "smtpd_tls_dcert_file", "smtpd_tls_dkey_file"),
-    ("smtpd", "smtpd_tls_chain_files", None),
     ("smtpd_client_ca", "smtpd_tls_CAfile", None),
     ("smtp_client", "smtp_tls_cert_file", "smtp_tls_key_file"),
-    ("smtp_client", "smtp_tls_eccert_file", "smtp_tls_eckey_file"),
-    ("smtp_client", "smtp_tls_chain_files", None),
 )
 SNI_PARAMETER = "tls_server_sni_maps"
 
@@ -78,16 +73,10 @@ def _from_view(config: Config, listener: str | None, overridden: set[str]) -> li
         cert_value = _value(config, cert_name)
         if cert_value is None:
             continue
-        label = _label(listener, cert_name)
-        if key_name is not None:
-            key_value = _value(config, key_name) or cert_value
-            found.append(CertFile(role, label, cert_value, config.path_of(cert_value),
-                                  config.path_of(key_value)))
-            continue
-        for item in parse_list(cert_value):
-            path = config.path_of(item)
-            found.append(CertFile(role, label, item, path,
-                                  None if role == "smtpd_client_ca" else path))
+        key_value = (_value(config, key_name) or cert_value) if key_name else None
+        found.append(CertFile(role, _label(listener, cert_name), cert_value,
+                              config.path_of(cert_value),
+                              config.path_of(key_value) if key_value else None))
     if listener is None or SNI_PARAMETER in overridden:
         found.extend(_sni_files(config, _label(listener, SNI_PARAMETER)))
     return found

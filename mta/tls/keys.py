@@ -103,7 +103,7 @@ def key_password(config: Config) -> bytes | None:
 
 def key_block(data: bytes) -> bytes | None:
     """The first private key PEM block in data (a key file, or a combined
-    key-and-certificate file as Postfix's smtpd_tls_chain_files allow)."""
+    key-and-certificate file, as tls_server_sni_maps entries are)."""
     match = _KEY_BLOCK.search(data)
     return match.group(0) if match else None
 

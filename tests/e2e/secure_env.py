@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mta import sasl
+from tests.fakes.certs import Issued, TestCA, self_signed
 from tests.helpers import Daemon, free_port
-from tests.tlsutil import Issued, TestCA, client_context, self_signed
 
 RELAY = ("permit_sasl_authenticated, permit_tls_all_clientcerts, permit_tls_clientcerts, "
          "reject_unauth_destination")
@@ -39,12 +39,16 @@ class SecureSite:
     submission_port: int
     submissions_port: int
 
+    def start(self, wait: bool = True) -> SecureSite:
+        self.daemon.start(wait)
+        return self
+
     @property
     def tls_dir(self) -> Path:
         return self.daemon.root / "tls"
 
     def context(self, client: Issued | None = None) -> ssl.SSLContext:
-        return client_context(self.ca, client)
+        return self.ca.client_context(client)
 
     def starttls(self, port: int, client: Issued | None = None,
                  ehlo: str = "laptop.example") -> smtplib.SMTP:
@@ -67,13 +71,12 @@ def secure_site(daemon_factory: Callable[..., Daemon], extra: str = "",
     """Make (not start) the daemon and its certificates, users and pins."""
     daemon = daemon_factory("")
     tls = daemon.root / "tls"
-    ca = TestCA(tls)
-    server = ca.issue("mx.example.test", names=("mx.example.test", "localhost", "127.0.0.1"),
-                      kind=server_kind, stem="mx")
-    laptop = ca.issue("laptop.example", client=True, stem="laptop")
-    pinned = self_signed(tls, "pinned.example", stem="pinned")
-    pinned_key = self_signed(tls, "pinned-key.example", stem="pinned-key")
-    stranger = self_signed(tls, "stranger.example", stem="stranger")
+    ca = TestCA(directory=tls)
+    server = ca.issue("mx.example.test", "localhost", "127.0.0.1", kind=server_kind, stem="mx")
+    laptop = ca.client("laptop.example", stem="laptop")
+    pinned = self_signed("pinned.example", directory=tls, stem="pinned")
+    pinned_key = self_signed("pinned-key.example", directory=tls, stem="pinned-key")
+    stranger = self_signed("stranger.example", directory=tls, stem="stranger")
     (daemon.root / "relay_clientcerts").write_text(
         f"{pinned.cert_fingerprint} carol's phone (certificate)\n"
         f"{pinned_key.pkey_fingerprint} dave's laptop (public key)\n")

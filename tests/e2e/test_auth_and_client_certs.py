@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.e2e.secure_env import REMOTE, USERS, SecureSite, message, secure_site
+from tests.e2e.secure_env import REMOTE, USERS, SecureSite, message
 from tests.helpers import wait_for
 
 ALICE = "alice@example.test"
@@ -18,15 +18,24 @@ RELAY_DENIED = (554, f"5.7.1 <{REMOTE}>: Relay access denied".encode())
 
 
 @pytest.fixture
-def site(daemon_factory) -> SecureSite:
-    site = secure_site(daemon_factory, "smtpd_sasl_auth_enable = yes\n"
-                                       "smtpd_sasl_authenticated_header = yes\n")
-    site.daemon.start()
-    return site
+def site(secure_site_factory) -> SecureSite:
+    return secure_site_factory("smtpd_sasl_auth_enable = yes\n"
+                               "smtpd_sasl_authenticated_header = yes\n").start()
 
 
 def plain(user: str, password: str) -> str:
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+def wait_authenticated_delivery(site: SecureSite, certificate_clause: str, user: str) -> None:
+    """Alice's message says in its Received header what the client's certificate
+    was and who logged in, and the maillog names the SASL login."""
+    text = site.daemon.wait_maildir("alice")[0].read_text()
+    assert re.search(rf"^\t\({re.escape(certificate_clause)}\)\n"
+                     rf"\t\(Authenticated sender: {re.escape(user)}\)\n"
+                     r"\tby mx\.example\.test \(Postern\) with ESMTPSA id ", text, re.M), text
+    site.daemon.wait_log(r"postern/smtpd\[\d+\]: [0-9A-Z]{12}: client=localhost\[127\.0\.0\.1\], "
+                         rf"sasl_method=PLAIN, sasl_username={re.escape(user)}$")
 
 
 def test_auth_refused_before_tls_and_accepted_after(site: SecureSite) -> None:
@@ -46,12 +55,7 @@ def test_auth_refused_before_tls_and_accepted_after(site: SecureSite) -> None:
     assert session.docmd("AUTH", "PLAIN") == (503, b"5.5.1 Error: already authenticated")
     session.sendmail(ALICE, [REMOTE, ALICE], message("authenticated"))
     session.quit()
-    text = site.daemon.wait_maildir("alice")[0].read_text()
-    assert re.search(r"^\t\(No client certificate requested\)\n"
-                     r"\t\(Authenticated sender: alice@example\.test\)\n"
-                     r"\tby mx\.example\.test \(Postern\) with ESMTPSA id ", text, re.M), text
-    site.daemon.wait_log(r"postern/smtpd\[\d+\]: [0-9A-Z]{12}: client=localhost\[127\.0\.0\.1\], "
-                         r"sasl_method=PLAIN, sasl_username=alice@example\.test$")
+    wait_authenticated_delivery(site, "No client certificate requested", ALICE)
     site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=2 starttls=1 "
                          r"auth=1/4 mail=1 rcpt=2 data=1 quit=1 commands=9/12$")
 
@@ -94,12 +98,7 @@ def test_auth_on_port_465(site: SecureSite) -> None:
     session.login("bob", USERS["bob"])
     session.sendmail("bob@example.test", [REMOTE, ALICE], message("465"))
     session.quit()
-    text = site.daemon.wait_maildir("alice")[0].read_text()
-    assert re.search(r"^\t\(Client did not present a certificate\)\n"
-                     r"\t\(Authenticated sender: bob\)\n"
-                     r"\tby mx\.example\.test \(Postern\) with ESMTPSA id ", text, re.M), text
-    site.daemon.wait_log(r"client=localhost\[127\.0\.0\.1\], sasl_method=PLAIN, "
-                         r"sasl_username=bob$")
+    wait_authenticated_delivery(site, "Client did not present a certificate", "bob")
 
 
 @pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit"])

@@ -1,5 +1,5 @@
 """``mta cert list`` and ``show`` against golden transcripts, on certificates
-with fixed keys and dates (tests/certfixtures.py) judged at a fixed --at date.
+with fixed keys and dates (tests/fakes/certs.py) judged at a fixed --at date.
 
 Set POSTERN_UPDATE_GOLDEN=1 to rewrite the golden files after an intended
 change of output, then review the diff.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.certfixtures import write_fixed_set
+from tests.fakes.certs import write_fixed_set
 from tests.helpers import run_mta
 
 GOLDEN = Path(__file__).parent / "golden" / "cert"

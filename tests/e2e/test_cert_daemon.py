@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mta.tls import certs, keys
-from mta.tls.pemfiles import write_private, write_public
+from mta.tls.pemfiles import write_private
+from tests.fakes.certs import self_signed
 from tests.helpers import Daemon, wait_for
 
 TLS = """\
@@ -24,10 +24,7 @@ DAY = 86400
 
 
 def make_certificate(root: Path, days: int, passphrase: bytes = b"open sesame") -> None:
-    key = keys.generate_key()
-    write_private(root / "tls" / "server.key", keys.key_pem(key, passphrase))
-    write_public(root / "tls" / "server.pem",
-                 certs.cert_pem(certs.self_signed(key, "mx.example.test", days=days)))
+    self_signed("mx.example.test", days=days).write(root / "tls", "server", password=passphrase)
 
 
 def set_passphrase(root: Path, text: str) -> None:

@@ -4,14 +4,16 @@ Received header and maillog formats."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.secure_env import SecureSite, message, secure_site
+from tests.e2e.secure_env import SecureSite, message
 
 DATE = r"\w{3}, [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)"
 QID = r"[0-9A-Z]{12}"
@@ -22,13 +24,6 @@ def received(text: str) -> str:
     match = re.search(r"^Received:.*\n(?:[ \t].*\n)*", text, re.M)
     assert match, text
     return match.group(0)
-
-
-@pytest.fixture
-def site(daemon_factory) -> SecureSite:
-    site = secure_site(daemon_factory)
-    site.daemon.start()
-    return site
 
 
 def test_starttls_with_smtplib(site: SecureSite) -> None:
@@ -126,20 +121,31 @@ def test_implicit_tls_behaves_like_starttls(site: SecureSite) -> None:
                          r"data=1 quit=1 commands=6$")
 
 
-def test_handshake_failure_is_logged(site: SecureSite) -> None:
-    with socket.create_connection(("127.0.0.1", site.daemon.smtp_port), timeout=20) as raw:
-        reader = raw.makefile("rb")
+@contextlib.contextmanager
+def before_the_handshake(port: int) -> Iterator[socket.socket]:
+    """A raw session after EHLO, STARTTLS and the 220: the server awaits a handshake.
+    Leaving the block closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw, \
+            raw.makefile("rb") as reader:  # the socket closes only when its file object does
         reader.readline()
         raw.sendall(b"EHLO x\r\nSTARTTLS\r\n")
         while not reader.readline().startswith(b"220 2.0.0"):
             pass
-        raw.sendall(b"this is not a TLS record\r\n")
-        assert raw.recv(100)[:1] in (b"\x15", b"")  # a TLS alert, then the end
-        reader.close()
-    site.daemon.wait_log(r"SSL_accept error from localhost\[127\.0\.0\.1\]: \w.*")
+        yield raw
+
+
+def wait_lost_after_starttls(site: SecureSite, ssl_error: str) -> None:
+    site.daemon.wait_log(rf"SSL_accept error from localhost\[127\.0\.0\.1\]: {ssl_error}")
     site.daemon.wait_log(r"lost connection after STARTTLS from localhost\[127\.0\.0\.1\]$")
     site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 starttls=0/1 "
                          r"commands=1/2$")
+
+
+def test_handshake_failure_is_logged(site: SecureSite) -> None:
+    with before_the_handshake(site.daemon.smtp_port) as raw:
+        raw.sendall(b"this is not a TLS record\r\n")
+        assert raw.recv(100)[:1] in (b"\x15", b"")  # a TLS alert, then the end
+    wait_lost_after_starttls(site, r"\w.*")
     # Wrapper mode: no greeting before the handshake; a failed one ends the session.
     with socket.create_connection(("127.0.0.1", site.submissions_port), timeout=20) as raw:
         raw.sendall(b"EHLO plaintext.example\r\n")
@@ -147,9 +153,8 @@ def test_handshake_failure_is_logged(site: SecureSite) -> None:
     site.daemon.wait_log(r"lost connection after CONNECT from localhost\[127\.0\.0\.1\]$")
 
 
-def test_required_client_certificate(daemon_factory) -> None:
-    site = secure_site(daemon_factory, "submission/inet/smtpd_tls_req_ccert = yes\n")
-    site.daemon.start()
+def test_required_client_certificate(secure_site_factory) -> None:
+    site = secure_site_factory("submission/inet/smtpd_tls_req_ccert = yes\n").start()
     session = site.starttls(site.submission_port, site.laptop)
     assert session.docmd("NOOP")[0] == 250
     session.quit()
@@ -171,12 +176,12 @@ def test_required_client_certificate(daemon_factory) -> None:
                          r"No client certificate presented$")
 
 
-def test_tls_required_per_client_network(daemon_factory) -> None:
-    site = secure_site(daemon_factory, "smtpd_tls_policy_maps = cidr:smtpd_tls_policy\n"
-                                       "smtpd_tls_loglevel = 0\n")
+def test_tls_required_per_client_network(secure_site_factory) -> None:
+    site = secure_site_factory("smtpd_tls_policy_maps = cidr:smtpd_tls_policy\n"
+                               "smtpd_tls_loglevel = 0\n")
     (site.daemon.root / "smtpd_tls_policy").write_text(
         "# the partner's outbound relays must use TLS\n127.0.0.2/32 musttls\n")
-    site.daemon.start()
+    site.start()
     partner = smtplib.SMTP("127.0.0.1", site.daemon.smtp_port,
                            source_address=("127.0.0.2", 0))
     partner.ehlo("partner.example")
@@ -207,17 +212,9 @@ def test_old_tls_versions_are_refused(site: SecureSite) -> None:
 
 
 def test_client_gone_during_the_handshake(site: SecureSite) -> None:
-    with socket.create_connection(("127.0.0.1", site.daemon.smtp_port), timeout=20) as raw:
-        reader = raw.makefile("rb")
-        reader.readline()
-        raw.sendall(b"EHLO x\r\nSTARTTLS\r\n")
-        while not reader.readline().startswith(b"220 2.0.0"):
-            pass
-        reader.close()  # the socket closes only when its file object does
-    site.daemon.wait_log(r"SSL_accept error from localhost\[127\.0\.0\.1\]: lost connection$")
-    site.daemon.wait_log(r"lost connection after STARTTLS from localhost\[127\.0\.0\.1\]$")
-    site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 starttls=0/1 "
-                         r"commands=1/2$")
+    with before_the_handshake(site.daemon.smtp_port):
+        pass
+    wait_lost_after_starttls(site, "lost connection$")
 
 
 def test_a_large_message_over_tls(site: SecureSite) -> None:

@@ -6,21 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import ssl
 from pathlib import Path
 
+from tests.fakes.certs import handshake_failing_context
 from tests.fakes.smtp_peer import ScriptedPeer
-from tests.pki import TestCA
-
-
-def failing_tls(tmp: Path) -> ssl.SSLContext:
-    """A server whose handshake always fails (TLS 1.2, PSK suites only)."""
-    cert, key = TestCA().issue("localhost").write(tmp, "psk")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    context.maximum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers("PSK")
-    return context
 
 
 def send(port: int) -> None:
@@ -30,7 +19,7 @@ def send(port: int) -> None:
 
 
 async def test_may_defers_once_then_plaintext(daemon_factory, tmp_path: Path) -> None:
-    async with ScriptedPeer(tls=failing_tls(tmp_path), hostname="localhost") as peer:
+    async with ScriptedPeer(tls=handshake_failing_context(tmp_path), hostname="localhost") as peer:
         daemon = daemon_factory("default_transport = smtp\n"
                                 f"relayhost = [127.0.0.1]:{peer.port}\n"
                                 "smtp_host_lookup = native\n")
@@ -50,7 +39,7 @@ async def test_may_defers_once_then_plaintext(daemon_factory, tmp_path: Path) ->
 
 
 async def test_encrypt_never_falls_back(daemon_factory, tmp_path: Path) -> None:
-    async with ScriptedPeer(tls=failing_tls(tmp_path), hostname="localhost") as peer:
+    async with ScriptedPeer(tls=handshake_failing_context(tmp_path), hostname="localhost") as peer:
         daemon = daemon_factory("default_transport = smtp\n"
                                 f"relayhost = [127.0.0.1]:{peer.port}\n"
                                 "smtp_host_lookup = native\n"

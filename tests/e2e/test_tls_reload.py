@@ -8,7 +8,7 @@ import os
 import signal
 import smtplib
 
-from tests.e2e.secure_env import message, secure_site
+from tests.e2e.secure_env import SecureSite, message
 from tests.helpers import run_mta, wait_for
 
 
@@ -16,14 +16,13 @@ def served_certificate(session: smtplib.SMTP) -> str:
     return hashlib.sha256(session.sock.getpeercert(binary_form=True)).hexdigest()
 
 
-def test_sighup_reloads_certificates_and_keeps_sessions(daemon_factory) -> None:
-    site = secure_site(daemon_factory)
-    daemon = site.daemon.start()
+def test_sighup_reloads_certificates_and_keeps_sessions(site: SecureSite) -> None:
+    daemon = site.daemon
     before = site.starttls(daemon.smtp_port)
     old = served_certificate(before)
     assert before.docmd("MAIL FROM:<early@example.org>")[0] == 250
-    site.ca.issue("mx.example.test", names=("mx.example.test", "localhost", "127.0.0.1"),
-                  stem="mx")  # a renewed certificate and key, same files
+    # A renewed certificate and key, in the same files.
+    site.ca.issue("mx.example.test", "localhost", "127.0.0.1", stem="mx")
     daemon.process.send_signal(signal.SIGHUP)
     daemon.wait_log(r"reload -- configuration ")
     after = site.starttls(daemon.smtp_port)
@@ -49,8 +48,8 @@ def test_sighup_reloads_certificates_and_keeps_sessions(daemon_factory) -> None:
     again.quit()
 
 
-def test_readable_private_key_refuses_to_start(daemon_factory) -> None:
-    site = secure_site(daemon_factory)
+def test_readable_private_key_refuses_to_start(secure_site_factory) -> None:
+    site = secure_site_factory()
     os.chmod(site.tls_dir / "mx.key", 0o640)
     daemon = site.daemon.start(wait=False)
     code = wait_for(lambda: daemon.process.poll(), message="mta start to exit")
@@ -61,8 +60,8 @@ def test_readable_private_key_refuses_to_start(daemon_factory) -> None:
     assert daemon.stop() == 1  # already gone; closes its log file
 
 
-def test_mta_sasl_command(daemon_factory) -> None:
-    site = secure_site(daemon_factory)
+def test_mta_sasl_command(secure_site_factory) -> None:
+    site = secure_site_factory()
     config = site.daemon.config
     run_mta("sasl", "add", "carol@example.test", config=config, input=b"p4ss word\n")
     listed = run_mta("sasl", "list", config=config).stdout.decode().split()

@@ -1,1 +1,2 @@
-"""Test fakes shared by every test: a scripted SMTP peer, a fake DNS, test certificates."""
+"""Test fakes shared by every test: a scripted SMTP peer, a man in the middle, a fake DNS,
+test certificates."""

@@ -3,7 +3,7 @@
 Usage::
 
     peer = await ScriptedPeer(replies={"RCPT": ["250 2.1.5 Ok", "550 5.1.1 No such user"]},
-                              tls=pki.server_context()).start()
+                              tls=issued.server_context()).start()
     ... deliver to 127.0.0.1:peer.port ...
     assert peer.connections[0].commands == ["EHLO mx.test", "STARTTLS", ...]
     assert peer.messages[0].wire.endswith(b"\\r\\n.\\r\\n")
@@ -34,6 +34,8 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.fakes.loopback import LoopbackServer
 
 HANG = object()
 CLOSE = object()
@@ -71,24 +73,21 @@ class Connection:
     server_name: str | None = None  # SNI the client sent, if any
 
 
-class ScriptedPeer:
+class ScriptedPeer(LoopbackServer):
     def __init__(self, *, replies: dict[str, Any] | None = None,
                  ehlo_keywords: tuple[str, ...] = ("PIPELINING", "SIZE 10240000", "8BITMIME",
                                                   "ENHANCEDSTATUSCODES"),
                  tls: ssl.SSLContext | None = None, host: str = "127.0.0.1",
                  hostname: str = "peer.test", inject_after_starttls: bytes = b"",
                  port: int = 0) -> None:
+        super().__init__(host, port)
         self.replies = {**DEFAULT_REPLIES, **(replies or {})}
         self.ehlo_keywords = ehlo_keywords
         self.tls = tls
-        self.host = host
         self.hostname = hostname
         self.inject_after_starttls = inject_after_starttls
-        self.port = port
         self.connections: list[Connection] = []
         self._counters: dict[str, int] = {}
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
         if tls is not None:
             tls.sni_callback = self._sni
@@ -96,30 +95,6 @@ class ScriptedPeer:
     def _sni(self, ssl_object: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
         if self.connections:
             self.connections[-1].server_name = name
-
-    # -- life cycle ---------------------------------------------------------------------
-    async def start(self) -> ScriptedPeer:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port or 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> ScriptedPeer:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     @property
     def messages(self) -> list[Message]:
@@ -158,11 +133,6 @@ class ScriptedPeer:
         return "".join(out).encode()
 
     # -- one connection -------------------------------------------------------------------
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _send(self, writer: asyncio.StreamWriter, reply: Any) -> bool:
         """Send a scripted reply; False when the script says hang up or hang."""
         if reply is HANG:

@@ -17,7 +17,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.helpers import free_port, require_program, wait_for
+from tests.helpers import (
+    free_port,
+    maildir_messages,
+    require_program,
+    wait_for,
+    wait_lines,
+    wait_maildir_messages,
+)
 
 
 class PostfixInstance:
@@ -103,19 +110,11 @@ queue_run_delay = 1s
         return self.maillog.read_text() if self.maillog.exists() else ""
 
     def wait_log(self, pattern: str, count: int = 1, timeout: float = 20) -> list[str]:
-        regex = re.compile(pattern)
-
-        def found() -> list[str]:
-            lines = [line for line in self.log_text().splitlines() if regex.search(line)]
-            return lines if len(lines) >= count else []
-
-        return wait_for(found, timeout=timeout, message=f"postfix log /{pattern}/")
+        return wait_lines(self.log_text, pattern, count, timeout, "postfix log line")
 
     def maildir(self, user: str = "alice") -> list[Path]:
-        new = self.vmail / user / "new"
-        return sorted(new.iterdir()) if new.exists() else []
+        return maildir_messages(self.vmail / user)
 
     def wait_maildir(self, user: str = "alice", count: int = 1,
                      timeout: float = 20) -> list[Path]:
-        return wait_for(lambda: (f if len(f := self.maildir(user)) >= count else []),
-                        timeout=timeout, message=f"postfix delivery to {user}")
+        return wait_maildir_messages(self.vmail / user, count, timeout)

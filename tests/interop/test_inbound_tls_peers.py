@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.secure_env import REMOTE, USERS, SecureSite, secure_site
+from tests.e2e.secure_env import REMOTE, USERS, SecureSite
 from tests.helpers import require_program
 
 pytestmark = pytest.mark.interop
@@ -31,13 +31,6 @@ def s_client(site: SecureSite, port: int, *args: str, commands: str = "EHLO me\r
     result = subprocess.run(command, input=commands.replace("\r\n", "\n"),
                             capture_output=True, text=True, timeout=60)
     return result.stdout + result.stderr
-
-
-@pytest.fixture
-def site(daemon_factory) -> SecureSite:
-    site = secure_site(daemon_factory)
-    site.daemon.start()
-    return site
 
 
 def test_swaks_starttls_and_tls_on_connect(site: SecureSite) -> None:
@@ -91,11 +84,10 @@ def test_openssl_s_client(site: SecureSite) -> None:
                          r"\(prime256v1\) client-digest SHA256$")
 
 
-def test_rsa_server_signature_digest_matches_what_clients_see(daemon_factory) -> None:
+def test_rsa_server_signature_digest_matches_what_clients_see(secure_site_factory) -> None:
     """The summary's server-digest for RSA keys is the digest clients report,
     even when they prefer another (docs/architecture.md, "Inbound TLS")."""
-    site = secure_site(daemon_factory, server_kind="rsa")
-    site.daemon.start()
+    site = secure_site_factory(server_kind="rsa").start()
     out = s_client(site, site.daemon.smtp_port, "-sigalgs",
                    "rsa_pss_rsae_sha512:rsa_pss_rsae_sha384:rsa_pss_rsae_sha256",
                    "-groups", "X25519")
@@ -106,15 +98,14 @@ def test_rsa_server_signature_digest_matches_what_clients_see(daemon_factory) ->
                          r"server-digest SHA256$")
 
 
-def test_sni_selects_another_certificate(daemon_factory) -> None:
-    site = secure_site(daemon_factory,
-                       "tls_server_sni_maps = texthash:sni\nsmtpd_tls_loglevel = 2\n")
+def test_sni_selects_another_certificate(secure_site_factory) -> None:
+    site = secure_site_factory("tls_server_sni_maps = texthash:sni\nsmtpd_tls_loglevel = 2\n")
     other = site.ca.issue("mail.other.test", stem="other")
     # Postfix's format: each file a private key followed by its chain.
     other.key_file.write_bytes(other.key_file.read_bytes() + other.cert_file.read_bytes()
                                + site.ca.cert_file.read_bytes())
     (site.daemon.root / "sni").write_text(f"mail.other.test {other.key_file}\n")
-    site.daemon.start()
+    site.start()
     out = s_client(site, site.daemon.smtp_port, "-servername", "mail.other.test",
                    "-verify_hostname", "mail.other.test")
     assert "subject=CN = mail.other.test" in out and "Verification: OK" in out, out
@@ -126,13 +117,12 @@ def test_sni_selects_another_certificate(daemon_factory) -> None:
                          r"using default chain$")
 
 
-def test_postfix_relays_to_us_over_tls(daemon_factory, postfix_factory) -> None:
+def test_postfix_relays_to_us_over_tls(secure_site_factory, postfix_factory) -> None:
     """Postfix with smtp_tls_security_level = encrypt relays to Postern; our
     Received header shows Postfix's TLS session, and both sides log the same
     session details."""
-    site = secure_site(daemon_factory, server_kind="rsa")
-    site.daemon.start()
-    client_cert = site.ca.issue("postfix.test", client=True, stem="postfix-client")
+    site = secure_site_factory(server_kind="rsa").start()
+    client_cert = site.ca.client("postfix.test", stem="postfix-client")
     postfix = postfix_factory(main_cf=f"""\
 relayhost = [127.0.0.1]:{site.submission_port}
 smtp_tls_security_level = encrypt

@@ -9,9 +9,18 @@ from mta.config import from_text
 from mta.delivery import Route
 from mta.smtp.client import Peer, SmtpClientError, TlsFacts
 from mta.smtp.tlshook import PLAINTEXT, STARTTLS, TlsPolicy, TlsRefusal, default_policy
-from tests.fakes.certs import make_pki
+from tests.fakes.certs import TestCA
 from tests.fakes.smtp_peer import ScriptedPeer
 from tests.unit.smtp_helpers import BASE_CF, agent, request
+
+CA = TestCA()
+
+
+def peer_tls(tmp_path: Path, *names: str) -> ssl.SSLContext:
+    """The scripted peer's server context: a certificate from CA for names
+    (peer.test and 127.0.0.1 unless given)."""
+    issued = CA.issue(*(names or ("peer.test", "127.0.0.1")))
+    return issued.write(tmp_path, "peer").server_context()
 
 
 class RecordingPlan:
@@ -56,9 +65,8 @@ class OnePlan:
 
 
 async def test_verified_starttls_then_ehlo_again_and_delivery(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path, ("peer.test", "127.0.0.1"))
-    plan = RecordingPlan(pki.client_context(), "peer.test")
-    async with ScriptedPeer(tls=pki.server_context()) as peer:
+    plan = RecordingPlan(CA.client_context(), "peer.test")
+    async with ScriptedPeer(tls=peer_tls(tmp_path)) as peer:
         smtp = agent(tls_policy=OnePlan(plan))
         results = await smtp.deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
         await smtp.close()
@@ -76,9 +84,8 @@ async def test_verified_starttls_then_ehlo_again_and_delivery(tmp_path: Path) ->
 
 
 async def test_wrong_name_fails_the_handshake_and_no_mail_is_sent(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path, ("other.test",))
-    plan = RecordingPlan(pki.client_context(), "peer.test")
-    async with ScriptedPeer(tls=pki.server_context()) as peer:
+    plan = RecordingPlan(CA.client_context(), "peer.test")
+    async with ScriptedPeer(tls=peer_tls(tmp_path, "other.test")) as peer:
         results = await agent(tls_policy=OnePlan(plan)).deliver(
             request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
     assert [(r.status, r.dsn, r.text) for r in results] == [
@@ -89,10 +96,9 @@ async def test_wrong_name_fails_the_handshake_and_no_mail_is_sent(tmp_path: Path
 
 
 async def test_policy_refuses_the_peer_after_the_handshake(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path)
-    plan = RecordingPlan(pki.client_context(), "peer.test")
+    plan = RecordingPlan(CA.client_context(), "peer.test")
     plan.accept = False
-    async with ScriptedPeer(tls=pki.server_context()) as peer:
+    async with ScriptedPeer(tls=peer_tls(tmp_path)) as peer:
         results = await agent(tls_policy=OnePlan(plan)).deliver(
             request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
     assert [(r.status, r.dsn) for r in results] == [("deferred", "4.7.5")]
@@ -101,9 +107,8 @@ async def test_policy_refuses_the_peer_after_the_handshake(tmp_path: Path) -> No
     assert peer.commands[-1] == "QUIT"
 
 
-async def test_required_tls_not_offered_defers_with_4_7_4(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path)
-    plan = RecordingPlan(pki.client_context(), "peer.test")
+async def test_required_tls_not_offered_defers_with_4_7_4() -> None:
+    plan = RecordingPlan(CA.client_context(), "peer.test")
     async with ScriptedPeer() as peer:
         results = await agent(tls_policy=OnePlan(plan)).deliver(
             request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
@@ -116,9 +121,8 @@ async def test_required_tls_not_offered_defers_with_4_7_4(tmp_path: Path) -> Non
 async def test_plaintext_injected_after_220_is_discarded(tmp_path: Path) -> None:
     # CVE-2011-0411: a man in the middle appends a forged reply to the 220; the
     # client must not read it as the answer to its first command under TLS.
-    pki = make_pki(tmp_path)
-    plan = RecordingPlan(pki.client_context(), "peer.test")
-    async with ScriptedPeer(tls=pki.server_context(),
+    plan = RecordingPlan(CA.client_context(), "peer.test")
+    async with ScriptedPeer(tls=peer_tls(tmp_path),
                             inject_after_starttls=b"250-forged\r\n250 PIPELINING\r\n") as peer:
         results = await agent(tls_policy=OnePlan(plan)).deliver(
             request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
@@ -137,8 +141,7 @@ def may_policy(extra: str = "") -> TlsPolicy:
 
 
 async def test_may_falls_back_to_plaintext_on_the_same_server(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path)
-    server = pki.server_context()
+    server = peer_tls(tmp_path)
     server.maximum_version = ssl.TLSVersion.TLSv1_2
     # A may policy that cannot agree on a protocol with the server: the
     # handshake fails, as any handshake failure would.
@@ -157,8 +160,7 @@ async def test_may_falls_back_to_plaintext_on_the_same_server(tmp_path: Path) ->
 
 
 async def test_may_uses_tls_when_offered(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path)
-    async with ScriptedPeer(tls=pki.server_context()) as peer:
+    async with ScriptedPeer(tls=peer_tls(tmp_path)) as peer:
         smtp = agent(tls_policy=may_policy())
         results = await smtp.deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
         await smtp.close()

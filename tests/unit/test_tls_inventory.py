@@ -9,23 +9,11 @@ from pathlib import Path
 import pytest
 
 from mta import config as configuration
-from mta.config.params import PARAMS, Param
+from mta.config.params import PARAMS
 from mta.metrics import REGISTRY
 from mta.tls import certinfo, certs, expiry, keys
 from mta.tls.inventory import configured_certificates
-from tests.certfixtures import at, write_fixed_set
-
-# Parameters that the inbound and outbound TLS work add. Until they land, the
-# test adds stand-ins to the table, so that the inventory is shown to pick
-# them up by name; once they exist, the real entries are used.
-LATER = ("smtpd_tls_CAfile", "smtp_tls_cert_file", "smtp_tls_key_file", "tls_server_sni_maps")
-
-
-@pytest.fixture
-def tls_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in LATER:
-        if name not in PARAMS:
-            monkeypatch.setitem(PARAMS, name, Param(name, "", str.strip, "stand-in"))
+from tests.fakes.certs import at, self_signed, write_fixed_set
 
 
 def load(directory: Path, text: str) -> configuration.Config:
@@ -61,14 +49,17 @@ def test_listener_overrides_and_duplicates(tmp_path: Path) -> None:
                      ("submission/inet/smtpd_tls_cert_file", "b.pem", "b.key")]
 
 
-def test_every_role_once_the_parameters_exist(tmp_path: Path, tls_parameters: None) -> None:
+EVERY_ROLE = ("smtpd_tls_cert_file = server.pem\n"
+              "smtpd_tls_CAfile = clients-ca.pem\n"
+              "smtp_tls_cert_file = client.pem\n"
+              "smtp_tls_key_file = client.key\n"
+              "tls_server_sni_maps = texthash:sni\n")
+
+
+def test_every_role(tmp_path: Path) -> None:
     (tmp_path / "sni").write_text("mx2.example.test  sni/mx2.pem\n"
                                   "mx3.example.test  sni/mx3.pem, sni/mx3-rsa.pem\n")
-    config = load(tmp_path, "smtpd_tls_cert_file = server.pem\n"
-                            "smtpd_tls_CAfile = clients-ca.pem\n"
-                            "smtp_tls_cert_file = client.pem\n"
-                            "smtp_tls_key_file = client.key\n"
-                            "tls_server_sni_maps = texthash:sni\n")
+    config = load(tmp_path, EVERY_ROLE)
     found = [(i.role, i.parameter, i.shown, i.ours) for i in configured_certificates(config)]
     assert found == [
         ("smtpd", "smtpd_tls_cert_file", "server.pem", True),
@@ -78,6 +69,18 @@ def test_every_role_once_the_parameters_exist(tmp_path: Path, tls_parameters: No
         ("smtpd_sni", "tls_server_sni_maps mx3.example.test", "sni/mx3.pem", True),
         ("smtpd_sni", "tls_server_sni_maps mx3.example.test", "sni/mx3-rsa.pem", True),
     ]
+    assert [i.key.name if i.key else None for i in configured_certificates(config)][:3] == [
+        "server.pem", None, "client.key"]  # the key defaults to the certificate's file
+
+
+def test_a_parameter_the_table_lacks_is_skipped(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sni").write_text("mx2.example.test  sni/mx2.pem\n")
+    config = load(tmp_path, EVERY_ROLE)
+    for name in ("smtp_tls_cert_file", "tls_server_sni_maps"):
+        monkeypatch.delitem(PARAMS, name)
+    assert [i.parameter for i in configured_certificates(config)] == [
+        "smtpd_tls_cert_file", "smtpd_tls_CAfile"]
 
 
 # --- the expiry watch ---------------------------------------------------------------
@@ -93,8 +96,7 @@ def maillog(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return lines
 
 
-def test_watch_sets_the_metric_and_warns(tmp_path: Path, maillog: list[str],
-                                         tls_parameters: None) -> None:
+def test_watch_sets_the_metric_and_warns(tmp_path: Path, maillog: list[str]) -> None:
     write_fixed_set(tmp_path / "certs")
     config = load(tmp_path, "smtpd_tls_cert_file = certs/server.pem\n"
                             "smtpd_tls_key_file = certs/server.key\n"
@@ -148,9 +150,7 @@ def test_check_keys_refuses_a_mismatched_key(tmp_path: Path) -> None:
 
 
 def test_check_keys_passes_a_good_pair_and_skips_missing_files(tmp_path: Path) -> None:
-    key = keys.generate_key()
-    keys.write_private(tmp_path / "s.key", keys.key_pem(key))
-    (tmp_path / "s.pem").write_bytes(certs.cert_pem(certs.self_signed(key, "s.example")))
+    self_signed("s.example", directory=tmp_path, stem="s")
     config = load(tmp_path, "smtpd_tls_cert_file = s.pem\nsmtpd_tls_key_file = s.key\n"
                             "submission/inet = 127.0.0.1:587\n"
                             "submission/inet/smtpd_tls_cert_file = none.pem\n")

@@ -14,6 +14,7 @@ from mta import config as configuration
 from mta.errors import ConfigError
 from mta.tls import certs, keys
 from mta.tls.pemfiles import write_private, write_public
+from tests.fakes.certs import self_signed
 
 
 def config_in(directory: Path, text: str = "") -> configuration.Config:
@@ -24,14 +25,10 @@ def config_in(directory: Path, text: str = "") -> configuration.Config:
 
 @pytest.fixture
 def encrypted(tmp_path: Path) -> tuple[Path, Path]:
-    key = keys.generate_key()
-    key_path = tmp_path / "server.key"
-    write_private(key_path, keys.key_pem(key, b"correct horse"))
-    cert_path = tmp_path / "server.pem"
-    write_public(cert_path, certs.cert_pem(certs.self_signed(key, "mx.example.test")))
+    server = self_signed("mx.example.test").write(tmp_path, "server", password=b"correct horse")
     (tmp_path / "keypass").write_text("correct horse\n")
     (tmp_path / "keypass").chmod(0o600)
-    return cert_path, key_path
+    return server.cert_file, server.key_file
 
 
 def test_key_files_are_0600_whatever_the_umask(tmp_path: Path) -> None:

@@ -12,12 +12,13 @@ from mta.config import from_text
 from mta.errors import ConfigError
 from mta.tls.clientcert import PeerCertificate, relay_clientcerts_lookup
 from mta.tls.server import ServerTls, check_key_file, load_identity
-from tests.tlsutil import TestCA, client_context, memory_handshake, self_signed, server_tls
+from tests.fakes.certs import TestCA, self_signed
+from tests.unit.memory_tls import memory_handshake, server_tls
 
 
 @pytest.fixture
 def ca(tmp_path: Path) -> TestCA:
-    return TestCA(tmp_path / "ca")
+    return TestCA(directory=tmp_path / "ca")
 
 
 def test_private_key_readable_by_others_is_refused(tmp_path: Path, ca: TestCA) -> None:
@@ -56,10 +57,10 @@ def test_config_without_certificate_or_with_a_foreign_key(tmp_path: Path,
 def test_old_protocols_are_refused_by_default(ca: TestCA) -> None:
     tls = server_tls(ca, ca.issue("localhost"))
     _, _, client, error = memory_handshake(
-        tls, client_context(ca, maximum=ssl.TLSVersion.TLSv1_1))
+        tls, ca.client_context(maximum=ssl.TLSVersion.TLSv1_1))
     assert (client, error) == (None, "unsupported protocol")
     engine, _, client, error = memory_handshake(
-        tls, client_context(ca, maximum=ssl.TLSVersion.TLSv1_2))
+        tls, ca.client_context(maximum=ssl.TLSVersion.TLSv1_2))
     assert client is not None, error
     assert client.version() == "TLSv1.2"
     assert engine.connection.get_cipher_name().startswith(("ECDHE-", "DHE-"))
@@ -69,29 +70,29 @@ def test_a_gap_in_the_protocol_list_is_honoured(ca: TestCA) -> None:
     # smtpd's protocol lists may leave a gap (OpenSSL servers honour each
     # excluded version); the client direction refuses them (test_protocols.py).
     tls = server_tls(ca, ca.issue("localhost"), protocols="!SSLv2, !SSLv3, !TLSv1, !TLSv1.2")
-    only_12 = ca.context()
+    only_12 = ca.client_context()
     only_12.minimum_version = only_12.maximum_version = ssl.TLSVersion.TLSv1_2
     _, _, client, error = memory_handshake(tls, only_12)
     assert (client, error) == (None, "unsupported protocol")
-    _, _, client, error = memory_handshake(tls, ca.context())
+    _, _, client, error = memory_handshake(tls, ca.client_context())
     assert client is not None, error
     assert client.version() == "TLSv1.3"
 
 
 def test_client_certificates_never_fail_the_handshake(tmp_path: Path, ca: TestCA) -> None:
     tls = server_tls(ca, ca.issue("localhost"))
-    other_ca = TestCA(tmp_path / "other", name="Someone Else's CA")
+    other_ca = TestCA("Someone Else's CA", directory=tmp_path / "other")
     cases = {
-        "trusted": (client_context(ca, ca.issue("laptop", client=True)), True, ""),
-        "self-signed": (client_context(ca, self_signed(tmp_path, "selfie")), False,
+        "trusted": (ca.client_context(ca.client("laptop")), True, ""),
+        "self-signed": (ca.client_context(self_signed("selfie", directory=tmp_path)), False,
                         "self-signed certificate"),
-        "other CA": (client_context(ca, other_ca.issue("x", client=True)), False,
+        "other CA": (ca.client_context(other_ca.client("x")), False,
                      "unable to get local issuer certificate"),
-        "expired": (client_context(ca, ca.issue("old", client=True, expired=True)), False,
+        "expired": (ca.client_context(ca.client("old", expired=True)), False,
                     "certificate has expired"),
-        "server purpose": (client_context(ca, ca.issue("srv", stem="srv")), False,
+        "server purpose": (ca.client_context(ca.issue("srv")), False,
                            "unsupported certificate purpose"),
-        "none": (client_context(ca), None, ""),
+        "none": (ca.client_context(), None, ""),
     }
     for name, (context, trusted, reason) in cases.items():
         engine, state, client, error = memory_handshake(tls, context)
@@ -107,7 +108,7 @@ def test_client_certificates_never_fail_the_handshake(tmp_path: Path, ca: TestCA
 def test_certificate_not_asked_for(ca: TestCA) -> None:
     tls = server_tls(ca, ca.issue("localhost"), ask_ccert=False)
     engine, _, client, error = memory_handshake(
-        tls, client_context(ca, ca.issue("laptop", client=True)))
+        tls, ca.client_context(ca.client("laptop")))
     assert client is not None, error
     assert engine.connection.get_peer_certificate() is None
 
@@ -115,12 +116,12 @@ def test_certificate_not_asked_for(ca: TestCA) -> None:
 def test_sni_chooses_a_certificate_by_name_and_parent_domain(ca: TestCA) -> None:
     default = ca.issue("mx.example.test")
     other = ca.issue("mail.other.test")
-    wildcard = ca.issue("*.third.test", names=("*.third.test",), stem="third")
+    wildcard = ca.issue("*.third.test", stem="third")
     tls = server_tls(ca, default, sni={"mail.other.test": other, ".third.test": wildcard})
     for name, expected, sni in (("mail.other.test", "mail.other.test", "mail.other.test"),
                                 ("a.third.test", "*.third.test", "a.third.test"),
                                 ("mx.example.test", "mx.example.test", "")):
-        _engine, state, client, error = memory_handshake(tls, client_context(ca), name)
+        _engine, state, client, error = memory_handshake(tls, ca.client_context(), name)
         assert client is not None, f"{name}: {error}"  # the client verified the name
         leaf = client.getpeercert()
         assert dict(x[0] for x in leaf["subject"])["commonName"] == expected
@@ -137,7 +138,7 @@ def test_sni_maps_from_config(tmp_path: Path, ca: TestCA) -> None:
                        f"smtpd_tls_key_file = {default.key_file}\n"
                        "tls_server_sni_maps = texthash:sni\n", str(tmp_path / "main.cf"))
     tls = ServerTls.from_config(config, required=False)
-    _, state, client, error = memory_handshake(tls, client_context(ca), "mail.other.test")
+    _, state, client, error = memory_handshake(tls, ca.client_context(), "mail.other.test")
     assert client is not None and state.sni == "mail.other.test", error
     os.chmod(other.key_file, 0o644)
     with pytest.raises(ConfigError, match="accessible by group or others"):
@@ -145,8 +146,8 @@ def test_sni_maps_from_config(tmp_path: Path, ca: TestCA) -> None:
 
 
 def test_relay_clientcerts_matches_either_fingerprint(tmp_path: Path, ca: TestCA) -> None:
-    one = self_signed(tmp_path, "one")
-    two = self_signed(tmp_path, "two")
+    one = self_signed("one", directory=tmp_path)
+    two = self_signed("two", directory=tmp_path)
     (tmp_path / "relay_clientcerts").write_text(
         f"# pinned mobile users\n{one.cert_fingerprint.lower()} alice's phone\n"
         f"{two.pkey_fingerprint} bob's laptop\n")
@@ -155,7 +156,7 @@ def test_relay_clientcerts_matches_either_fingerprint(tmp_path: Path, ca: TestCA
     listed = relay_clientcerts_lookup(config)
     assert listed((one.cert_fingerprint, one.pkey_fingerprint))
     assert listed((two.cert_fingerprint, two.pkey_fingerprint))
-    three = self_signed(tmp_path, "three")
+    three = self_signed("three", directory=tmp_path)
     assert not listed((three.cert_fingerprint, three.pkey_fingerprint))
     assert not relay_clientcerts_lookup(from_text("", str(tmp_path / "main.cf")))(
         (one.cert_fingerprint,))

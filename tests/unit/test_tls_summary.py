@@ -13,7 +13,8 @@ from mta.cleanup import ReceivedInfo, received_header
 from mta.tls import summary
 from mta.tls.clientcert import PeerCertificate
 from mta.tls.summary import Signature, TlsSummary
-from tests.tlsutil import TestCA, client_context, memory_handshake, self_signed, server_tls
+from tests.fakes.certs import TestCA, self_signed
+from tests.unit.memory_tls import memory_handshake, server_tls
 
 TLS13 = TlsSummary(protocol="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384", cipher_usebits=256,
                    cipher_algbits=256, kex_name="X25519",
@@ -101,12 +102,12 @@ def test_key_exchange_names(group: str | None, expected: tuple[str, str, int]) -
 
 
 def test_summary_of_a_real_handshake(tmp_path: Path) -> None:
-    ca = TestCA(tmp_path)
+    ca = TestCA(directory=tmp_path)
     rsa_server = ca.issue("localhost", kind="rsa", stem="rsa")
-    laptop = ca.issue("laptop.example", client=True)
-    stranger = self_signed(tmp_path, "stranger.example")
+    laptop = ca.client("laptop.example")
+    stranger = self_signed("stranger.example", directory=tmp_path)
     tls = server_tls(ca, rsa_server)
-    engine, state, client, error = memory_handshake(tls, client_context(ca, laptop))
+    engine, state, client, error = memory_handshake(tls, ca.client_context(laptop))
     assert client is not None, error
     cert = engine.connection.get_peer_certificate(as_cryptography=True)
     peer = PeerCertificate.from_certificate(cert, state.verify)
@@ -118,7 +119,7 @@ def test_summary_of_a_real_handshake(tmp_path: Path) -> None:
     assert got.server_signature == Signature("RSA-PSS", bits=2048, digest="SHA256")
     assert got.client_signature == Signature("ECDSA", curve="prime256v1", digest="SHA256")
     # A certificate that chains to nothing: the handshake still completes.
-    engine, state, client, error = memory_handshake(tls, client_context(ca, stranger))
+    engine, state, client, error = memory_handshake(tls, ca.client_context(stranger))
     assert client is not None, error
     cert = engine.connection.get_peer_certificate(as_cryptography=True)
     peer = PeerCertificate.from_certificate(cert, state.verify)
@@ -129,9 +130,9 @@ def test_summary_of_a_real_handshake(tmp_path: Path) -> None:
 
 def test_summary_of_a_python_ssl_client_session(tmp_path: Path) -> None:
     """The SMTP client's view (Python's ssl): no key exchange, Verified when matched."""
-    ca = TestCA(tmp_path)
+    ca = TestCA(directory=tmp_path)
     tls = server_tls(ca, ca.issue("mx.example.test", stem="mx"), ask_ccert=False)
-    _, _, client, error = memory_handshake(tls, client_context(ca), "mx.example.test")
+    _, _, client, error = memory_handshake(tls, ca.client_context(), "mx.example.test")
     assert client is not None, error
     got = summary.from_ssl_object(client, trusted=True, matched=True)
     assert got.log_text("client", "mx.example.test[127.0.0.1]:25") == (
@@ -142,13 +143,13 @@ def test_summary_of_a_python_ssl_client_session(tmp_path: Path) -> None:
     assert summary.from_ssl_object(client, trusted=False).trust == "Untrusted"
 
 
-def test_client_session_summary_by_server_key(tmp_path: Path) -> None:
+def test_client_session_summary_by_server_key() -> None:
     """What the SMTP client and mta tls-check print, per server key type: the
     signature follows from the key in TLS 1.3; an RSA-PSS digest and the key
     exchange cannot be told through Python's ssl and are left out."""
-    ca = TestCA(tmp_path)
-    rsa = ca.issue("mx.example.test", stem="rsa", kind="rsa").cert
-    ecdsa = ca.issue("mx.example.test", stem="ec").cert
+    ca = TestCA()
+    rsa = ca.issue("mx.example.test", kind="rsa").cert
+    ecdsa = ca.issue("mx.example.test").cert
     line = summary.from_client_session(
         "TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, rsa, trusted=True
     ).log_text("client", "mx.example.test[192.0.2.1]:25")

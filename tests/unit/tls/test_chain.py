@@ -8,7 +8,7 @@ import pytest
 
 from mta.errors import ConfigError
 from mta.tls.chain import TrustStore
-from tests.pki import TestCA, self_signed
+from tests.fakes.certs import TestCA, self_signed
 
 NAMADDR = "mx.example.com[192.0.2.1]:25"
 
@@ -29,7 +29,7 @@ def test_trusted(ca: TestCA, store: TrustStore) -> None:
 
 
 def test_intermediate_sent_by_the_server(ca: TestCA, store: TrustStore) -> None:
-    issued = ca.intermediate().issue("mx.example.com")
+    issued = ca.intermediate(org="Postern Tests").issue("mx.example.com")
     assert store.verify(issued.chain_with_leaf).trusted
     missing = store.verify([issued.cert])  # intermediate not sent
     assert missing.kind == "untrusted_issuer"
@@ -39,7 +39,7 @@ def test_intermediate_sent_by_the_server(ca: TestCA, store: TrustStore) -> None:
 
 
 def test_untrusted_issuer(store: TrustStore) -> None:
-    other = TestCA("Some Other CA", org=None)
+    other = TestCA("Some Other CA")
     result = store.verify(other.issue("mx.example.com").chain_with_leaf)
     assert not result.trusted
     assert result.reason(NAMADDR) == (f"certificate verification failed for {NAMADDR}: "
@@ -84,7 +84,7 @@ def test_expired_ca(store: TrustStore) -> None:
 
 def test_client_only_certificate_is_not_a_server_certificate(ca: TestCA,
                                                              store: TrustStore) -> None:
-    result = store.verify(ca.issue("mx.example.com", usage=("client",)).chain_with_leaf)
+    result = store.verify(ca.client("mx.example.com").chain_with_leaf)
     assert result.kind == "invalid_purpose"
     assert result.reason(NAMADDR) == (f"certificate verification failed for {NAMADDR}: "
                                       "not designated for use as a server certificate")

@@ -11,7 +11,7 @@ from mta.tls.check_report import Probe, build, render_json, render_text
 from mta.tls.fingerprints import pubkey_digest
 from mta.tls.levels import TlsLevel
 from mta.tls.policy_table import PolicyTable
-from tests.pki import TestCA, self_signed
+from tests.fakes.certs import TestCA, self_signed
 
 CA = TestCA()
 STORE = TrustStore(certificates=[CA.cert])

@@ -18,7 +18,7 @@ from mta.tls.decision import trust_label
 from mta.tls.evaluation import evaluate
 from mta.tls.levels import TlsLevel
 from mta.tls.policy_table import PolicyTable
-from tests.pki import Issued, TestCA, self_signed
+from tests.fakes.certs import Issued, TestCA, self_signed
 
 
 class TlsServer:
@@ -26,9 +26,7 @@ class TlsServer:
 
     def __init__(self, issued: Issued, tmp: Path, *, client_ca: TestCA | None = None,
                  maximum: ssl.TLSVersion | None = None) -> None:
-        cert, key = issued.write(tmp, "server")
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert, key)
+        self.context = issued.write(tmp, "server").server_context()
         if maximum:
             self.context.maximum_version = maximum
         if client_ca is not None:
@@ -101,10 +99,9 @@ async def test_the_chain_as_sent(tmp_path: Path) -> None:
 
 async def test_client_certificate_presented_when_asked(tmp_path: Path) -> None:
     server_ca, client_ca = TestCA("Server CA"), TestCA("Client CA")
-    mine = client_ca.issue("client.example.net", usage=("client",))
-    cert, key = mine.write(tmp_path, "me", with_chain=False)
-    table, contexts = policies(tmp_path, "", f"smtp_tls_cert_file = {cert}\n"
-                                             f"smtp_tls_key_file = {key}\n")
+    mine = client_ca.client("client.example.net").write(tmp_path, "me")
+    table, contexts = policies(tmp_path, "", f"smtp_tls_cert_file = {mine.cert_file}\n"
+                                             f"smtp_tls_key_file = {mine.key_file}\n")
     async with TlsServer(server_ca.issue("mx.example.com"), tmp_path,
                          client_ca=client_ca) as server:
         await handshake(server.port, contexts.for_policy(table.default))
@@ -170,19 +167,13 @@ def test_trust_store_from_config(tmp_path: Path) -> None:
 
 
 async def test_encrypted_client_key_with_the_password_file(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-
     server_ca, client_ca = TestCA("Server CA"), TestCA("Client CA")
-    mine = client_ca.issue("client.example.net", usage=("client",))
-    cert, key = mine.write(tmp_path, "me", with_chain=False)
-    key.write_bytes(mine.key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"sesame")))
+    mine = client_ca.client("client.example.net").write(tmp_path, "me", password=b"sesame")
     password = tmp_path / "password"
     password.write_text("sesame\n")
     password.chmod(0o600)
-    table, contexts = policies(tmp_path, "", f"smtp_tls_cert_file = {cert}\n"
-                                             f"smtp_tls_key_file = {key}\n"
+    table, contexts = policies(tmp_path, "", f"smtp_tls_cert_file = {mine.cert_file}\n"
+                                             f"smtp_tls_key_file = {mine.key_file}\n"
                                              f"tls_key_password_file = {password}\n")
     async with TlsServer(server_ca.issue("mx.example.com"), tmp_path,
                          client_ca=client_ca) as server:

@@ -20,7 +20,7 @@ from mta.tls.evaluation import ANONYMOUS, Evaluation, evaluate
 from mta.tls.fingerprints import pubkey_digest
 from mta.tls.levels import TlsLevel
 from mta.tls.names import MatchTarget
-from tests.pki import TestCA, self_signed
+from tests.fakes.certs import TestCA, self_signed
 
 L = TlsLevel
 NAMADDR = "mx.example.com[192.0.2.1]"
@@ -89,7 +89,7 @@ def test_plaintext_fallback(level: TlsLevel, queued_for: float, sasl: bool, ok: 
 
 # --- after the handshake: levels x peers ---------------------------------------------
 CA = TestCA("Postern Test CA")
-OTHER_CA = TestCA("Unknown CA", org=None)
+OTHER_CA = TestCA("Unknown CA")
 STORE = TrustStore(certificates=[CA.cert])
 HOST, NEXTHOP = "mx1.mail.example.net", "example.com"  # an MX outside the domain
 PEERS = {

@@ -17,7 +17,7 @@ from mta.tls.fingerprints import (
     parse_fingerprint_list,
     pubkey_fingerprint,
 )
-from tests.pki import TestCA
+from tests.fakes.certs import TestCA
 
 
 def test_fingerprints_of_a_certificate() -> None:

@@ -12,7 +12,7 @@ from mta.tls.names import (
     parse_strategies,
     strip_nexthop,
 )
-from tests.pki import TestCA
+from tests.fakes.certs import TestCA
 
 
 @pytest.mark.parametrize(("cert_name", "domain", "sub", "multi", "expected"), [

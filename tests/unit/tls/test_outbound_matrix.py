@@ -11,100 +11,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from mta.config import from_text
+from mta.delivery import DeliveryResult
+from mta.smtp.client import Connector
 from mta.tls.client_plan import PolicyTls
 from mta.tls.fingerprints import pubkey_digest
+from tests.fakes.certs import Issued, TestCA, handshake_failing_context, self_signed
 from tests.fakes.resolver import FakeDns
 from tests.fakes.smtp_peer import ScriptedPeer
-from tests.pki import Issued, TestCA, self_signed
+from tests.fakes.wire_proxy import WireProxy
 from tests.unit.smtp_helpers import BASE_CF, agent, request
 
 NEXTHOP, MX = "example.test", "mx.example.test"
-CA = TestCA("Postern Matrix CA")
+CA = TestCA("Postern Matrix CA", org="Postern Tests")
 SELF_SIGNED = self_signed(MX)
-
-
-class WireProxy:
-    """A TCP relay that records what the client sent; strip=True removes STARTTLS
-    from the server's EHLO reply (a man in the middle downgrading the session)."""
-
-    def __init__(self, target_port: int, strip: bool = False) -> None:
-        self.target_port = target_port
-        self.strip = strip
-        self.client_bytes = bytearray()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        self.server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        await self.server.wait_closed()
-
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(self._relay(reader, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _relay(self, client_r: asyncio.StreamReader,
-                     client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-
-        async def upstream() -> None:
-            while data := await client_r.read(65536):
-                self.client_bytes += data
-                server_w.write(data)
-                await server_w.drain()
-            server_w.close()
-
-        async def downstream() -> None:
-            if not self.strip:  # bytes as they come (TLS records are not lines)
-                while data := await server_r.read(65536):
-                    client_w.write(data)
-                    await client_w.drain()
-                client_w.close()
-                return
-            reply: list[bytes] = []
-            while line := await server_r.readline():
-                reply.append(line)
-                if line[3:4] == b"-":
-                    continue  # collect a multi-line reply whole
-                kept = [x for x in reply if x[4:].strip().upper() != b"STARTTLS"]
-                kept = [x[:3] + b"-" + x[4:] for x in kept[:-1]] + \
-                    [kept[-1][:3] + b" " + kept[-1][4:]]
-                client_w.write(b"".join(kept))
-                await client_w.drain()
-                reply = []
-            client_w.close()
-
-        with contextlib.suppress(ConnectionError, OSError):
-            await asyncio.gather(upstream(), downstream())
-
-
-def server_context(issued: Issued, tmp: Path, name: str) -> ssl.SSLContext:
-    cert, key = issued.write(tmp, name)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-def failing_context(tmp: Path) -> ssl.SSLContext:
-    """A server whose handshake always fails: TLS 1.2 with PSK suites only."""
-    context = server_context(CA.issue(MX), tmp, "psk")
-    context.maximum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers("PSK")
-    return context
 
 
 @dataclass
@@ -113,26 +39,59 @@ class Peer:
     peer: ScriptedPeer
     proxy: WireProxy
     port: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
+
+
+def server_certificate(peer_name: str) -> Issued:
+    if peer_name == "self_signed":
+        return SELF_SIGNED
+    if peer_name == "expired":
+        return CA.issue(MX, expired=True)
+    if peer_name == "wrong_name":
+        return CA.issue("mx.elsewhere.test")
+    return CA.issue(MX)  # valid, mitm_strip
 
 
 async def make_peer(name: str, tmp: Path) -> Peer:
-    tls: ssl.SSLContext | None
-    if name == "no_starttls":
-        tls = None
-    elif name == "handshake_fails":
-        tls = failing_context(tmp)
-    elif name == "self_signed":
-        tls = server_context(SELF_SIGNED, tmp, name)
-    elif name == "expired":
-        tls = server_context(CA.issue(MX, expired=True), tmp, name)
-    elif name == "wrong_name":
-        tls = server_context(CA.issue("mx.elsewhere.test"), tmp, name)
-    else:  # valid, mitm_strip
-        tls = server_context(CA.issue(MX), tmp, name)
+    tls: ssl.SSLContext | None = None
+    if name == "handshake_fails":
+        tls = handshake_failing_context(tmp)
+    elif name != "no_starttls":
+        tls = server_certificate(name).write(tmp, name).server_context()
     peer = await ScriptedPeer(tls=tls, hostname=MX).start()
-    proxy = WireProxy(peer.port, strip=(name == "mitm_strip"))
-    return Peer(name, peer, proxy, await proxy.start())
+    proxy = await WireProxy(peer.port, strip=(name == "mitm_strip")).start()
+    return Peer(name, peer, proxy, proxy.port)
+
+
+@contextlib.asynccontextmanager
+async def peer_as_mx(name: str, tmp: Path) -> AsyncIterator[tuple[Peer, FakeDns, Connector]]:
+    """The named peer behind its proxy as NEXTHOP's only MX: the peer, the fake
+    DNS that says so and a connector that reaches the proxy; closed at the end."""
+    peer = await make_peer(name, tmp)
+    try:
+        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
+
+        async def connect(address: str, port: int, local: str | None
+                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.open_connection(address, peer.port)
+
+        yield peer, dns, connect
+    finally:
+        await peer.proxy.close()
+        await peer.peer.close()
+
+
+async def deliver(tmp: Path, peer_name: str, extra: str = "", attempt_started: float = 0.0
+                  ) -> tuple[DeliveryResult, Peer]:
+    """One message for NEXTHOP through the smtp agent configured with extra,
+    the named peer being the MX; attempt_started says how long it has waited."""
+    config = from_text(BASE_CF + extra, str(tmp / "main.cf"))
+    async with peer_as_mx(peer_name, tmp) as (peer, dns, connect):
+        smtp = agent(extra, dns=dns, connector=connect, tls_policy=PolicyTls.from_config(config))
+        req = request(["alice@example.test"], NEXTHOP)
+        req.attempt_started = attempt_started
+        [result] = await smtp.deliver(req)
+        await smtp.close()
+    return result, peer
 
 
 SENT_TLS, SENT_PLAIN = ("sent", "tls"), ("sent", "plaintext")
@@ -161,22 +120,8 @@ async def test_peer_by_level(tmp_path: Path, peer_name: str, level: str) -> None
     pin = pubkey_digest(SELF_SIGNED.cert).hex()
     extra = (f"smtp_tls_security_level = {level}\nsmtp_tls_CAfile = ca.pem\n"
              f"smtp_tls_fingerprint_cert_match = {pin}\n")
-    config = from_text(BASE_CF + extra, str(tmp_path / "main.cf"))
-    peer = await make_peer(peer_name, tmp_path)
-    try:
-        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
-
-        async def connect(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
-            return await asyncio.open_connection(address, peer.port)
-
-        smtp = agent(extra, dns=dns, connector=connect, tls_policy=PolicyTls.from_config(config))
-        req = request(["alice@example.test"], NEXTHOP)
-        req.attempt_started = 600.0  # queued for 10 minutes: the may fallback applies
-        [result] = await smtp.deliver(req)
-        await smtp.close()
-    finally:
-        await peer.proxy.close()
-        await peer.peer.close()
+    # Queued for 10 minutes: the may fallback to plaintext applies.
+    result, peer = await deliver(tmp_path, peer_name, extra, attempt_started=600.0)
     expected = TABLE[peer_name][LEVELS.index(level)]
     wire = bytes(peer.proxy.client_bytes)
     if expected[0] == "sent":
@@ -204,51 +149,25 @@ async def test_peer_by_level(tmp_path: Path, peer_name: str, level: str) -> None
 async def test_may_handshake_failure_defers_a_fresh_message(tmp_path: Path) -> None:
     """Postfix: the plaintext retry needs the message to have waited
     minimal_backoff_time; a fresh message is deferred once."""
-    config = from_text(BASE_CF, str(tmp_path / "main.cf"))
-    peer = await make_peer("handshake_fails", tmp_path)
-    try:
-        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
-
-        async def connect(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
-            return await asyncio.open_connection(address, peer.port)
-
-        smtp = agent("", dns=dns, connector=connect, tls_policy=PolicyTls.from_config(config))
-        req = request(["alice@example.test"], NEXTHOP)
-        req.attempt_started = 5.0  # arrived 5 s ago
-        [result] = await smtp.deliver(req)
-        await smtp.close()
-    finally:
-        await peer.proxy.close()
-        await peer.peer.close()
+    result, peer = await deliver(tmp_path, "handshake_fails", attempt_started=5.0)  # 5 s ago
     assert (result.status, result.dsn, result.text) == HANDSHAKE
     assert result.tls == "!may"
     assert b"MAIL FROM" not in bytes(peer.proxy.client_bytes)
 
 
 async def deliver_once(tmp_path: Path, peer_name: str, level: str,
-                       loglevel: int = 1) -> tuple[object, str]:
+                       loglevel: int = 1) -> tuple[DeliveryResult, str]:
     from mta import log as maillog
 
     CA.write(tmp_path / "ca.pem")
     extra = (f"smtp_tls_security_level = {level}\nsmtp_tls_CAfile = ca.pem\n"
              f"smtp_tls_loglevel = {loglevel}\n")
-    config = from_text(BASE_CF + extra, str(tmp_path / "main.cf"))
     logfile = tmp_path / "maillog"
     maillog.setup(syslog_name="postern", hostname="client.test", maillog_file=str(logfile),
                   stderr=False)
-    peer = await make_peer(peer_name, tmp_path)
     try:
-        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
-
-        async def connect(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
-            return await asyncio.open_connection(address, peer.port)
-
-        smtp = agent(extra, dns=dns, connector=connect, tls_policy=PolicyTls.from_config(config))
-        [result] = await smtp.deliver(request(["alice@example.test"], NEXTHOP))
-        await smtp.close()
+        result, _ = await deliver(tmp_path, peer_name, extra)
     finally:
-        await peer.proxy.close()
-        await peer.peer.close()
         maillog.setup(syslog_name="postern", hostname="client.test", maillog_file=None,
                       stderr=False)
     return result, logfile.read_text() if logfile.exists() else ""
@@ -264,7 +183,7 @@ async def test_log_lines_and_metrics_verified(tmp_path: Path) -> None:
     before = sample("mta_smtp_tls_sessions_total", level="verify", trust="verified",
                     result="tls")
     result, log = await deliver_once(tmp_path, "valid", "verify", loglevel=2)
-    assert result.status == "sent"  # type: ignore[attr-defined]
+    assert result.status == "sent"
     assert "postern/smtp[" in log
     assert f"{MX}[127.0.0.1]:25: Matched subjectAltName: {MX}" in log
     # Postfix's line (summary.py, as smtpd's) minus the key exchange, which
@@ -282,7 +201,7 @@ async def test_log_lines_and_metrics_refused(tmp_path: Path) -> None:
     refused = sample("mta_smtp_tls_sessions_total", level="verify", trust="untrusted",
                      result="refused")
     result, log = await deliver_once(tmp_path, "expired", "verify")
-    assert result.status == "deferred"  # type: ignore[attr-defined]
+    assert result.status == "deferred"
     lines = log.splitlines()
     failure = next(i for i, line in enumerate(lines) if "verification failed" in line)
     assert " postern/smtp[" in lines[failure]
@@ -297,6 +216,6 @@ async def test_log_lines_and_metrics_refused(tmp_path: Path) -> None:
 
 async def test_may_logs_untrusted_and_delivers(tmp_path: Path) -> None:
     result, log = await deliver_once(tmp_path, "self_signed", "may")
-    assert result.status == "sent" and result.tls == "may"  # type: ignore[attr-defined]
+    assert result.status == "sent" and result.tls == "may"
     assert f"Untrusted TLS connection established to {MX}[127.0.0.1]:25" in log
     assert "verification failed" not in log  # may does not care, as Postfix at loglevel 1

@@ -16,7 +16,6 @@ from mta.config import from_text
 from mta.resolver import Resolver
 from mta.tls.fingerprints import pubkey_digest
 from mta.tls.levels import TlsLevel
-from tests.fakes.resolver import FakeDns
 from tests.fakes.smtp_peer import ScriptedPeer
 from tests.helpers import free_port, mta_env
 from tests.unit.smtp_helpers import BASE_CF
@@ -26,8 +25,7 @@ from tests.unit.tls.test_outbound_matrix import (
     NEXTHOP,
     SELF_SIGNED,
     TABLE,
-    make_peer,
-    server_context,
+    peer_as_mx,
 )
 
 VERDICT = {("sent", "tls"): "deliver over TLS", ("sent", "plaintext"): "deliver in plaintext"}
@@ -37,19 +35,10 @@ async def run_check(tmp_path: Path, peer_name: str, *args: object, **kwargs: obj
                     ) -> tuple[int, str]:
     CA.write(tmp_path / "ca.pem")
     config = from_text(BASE_CF + "smtp_tls_CAfile = ca.pem\n", str(tmp_path / "main.cf"))
-    peer = await make_peer(peer_name, tmp_path)
     out = io.StringIO()
-    try:
-        dns = FakeDns(mx_records={NEXTHOP: [(10, MX)]}, a={MX: ["127.0.0.1"]})
-
-        async def connect(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
-            return await asyncio.open_connection(address, peer.port)
-
+    async with peer_as_mx(peer_name, tmp_path) as (_, dns, connect):
         status = await check(config, NEXTHOP, resolver=Resolver(("dns",), dns=dns),
                              connector=connect, out=out, timeout=10, **kwargs)  # type: ignore[arg-type]
-    finally:
-        await peer.proxy.close()
-        await peer.peer.close()
     return status, out.getvalue()
 
 
@@ -119,7 +108,7 @@ async def test_the_command_line(tmp_path: Path) -> None:
     """The real command, as a subprocess, against a peer with a localhost certificate."""
     CA.write(tmp_path / "ca.pem")
     (tmp_path / "main.cf").write_text("myhostname = client.test\nsmtp_host_lookup = native\n")
-    async with ScriptedPeer(tls=server_context(CA.issue("localhost"), tmp_path, "lh"),
+    async with ScriptedPeer(tls=CA.issue("localhost").write(tmp_path, "lh").server_context(),
                             hostname="localhost", port=free_port()) as peer:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mta", "tls-check", "-c", str(tmp_path / "main.cf"),
