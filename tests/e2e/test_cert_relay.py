@@ -1,10 +1,6 @@
 """End to end: a client certificate made by ``mta cert issue-client`` relays
 through the submission listener under permit_tls_all_clientcerts, and the
 relay_clientcerts line it printed lets it relay under permit_tls_clientcerts.
-
-The server side (asking for and evaluating client certificates) is the inbound
-TLS work (issue 4). Until its parameters exist this test is skipped, naming
-them; once they exist it must run and pass, never skip.
 """
 
 from __future__ import annotations
@@ -13,18 +9,7 @@ import smtplib
 import ssl
 from pathlib import Path
 
-import pytest
-
-from mta.config import PARAMS
 from tests.helpers import Daemon, free_port, run_mta
-
-NEEDED = ("smtpd_tls_security_level", "smtpd_tls_ask_ccert", "smtpd_tls_CAfile",
-          "relay_clientcerts")
-MISSING = [name for name in NEEDED if name not in PARAMS]
-
-pytestmark = pytest.mark.skipif(
-    bool(MISSING), reason="needs inbound TLS client-certificate support (issue 4): "
-                          f"no parameter {', '.join(MISSING)} yet")
 
 PASSWORD = "mobile-secret"
 REMOTE = "friend@elsewhere.example"
