@@ -9,6 +9,8 @@ import smtplib
 import ssl
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import Daemon, free_port, run_mta
 
 PASSWORD = "mobile-secret"
