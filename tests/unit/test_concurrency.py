@@ -127,3 +127,32 @@ initial_destination_concurrency = 2
             await qmgr.stop(grace=0)
             await smtp.close()
             spool.close()
+
+
+async def test_slots_are_granted_one_at_a_time_first_come_first_served() -> None:
+    destination = FeedbackDestination(("smtp", "d.test"), 2, initial=2)
+    order: list[int] = []
+    release = [asyncio.Event() for _ in range(6)]
+
+    async def delivery(n: int) -> None:
+        async with destination.slot():
+            order.append(n)
+            await release[n].wait()
+
+    tasks = [asyncio.create_task(delivery(n)) for n in range(6)]
+    await asyncio.sleep(0)
+    assert order == [0, 1] and destination.busy == 2 and len(destination._waiters) == 4
+    release[1].set()
+    await tasks[1]
+    await asyncio.sleep(0)
+    assert order == [0, 1, 2] and destination.busy == 2  # exactly one woken, the oldest
+    tasks[3].cancel()  # a waiter that goes away keeps its place from no one
+    release[0].set()
+    await tasks[0]
+    await asyncio.sleep(0)
+    assert order == [0, 1, 2, 4]
+    destination.record([ok()])  # slow start can grow no further than the limit of 2
+    for n in (2, 4, 5):
+        release[n].set()
+    await asyncio.gather(*(tasks[n] for n in (2, 4, 5)))
+    assert order == [0, 1, 2, 4, 5] and destination.busy == 0
