@@ -61,8 +61,9 @@ CORRUPT = Counter("mta_qmgr_corrupt_files", "Queue files set aside in corrupt/."
 
 STAGES = ("before_qmgr", "in_qmgr", "connection_setup", "transmission")
 # Messages up to this size are read once, when they become active, and
-# delivered from memory; larger ones are streamed from the queue file.
-_KEEP_IN_MEMORY = 256 * 1024
+# delivered from memory; larger ones are streamed from the queue file. Small,
+# because thousands of active messages may wait for one next hop at a time.
+_KEEP_IN_MEMORY = 32 * 1024
 
 
 class QueuedContent:
