@@ -130,6 +130,13 @@ def _parse_cidr(path: Path, name: str) -> CidrTable:
         except ValueError:
             raise ConfigError(f"{entry.where}: bad network {entry.key!r}; expected "
                               "address/length, e.g. 192.0.2.0/24 or [2001:db8::]/32") from None
+        address = _unbracket(entry.key.partition("/")[0])
+        if "/" in entry.key and ipaddress.ip_address(address) != network.network_address:
+            # cidr_table(5): a pattern with host bits set is almost always a typo
+            # that would match far more (or less) than meant; Postfix refuses it.
+            raise ConfigError(f"{entry.where}: non-null host address bits in "
+                              f"\"{entry.key}\", perhaps you should use "
+                              f"\"{network.with_prefixlen}\" instead")
         table.rules.append((network, entry.value))
         table._entries.append(entry)
     return table

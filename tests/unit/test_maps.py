@@ -158,3 +158,12 @@ def test_table_lists_search_in_order(tmp_path: Path) -> None:
                          tmp_path)
     assert [tables.lookup(k) for k in ("a", "b", "c", "d", "z")] == ["1", "2", "3", "4", "5"]
     assert not open_tables("", tmp_path)
+
+
+def test_cidr_refuses_host_bits_like_postfix(tmp_path: Path) -> None:
+    path = tmp_path / "clients.cidr"
+    path.write_text("192.0.2.0/24 ok\n10.1.2.3/8 typo\n")
+    with pytest.raises(ConfigError, match=r"clients\.cidr:2: non-null host address bits in "
+                                          r"\"10\.1\.2\.3/8\", perhaps you should use "
+                                          r"\"10\.0\.0\.0/8\" instead"):
+        open_table(f"cidr:{path}", tmp_path)
