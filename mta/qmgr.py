@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge, Histogram
 
 from mta import log as maillog
-from mta import schedule
+from mta import queueid, schedule
 from mta.config import Config
 from mta.delivery import (
     DeliveryAgent,
@@ -294,9 +294,8 @@ class QueueManager:
             if oldest is None:
                 QUEUE_OLDEST.labels(queue).set(0)
             else:
-                from mta.queueid import arrival_of, is_valid
-                QUEUE_OLDEST.labels(queue).set(max(0.0, now - arrival_of(oldest))
-                                               if is_valid(oldest) else 0)
+                QUEUE_OLDEST.labels(queue).set(max(0.0, now - queueid.arrival_of(oldest))
+                                               if queueid.is_valid(oldest) else 0)
 
     def _spawn(self, qid: str, entered: float, forced: bool = False,
                source: str = "active") -> None:
@@ -370,13 +369,7 @@ class QueueManager:
     def _recipient_limit(self, transport: str) -> int:
         if transport == "local":
             return 50  # one Maildir write per recipient; batching only saves a read
-        return max(1, int(self._param("default_destination_recipient_limit", 50)))
-
-    def _param(self, name: str, default: object) -> object:
-        try:
-            return self.config.get(name)
-        except AttributeError:
-            return default
+        return max(1, self.config.default_destination_recipient_limit)
 
     def _destination(self, route: Route) -> Destination:
         key = (route.transport, route.nexthop)
@@ -385,7 +378,7 @@ class QueueManager:
             if route.transport == "local":
                 limit = self.config.local_destination_concurrency_limit
             else:
-                limit = int(self._param("default_destination_concurrency_limit", 20))
+                limit = self.config.default_destination_concurrency_limit
             destination = self._destination_factory(key, limit)
             self.destinations[key] = destination
         return destination
