@@ -188,8 +188,29 @@ class FailureTracker:
     cap: int = 10
     clock: Callable[[], float] = time.monotonic
     _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # Told of every local failure (False) and success (True), so receiver
+    # worker processes can share what they see (mta/workers.py).
+    on_change: Callable[[str, bool], None] | None = None
 
     def failed(self, address: str) -> int:
+        count = self._count(address)
+        if self.on_change is not None:
+            self.on_change(address, False)
+        return count
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
+        if self.on_change is not None:
+            self.on_change(address, True)
+
+    def learn(self, address: str, success: bool) -> None:
+        """What another process saw: count it, without telling anyone again."""
+        if success:
+            self._failures.pop(address, None)
+        else:
+            self._count(address)
+
+    def _count(self, address: str) -> int:
         now = self.clock()
         count, last = self._failures.get(address, (0, now))
         count = count + 1 if now - last < self.window else 1
@@ -197,9 +218,6 @@ class FailureTracker:
             self._prune(now)
         self._failures[address] = (count, now)
         return count
-
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
 
     def delay(self, count: int, unit: float) -> float:
         return min(max(count - 1, 0), self.cap) * unit

@@ -187,6 +187,13 @@ class Supervisor:
             kind, body = message[:1], message[1:]
             if kind == b"Q":
                 self.on_queued(body.decode())
+            elif kind in (b"F", b"S"):
+                # An AUTH failure or success: the other workers slow the same
+                # guessing client down too (Postfix's anvil is one process).
+                for other in self.workers:
+                    if other is not worker and other.channel is not None:
+                        with contextlib.suppress(OSError):
+                            other.channel.send(message)
             elif kind == b"M":
                 worker.samples = [(name, labels, value)
                                   for name, labels, value in json.loads(body)]
@@ -274,15 +281,22 @@ async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
 
     orphaned = False
 
-    def master_gone() -> None:
+    receiver.sasl_failures.on_change = lambda address, success: notify(
+        b"S" if success else b"F", address.encode())
+
+    def from_master() -> None:
         nonlocal orphaned
-        try:
-            if channel.recv(1) != b"":
+        while True:
+            try:
+                message = channel.recv(4096)
+            except BlockingIOError:
                 return
-        except BlockingIOError:
-            return
-        except OSError:
-            pass
+            except OSError:
+                message = b""
+            if not message:
+                break
+            if message[:1] in (b"F", b"S"):
+                receiver.sasl_failures.learn(message[1:].decode(), message[:1] == b"S")
         # Like Postfix's children when their master dies: stop at once, so a
         # new master can bind the ports, and do not start new transactions.
         orphaned = True
@@ -291,7 +305,7 @@ async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
             server.stop_accepting()
         stop.set()
 
-    loop.add_reader(channel_fd, master_gone)
+    loop.add_reader(channel_fd, from_master)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: (maillog.reopen(), receiver.reload()))

@@ -99,3 +99,32 @@ def test_the_master_going_away_takes_the_workers_with_it(daemon_factory) -> None
             return True
 
     wait_for(lambda: all(gone(pid) for pid in pids), message="workers gone")
+
+
+def test_auth_failures_slow_a_client_down_across_workers(secure_site_factory) -> None:
+    """Each AUTH failure is told to the other workers, so a guessing client
+    cannot escape the slow-down by landing on another process."""
+    import time
+
+    from tests.e2e.test_auth_and_client_certs import ALICE, plain
+
+    site = secure_site_factory("receiver_processes = 2\nsmtpd_sasl_failure_delay = 0.1s\n")
+    site.start()
+    wait_for(lambda: len(worker_pids(site.daemon)) == 2, message="two workers")
+    pattern = re.compile(r"postern/smtpd\[(\d+)\]: warning: localhost\S* SASL PLAIN "
+                         r"authentication failed")
+    handled: list[tuple[int, float]] = []  # (worker pid, time the 535 took)
+    while len({pid for pid, _ in handled}) < 2:
+        assert len(handled) < 20, f"every session went to one worker: {handled}"
+        session = site.starttls(site.submission_port)
+        start = time.monotonic()
+        assert session.docmd("AUTH", f"PLAIN {plain(ALICE, 'wrong')}")[0] == 535
+        taken = time.monotonic() - start
+        session.quit()
+        pids = wait_for(lambda: (p if len(p := pattern.findall(site.daemon.log_text()))
+                                 > len(handled) else []), message="the failure logged")
+        handled.append((int(pids[-1]), taken))
+    # The first failure the second worker saw was the nth overall, and it was
+    # delayed as the nth: it knew of the others' failures.
+    n = len(handled)
+    assert handled[-1][1] >= min(n - 1, 10) * 0.1 - 0.05, handled
