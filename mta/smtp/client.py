@@ -152,7 +152,10 @@ class DataEncoder:
             self._pending_cr = True
         if not chunk:
             return b""
-        data = _NEWLINES.sub(b"\r\n", chunk).replace(b"\r\n.", b"\r\n..")
+        crlf = chunk.count(b"\r\n")
+        if chunk.count(b"\n") != crlf or chunk.count(b"\r") != crlf:
+            chunk = _NEWLINES.sub(b"\r\n", chunk)  # rare: the queue holds CRLF only
+        data = chunk.replace(b"\r\n.", b"\r\n..")
         if self._line_start and data.startswith(b"."):
             data = b"." + data
         self._line_start = data.endswith(b"\r\n")
