@@ -120,6 +120,7 @@ class _Worker:
     process: asyncio.subprocess.Process | None = None
     channel: socket.socket | None = None
     samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    connections: dict[tuple[str, str], int] = field(default_factory=dict)
     baseline: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
 
 
@@ -171,6 +172,7 @@ class Supervisor:
         mine.setblocking(False)
         worker.channel = mine
         loop.add_reader(mine.fileno(), self._readable, worker)
+        self._introduce(worker)
 
     def _readable(self, worker: _Worker) -> None:
         assert worker.channel is not None
@@ -190,13 +192,44 @@ class Supervisor:
             elif kind in (b"F", b"S"):
                 # An AUTH failure or success: the other workers slow the same
                 # guessing client down too (Postfix's anvil is one process).
-                for other in self.workers:
-                    if other is not worker and other.channel is not None:
-                        with contextlib.suppress(OSError):
-                            other.channel.send(message)
+                self._relay(worker, message)
+            elif kind == b"C":
+                # A connection opened or closed: one limit for all workers.
+                listener, address, delta = body.decode().split("\t")
+                key = (listener, address)
+                count = worker.connections.get(key, 0) + int(delta)
+                if count > 0:
+                    worker.connections[key] = count
+                else:
+                    worker.connections.pop(key, None)
+                self._relay(worker, message)
             elif kind == b"M":
                 worker.samples = [(name, labels, value)
                                   for name, labels, value in json.loads(body)]
+
+    def _relay(self, source: _Worker | None, message: bytes) -> None:
+        for other in self.workers:
+            if other is not source and other.channel is not None:
+                with contextlib.suppress(OSError):
+                    other.channel.send(message)
+
+    def _forget_connections(self, worker: _Worker) -> None:
+        """A dead worker's connections are gone: tell the others."""
+        for (listener, address), count in worker.connections.items():
+            self._relay(worker, f"C{listener}\t{address}\t{-count}".encode())
+        worker.connections.clear()
+
+    def _introduce(self, worker: _Worker) -> None:
+        """Tell a (re)started worker what the others have open."""
+        totals: dict[tuple[str, str], int] = {}
+        for other in self.workers:
+            if other is not worker:
+                for key, count in other.connections.items():
+                    totals[key] = totals.get(key, 0) + count
+        assert worker.channel is not None
+        for (listener, address), count in totals.items():
+            with contextlib.suppress(OSError):
+                worker.channel.send(f"C{listener}\t{address}\t{count}".encode())
 
     async def _watch(self, worker: _Worker) -> None:
         while True:
@@ -209,6 +242,7 @@ class Supervisor:
                 worker.channel = None
             if self._stopping:
                 return
+            self._forget_connections(worker)
             # Keep its totals: the restarted worker counts from zero.
             for name, labels, value in worker.samples:
                 key = (name, tuple(sorted(labels.items())))
@@ -283,6 +317,11 @@ async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
 
     receiver.sasl_failures.on_change = lambda address, success: notify(
         b"S" if success else b"F", address.encode())
+    registries = {server.ctx.listener.name: server.ctx.connections
+                  for server in receiver.servers}
+    for name, registry in registries.items():
+        registry.on_change = (lambda address, delta, name=name: notify(
+            b"C", f"{name}\t{address}\t{delta}".encode()))
 
     def from_master() -> None:
         nonlocal orphaned
@@ -297,6 +336,10 @@ async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
                 break
             if message[:1] in (b"F", b"S"):
                 receiver.sasl_failures.learn(message[1:].decode(), message[:1] == b"S")
+            elif message[:1] == b"C":
+                listener, address, delta = message[1:].decode().split("\t")
+                if listener in registries:
+                    registries[listener].learn(address, int(delta))
         # Like Postfix's children when their master dies: stop at once, so a
         # new master can bind the ports, and do not start new transactions.
         orphaned = True

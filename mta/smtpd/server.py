@@ -48,12 +48,22 @@ WRITE_ERRORS = Counter("mta_smtpd_queue_write_errors",
 
 
 class ConnectionRegistry:
-    """Counts open connections per client address and in total (Postfix's anvil)."""
+    """Counts open connections per client address and in total (Postfix's anvil).
+
+    With receiver worker processes each worker counts its own connections
+    and tells the others (through the master) of every change: ``remote``
+    holds what the other processes have open, so a limit is one limit for
+    the whole listener, as Postfix's single anvil makes it. Two workers may
+    admit at the same instant and overshoot by one each; never by more.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.per_client: dict[str, int] = {}
         self.total = 0
+        self.remote: dict[str, int] = {}
+        self.remote_total = 0
+        self.on_change: Callable[[str, int], None] | None = None
         self.drained = asyncio.Event()
         self.drained.set()
 
@@ -68,21 +78,25 @@ class ConnectionRegistry:
     def admit(self, address: str, peer: str, service: str) -> str | None:
         """None to admit (and count) the connection, else the 421 reply."""
         host = self.config.myhostname
-        if self.total >= self.config.smtpd_client_connection_limit:
-            maillog.warning("smtpd", f"Connection limit exceeded: {self.total + 1} "
+        total = self.total + self.remote_total
+        if total >= self.config.smtpd_client_connection_limit:
+            maillog.warning("smtpd", f"Connection limit exceeded: {total + 1} "
                             f"for service {service}")
             CONNECTION_LIMITS.labels(service, "total").inc()
             return replies.SERVER_BUSY.format(host=host)
-        count = self.per_client.get(address, 0)
+        mine = self.per_client.get(address, 0)
+        count = mine + self.remote.get(address, 0)
         limit = self.config.smtpd_client_connection_count_limit
         if limit and count >= limit and not self._exempt(address):
             maillog.warning("smtpd", f"Connection concurrency limit exceeded: {count + 1} "
                             f"from {peer} for service {service}")
             CONNECTION_LIMITS.labels(service, "client").inc()
             return replies.TOO_MANY_CONNECTIONS.format(host=host, address=address)
-        self.per_client[address] = count + 1
+        self.per_client[address] = mine + 1
         self.total += 1
         self.drained.clear()
+        if self.on_change is not None:
+            self.on_change(address, 1)
         return None
 
     def release(self, address: str) -> None:
@@ -94,6 +108,17 @@ class ConnectionRegistry:
         self.total = max(0, self.total - 1)
         if self.total == 0:
             self.drained.set()
+        if self.on_change is not None:
+            self.on_change(address, -1)
+
+    def learn(self, address: str, delta: int) -> None:
+        """Connections another process opened (+1) or closed (-1)."""
+        count = self.remote.get(address, 0) + delta
+        if count > 0:
+            self.remote[address] = count
+        else:
+            self.remote.pop(address, None)
+        self.remote_total = max(0, self.remote_total + delta)
 
 
 class NameCache:

@@ -10,7 +10,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from tests.helpers import Daemon, wait_for
+from tests.helpers import Daemon, RawSmtp, wait_for
 
 
 def worker_pids(daemon: Daemon) -> list[int]:
@@ -128,3 +128,41 @@ def test_auth_failures_slow_a_client_down_across_workers(secure_site_factory) ->
     # delayed as the nth: it knew of the others' failures.
     n = len(handled)
     assert handled[-1][1] >= min(n - 1, 10) * 0.1 - 0.05, handled
+
+
+def test_the_per_client_connection_limit_spans_the_workers(daemon_factory) -> None:
+    daemon = daemon_factory("receiver_processes = 2\n"
+                            "smtpd_client_connection_count_limit = 4\n"
+                            "smtpd_client_event_limit_exceptions =\n").start()
+    wait_for(lambda: len(worker_pids(daemon)) == 2, message="two workers")
+    connect = re.compile(r"postern/smtpd\[(\d+)\]: connect from")
+    sessions = []
+    try:
+        for _ in range(2):
+            smtp = RawSmtp(daemon.smtp_port)
+            sessions.append(smtp)
+            assert smtp.reply().startswith("220 ")
+            assert smtp.command("NOOP") == "250 2.0.0 Ok"
+        before = [int(p) for p in connect.findall(daemon.log_text())]
+        busy = before[0]
+        # Freeze a worker that holds one or both: from now on only the other
+        # one can accept, and it must count what the frozen one holds.
+        os.kill(busy, signal.SIGSTOP)
+        try:
+            replies = []
+            for _ in range(4):
+                smtp = RawSmtp(daemon.smtp_port)
+                sessions.append(smtp)
+                replies.append(smtp.reply()[:3])
+            assert replies == ["220", "220", "421", "421"], replies
+            after = [int(p) for p in connect.findall(daemon.log_text())][len(before):]
+            assert len(after) == 4 and busy not in after
+        finally:
+            os.kill(busy, signal.SIGCONT)
+    finally:
+        for smtp in sessions:
+            smtp.close()
+    # Closed connections are forgotten everywhere: new ones are welcome again.
+    daemon.wait_log(r"disconnect from", count=6)
+    with RawSmtp(daemon.smtp_port) as again:
+        assert again.reply().startswith("220 ")
