@@ -165,10 +165,14 @@ def main(argv: list[str] | None = None) -> int:
                 result = run.execute(profile=raw, gil_only=gil_only)
                 print(json.dumps(result), flush=True)
                 profile_text += (f"### py-spy, {what}; accept {result.get('accept_rate')} "
-                                 f"msg/s under the profiler; event loop thread CPU "
-                                 f"{result.get('postern_loop_thread_cpu')}, other threads "
-                                 f"{result.get('postern_other_threads_cpu')}\n\n```\n"
-                                 + spy.render(raw) + "```\n\n")
+                                 f"msg/s under the profiler; master's event loop thread "
+                                 f"CPU {result.get('postern_loop_thread_cpu')}, its other "
+                                 f"threads {result.get('postern_other_threads_cpu')}\n\n")
+                for path in [raw, *sorted(raw.parent.glob(f"{raw.stem}-worker*"))]:
+                    if path.exists():
+                        process = ("master" if path == raw
+                                   else path.stem.rsplit("-", 1)[-1])
+                        profile_text += f"{process}:\n\n```\n{spy.render(path)}```\n\n"
                 if not args.keep:
                     shutil.rmtree(run.root, ignore_errors=True)
     finally:

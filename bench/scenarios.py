@@ -211,12 +211,18 @@ class Run:
             return
         count = settings.messages
         command = self._load_command(mta, count)
-        spy = None
+        spies: list[subprocess.Popen[bytes]] = []
         if profile is not None:
-            spy = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(mta.pid), "--rate", "250", "--format", "raw",
-                 "--nonblocking", "--output", str(profile), *(["--gil"] if gil_only else [])],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # One py-spy per process: the master (qmgr, delivery) and each
+            # receiver worker, so every process gets its own profile.
+            for number, pid in enumerate(procstat.tree(mta.pid)):
+                output = profile if number == 0 else profile.with_name(
+                    f"{profile.stem}-worker{number}{profile.suffix}")
+                spies.append(subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format",
+                     "raw", "--nonblocking", "--output", str(output),
+                     *(["--gil"] if gil_only else [])],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             time.sleep(1.0)  # attached
         threads_before = procstat.thread_cpu(mta.pid)
         cpu_before = procstat.cpu(mta.pid)
@@ -283,8 +289,9 @@ class Run:
                                                  "sys": round(loop_cpu.system, 2)}
             result["postern_other_threads_cpu"] = {"user": round(pool_cpu.user, 2),
                                                    "sys": round(pool_cpu.system, 2)}
-        if spy is not None:
+        for spy in spies:
             spy.send_signal(2)
+        for spy in spies:
             try:
                 spy.wait(60)
             except subprocess.TimeoutExpired:

@@ -231,13 +231,16 @@ class Daemon:
             where = parse_hostport(config.metrics_listen)
             registry = (MergedRegistry(REGISTRY, self.workers.samples) if self.workers
                         else REGISTRY)
-            self.metrics = MetricsServer(where.host, where.port, registry)
+            self.metrics = MetricsServer(where.host, where.port, registry,
+                                         self.workers.refresh if self.workers else None)
             await self.metrics.start()
         maillog.info("master", f"daemon started -- version {_version()}, configuration "
                      f"{config.path}")
 
     def reload(self) -> None:
         """SIGHUP: re-read main.cf; on error keep running with the old one."""
+        if self.workers is not None:
+            self.workers.signal(signal.SIGHUP)  # they reopen the maillog (logrotate)
         try:
             new = configuration.load(self.config.path)
             parts = build_parts(new)
@@ -254,7 +257,7 @@ class Daemon:
         if self.receiver is not None:
             self.receiver.reload(new)
         if self.workers is not None:
-            self.workers.signal(signal.SIGHUP)  # each worker reloads main.cf itself
+            self.workers.reconfigure(new)  # the same text, whatever the file holds now
         self.qmgr.config = new
         self.qmgr.router = parts.router
         self.smtp.reconfigure(new)

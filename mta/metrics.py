@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -21,10 +22,12 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 class MetricsServer:
     """A minimal HTTP/1.0 server for GET /metrics on the event loop (no thread)."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry = REGISTRY,
+                 refresh: Callable[[], Awaitable[None]] | None = None) -> None:
         self.host = host
         self.port = port
         self.registry = registry
+        self.refresh = refresh  # gathers other processes' counters before a scrape
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -48,6 +51,8 @@ class MetricsServer:
                 status, body, ctype = b"405 Method Not Allowed", b"", b"text/plain"
             elif target in (b"/metrics", b"/"):
                 status, ctype = b"200 OK", CONTENT_TYPE_LATEST.encode()
+                if self.refresh is not None:
+                    await self.refresh()
                 body = generate_latest(self.registry)
             else:
                 status, body, ctype = b"404 Not Found", b"not found\n", b"text/plain"

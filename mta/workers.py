@@ -16,7 +16,11 @@ Workers are fresh interpreters (``python -m mta.workers``), not forks of the
 running master, so no event loop or thread state crosses a fork. Each talks to
 the master over one SOCK_SEQPACKET socketpair: ``Q<qid>`` when a message is
 queued (the qmgr takes it at once, no directory scan), ``M<json>`` with the
-worker's metric samples every second. A worker notices the master's death by
+worker's metric samples every second, ``F``/``S`` for AUTH failures and
+successes (relayed to the other workers), and the connection counts:
+``A<serial> listener address limits`` before each greeting, answered by the
+master's ``a<serial> verdict count``, and ``R listener address`` when a
+session ends (the master is the one anvil for all workers). A worker notices the master's death by
 EOF on that socket and exits; the master restarts a worker that dies, with a
 delay, like Postfix's master does.
 """
@@ -28,18 +32,22 @@ import asyncio
 import contextlib
 import errno
 import json
+import os
 import signal
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client.samples import Sample
 
 from mta import log as maillog
 from mta.config import Config, ListenerSpec
+from mta.errors import ConfigError
 from mta.metrics import REGISTRY
+from mta.smtpd.server import decide
 
 _SNAPSHOT_INTERVAL = 1.0
 _RESTART_DELAY = 1.0
@@ -57,7 +65,13 @@ def bind_listener(listener: ListenerSpec) -> socket.socket:
     if family == socket.AF_INET6:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind((host, address.port))
+    try:
+        sock.bind((host, address.port))
+    except OSError as error:
+        sock.close()
+        # The words asyncio's create_server uses when smtpd binds in the master.
+        raise OSError(error.errno, f"error while attempting to bind on address "
+                      f"{(host, address.port)!r}: {(error.strerror or '').lower()}") from None
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -113,6 +127,17 @@ def _belongs(family: Any, name: str) -> bool:
     return any(name == family.name + suffix for suffix in suffixes)
 
 
+_Key = TypeVar("_Key")
+
+
+def _bump(counts: dict[_Key, int], key: _Key, delta: int) -> None:
+    value = counts.get(key, 0) + delta
+    if value > 0:
+        counts[key] = value
+    else:
+        counts.pop(key, None)
+
+
 # --- the master's side ----------------------------------------------------------------
 @dataclass
 class _Worker:
@@ -122,6 +147,7 @@ class _Worker:
     samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
     connections: dict[tuple[str, str], int] = field(default_factory=dict)
     baseline: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
+    polled: asyncio.Future[None] | None = None  # a scrape waits for a fresh snapshot
 
 
 class Supervisor:
@@ -133,6 +159,8 @@ class Supervisor:
         self.on_queued = on_queued
         self.sockets: dict[str, socket.socket] = {}
         self.workers: list[_Worker] = []
+        self._totals: dict[str, int] = {}  # open connections per listener
+        self._clients: dict[tuple[str, str], int] = {}  # and per client address
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
 
@@ -164,15 +192,25 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = ",".join(f"{name}={sock.fileno()}" for name, sock in self.sockets.items())
-        worker.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mta.workers", "--config", self.config.path,
-            "--lane", str(worker.lane), "--listeners", fds, "--channel", str(theirs.fileno()),
-            pass_fds=[*(s.fileno() for s in self.sockets.values()), theirs.fileno()])
-        theirs.close()
+        # The worker runs the main.cf text the master runs, not whatever the
+        # file holds now: an edit not yet reloaded (or one that failed to
+        # load) must not reach a worker that starts or restarts meanwhile.
+        text = os.memfd_create("main.cf")
+        os.write(text, self.config.text.encode())
+        os.lseek(text, 0, os.SEEK_SET)
+        try:
+            worker.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mta.workers", "--config", self.config.path,
+                "--config-fd", str(text), "--lane", str(worker.lane), "--listeners", fds,
+                "--channel", str(theirs.fileno()),
+                pass_fds=[*(s.fileno() for s in self.sockets.values()), theirs.fileno(),
+                          text])
+        finally:
+            os.close(text)
+            theirs.close()
         mine.setblocking(False)
         worker.channel = mine
         loop.add_reader(mine.fileno(), self._readable, worker)
-        self._introduce(worker)
 
     def _readable(self, worker: _Worker) -> None:
         assert worker.channel is not None
@@ -193,19 +231,17 @@ class Supervisor:
                 # An AUTH failure or success: the other workers slow the same
                 # guessing client down too (Postfix's anvil is one process).
                 self._relay(worker, message)
-            elif kind == b"C":
-                # A connection opened or closed: one limit for all workers.
-                listener, address, delta = body.decode().split("\t")
-                key = (listener, address)
-                count = worker.connections.get(key, 0) + int(delta)
-                if count > 0:
-                    worker.connections[key] = count
-                else:
-                    worker.connections.pop(key, None)
-                self._relay(worker, message)
+            elif kind == b"A":
+                self._admit(worker, body.decode())
+            elif kind == b"R":
+                listener, address = body.decode().split("\t")
+                if worker.connections.get((listener, address)):
+                    self._count(worker, (listener, address), -1)
             elif kind == b"M":
                 worker.samples = [(name, labels, value)
                                   for name, labels, value in json.loads(body)]
+                if worker.polled is not None and not worker.polled.done():
+                    worker.polled.set_result(None)
 
     def _relay(self, source: _Worker | None, message: bytes) -> None:
         for other in self.workers:
@@ -213,23 +249,30 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     other.channel.send(message)
 
-    def _forget_connections(self, worker: _Worker) -> None:
-        """A dead worker's connections are gone: tell the others."""
-        for (listener, address), count in worker.connections.items():
-            self._relay(worker, f"C{listener}\t{address}\t{-count}".encode())
-        worker.connections.clear()
-
-    def _introduce(self, worker: _Worker) -> None:
-        """Tell a (re)started worker what the others have open."""
-        totals: dict[tuple[str, str], int] = {}
-        for other in self.workers:
-            if other is not worker:
-                for key, count in other.connections.items():
-                    totals[key] = totals.get(key, 0) + count
-        assert worker.channel is not None
-        for (listener, address), count in totals.items():
+    def _admit(self, worker: _Worker, request: str) -> None:
+        """Postfix's anvil: one count of connections per listener and client
+        address over all workers, asked before each greeting."""
+        serial, listener, address, total_limit, client_limit = request.split("\t")
+        key = (listener, address)
+        total = self._totals.get(listener, 0)
+        count = self._clients.get(key, 0)
+        verdict = decide(total, count, int(total_limit), int(client_limit))
+        if verdict == "ok":
+            self._count(worker, key, 1)
+        answer = f"a{serial}\t{verdict}\t{total if verdict == 'total' else count}"
+        if worker.channel is not None:
             with contextlib.suppress(OSError):
-                worker.channel.send(f"C{listener}\t{address}\t{count}".encode())
+                worker.channel.send(answer.encode())
+
+    def _count(self, worker: _Worker, key: tuple[str, str], delta: int) -> None:
+        _bump(worker.connections, key, delta)
+        _bump(self._clients, key, delta)
+        _bump(self._totals, key[0], delta)
+
+    def _forget(self, worker: _Worker) -> None:
+        """A dead worker's sessions died with it."""
+        for key, count in list(worker.connections.items()):
+            self._count(worker, key, -count)
 
     async def _watch(self, worker: _Worker) -> None:
         while True:
@@ -242,7 +285,7 @@ class Supervisor:
                 worker.channel = None
             if self._stopping:
                 return
-            self._forget_connections(worker)
+            self._forget(worker)
             # Keep its totals: the restarted worker counts from zero.
             for name, labels, value in worker.samples:
                 key = (name, tuple(sorted(labels.items())))
@@ -254,6 +297,32 @@ class Supervisor:
             if self._stopping:
                 return
             await self._spawn(worker)
+
+    async def refresh(self, timeout: float = 1.0) -> None:
+        """Before a scrape: every worker sends its counters now, so /metrics
+        shows what happened up to this moment (a busy or dead worker's last
+        snapshot serves after timeout)."""
+        loop = asyncio.get_running_loop()
+        waiting = []
+        for worker in self.workers:
+            if worker.channel is None:
+                continue
+            if worker.polled is None or worker.polled.done():
+                worker.polled = loop.create_future()
+                with contextlib.suppress(OSError):
+                    worker.channel.send(b"P")
+            waiting.append(worker.polled)
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload that succeeded in the master: the workers take the same text."""
+        self.config = config
+        message = b"K" + config.text.encode()
+        for worker in self.workers:
+            if worker.channel is not None:
+                with contextlib.suppress(OSError):
+                    worker.channel.send(message)
 
     def samples(self) -> Iterable[list[tuple[str, dict[str, str], float]]]:
         for worker in self.workers:
@@ -284,28 +353,101 @@ class Supervisor:
             sock.close()
 
 
+class AnvilClient:
+    """A worker's side of the master's connection count (mta.smtpd.server.Anvil)."""
+
+    _pending: dict[int, asyncio.Future[tuple[str, int]]] = {}
+    _serial = 0
+
+    def __init__(self, listener: str, send: Callable[[bytes, bytes], None]) -> None:
+        self.listener = listener
+        self.send = send
+
+    async def admit(self, address: str, total_limit: int,
+                    client_limit: int) -> tuple[str, int]:
+        AnvilClient._serial += 1
+        serial = AnvilClient._serial
+        answer = asyncio.get_running_loop().create_future()
+        AnvilClient._pending[serial] = answer
+        self.send(b"A", f"{serial}\t{self.listener}\t{address}\t{total_limit}\t"
+                        f"{client_limit}".encode())
+        try:
+            return await asyncio.shield(answer)
+        except asyncio.CancelledError:
+            # The client left while we asked: give back what the master counted.
+            answer.add_done_callback(
+                lambda done: done.result()[0] == "ok" and self.release(address))
+            raise
+
+    def release(self, address: str) -> None:
+        self.send(b"R", f"{self.listener}\t{address}".encode())
+
+    @classmethod
+    def answer(cls, text: str) -> None:
+        serial, verdict, count = text.split("\t")
+        answer = cls._pending.pop(int(serial), None)
+        if answer is not None and not answer.done():
+            answer.set_result((verdict, int(count)))
+
+    @classmethod
+    def orphaned(cls) -> None:
+        """The master is gone: admit the sessions that were waiting (the
+        worker stops accepting now and lets them finish)."""
+        for answer in cls._pending.values():
+            if not answer.done():
+                answer.set_result(("ok", 0))
+        cls._pending.clear()
+
+
 # --- the worker's side ----------------------------------------------------------------
-async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
-                       channel_fd: int) -> int:
+async def _worker_main(config_path: str, config_fd: int, lane: int,
+                       listeners: dict[str, int], channel_fd: int) -> int:
     from mta import config as configuration
     from mta import master
 
-    config = configuration.load(config_path)
+    with open(config_fd, encoding="utf-8") as text:
+        config = configuration.from_text(text.read(), config_path)
     master.setup_maillog(config)
     channel = socket.socket(fileno=channel_fd)
     channel.setblocking(False)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
+    outbox: deque[bytes] = deque()  # what a busy master could not take yet
+
+    def flush() -> None:
+        while outbox:
+            try:
+                channel.send(outbox[0])
+            except BlockingIOError:
+                return
+            except OSError:
+                outbox.clear()  # the master is gone; from_master sees the EOF
+                break
+            outbox.popleft()
+        loop.remove_writer(channel_fd)
+
     def notify(kind: bytes, body: bytes) -> None:
-        try:
-            channel.send(kind + body)
-        except (BlockingIOError, OSError):
-            # The master is gone or very busy. The message is safe in
-            # incoming/; wake whichever queue manager runs now so it does not
-            # wait for its next queue_run_delay scan to find it.
-            if kind == b"Q":
-                receiver.spool.wake(b"W")
+        if not outbox:
+            try:
+                channel.send(kind + body)
+                return
+            except BlockingIOError:
+                pass
+            except OSError:  # the master is gone; from_master sees the EOF
+                outbox.clear()
+        if kind in b"ARFS":
+            # Connection counts must arrive (an unanswered request would hold
+            # a session, a lost release would leak its slot), and so should
+            # AUTH failures: keep them until the busy master reads again.
+            if not outbox:
+                loop.add_writer(channel_fd, flush)
+            outbox.append(kind + body)
+        elif kind == b"Q":
+            # The message is safe in incoming/; wake whichever queue manager
+            # runs now so it does not wait for its next queue_run_delay scan.
+            receiver.spool.wake(b"W")
+        # A metrics snapshot is replaced by the next one.
 
     receiver = master.Receiver(config, lane=lane,
                                on_queued=lambda qid: notify(b"Q", qid.encode()),
@@ -319,15 +461,15 @@ async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
         b"S" if success else b"F", address.encode())
     registries = {server.ctx.listener.name: server.ctx.connections
                   for server in receiver.servers}
+    anvils = {name: AnvilClient(name, notify) for name in registries}
     for name, registry in registries.items():
-        registry.on_change = (lambda address, delta, name=name: notify(
-            b"C", f"{name}\t{address}\t{delta}".encode()))
+        registry.anvil = anvils[name]
 
     def from_master() -> None:
         nonlocal orphaned
         while True:
             try:
-                message = channel.recv(4096)
+                message = channel.recv(1 << 20)
             except BlockingIOError:
                 return
             except OSError:
@@ -336,14 +478,25 @@ async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
                 break
             if message[:1] in (b"F", b"S"):
                 receiver.sasl_failures.learn(message[1:].decode(), message[:1] == b"S")
-            elif message[:1] == b"C":
-                listener, address, delta = message[1:].decode().split("\t")
-                if listener in registries:
-                    registries[listener].learn(address, int(delta))
+            elif message[:1] == b"a":
+                AnvilClient.answer(message[1:].decode())
+            elif message[:1] == b"P":
+                notify(b"M", json.dumps(snapshot()).encode())
+            elif message[:1] == b"K":
+                # The master reloaded main.cf: run the text it runs now.
+                try:
+                    new = configuration.from_text(message[1:].decode(), config_path)
+                except ConfigError as error:  # the master checked it; a map may differ
+                    maillog.warning("smtpd", f"reload failed, keeping the running "
+                                    f"configuration: {error}")
+                else:
+                    master.setup_maillog(new)
+                    receiver.reload(new)
         # Like Postfix's children when their master dies: stop at once, so a
         # new master can bind the ports, and do not start new transactions.
         orphaned = True
         loop.remove_reader(channel_fd)
+        AnvilClient.orphaned()
         for server in receiver.servers:
             server.stop_accepting()
         stop.set()
@@ -351,7 +504,9 @@ async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
     loop.add_reader(channel_fd, from_master)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: (maillog.reopen(), receiver.reload()))
+    # SIGHUP (forwarded by the master) reopens the maillog after a rotation;
+    # the configuration comes over the channel, once the master has loaded it.
+    loop.add_signal_handler(signal.SIGHUP, maillog.reopen)
 
     async def report() -> None:
         while True:
@@ -371,14 +526,16 @@ async def _worker_main(config_path: str, lane: int, listeners: dict[str, int],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mta.workers",
                                      description="a receiver worker (started by mta start)")
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", required=True, help="main.cf's path (for messages)")
+    parser.add_argument("--config-fd", type=int, required=True, help="main.cf's text")
     parser.add_argument("--lane", type=int, required=True)
     parser.add_argument("--listeners", required=True, help="name=fd,...")
     parser.add_argument("--channel", type=int, required=True)
     args = parser.parse_args(argv)
     listeners = {name: int(fd) for name, fd in
                  (item.split("=") for item in args.listeners.split(",") if item)}
-    return asyncio.run(_worker_main(args.config, args.lane, listeners, args.channel))
+    return asyncio.run(_worker_main(args.config, args.config_fd, args.lane, listeners,
+                                    args.channel))
 
 
 if __name__ == "__main__":

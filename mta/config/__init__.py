@@ -48,6 +48,7 @@ class Config:
         self._cache: dict[str, Any] = {}
         self.warnings: list[str] = []
         self.listeners: tuple[ListenerSpec, ...] = ()
+        self.text = ""  # main.cf as read (workers run exactly what the master runs)
 
     # -- raw access, as postconf shows it ---------------------------------------------
     def is_set(self, name: str) -> bool:
@@ -126,6 +127,7 @@ class Config:
             return self
         view = Config(self._settings, self.path, listener.overrides)
         view.listeners = self.listeners
+        view.text = self.text
         view.validate()
         return view
 
@@ -184,6 +186,7 @@ def from_text(text: str, path: str = "main.cf") -> Config:
             raise ConfigError(f"{setting.where}: bad service parameter name {name!r}; "
                               "expected service/inet or service/inet/parameter")
     config = Config(plain, path)
+    config.text = text
     for name, setting in plain.items():
         if name not in PARAMS and not _referenced(name, settings):
             config.warnings.append(f"{setting.where}: unused parameter: {name}={setting.value}")

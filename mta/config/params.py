@@ -8,6 +8,7 @@ are raw main.cf text and may refer to other parameters with $name, exactly as
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -123,10 +124,19 @@ _str("metrics_listen", "127.0.0.1:9154",
      "Postern: host:port of the Prometheus /metrics listener; empty disables it.")
 _str("debug_log_level", "warning", "Postern: level of the debug log (not the maillog).")
 
-_int("receiver_processes", "0",
-     "Postern: smtpd worker processes sharing the listening sockets, beside the master's "
-     "qmgr and delivery agents (2 is fastest on 2 cores); 0 runs smtpd in the master "
-     "process. With workers the per-client connection limits count per worker.", 0, 64)
+def _processes(text: str) -> int:
+    """A process count, or auto: one per CPU (at most 4), none on one CPU."""
+    if text.strip().lower() == "auto":
+        cpus = os.cpu_count() or 1
+        return 0 if cpus < 2 else min(cpus, 4)
+    return t.parse_int(text)
+
+
+_p("receiver_processes", "auto", _processes,
+   "Postern: smtpd worker processes sharing the listening sockets, beside the master's "
+   "qmgr and delivery agents, like Postfix's smtpd processes beside one qmgr; auto is one "
+   "per CPU (at most 4; none on one CPU), 0 runs smtpd in the master process.",
+   kind="int", minimum=0, maximum=64)
 
 # --- smtpd ----------------------------------------------------------------------------
 _str("smtpd_banner", "$myhostname ESMTP $mail_name", "The text after 220 in the greeting.")

@@ -160,7 +160,7 @@ class SmtpdProtocol(SMTP):
         maillog.connect(self.client.peer)
         ctx.metrics_connection()
         try:
-            refusal = ctx.connections.admit(host, self.client.peer, ctx.listener.name)
+            refusal = await ctx.connections.admit(host, self.client.peer, ctx.listener.name)
             if refusal is None:
                 self._slot = True
                 await self._session()

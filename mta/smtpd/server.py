@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -47,23 +48,41 @@ WRITE_ERRORS = Counter("mta_smtpd_queue_write_errors",
                        ["listener"], registry=REGISTRY)
 
 
+class Anvil(Protocol):
+    """The one place that counts connections when receiver workers share a
+    listener (the master, like Postfix's anvil(8) server)."""
+
+    async def admit(self, address: str, total_limit: int,
+                    client_limit: int) -> tuple[str, int]: ...
+
+    def release(self, address: str) -> None: ...
+
+
+def decide(total: int, count: int, total_limit: int, client_limit: int) -> str:
+    """``ok``, or which limit a new connection would exceed: ``total`` (the
+    listener's) or ``client`` (one client address's; 0 is no limit)."""
+    if total >= total_limit:
+        return "total"
+    if client_limit and count >= client_limit:
+        return "client"
+    return "ok"
+
+
 class ConnectionRegistry:
     """Counts open connections per client address and in total (Postfix's anvil).
 
-    With receiver worker processes each worker counts its own connections
-    and tells the others (through the master) of every change: ``remote``
-    holds what the other processes have open, so a limit is one limit for
-    the whole listener, as Postfix's single anvil makes it. Two workers may
-    admit at the same instant and overshoot by one each; never by more.
+    In one process the counts are here. With receiver worker processes the
+    master counts for all of them (``anvil``): each new connection asks it
+    and waits for the answer before the greeting, so a limit is exactly one
+    limit for the whole listener, as Postfix's smtpd processes ask anvil(8).
+    The local counts remain for draining at shutdown.
     """
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.per_client: dict[str, int] = {}
         self.total = 0
-        self.remote: dict[str, int] = {}
-        self.remote_total = 0
-        self.on_change: Callable[[str, int], None] | None = None
+        self.anvil: Anvil | None = None
         self.drained = asyncio.Event()
         self.drained.set()
 
@@ -75,19 +94,26 @@ class ConnectionRegistry:
         return any(ip.version == net.version and ip in net
                    for net in self.config.smtpd_client_event_limit_exceptions)
 
-    def admit(self, address: str, peer: str, service: str) -> str | None:
+    async def admit(self, address: str, peer: str, service: str) -> str | None:
         """None to admit (and count) the connection, else the 421 reply."""
+        total_limit = self.config.smtpd_client_connection_limit
+        client_limit = self.config.smtpd_client_connection_count_limit
+        if client_limit and self._exempt(address):
+            client_limit = 0
+        mine = self.per_client.get(address, 0)
+        if self.anvil is None:
+            verdict = decide(self.total, mine, total_limit, client_limit)
+            count = self.total if verdict == "total" else mine
+        else:
+            verdict, count = await self.anvil.admit(address, total_limit, client_limit)
+            mine = self.per_client.get(address, 0)  # others may have come meanwhile
         host = self.config.myhostname
-        total = self.total + self.remote_total
-        if total >= self.config.smtpd_client_connection_limit:
-            maillog.warning("smtpd", f"Connection limit exceeded: {total + 1} "
+        if verdict == "total":
+            maillog.warning("smtpd", f"Connection limit exceeded: {count + 1} "
                             f"for service {service}")
             CONNECTION_LIMITS.labels(service, "total").inc()
             return replies.SERVER_BUSY.format(host=host)
-        mine = self.per_client.get(address, 0)
-        count = mine + self.remote.get(address, 0)
-        limit = self.config.smtpd_client_connection_count_limit
-        if limit and count >= limit and not self._exempt(address):
+        if verdict == "client":
             maillog.warning("smtpd", f"Connection concurrency limit exceeded: {count + 1} "
                             f"from {peer} for service {service}")
             CONNECTION_LIMITS.labels(service, "client").inc()
@@ -95,8 +121,6 @@ class ConnectionRegistry:
         self.per_client[address] = mine + 1
         self.total += 1
         self.drained.clear()
-        if self.on_change is not None:
-            self.on_change(address, 1)
         return None
 
     def release(self, address: str) -> None:
@@ -108,17 +132,8 @@ class ConnectionRegistry:
         self.total = max(0, self.total - 1)
         if self.total == 0:
             self.drained.set()
-        if self.on_change is not None:
-            self.on_change(address, -1)
-
-    def learn(self, address: str, delta: int) -> None:
-        """Connections another process opened (+1) or closed (-1)."""
-        count = self.remote.get(address, 0) + delta
-        if count > 0:
-            self.remote[address] = count
-        else:
-            self.remote.pop(address, None)
-        self.remote_total = max(0, self.remote_total + delta)
+        if self.anvil is not None:
+            self.anvil.release(address)
 
 
 class NameCache:
