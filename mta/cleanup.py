@@ -9,6 +9,7 @@ the body streams straight through to the queue file.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,14 @@ _FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
 def mail_date(when: float | None = None) -> str:
     """RFC 5322 date with the zone name in a comment, as Postfix writes it:
     ``Sun, 22 Nov 2026 06:55:07 +0000 (UTC)``."""
-    stamp = datetime.fromtimestamp(time.time() if when is None else when).astimezone()
+    return _date_of_second(int(time.time() if when is None else when))
+
+
+@functools.lru_cache(maxsize=4)
+def _date_of_second(second: int) -> str:
+    # Every message received in the same second has the same date: format
+    # it once (it was 3% of a receiver's time, formatted per message).
+    stamp = datetime.fromtimestamp(second).astimezone()
     return f"{format_datetime(stamp)} ({stamp.tzname()})"
 
 

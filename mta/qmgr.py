@@ -257,7 +257,6 @@ class QueueManager:
                 return
 
     async def _deferred_runner(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wait_for_scan()
             self._scan_now.clear()
@@ -279,7 +278,7 @@ class QueueManager:
                     continue
                 await self._active_limit.acquire()
                 self._spawn(entry.qid, self.clock(), forced=flush, source="deferred")
-            await loop.run_in_executor(self.spool.executor, self._update_gauges)
+            await self.spool.run(self._update_gauges)
 
     def _note_due(self, when: float) -> None:
         if self._next_due is None or when < self._next_due:

@@ -17,7 +17,6 @@ thread pool; the event loop never waits on the disk.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import functools
@@ -27,12 +26,12 @@ import socket
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mta import queuefile, queueid
+from mta.diskio import DiskThreads
 from mta.errors import CorruptQueueFile, SpoolError
 from mta.queuefile import Envelope, QueueFile
 
@@ -41,6 +40,7 @@ log = logging.getLogger(__name__)
 QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
 WAKEUP_SOCKET = "public/qmgr"
 _BUFFER_LIMIT = 256 * 1024
+_THREADS = 8  # concurrent fsyncs share journal commits
 T = TypeVar("T")
 
 
@@ -97,12 +97,11 @@ class Spool:
     """A queue directory tree and the operations on it."""
 
     def __init__(self, root: str | os.PathLike[str], *, lane: int | None = None,
-                 executor: ThreadPoolExecutor | None = None, fsync: bool = True) -> None:
+                 fsync: bool = True) -> None:
         self.root = Path(root)
         self._root = str(self.root)
         self.ids = queueid.QueueIdGenerator(lane)
-        self._executor = executor
-        self._own_executor = executor is None
+        self._threads = DiskThreads(_THREADS)
         self.fsync = fsync
         self._dirsync = {name: _DirSyncer(self.root / name) for name in QUEUES}
 
@@ -128,23 +127,17 @@ class Spool:
                         removed.append(f"{name}/{entry.name}")
         return removed
 
-    @property
-    def executor(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool")
-        return self._executor
-
     def close(self) -> None:
-        if self._own_executor and self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Finish queued operations and stop the disk threads (they start
+        again if the spool is used after this)."""
+        self._threads.close()
+        self._threads = DiskThreads(_THREADS)
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking spool operation off the event loop."""
-        loop = asyncio.get_running_loop()
         if kwargs:
             function = functools.partial(function, **kwargs)
-        return await loop.run_in_executor(self.executor, function, *args)
+        return await self._threads.call(function, *args)
 
     # -- names --------------------------------------------------------------------
     def path(self, queue: str, qid: str) -> Path:

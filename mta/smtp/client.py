@@ -230,7 +230,13 @@ class SmtpSession:
             raise ConnectionLost(f"lost connection with {self.peer.name} while {stage}")
         try:
             self._writer.write(data)
-            await asyncio.wait_for(self._writer.drain(), timeout)
+            transport = self._writer.transport
+            if transport.is_closing():
+                raise ConnectionResetError("transport closing")
+            if transport.get_write_buffer_size():
+                # Only a full socket buffer needs waiting for (and a timer).
+                async with asyncio.timeout(timeout):
+                    await self._writer.drain()
         except TimeoutError:
             self.close()
             raise ConversationTimeout(
@@ -247,19 +253,20 @@ class SmtpSession:
     async def read_reply(self, timeout: float, stage: str) -> Reply:
         """Read one whole reply within timeout (one limit for all of its lines)."""
         parser = ReplyParser()
-        deadline = self._clock() + timeout
         try:
-            while True:
-                remaining = max(0.0, deadline - self._clock())
-                line = await asyncio.wait_for(self._reader.readuntil(b"\n"), remaining)
-                try:
-                    reply = parser.feed(line.rstrip(b"\r\n"))
-                except ValueError as error:
-                    self.close()
-                    raise ConnectionLost(f"malformed reply from {self.peer.name} while "
-                                         f"{stage}: {error}") from None
-                if reply is not None:
-                    return reply
+            # One timer for the whole reply (asyncio.timeout, not wait_for,
+            # which would make a task of every line read).
+            async with asyncio.timeout(timeout):
+                while True:
+                    line = await self._reader.readuntil(b"\n")
+                    try:
+                        reply = parser.feed(line.rstrip(b"\r\n"))
+                    except ValueError as error:
+                        self.close()
+                        raise ConnectionLost(f"malformed reply from {self.peer.name} while "
+                                             f"{stage}: {error}") from None
+                    if reply is not None:
+                        return reply
         except TimeoutError:
             self.close()
             raise ConversationTimeout(
