@@ -32,6 +32,7 @@ from mta.smtp.client import (
     Peer,
     SmtpClientError,
     SmtpSession,
+    StaleSession,
     StartTlsRefused,
     Timeouts,
     TlsHandshakeFailed,
@@ -141,19 +142,22 @@ class SmtpDelivery:
 
     async def _reuse(self, state: _Delivery, session: SmtpSession, plan: TlsPlan,
                      key: tuple[str, str]) -> None:
-        """RSET a cached session and use it; if it has died, start afresh."""
-        try:
-            reply = await session.rset()
-        except SmtpClientError:
-            session.close()
-            return
-        if reply.code != 250:
-            await session.quit()
-            return
-        TRANSACTIONS.labels("reused").inc()
+        """RSET a cached session and use it; if it has died, start afresh.
+        With PIPELINING the RSET goes in the same group as MAIL, RCPT and
+        DATA."""
         state.setup_time = self.clock() - state.started
         state.tls = plan.log_field()
-        await self._transaction(state, session, plan, key, final=False)
+        if "PIPELINING" not in session.features:
+            try:
+                reply = await session.rset()
+            except SmtpClientError:
+                session.close()
+                return
+            if reply.code != 250:
+                await session.quit()
+                return
+        if await self._transaction(state, session, plan, key, final=False, reused=True):
+            TRANSACTIONS.labels("reused").inc()
 
     async def _deliver_fresh(self, state: _Delivery, key: tuple[str, str]) -> None:
         route = state.request.route
@@ -313,7 +317,9 @@ class SmtpDelivery:
 
     # -- the transaction -------------------------------------------------------------------
     async def _transaction(self, state: _Delivery, session: SmtpSession, plan: TlsPlan,
-                           key: tuple[str, str], final: bool) -> None:
+                           key: tuple[str, str], final: bool, reused: bool = False) -> bool:
+        """One mail transaction; False when a reused session turned out dead
+        before it began (the recipients are still pending)."""
         request = state.request
         peer = session.peer
         batch = [state.pending[i] for i in list(state.pending)]
@@ -326,7 +332,7 @@ class SmtpDelivery:
                 self._bounce_batch(state, indexes, "5.3.4", f"message size {size} exceeds "
                                    f"size limit {limit} of server {peer.name}", session)
                 self._release(session, plan, key)
-                return
+                return True
             params.append(f"SIZE={size}")
         addresses = [request.envelope.sender, *(r.address for r in batch)]
         if any(not a.isascii() for a in addresses):
@@ -334,18 +340,26 @@ class SmtpDelivery:
                 self._bounce_batch(state, indexes, "5.6.7", "SMTPUTF8 is required, but was "
                                    f"not offered by host {peer.name}", session)
                 self._release(session, plan, key)
-                return
+                return True
             params.append("SMTPUTF8")
         started = self.clock()
+        pipelined = "PIPELINING" in session.features
         try:
-            mail, rcpts = await session.envelope(request.envelope.sender,
-                                                 [r.address for r in batch], tuple(params))
+            data: Reply | None = None
+            if pipelined:
+                _, mail, rcpts, data = await session.pipelined(
+                    request.envelope.sender, [r.address for r in batch], tuple(params),
+                    rset=reused)
+            else:
+                mail, rcpts = await session.envelope(request.envelope.sender,
+                                                     [r.address for r in batch], tuple(params))
             state.conn_use = session.transactions
             if not mail.positive:
                 self._reply_failure(state, indexes, mail,
                                     self._said(peer, mail, "MAIL FROM"), peer, final)
+                await self._end_pipelined(session, data)
                 self._release(session, plan, key)
-                return
+                return True
             accepted = []
             for recipient, reply in zip(batch, rcpts, strict=True):
                 if reply.positive:
@@ -354,9 +368,15 @@ class SmtpDelivery:
                     self._reply_failure(state, [recipient.index], reply,
                                         self._said(peer, reply, "RCPT TO"), peer, final)
             if not accepted:
+                await self._end_pipelined(session, data)
                 self._release(session, plan, key)
-                return
-            data, done = await session.data(_content(request.content))
+                return True
+            if data is None:
+                data, done = await session.data(_content(request.content))
+            elif data.code == 354:
+                done = await session.send_content(_content(request.content))
+            else:
+                done = None
             if done is None:
                 self._reply_failure(state, accepted, data, self._said(peer, data, "DATA"),
                                     peer, final)
@@ -368,14 +388,25 @@ class SmtpDelivery:
             else:
                 self._reply_failure(state, accepted, done,
                                     self._said(peer, done, "end of DATA"), peer, final)
+        except StaleSession:
+            session.close()
+            return False
         except SmtpClientError as error:
             session.close()
             state.soft_fail([i for i in indexes if i in state.pending],
                             _Outcome("deferred", error.dsn, error.text, relay=peer.relay), final)
-            return
+            return True
         finally:
             state.transfer_time = self.clock() - started
         self._release(session, plan, key)
+        return True
+
+    @staticmethod
+    async def _end_pipelined(session: SmtpSession, data: Reply | None) -> None:
+        """A pipelined DATA that got 354 although the transaction failed."""
+        if data is not None and data.code == 354:
+            await session.abandon_data()
+            session.close()  # a server that says 354 to nobody gets no more mail now
 
     def _release(self, session: SmtpSession, plan: TlsPlan, key: tuple[str, str]) -> None:
         """Cache the session for the next message, or say goodbye."""

@@ -96,6 +96,10 @@ class ConnectionLost(SmtpClientError):
     """The server closed the connection or sent something that is not SMTP."""
 
 
+class StaleSession(SmtpClientError):
+    """A cached connection did not answer RSET: no transaction happened on it."""
+
+
 class StartTlsRefused(SmtpClientError):
     """The server answered STARTTLS with something other than 220."""
 
@@ -376,6 +380,68 @@ class SmtpSession:
             replies.append(await self.read_reply(self.timeouts.rcpt, "sending RCPT TO"))
         return mail_reply, replies
 
+    async def pipelined(self, sender: str, recipients: list[str],
+                        mail_params: tuple[str, ...] = (), *, rset: bool = False
+                        ) -> tuple[Reply | None, Reply, list[Reply], Reply]:
+        """[RSET,] MAIL FROM, RCPT TO and DATA in one group (RFC 2920 §3.1, as
+        Postfix's smtp client sends them): one round trip instead of three or
+        four. Only when the server offered PIPELINING.
+
+        RSET first checks that a cached connection still works (Postfix sends
+        it for that too); when its reply does not come, StaleSession is raised
+        and nothing of this transaction has happened. Returns the replies to
+        RSET (None without it), MAIL, each RCPT and DATA. After a 354 the
+        caller sends the content (send_content) or, if no recipient was
+        accepted, abandon_data.
+        """
+        self.transactions += 1
+        mail = f"MAIL FROM:<{sender}>" + "".join(f" {p}" for p in mail_params)
+        lines = [*(["RSET"] if rset else []), mail, *(f"RCPT TO:<{r}>" for r in recipients),
+                 "DATA"]
+        if any("\r" in line or "\n" in line for line in lines):
+            raise ValueError("SMTP command lines must not contain CR or LF")
+        batch = "".join(f"{line}\r\n" for line in lines).encode("utf-8", "surrogateescape")
+        rset_reply = None
+        if rset:
+            try:
+                await self._send(batch, self.timeouts.rset, "sending RSET")
+                rset_reply = await self.read_reply(self.timeouts.rset, "sending RSET")
+            except SmtpClientError as error:
+                raise StaleSession(error.text) from None
+            if rset_reply.code != 250:
+                self.close()  # MAIL, RCPT and DATA may still be answered: drop them
+                raise StaleSession(f"{self.peer.name} said {rset_reply} to RSET")
+        else:
+            await self._send(batch, self.timeouts.mail, "sending MAIL FROM")
+        mail_reply = await self.read_reply(self.timeouts.mail, "sending MAIL FROM")
+        replies = [await self.read_reply(self.timeouts.rcpt, "sending RCPT TO")
+                   for _ in recipients]
+        data_reply = await self.read_reply(self.timeouts.data_init, "sending DATA command")
+        return rset_reply, mail_reply, replies, data_reply
+
+    async def abandon_data(self) -> None:
+        """A 354 although no recipient was accepted: end the empty message
+        (RFC 2920 §3.1); the connection is not trusted for more."""
+        await self._send(b".\r\n", self.timeouts.data_done, "sending end of data")
+        await self.read_reply(self.timeouts.data_done, "sending end of data")
+
+    async def send_content(self, content: AsyncIterator[bytes]) -> Reply:
+        """The message after a 354, dot-stuffed, and the final dot; the reply."""
+        encoder = DataEncoder()
+        pending = b""
+        async for chunk in content:
+            data = encoder.feed(chunk)
+            if pending:
+                await self._send(pending, self.timeouts.data_xfer, "sending message body")
+            pending = data
+        # The last piece and the final dot in one write: a small message is
+        # one write.
+        await self._send(pending + encoder.finish(), self.timeouts.data_xfer,
+                         "sending message body")
+        return await self.read_reply(
+            self.timeouts.data_done,
+            "sending end of data -- message may be sent more than once")
+
     async def data(self, content: AsyncIterator[bytes]) -> tuple[Reply, Reply | None]:
         """DATA, then the content and the final dot when the server says 354.
 
@@ -386,16 +452,7 @@ class SmtpSession:
         reply = await self.read_reply(self.timeouts.data_init, "sending DATA command")
         if reply.code != 354:
             return reply, None
-        encoder = DataEncoder()
-        async for chunk in content:
-            data = encoder.feed(chunk)
-            if data:
-                await self._send(data, self.timeouts.data_xfer, "sending message body")
-        await self._send(encoder.finish(), self.timeouts.data_xfer, "sending message body")
-        final = await self.read_reply(
-            self.timeouts.data_done,
-            "sending end of data -- message may be sent more than once")
-        return reply, final
+        return reply, await self.send_content(content)
 
     async def rset(self) -> Reply:
         await self._command("RSET", self.timeouts.rset, "sending final RSET")

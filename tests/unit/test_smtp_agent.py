@@ -347,6 +347,58 @@ async def test_connection_reuse_sends_rset_and_counts_uses() -> None:
     assert len(peer.messages) == 3
 
 
+async def test_mail_rcpt_and_data_go_in_one_group_and_rset_leads_on_reuse() -> None:
+    """RFC 2920 §3.1 as Postfix does it: the server sees MAIL, both RCPTs and
+    DATA before it has answered any; on a reused connection RSET comes first
+    in the same group."""
+    groups: list[list[bytes]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 sink ESMTP\r\n")
+        await reader.readline()
+        writer.write(b"250-sink\r\n250 PIPELINING\r\n")
+        while True:
+            group = []
+            while not group or group[-1] != b"DATA\r\n":
+                line = await reader.readline()  # no reply yet: the client must go on
+                if not line or line.startswith(b"QUIT"):
+                    writer.close()
+                    return
+                group.append(line)
+            groups.append(group)
+            writer.write(b"".join(b"354 go\r\n" if line == b"DATA\r\n" else b"250 ok\r\n"
+                                  for line in group))
+            while await reader.readline() != b".\r\n":
+                pass
+            writer.write(b"250 2.0.0 queued\r\n")
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        smtp = agent("smtp_connection_cache_time_limit = 5s\n")
+        nexthop = f"[127.0.0.1]:{port}"
+        for qid in ("0QUEUEID0001", "0QUEUEID0002"):
+            results = await smtp.deliver(request(["a@x.test", "b@x.test"], nexthop, qid=qid))
+            assert [r.status for r in results] == ["sent", "sent"]
+        await smtp.close()
+    finally:
+        server.close()
+    verbs = [[line.split(b":")[0].split()[0] for line in group] for group in groups]
+    assert verbs == [[b"MAIL", b"RCPT", b"RCPT", b"DATA"],
+                     [b"RSET", b"MAIL", b"RCPT", b"RCPT", b"DATA"]]
+
+
+async def test_a_354_with_no_recipient_accepted_ends_the_empty_message() -> None:
+    async with ScriptedPeer(replies={"RCPT": "550 5.1.1 no such user"}) as peer:
+        smtp = agent("smtp_connection_cache_time_limit = 5s\n")
+        results = await smtp.deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+        assert by_status(results) == [("bounced", "5.1.1")]
+        await smtp.close()
+    assert [c.split()[0] for c in peer.commands] == ["EHLO", "MAIL", "RCPT", "DATA"]
+    assert [m.content for m in peer.messages] == [b""]  # only the final dot was sent
+    assert len(smtp.cache) == 0  # not kept for another message
+
+
 async def test_dead_cached_connection_is_replaced() -> None:
     async with ScriptedPeer(replies={"RSET": CLOSE}) as peer:
         smtp = agent("smtp_connection_cache_time_limit = 5s\n")
