@@ -99,7 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Postern's receiver_processes (default: Postern's default)")
     parser.add_argument("--quick", action="store_true", help="1 run of 500 messages")
     parser.add_argument("--profile", action="store_true",
-                        help="afterwards, py-spy Postern during one source-1k run")
+                        help="afterwards, py-spy Postern during one run of --profile-scenario")
+    parser.add_argument("--profile-scenario", default="source-1k",
+                        help="the scenario --profile runs (default source-1k)")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"),
                         help="where the spools go (both on this one filesystem)")
     parser.add_argument("--keep", action="store_true", help="keep the spools and logs")
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             for number, gil_only in ((98, False), (99, True)):
                 what = "holding the GIL" if gil_only else "all threads, wall time"
                 raw = args.out / f"profile-{stamp}-{'gil' if gil_only else 'wall'}.txt"
-                run = Run(SCENARIOS["source-1k"], "postern", number, settings)
+                run = Run(SCENARIOS[args.profile_scenario], "postern", number, settings)
                 result = run.execute(profile=raw, gil_only=gil_only)
                 print(json.dumps(result), flush=True)
                 profile_text += (f"### py-spy, {what}; accept {result.get('accept_rate')} "
@@ -188,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                  if args.receiver_processes is not None else "")
               + f": median of {args.runs} run(s) [min–max], {args.messages} messages, "
               f"{args.sessions} sessions\n")
-    text = header + table + (f"\n## Profile of Postern under source-1k\n\n{profile_text}"
-                             if profile_text else "")
+    profiled = f"\n## Profile of Postern under {args.profile_scenario}\n\n"
+    text = header + table + (profiled + profile_text if profile_text else "")
     (args.out / f"bench-{stamp}.md").write_text(text)
     print("\n" + text)
     print(f"results: {json_path} and {json_path.with_suffix('.md')}")
