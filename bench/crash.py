@@ -140,7 +140,7 @@ async def _restart(daemon: PosternBench, report: CrashReport) -> None:
 async def run_crashes(root: Path, *, kills: int, sessions: int, seed: int,
                       min_interval: float = 0.1, max_interval: float = 1.5,
                       size: int = 2048, drain_timeout: float = 120.0,
-                      receiver_processes: int = 0) -> CrashReport:
+                      receiver_processes: int | None = None) -> CrashReport:
     """The whole experiment in root (a fresh directory); returns the report."""
     rng = random.Random(seed)
     report = CrashReport(seed=seed)
@@ -149,7 +149,8 @@ async def run_crashes(root: Path, *, kills: int, sessions: int, seed: int,
     # With receiver processes, only the master is killed: its workers must
     # notice and exit, and the restarted master must get its sockets back.
     daemon = PosternBench(root / "postern", sink_port=9, mode="maildir", cert=None, key=None,
-                          extra=f"receiver_processes = {receiver_processes}\n")
+                          extra="" if receiver_processes is None
+                          else f"receiver_processes = {receiver_processes}\n")
     await asyncio.to_thread(daemon.start)
     load = _Load(daemon.port, size)
     tasks = [asyncio.create_task(load.session_loop()) for _ in range(sessions)]
@@ -231,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-interval", type=float, default=1.5)
     parser.add_argument("--drain-timeout", type=float, default=120.0,
                         help="seconds to wait, after the load, for every acknowledged message")
-    parser.add_argument("--receiver-processes", type=int, default=0,
-                        help="Postern's receiver_processes (0: smtpd in the master)")
+    parser.add_argument("--receiver-processes", type=int, default=None,
+                        help="Postern's receiver_processes (default: Postern's default, "
+                             "auto; 0: smtpd in the master)")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
     parser.add_argument("--keep", action="store_true", help="keep the spool and Maildir")
     args = parser.parse_args(argv)
