@@ -127,7 +127,10 @@ _str("debug_log_level", "warning", "Postern: level of the debug log (not the mai
 def _processes(text: str) -> int:
     """A process count, or auto: one per CPU (at most 4), none on one CPU."""
     if text.strip().lower() == "auto":
-        cpus = os.cpu_count() or 1
+        # The CPUs this process may run on (a container or taskset may allow
+        # fewer than the machine has).
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
         return 0 if cpus < 2 else min(cpus, 4)
     return t.parse_int(text)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from mta import config as configuration
-from mta.config import ConfigError
+from mta.config import ConfigError, from_text
 from mta.config.parser import expand, parse_main_cf
 
 
@@ -180,3 +181,11 @@ def test_every_module_imports_first() -> None:
     result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
                             text=True, timeout=120, check=True)
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 0), (2, 2), (3, 3), (16, 4)])
+def test_receiver_processes_auto_is_one_per_cpu_we_may_use(monkeypatch, cpus: int,
+                                                           expected: int) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert from_text("").receiver_processes == expected
+    assert from_text("receiver_processes = 3\n").receiver_processes == 3
