@@ -158,7 +158,9 @@ _int("smtpd_client_connection_limit", "1000",
      "Postern: the maximal number of simultaneous connections to one listener.", 1)
 _p("smtpd_client_event_limit_exceptions", "$mynetworks", t.parse_networks,
    "Clients exempt from the per-client connection limit.", kind="networks")
-_time("smtpd_timeout", "300s", "The time limit for a client command or DATA block.",
+_time("smtpd_timeout", "300s",
+      "How long the server waits for the client's next command or its next piece of DATA "
+      "(each read, as in Postfix: a long message that keeps arriving is not cut off).",
       minimum=1)
 _int("smtpd_hard_error_limit", "20", "Errors after which the server disconnects.", 1)
 _bool("smtpd_helo_required", "no", "Require HELO or EHLO before MAIL.")

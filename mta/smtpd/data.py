@@ -76,12 +76,14 @@ def unread(reader: asyncio.StreamReader, data: bytes) -> None:
 
 
 async def read_data(reader: asyncio.StreamReader, sink: Callable[[bytes], Awaitable[None]],
-                    limit: int) -> DataResult:
+                    limit: int, progress: Callable[[], None] | None = None) -> DataResult:
     """Read one message up to the terminator, feeding content to sink.
 
     After limit content bytes the rest is read and discarded: the client is
     told 552 only after the terminator (RFC 5321 §4.2.5), which keeps the
     session in step. Leftover pipelined bytes are returned to the reader.
+    progress is called after every read (the session's idle timer:
+    smtpd_timeout limits each read, as in Postfix, not the whole transfer).
     """
     result = DataResult()
     decoder = DataDecoder()
@@ -90,6 +92,8 @@ async def read_data(reader: asyncio.StreamReader, sink: Callable[[bytes], Awaita
         raw = await reader.read(CHUNK)
         if not raw:
             raise ConnectionResetError("connection closed during DATA")
+        if progress is not None:
+            progress()
         window = tail + raw
         end = window.find(_TERMINATOR)
         if end != -1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import time
 
 import pytest
 
@@ -158,6 +159,26 @@ def test_idle_timeout(daemon_factory) -> None:
         assert wait_for(smtp.closed)
     daemon.wait_log(r"timeout after EHLO from localhost\[127\.0\.0\.1\]")
     still_works(daemon)
+
+
+def test_the_timeout_limits_each_read_of_data_not_the_whole_transfer(daemon_factory) -> None:
+    """Postfix's smtpd_timeout is per read: a message that takes longer than
+    the timeout to arrive, but never pauses that long, is accepted; the idle
+    timer still fires once the client stops."""
+    daemon = daemon_factory("smtpd_timeout = 1s\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        for command in ("EHLO client.example", "MAIL FROM:<bob@example.org>",
+                        "RCPT TO:<alice@example.test>", "DATA"):
+            assert smtp.command(command)[:1] in "23"
+        smtp.send("Subject: slow\r\n\r\n")
+        for n in range(8):  # 2.4 s in all, 0.3 s between reads
+            time.sleep(0.3)  # the slow client is the point of the test
+            smtp.send(f"line {n}\r\n")
+        assert smtp.command(".").startswith("250 2.0.0 Ok: queued as ")
+        smtp.sock.settimeout(10)
+        assert smtp.reply() == "421 4.4.2 mx.example.test Error: timeout exceeded"
+    daemon.wait_maildir("alice")
 
 
 def test_client_vanishing_mid_data_leaves_no_file(limited: Daemon) -> None:
