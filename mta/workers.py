@@ -53,6 +53,7 @@ _SNAPSHOT_INTERVAL = 1.0
 _RESTART_DELAY = 1.0
 _ORPHAN_GRACE = 5.0
 _BIND_RETRY = 10.0
+_ANVIL_TIMEOUT = 5.0  # then a new session is served uncounted (Postfix: the same)
 
 
 def bind_listener(listener: ListenerSpec) -> socket.socket:
@@ -372,7 +373,14 @@ class AnvilClient:
         self.send(b"A", f"{serial}\t{self.listener}\t{address}\t{total_limit}\t"
                         f"{client_limit}".encode())
         try:
-            return await asyncio.shield(answer)
+            async with asyncio.timeout(_ANVIL_TIMEOUT):
+                return await asyncio.shield(answer)
+        except TimeoutError:
+            # Like Postfix's smtpd when anvil does not answer: warn and serve
+            # the client. A late "ok" is balanced by the session's release.
+            maillog.warning("smtpd", f"problem talking to the master: no connection count "
+                            f"after {_ANVIL_TIMEOUT:g}s; admitting {address} uncounted")
+            return ("ok", 0)
         except asyncio.CancelledError:
             # The client left while we asked: give back what the master counted.
             answer.add_done_callback(

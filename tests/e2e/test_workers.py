@@ -180,3 +180,21 @@ def test_the_per_client_connection_limit_spans_the_workers(daemon_factory) -> No
     daemon.wait_log(r"disconnect from", count=6)
     with RawSmtp(daemon.smtp_port) as again:
         assert again.reply().startswith("220 ")
+
+
+def test_a_worker_serves_clients_when_the_master_does_not_answer(daemon_factory) -> None:
+    """Postfix's smtpd goes on when anvil does not answer; so do our workers
+    when the master that counts connections is stuck (here: stopped)."""
+    daemon = daemon_factory("receiver_processes = 1\n").start()
+    wait_for(lambda: worker_pids(daemon), message="a worker")
+    os.kill(daemon.process.pid, signal.SIGSTOP)
+    try:
+        with RawSmtp(daemon.smtp_port, timeout=15) as smtp:
+            assert smtp.reply().startswith("220 ")
+            assert smtp.command("NOOP") == "250 2.0.0 Ok"
+    finally:
+        os.kill(daemon.process.pid, signal.SIGCONT)
+    daemon.wait_log(r"warning: problem talking to the master: no connection count after "
+                    r"5s; admitting 127\.0\.0\.1 uncounted")
+    send(daemon, 1)
+    daemon.wait_maildir("alice", 1)
