@@ -9,6 +9,7 @@ not dunno ends the list. The protocol asks; this module decides.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,17 @@ from mta.smtpd import replies
 
 PERMIT = "permit"
 DUNNO = None
+
+
+@functools.lru_cache(maxsize=4096)
+def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address, parsed once: it is looked at on every connection
+    and every MAIL and RCPT (ipaddress parsing was 1% of a receiver). None
+    when it is not an IP address."""
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -95,9 +107,8 @@ class Restrictions:
         return self._reject_unlisted_recipient(client, sender, recipient)
 
     def in_mynetworks(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        ip = client_ip(address)
+        if ip is None:
             return False
         return any(ip.version == net.version and ip in net for net in self.mynetworks)
 

@@ -8,7 +8,7 @@ loop through ``loop.create_server``, never aiosmtpd's threaded Controller.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import functools
 import logging
 import socket
 import time
@@ -23,7 +23,7 @@ from mta.config import Config, ListenerSpec
 from mta.metrics import REGISTRY
 from mta.queuefile import Envelope
 from mta.smtpd import replies
-from mta.smtpd.checks import ClientFacts, Restrictions
+from mta.smtpd.checks import ClientFacts, Restrictions, client_ip
 from mta.smtpd.security import ListenerSecurity
 from mta.spool import Spool
 
@@ -87,9 +87,8 @@ class ConnectionRegistry:
         self.drained.set()
 
     def _exempt(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        ip = client_ip(address)
+        if ip is None:
             return False
         return any(ip.version == net.version and ip in net
                    for net in self.config.smtpd_client_event_limit_exceptions)
@@ -208,24 +207,40 @@ class SmtpdContext:
         return False
 
     def _is_local(self, address: str) -> bool:
-        try:
-            if ipaddress.ip_address(address).is_loopback:
-                return True
-        except ValueError:
+        ip = client_ip(address)
+        if ip is None:
             return False
-        return address in self.local_addresses
+        return ip.is_loopback or address in self.local_addresses
+
+    # The listener's own children of the per-listener metrics, looked up once
+    # (labels() takes a lock and builds a key on every call).
+    @functools.cached_property
+    def _messages(self) -> Counter:
+        return MESSAGES.labels(self.listener.name)
+
+    @functools.cached_property
+    def _message_bytes(self) -> Counter:
+        return MESSAGE_BYTES.labels(self.listener.name)
+
+    @functools.cached_property
+    def _connections(self) -> Counter:
+        return CONNECTIONS.labels(self.listener.name)
+
+    @functools.cached_property
+    def _sessions(self) -> Gauge:
+        return SESSIONS.labels(self.listener.name)
 
     def queued(self, envelope: Envelope) -> None:
-        MESSAGES.labels(self.listener.name).inc()
-        MESSAGE_BYTES.labels(self.listener.name).inc(envelope.size)
+        self._messages.inc()
+        self._message_bytes.inc(envelope.size)
         self.on_queued(envelope)
 
     def metrics_connection(self) -> None:
-        CONNECTIONS.labels(self.listener.name).inc()
-        SESSIONS.labels(self.listener.name).inc()
+        self._connections.inc()
+        self._sessions.inc()
 
     def metrics_disconnect(self) -> None:
-        SESSIONS.labels(self.listener.name).dec()
+        self._sessions.dec()
 
     def metrics_reject(self, command: str, code: str) -> None:
         REJECTS.labels(self.listener.name, command, code).inc()
