@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -212,35 +212,25 @@ class SmtpdContext:
             return False
         return ip.is_loopback or address in self.local_addresses
 
-    # The listener's own children of the per-listener metrics, looked up once
-    # (labels() takes a lock and builds a key on every call).
     @functools.cached_property
-    def _messages(self) -> Counter:
-        return MESSAGES.labels(self.listener.name)
-
-    @functools.cached_property
-    def _message_bytes(self) -> Counter:
-        return MESSAGE_BYTES.labels(self.listener.name)
-
-    @functools.cached_property
-    def _connections(self) -> Counter:
-        return CONNECTIONS.labels(self.listener.name)
-
-    @functools.cached_property
-    def _sessions(self) -> Gauge:
-        return SESSIONS.labels(self.listener.name)
+    def _counted(self) -> dict[str, Any]:
+        """The listener's own children of the per-listener metrics, looked up
+        once (labels() takes a lock and builds a key on every call)."""
+        name = self.listener.name
+        return {"messages": MESSAGES.labels(name), "bytes": MESSAGE_BYTES.labels(name),
+                "connections": CONNECTIONS.labels(name), "sessions": SESSIONS.labels(name)}
 
     def queued(self, envelope: Envelope) -> None:
-        self._messages.inc()
-        self._message_bytes.inc(envelope.size)
+        self._counted["messages"].inc()
+        self._counted["bytes"].inc(envelope.size)
         self.on_queued(envelope)
 
     def metrics_connection(self) -> None:
-        self._connections.inc()
-        self._sessions.inc()
+        self._counted["connections"].inc()
+        self._counted["sessions"].inc()
 
     def metrics_disconnect(self) -> None:
-        self._sessions.dec()
+        self._counted["sessions"].dec()
 
     def metrics_reject(self, command: str, code: str) -> None:
         REJECTS.labels(self.listener.name, command, code).inc()
