@@ -20,9 +20,9 @@ worker's metric samples every second, ``F``/``S`` for AUTH failures and
 successes (relayed to the other workers), and the connection counts:
 ``A<serial> listener address limits`` before each greeting, answered by the
 master's ``a<serial> verdict count``, and ``R listener address`` when a
-session ends (the master is the one anvil for all workers). A worker notices the master's death by
-EOF on that socket and exits; the master restarts a worker that dies, with a
-delay, like Postfix's master does.
+session ends (the master is the one anvil for all workers). A worker notices
+the master's death by EOF on that socket and exits; the master restarts a
+worker that dies, with a delay, like Postfix's master does.
 """
 
 from __future__ import annotations
@@ -354,24 +354,47 @@ class Supervisor:
             sock.close()
 
 
-class AnvilClient:
-    """A worker's side of the master's connection count (mta.smtpd.server.Anvil)."""
+class AnvilLink:
+    """A worker's side of the master's connection count: the questions asked
+    over the channel and not yet answered."""
 
-    _pending: dict[int, asyncio.Future[tuple[str, int]]] = {}
-    _serial = 0
-
-    def __init__(self, listener: str, send: Callable[[bytes, bytes], None]) -> None:
-        self.listener = listener
+    def __init__(self, send: Callable[[bytes, bytes], None]) -> None:
         self.send = send
+        self._pending: dict[int, asyncio.Future[tuple[str, int]]] = {}
+        self._serial = 0
+
+    def ask(self, request: str) -> asyncio.Future[tuple[str, int]]:
+        self._serial += 1
+        answer = asyncio.get_running_loop().create_future()
+        self._pending[self._serial] = answer
+        self.send(b"A", f"{self._serial}\t{request}".encode())
+        return answer
+
+    def answer(self, text: str) -> None:
+        serial, verdict, count = text.split("\t")
+        answer = self._pending.pop(int(serial), None)
+        if answer is not None and not answer.done():
+            answer.set_result((verdict, int(count)))
+
+    def orphaned(self) -> None:
+        """The master is gone: admit the sessions that were waiting (the
+        worker stops accepting now and lets them finish)."""
+        for answer in self._pending.values():
+            if not answer.done():
+                answer.set_result(("ok", 0))
+        self._pending.clear()
+
+
+class AnvilClient:
+    """One listener's connection count in a worker (mta.smtpd.server.Anvil)."""
+
+    def __init__(self, link: AnvilLink, listener: str) -> None:
+        self.link = link
+        self.listener = listener
 
     async def admit(self, address: str, total_limit: int,
                     client_limit: int) -> tuple[str, int]:
-        AnvilClient._serial += 1
-        serial = AnvilClient._serial
-        answer = asyncio.get_running_loop().create_future()
-        AnvilClient._pending[serial] = answer
-        self.send(b"A", f"{serial}\t{self.listener}\t{address}\t{total_limit}\t"
-                        f"{client_limit}".encode())
+        answer = self.link.ask(f"{self.listener}\t{address}\t{total_limit}\t{client_limit}")
         try:
             async with asyncio.timeout(_ANVIL_TIMEOUT):
                 return await asyncio.shield(answer)
@@ -388,23 +411,7 @@ class AnvilClient:
             raise
 
     def release(self, address: str) -> None:
-        self.send(b"R", f"{self.listener}\t{address}".encode())
-
-    @classmethod
-    def answer(cls, text: str) -> None:
-        serial, verdict, count = text.split("\t")
-        answer = cls._pending.pop(int(serial), None)
-        if answer is not None and not answer.done():
-            answer.set_result((verdict, int(count)))
-
-    @classmethod
-    def orphaned(cls) -> None:
-        """The master is gone: admit the sessions that were waiting (the
-        worker stops accepting now and lets them finish)."""
-        for answer in cls._pending.values():
-            if not answer.done():
-                answer.set_result(("ok", 0))
-        cls._pending.clear()
+        self.link.send(b"R", f"{self.listener}\t{address}".encode())
 
 
 # --- the worker's side ----------------------------------------------------------------
@@ -469,7 +476,8 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
         b"S" if success else b"F", address.encode())
     registries = {server.ctx.listener.name: server.ctx.connections
                   for server in receiver.servers}
-    anvils = {name: AnvilClient(name, notify) for name in registries}
+    anvil = AnvilLink(notify)
+    anvils = {name: AnvilClient(anvil, name) for name in registries}
     for name, registry in registries.items():
         registry.anvil = anvils[name]
 
@@ -487,7 +495,7 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
             if message[:1] in (b"F", b"S"):
                 receiver.sasl_failures.learn(message[1:].decode(), message[:1] == b"S")
             elif message[:1] == b"a":
-                AnvilClient.answer(message[1:].decode())
+                anvil.answer(message[1:].decode())
             elif message[:1] == b"P":
                 notify(b"M", json.dumps(snapshot()).encode())
             elif message[:1] == b"K":
@@ -504,7 +512,7 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
         # new master can bind the ports, and do not start new transactions.
         orphaned = True
         loop.remove_reader(channel_fd)
-        AnvilClient.orphaned()
+        anvil.orphaned()
         for server in receiver.servers:
             server.stop_accepting()
         stop.set()

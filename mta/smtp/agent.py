@@ -347,7 +347,7 @@ class SmtpDelivery:
         try:
             data: Reply | None = None
             if pipelined:
-                _, mail, rcpts, data = await session.pipelined(
+                mail, rcpts, data = await session.pipelined(
                     request.envelope.sender, [r.address for r in batch], tuple(params),
                     rset=reused)
             else:

@@ -382,7 +382,7 @@ class SmtpSession:
 
     async def pipelined(self, sender: str, recipients: list[str],
                         mail_params: tuple[str, ...] = (), *, rset: bool = False
-                        ) -> tuple[Reply | None, Reply, list[Reply], Reply]:
+                        ) -> tuple[Reply, list[Reply], Reply]:
         """[RSET,] MAIL FROM, RCPT TO and DATA in one group (RFC 2920 §3.1, as
         Postfix's smtp client sends them): one round trip instead of three or
         four. Only when the server offered PIPELINING.
@@ -390,7 +390,7 @@ class SmtpSession:
         RSET first checks that a cached connection still works (Postfix sends
         it for that too); when its reply does not come, StaleSession is raised
         and nothing of this transaction has happened. Returns the replies to
-        RSET (None without it), MAIL, each RCPT and DATA. After a 354 the
+        MAIL, each RCPT and DATA. After a 354 the
         caller sends the content (send_content) or, if no recipient was
         accepted, abandon_data.
         """
@@ -401,7 +401,6 @@ class SmtpSession:
         if any("\r" in line or "\n" in line for line in lines):
             raise ValueError("SMTP command lines must not contain CR or LF")
         batch = "".join(f"{line}\r\n" for line in lines).encode("utf-8", "surrogateescape")
-        rset_reply = None
         if rset:
             try:
                 await self._send(batch, self.timeouts.rset, "sending RSET")
@@ -417,7 +416,7 @@ class SmtpSession:
         replies = [await self.read_reply(self.timeouts.rcpt, "sending RCPT TO")
                    for _ in recipients]
         data_reply = await self.read_reply(self.timeouts.data_init, "sending DATA command")
-        return rset_reply, mail_reply, replies, data_reply
+        return mail_reply, replies, data_reply
 
     async def abandon_data(self) -> None:
         """A 354 although no recipient was accepted: end the empty message
