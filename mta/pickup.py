@@ -15,10 +15,10 @@ from mta import address as addr
 from mta import log as maillog
 from mta.cleanup import CleanupStream, local_received_header
 from mta.config import Config
+from mta.newlines import to_crlf
 from mta.queuefile import Envelope
 from mta.spool import Spool
 
-_ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
 _RECIPIENT_HEADERS = re.compile(rb"(?im)^(to|cc|bcc):[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)")
 _BCC = re.compile(rb"(?im)^bcc:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n")
 _FROM = re.compile(rb"(?im)^from:")
@@ -26,7 +26,7 @@ _FROM = re.compile(rb"(?im)^from:")
 
 def normalise(raw: bytes) -> bytes:
     """Local input may use any newline; the queue holds CRLF only."""
-    data = _ANY_NEWLINE.sub(b"\r\n", raw)
+    data = to_crlf(raw)
     if data and not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data

@@ -16,17 +16,16 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields
 
+from mta.newlines import crlf_only, to_crlf
 from mta.smtp.reply import Reply, ReplyParser
 
 log = logging.getLogger(__name__)
 
-_NEWLINES = re.compile(rb"\r\n|\r|\n")
 _LINE_LIMIT = 1 << 16
 
 # (address, port, local address) -> streams; the session applies the connect timeout.
@@ -156,9 +155,8 @@ class DataEncoder:
             self._pending_cr = True
         if not chunk:
             return b""
-        crlf = chunk.count(b"\r\n")
-        if chunk.count(b"\n") != crlf or chunk.count(b"\r") != crlf:
-            chunk = _NEWLINES.sub(b"\r\n", chunk)  # rare: the queue holds CRLF only
+        if not crlf_only(chunk):
+            chunk = to_crlf(chunk)  # rare: the queue holds CRLF only
         data = chunk.replace(b"\r\n.", b"\r\n..")
         if self._line_start and data.startswith(b"."):
             data = b"." + data

@@ -13,12 +13,12 @@ in Python: a 25 MB message costs a few hundred loop iterations, not 350,000.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from mta.newlines import crlf_only, to_crlf
+
 _TERMINATOR = b"\r\n.\r\n"
-_ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
 CHUNK = 256 * 1024
 
 
@@ -51,11 +51,11 @@ class DataDecoder:
             data = data[:-1]
         if not data:
             return b""
-        crlf = data.count(b"\r\n")
-        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        if not crlf_only(data):
+            crlf = data.count(b"\r\n")
             self.bare_lf = self.bare_lf or data.count(b"\n") != crlf
             self.bare_cr = self.bare_cr or data.count(b"\r") != crlf
-            data = _ANY_NEWLINE.sub(b"\r\n", data)
+            data = to_crlf(data)
         # RFC 5321 §4.5.2: remove the first '.' of every line that starts with one.
         if self._line_start and data.startswith(b"."):
             data = data[1:]

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mta.newlines import crlf_only, to_crlf
 from mta.smtpd.data import DataDecoder, read_data
 
 
@@ -85,3 +86,13 @@ def test_decoder_holds_a_trailing_cr() -> None:
     assert decoder.feed(b"abc\r") == b"abc"
     assert decoder.feed(b"\ndef\r\n") == b"\r\ndef\r\n"
     assert not decoder.bare_cr
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b".", b"\n\r"]), max_size=30))
+def test_crlf_only_is_exactly_no_bare_cr_and_no_bare_lf(parts: list[bytes]) -> None:
+    """The one-pass check agrees with counting CR, LF and CRLF apart."""
+    data = b"".join(parts)
+    crlf = data.count(b"\r\n")
+    assert crlf_only(data) == (data.count(b"\r") == crlf == data.count(b"\n"))
+    assert crlf_only(to_crlf(data))
