@@ -102,7 +102,12 @@ class Config:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        return self.get(name)
+        value = self.get(name)
+        # A Config never changes (a reload builds a new one), so the value can
+        # live in the instance: the next config.name is a plain attribute
+        # lookup, not this method (1-2% of a receiver's time, per command).
+        self.__dict__[name] = value
+        return value
 
     def _convert(self, param: Param) -> Any:
         text = self.expanded(param.name)
