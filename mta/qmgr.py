@@ -171,9 +171,10 @@ class QueueManager:
         self._tasks = [loop.create_task(self._activate_incoming(), name="qmgr-incoming"),
                        loop.create_task(self._deferred_runner(), name="qmgr-deferred")]
         # Mail left active by a crash or stop is delivered first, then incoming.
+        # The activation task already runs, so a file in this scan may be one
+        # it has just moved into active/: _admit skips what is under way.
         for entry in await self.spool.run(self.spool.scan, "active"):
-            await self._active_limit.acquire()
-            self._spawn(entry.qid, self.clock())
+            await self._admit(entry.qid)
         for entry in await self.spool.run(self.spool.scan, "incoming"):
             self._incoming.put_nowait(entry.qid)
         self._scan_now.set()
@@ -233,10 +234,23 @@ class QueueManager:
     async def _activate_incoming(self) -> None:
         while True:
             qid = await self._incoming.get()
-            if qid in self._active:
-                continue
-            await self._active_limit.acquire()
-            self._spawn(qid, self.clock(), source="incoming")
+            if qid not in self._active:
+                await self._admit(qid, source="incoming")
+
+    async def _admit(self, qid: str, *, forced: bool = False, source: str = "active") -> None:
+        """Wait for room under qmgr_message_active_limit, then start one
+        message, unless it is under way already.
+
+        The check comes after the wait: while one path waits, another (the
+        scan of active/ at start, the incoming queue, a deferred scan) may
+        start the same message, and a queue file taken twice is delivered
+        twice (seen as duplicates in bench/crash.py).
+        """
+        await self._active_limit.acquire()
+        if qid in self._active:
+            self._active_limit.release()
+            return
+        self._spawn(qid, self.clock(), forced=forced, source=source)
 
     async def _wait_for_scan(self) -> None:
         """Sleep until a wake-up, queue_run_delay, or the earliest known retry."""
@@ -274,10 +288,8 @@ class QueueManager:
                 if not flush and entry.mtime > now:
                     self._note_due(entry.mtime)
                     continue
-                if entry.qid in self._active:
-                    continue
-                await self._active_limit.acquire()
-                self._spawn(entry.qid, self.clock(), forced=flush, source="deferred")
+                if entry.qid not in self._active:
+                    await self._admit(entry.qid, forced=flush, source="deferred")
             await self.spool.run(self._update_gauges)
 
     def _note_due(self, when: float) -> None:
