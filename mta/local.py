@@ -18,7 +18,6 @@ import errno
 import itertools
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -42,61 +41,18 @@ def delivery_marker(qid: str, index: int) -> str:
     return f"_{qid}-{index}"
 
 
-def _marker_of(name: str) -> str | None:
-    """The marker in a Maildir file name of ours (``time.M…Q7_QID-0.host[:2,…]``)."""
-    unique = name.split(".", 2)[1] if name.count(".") >= 2 else ""
-    cut = unique.find("_")
-    return unique[cut:] if cut != -1 else None
-
-
-def markers_in(maildir: Path) -> set[str]:
-    """The markers of every copy in new/ and cur/ (a reader's ``:2,S`` is ignored)."""
-    found: set[str] = set()
+def delivered_before(maildir: Path, marker: str) -> bool:
+    """Whether new/ or cur/ holds a copy named with marker (the part before the
+    host, so that ``-1`` never matches ``-10``; a reader's ``:2,S`` comes after)."""
+    needle = marker + "."
     for sub in ("new", "cur"):
         try:
             with os.scandir(maildir / sub) as entries:
-                for entry in entries:
-                    marker = _marker_of(entry.name)
-                    if marker is not None:
-                        found.add(marker)
+                if any(needle in entry.name for entry in entries):
+                    return True
         except FileNotFoundError:
             continue
-    return found
-
-
-def delivered_before(maildir: Path, marker: str) -> bool:
-    """Whether new/ or cur/ holds a copy named with marker."""
-    return marker in markers_in(maildir)
-
-
-class RecoveryIndex:
-    """What each Maildir held when the first recovered message asked.
-
-    After a crash many messages come back from active/ at once; reading a
-    Maildir of 50,000 files for each of them made recovery take minutes
-    (bench/crash.py). The index reads each Maildir once; copies made before
-    the crash are in it by construction, and deliveries after it are
-    recorded in their queue files. It is dropped after max_age, when the
-    recovered messages are long done.
-    """
-
-    def __init__(self, max_age: float = 600.0) -> None:
-        self.max_age = max_age
-        self._lock = threading.Lock()
-        self._markers: dict[Path, set[str]] = {}
-        self._built = 0.0
-
-    def delivered(self, maildir: Path, marker: str) -> bool:
-        """Called in a disk thread."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._built > self.max_age:
-                self._markers.clear()
-                self._built = now
-            markers = self._markers.get(maildir)
-            if markers is None:
-                markers = self._markers[maildir] = markers_in(maildir)
-        return marker in markers
+    return False
 
 
 def ensure_maildir(path: Path) -> None:
@@ -137,7 +93,6 @@ class LocalDelivery:
     def __init__(self, mailboxes: Mailboxes, spool: Spool) -> None:
         self.mailboxes = mailboxes
         self.spool = spool
-        self.recovery = RecoveryIndex()
 
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
         started = time.monotonic()
@@ -158,8 +113,8 @@ class LocalDelivery:
                                                                       "surrogateescape")
             marker = delivery_marker(request.qid, recipient.index)
             try:
-                if request.recovered and await self.spool.run(self.recovery.delivered,
-                                                              maildir, marker):
+                if request.recovered and await self.spool.run(delivered_before, maildir,
+                                                              marker):
                     results.append(DeliveryResult(
                         recipient.index, "sent", "2.0.0",
                         "delivered to maildir before a restart", relay="local"))
