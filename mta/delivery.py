@@ -43,9 +43,6 @@ class DeliveryRequest:
     route: Route
     content: ContentSource
     attempt_started: float = 0.0
-    # The file was found in active/: an attempt before a crash may have
-    # delivered to some recipients without living to record it.
-    recovered: bool = False
 
 
 class ContentSource(Protocol):

@@ -4,12 +4,6 @@ Maildir delivery is crash-safe by construction (maildir(5)): write a unique
 file in tmp/, fsync it, rename it into new/, fsync new/. Only then is the
 recipient "sent". Like Postfix's local(8) we prepend Return-Path and
 Delivered-To, and we store LF line endings, as mail readers expect.
-
-A crash after the rename and before the queue file records the delivery
-would deliver the message again at the next start (Postfix's local(8)
-does). The file name carries the queue id and the recipient's index
-(``…Q7_2K0QCETA6J01-0.host``), so a message taken from active/ after a
-crash first looks in new/ and cur/ for its own earlier copy.
 """
 
 from __future__ import annotations
@@ -29,30 +23,10 @@ _counter = itertools.count(1)
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
 
-def unique_name(marker: str = "") -> str:
-    """A Maildir file name: time, microseconds, pid, a counter, our marker, the host."""
+def unique_name() -> str:
+    """A Maildir file name: time, microseconds, pid, a counter, the host."""
     now = time.time()
-    return (f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}{marker}"
-            f".{_HOST}")
-
-
-def delivery_marker(qid: str, index: int) -> str:
-    """What names one recipient's copy of one queued message in a Maildir name."""
-    return f"_{qid}-{index}"
-
-
-def delivered_before(maildir: Path, marker: str) -> bool:
-    """Whether new/ or cur/ holds a copy named with marker (the part before the
-    host, so that ``-1`` never matches ``-10``; a reader's ``:2,S`` comes after)."""
-    needle = marker + "."
-    for sub in ("new", "cur"):
-        try:
-            with os.scandir(maildir / sub) as entries:
-                if any(needle in entry.name for entry in entries):
-                    return True
-        except FileNotFoundError:
-            continue
-    return False
+    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{_HOST}"
 
 
 def ensure_maildir(path: Path) -> None:
@@ -60,11 +34,10 @@ def ensure_maildir(path: Path) -> None:
         (path / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
-def deliver_to_maildir(maildir: Path, data: bytes, *, fsync: bool = True,
-                       marker: str = "") -> Path:
+def deliver_to_maildir(maildir: Path, data: bytes, *, fsync: bool = True) -> Path:
     """Store one message in a Maildir; returns its path in new/."""
     ensure_maildir(maildir)
-    name = unique_name(marker)
+    name = unique_name()
     temp = maildir / "tmp" / name
     final = maildir / "new" / name
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -111,16 +84,9 @@ class LocalDelivery:
             headers = (f"Return-Path: <{request.envelope.sender}>\n"
                        f"Delivered-To: {recipient.address}\n").encode("utf-8",
                                                                       "surrogateescape")
-            marker = delivery_marker(request.qid, recipient.index)
             try:
-                if request.recovered and await self.spool.run(delivered_before, maildir,
-                                                              marker):
-                    results.append(DeliveryResult(
-                        recipient.index, "sent", "2.0.0",
-                        "delivered to maildir before a restart", relay="local"))
-                    continue
                 await self.spool.run(deliver_to_maildir, maildir, headers + body,
-                                     fsync=self.spool.fsync, marker=marker)
+                                     fsync=self.spool.fsync)
             except OSError as error:
                 results.append(self._failure(recipient.index, maildir, error))
                 continue

@@ -132,7 +132,6 @@ class _Attempt:
     queue_file: QueueFile
     entered_active: float
     forced: bool = False  # by a flush: defer_transports do not hold it back
-    recovered: bool = False  # taken from active/, where a crash may have left it
 
 
 class QueueManager:
@@ -361,7 +360,7 @@ class QueueManager:
         envelope = queue_file.envelope
         pending = queue_file.pending()
         maillog.queue_active(qid, envelope.sender, envelope.size, len(pending))
-        attempt = _Attempt(qid, queue_file, entered, forced, recovered=source == "active")
+        attempt = _Attempt(qid, queue_file, entered, forced)
         groups: dict[Route, list[Recipient]] = {}
         for index in pending:
             address = envelope.recipients[index]
@@ -400,7 +399,7 @@ class QueueManager:
         agent = self.agents.get(route.transport)
         destination = self._destination(route)
         request = DeliveryRequest(attempt.qid, attempt.queue_file.envelope, recipients, route,
-                                  content, recovered=attempt.recovered)
+                                  content)
         if agent is None:
             results = results_for_all(request, "deferred", "4.3.0",
                                       f"mail transport unavailable: {route.transport}")
