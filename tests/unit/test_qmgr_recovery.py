@@ -1,15 +1,20 @@
-"""The queue manager takes each queue file once, however many paths find it."""
+"""Each message once: the queue manager takes a queue file once however many
+paths find it, and a Maildir copy made before a crash is not made again."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mta.config import from_text
 from mta.delivery import DeliveryRequest, DeliveryResult
+from mta.local import LocalDelivery, copy_name, deliver_to_maildir
 from mta.mailboxes import Mailboxes
 from mta.qmgr import QueueManager
 from mta.queuefile import Envelope
@@ -79,3 +84,78 @@ mydestination = mx.test
     finally:
         await qmgr.stop(grace=0)
         spool.close()
+
+
+def test_a_second_attempt_finds_the_first_copy_and_stores_nothing(tmp_path: Path) -> None:
+    maildir = tmp_path / "alice"
+    name = copy_name("2K0QCETA6J01", 0, 1795351780.5, "0000abcd")
+    first, created = deliver_to_maildir(maildir, b"one\n", fsync=True, name=name)
+    assert created and first == maildir / "new" / name
+    again, created = deliver_to_maildir(maildir, b"two\n", fsync=True, name=name)
+    assert not created and again == first
+    assert first.read_bytes() == b"one\n"  # never replaced
+    assert [p.name for p in (maildir / "new").iterdir()] == [name]
+    assert list((maildir / "tmp").iterdir()) == []
+    # Another recipient of the same message is another copy.
+    other, created = deliver_to_maildir(maildir, b"x\n", fsync=False,
+                                        name=copy_name("2K0QCETA6J01", 1, 1795351780.5,
+                                                       "0000abcd"))
+    assert created and other != first
+
+
+def test_without_hard_links_a_copy_gets_a_unique_name(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    maildir = tmp_path / "alice"
+    path, created = deliver_to_maildir(maildir, b"one\n", fsync=False, name="fixed.name.host")
+    assert created and path.parent == maildir / "new" and path.name != "fixed.name.host"
+    assert list((maildir / "tmp").iterdir()) == []
+
+
+async def _recover(tmp_path: Path, *, copy_before_crash: bool) -> list[Path]:
+    """A message left in active/ by a crash, delivered by a fresh queue manager."""
+    config = from_text(f"""
+myhostname = mx.test
+mydestination = mx.test
+mail_spool_directory = {tmp_path}/mail
+local_recipient_maps = inline:{{ alice@mx.test=alice }}
+""")
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    envelope = Envelope(qid=spool.new_qid(), arrival=time.time(), sender="s@mx.test",
+                        recipients=["alice@mx.test"])
+    writer = spool.writer(envelope)
+    await writer.write(b"Subject: x\r\n\r\nbody\r\n")
+    await writer.commit()
+    spool.move(envelope.qid, "incoming", "active")  # taken, then the crash
+    maildir = tmp_path / "mail" / "alice"
+    mailboxes = Mailboxes.from_config(config)
+    local = LocalDelivery(mailboxes, spool)
+    if copy_before_crash:  # delivered, but the queue file never heard of it
+        deliver_to_maildir(maildir, b"Subject: x\n\nbody\n", fsync=False,
+                           name=copy_name(envelope.qid, 0, envelope.arrival, local.instance))
+    qmgr = QueueManager(config, spool, Router(config, mailboxes), {"local": local})
+    await qmgr.start()
+    try:
+        deadline = time.monotonic() + 5
+        while os.path.exists(spool.file("active", envelope.qid)):
+            assert time.monotonic() < deadline, "the recovered message was not finished"
+            await asyncio.sleep(0.01)
+    finally:
+        await qmgr.stop(grace=5)
+        spool.close()
+    return sorted((maildir / "new").iterdir())
+
+
+async def test_a_recovered_message_already_in_the_maildir_is_not_delivered_again(
+        tmp_path: Path) -> None:
+    assert len(await _recover(tmp_path, copy_before_crash=True)) == 1
+
+
+async def test_a_recovered_message_not_yet_in_the_maildir_is_delivered(
+        tmp_path: Path) -> None:
+    (copy,) = await _recover(tmp_path, copy_before_crash=False)
+    assert b"body" in copy.read_bytes()
