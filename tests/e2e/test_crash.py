@@ -40,3 +40,6 @@ def test_kill_9_under_load_loses_nothing(tmp_path: Path) -> None:
     assert report.corrupt == [], details
     # At-least-once: every token delivered is one that was sent.
     assert report.delivered_tokens >= report.sent_ok, details
+    # And no more than once into a Maildir: a copy made before a kill is
+    # found by its name, not made again (local.copy_name, link(2)).
+    assert report.duplicates == 0, details
