@@ -215,7 +215,8 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         assert handshake is not None and security is not None and self._raw is not None
         listener = self.ctx.listener.name
         try:
-            await asyncio.wait_for(handshake.done, security.starttls_timeout)
+            async with asyncio.timeout(security.starttls_timeout):  # no task, as wait_for makes
+                await handshake.done
         except TimeoutError:
             HANDSHAKES.labels(listener, "none", "none", "timeout").inc()
             maillog.timeout(self.stage, self.client.peer)
