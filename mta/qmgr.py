@@ -64,6 +64,12 @@ STAGES = ("before_qmgr", "in_qmgr", "connection_setup", "transmission")
 # delivered from memory; larger ones are streamed from the queue file. Small,
 # because thousands of active messages may wait for one next hop at a time.
 _KEEP_IN_MEMORY = 32 * 1024
+# Queue files being moved into active/ and read at one time. A restart after
+# a crash can find 20,000 files in active/; started at once, their reads
+# filled the disk threads' one queue ahead of every delivery's writes for
+# seconds (bench/crash.py, docs/performance.md). Bounded, reads and
+# deliveries take turns.
+_ACTIVATING = 32
 
 
 class QueuedContent:
@@ -151,6 +157,7 @@ class QueueManager:
         self._incoming: asyncio.Queue[str] = asyncio.Queue()
         self._active: dict[str, asyncio.Task[None]] = {}
         self._active_limit = asyncio.Semaphore(config.qmgr_message_active_limit)
+        self._activating = asyncio.Semaphore(_ACTIVATING)
         self._scan_now = asyncio.Event()
         self._rearm = asyncio.Event()
         self._flush = False
@@ -348,7 +355,9 @@ class QueueManager:
     async def _process(self, qid: str, entered: float, forced: bool = False,
                        source: str = "active") -> None:
         try:
-            queue_file = await self.spool.run(self.spool.activate, qid, source, _KEEP_IN_MEMORY)
+            async with self._activating:
+                queue_file = await self.spool.run(self.spool.activate, qid, source,
+                                                  _KEEP_IN_MEMORY)
         except FileNotFoundError:
             return  # deleted meanwhile, or already taken
         except CorruptQueueFile as error:
