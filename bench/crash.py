@@ -4,9 +4,9 @@ check that nothing acknowledged was lost.
     python3 bench/crash.py                  # 20 kills (the stress command)
     python3 bench/crash.py --kills 50 --seed 7 --sessions 20
 
-Postern delivers to one local Maildir, where every copy can be read back
-and checked (a relaying variant would need a sink that keeps what it
-receives, e.g. smtp-sink -d; not built). Clients send messages that carry
+Postern delivers to one local Maildir, or with --relay relays everything
+to smtp-sink, which keeps each message it accepts in a file (-d); either
+way every copy can be read back and checked. Clients send messages that carry
 a token (``X-Crash-Token: N``) and a closing line naming it, and remember
 every token that got a 250. The daemon is killed with SIGKILL at a random
 moment, restarted at once on the same spool, and the clients reconnect.
@@ -16,7 +16,9 @@ After the last kill the load stops and the queue drains. Then:
 - duplicates (a token delivered twice) are counted and reported, not
   failed: at-least-once is the promise (RFC 5321 §6.1 prefers duplicates to
   loss). Into a Maildir there should be none: a copy made before a kill is
-  found by its fixed name when the message is tried again (mta/local.py);
+  found by its fixed name when the message is tried again (mta/local.py).
+  Relayed, a kill between the next hop's 250 and the queue file's removal
+  sends the message again, as Postfix would;
 - every delivered file must be whole (its closing line present);
 - nothing may be left in the spool but corrupt/: no temporary (dot) file,
   no queue file in incoming/, active/, deferred/ or hold/;
@@ -45,17 +47,17 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.loadgen import SmtpClient, SmtpError  # noqa: E402
-from bench.mtas import LOCAL_RECIPIENT, SENDER, PosternBench  # noqa: E402
+from bench.mtas import LOCAL_RECIPIENT, RELAY_RECIPIENT, SENDER, PosternBench, Sink  # noqa: E402
 
 _TOKEN = re.compile(rb"^X-Crash-Token: (\d+)$", re.MULTILINE)
 _CLIENT_ERRORS = (OSError, SmtpError, TimeoutError, asyncio.IncompleteReadError,
                   ssl.SSLError, ValueError)
 
 
-def crash_message(token: int, size: int) -> bytes:
+def crash_message(token: int, size: int, recipient: str = LOCAL_RECIPIENT) -> bytes:
     line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n"
     body = line * max(1, size // len(line))
-    return (f"From: <{SENDER}>\r\nTo: <{LOCAL_RECIPIENT}>\r\nSubject: crash {token}\r\n"
+    return (f"From: <{SENDER}>\r\nTo: <{recipient}>\r\nSubject: crash {token}\r\n"
             f"X-Crash-Token: {token}\r\n\r\n").encode() + body + \
         f"end of message {token}\r\n".encode()
 
@@ -71,6 +73,9 @@ class CrashReport:
     missing: list[int] = field(default_factory=list)  # got a 250, never delivered
     duplicates: int = 0  # extra copies of delivered tokens
     torn_deliveries: list[str] = field(default_factory=list)
+    # Relayed: transfers to the sink cut off by a kill (no final line): the
+    # sink never acknowledged them, so they are not deliveries.
+    aborted_transfers: int = 0
     uncertain_delivered: int = 0
     spool_leftovers: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
@@ -96,9 +101,10 @@ class CrashReport:
 class _Load:
     """Clients that keep sending through kills and restarts."""
 
-    def __init__(self, port: int, size: int) -> None:
+    def __init__(self, port: int, size: int, recipient: str = LOCAL_RECIPIENT) -> None:
         self.port = port
         self.size = size
+        self.recipient = recipient
         self.next_token = 0
         self.confirmed: set[int] = set()
         self.uncertain: set[int] = set()
@@ -114,8 +120,9 @@ class _Load:
                     self.next_token += 1
                     token = self.next_token
                     try:
-                        await asyncio.wait_for(client.send(SENDER, LOCAL_RECIPIENT,
-                                                           crash_message(token, self.size)), 10)
+                        await asyncio.wait_for(client.send(
+                            SENDER, self.recipient,
+                            crash_message(token, self.size, self.recipient)), 10)
                     except BaseException:
                         self.uncertain.add(token)
                         raise
@@ -142,19 +149,26 @@ async def _restart(daemon: PosternBench, report: CrashReport) -> None:
 async def run_crashes(root: Path, *, kills: int, sessions: int, seed: int,
                       min_interval: float = 0.1, max_interval: float = 1.5,
                       size: int = 2048, drain_timeout: float = 120.0,
-                      receiver_processes: int | None = None) -> CrashReport:
+                      receiver_processes: int | None = None,
+                      relay: bool = False) -> CrashReport:
     """The whole experiment in root (a fresh directory); returns the report."""
     rng = random.Random(seed)
     report = CrashReport(seed=seed)
     began = time.monotonic()
-    # Port 9 (discard) as relayhost: nothing is relayed in maildir mode.
-    # With receiver processes, only the master is killed: its workers must
-    # notice and exit, and the restarted master must get its sockets back.
-    daemon = PosternBench(root / "postern", sink_port=9, mode="maildir", cert=None, key=None,
+    # Relayed, the next hop is smtp-sink keeping every message in sink/;
+    # otherwise port 9 (discard) as relayhost, never used. With receiver
+    # processes, only the master is killed: its workers must notice and
+    # exit, and the restarted master must get its sockets back.
+    sink = None
+    if relay:
+        root.chmod(0o755)  # smtp-sink runs as postfix and must reach its dump directory
+        sink = Sink(root / "sink", dump=root / "sink" / "dump").start()
+    daemon = PosternBench(root / "postern", sink_port=sink.port if sink else 9,
+                          mode="relay" if relay else "maildir", cert=None, key=None,
                           extra="" if receiver_processes is None
                           else f"receiver_processes = {receiver_processes}\n")
     await asyncio.to_thread(daemon.start)
-    load = _Load(daemon.port, size)
+    load = _Load(daemon.port, size, RELAY_RECIPIENT if relay else LOCAL_RECIPIENT)
     tasks = [asyncio.create_task(load.session_loop()) for _ in range(sessions)]
     try:
         for _ in range(kills):
@@ -168,23 +182,36 @@ async def run_crashes(root: Path, *, kills: int, sessions: int, seed: int,
         await asyncio.gather(*tasks, return_exceptions=True)
     delivered: dict[int, int] = {}
 
+    def copies() -> list[str]:
+        if sink is not None:
+            assert sink.dump is not None
+            return [entry.path for entry in os.scandir(sink.dump)]
+        return [entry.path for sub in ("new", "cur")
+                if (daemon.mail / "sink" / sub).exists()
+                for entry in os.scandir(daemon.mail / "sink" / sub)]
+
     def scan() -> None:
         delivered.clear()
         report.torn_deliveries.clear()
-        for sub in ("new", "cur"):
-            folder = daemon.mail / "sink" / sub
-            if not folder.exists():
-                continue
-            for entry in os.scandir(folder):
-                data = Path(entry.path).read_bytes()
-                match = _TOKEN.search(data)
-                if match is None:
-                    report.torn_deliveries.append(entry.name)
+        report.aborted_transfers = 0
+        for path in copies():
+            # smtp-sink keeps the CRLF of the wire; Maildirs hold LF.
+            data = Path(path).read_bytes().replace(b"\r\n", b"\n")
+            name = os.path.basename(path)
+            match = _TOKEN.search(data)
+            if match is None:
+                if sink is not None:  # cut off before the token's header line
+                    report.aborted_transfers += 1
                     continue
-                token = int(match.group(1))
-                if f"end of message {token}\n".encode() not in data:
-                    report.torn_deliveries.append(entry.name)
-                delivered[token] = delivered.get(token, 0) + 1
+                report.torn_deliveries.append(name)
+                continue
+            token = int(match.group(1))
+            if f"end of message {token}\n".encode() not in data:
+                if sink is not None:
+                    report.aborted_transfers += 1
+                    continue
+                report.torn_deliveries.append(name)
+            delivered[token] = delivered.get(token, 0) + 1
 
     def drained() -> bool:
         if daemon.queued():
@@ -200,6 +227,8 @@ async def run_crashes(root: Path, *, kills: int, sessions: int, seed: int,
     else:
         report.drained = True
     await asyncio.to_thread(daemon.stop)
+    if sink is not None:
+        await asyncio.to_thread(sink.stop)
     scan()
     report.sent_ok = len(load.confirmed)
     report.uncertain = len(load.uncertain)
@@ -237,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receiver-processes", type=int, default=None,
                         help="Postern's receiver_processes (default: Postern's default, "
                              "auto; 0: smtpd in the master)")
+    parser.add_argument("--relay", action="store_true",
+                        help="relay to smtp-sink (which keeps each message) instead of "
+                             "delivering to a Maildir")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
     parser.add_argument("--keep", action="store_true", help="keep the spool and Maildir")
     args = parser.parse_args(argv)
@@ -246,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                                      min_interval=args.min_interval,
                                      max_interval=args.max_interval, size=args.size,
                                      receiver_processes=args.receiver_processes,
-                                     drain_timeout=args.drain_timeout))
+                                     drain_timeout=args.drain_timeout, relay=args.relay))
     print(json.dumps(report.as_dict(), indent=1))
     if args.keep or not report.ok:
         print(f"spool and Maildir kept in {root}", file=sys.stderr)

@@ -68,12 +68,14 @@ def count_files(*directories: Path) -> int:
 
 
 class Sink:
-    """smtp-sink on a loopback port, counting the messages it received (-c)."""
+    """smtp-sink on a loopback port, counting the messages it received (-c);
+    with dump, also keeping each one in a file there (-d, for bench/crash.py)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, dump: Path | None = None) -> None:
         self.root = root
         self.port = free_port()
         self.output = root / "smtp-sink.out"
+        self.dump = dump
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Sink:
@@ -83,9 +85,17 @@ class Sink:
         self.root.mkdir(parents=True, exist_ok=True)
         self._out = open(self.output, "wb")  # noqa: SIM115 - lives with the process
         # -c: running counters on stdout; -m: up to 1000 simultaneous sessions;
-        # 1024: the listen backlog. It throws the mail away, as fast as it can.
+        # 1024: the listen backlog. It throws the mail away, as fast as it can,
+        # unless dump names a directory: then each transaction is a file there
+        # (-d; the template's strftime part plus smtp-sink's random suffix).
+        dump: list[str] = []
+        if self.dump is not None:
+            self.dump.mkdir(parents=True, exist_ok=True)
+            shutil.chown(self.dump, "postfix")  # smtp-sink writes as -u postfix
+            dump = ["-d", f"{self.dump}/%H%M%S."]
         self.process = subprocess.Popen(
-            [sink, "-c", "-m", "1000", "-u", "postfix", f"127.0.0.1:{self.port}", "1024"],
+            [sink, "-c", "-m", "1000", "-u", "postfix", *dump, f"127.0.0.1:{self.port}",
+             "1024"],
             stdout=self._out, stderr=subprocess.STDOUT, preexec_fn=_raise_fd_limit)
         _wait(self._listening, 10, "smtp-sink to listen")
         return self
