@@ -64,6 +64,11 @@ STAGES = ("before_qmgr", "in_qmgr", "connection_setup", "transmission")
 # delivered from memory; larger ones are streamed from the queue file. Small,
 # because thousands of active messages may wait for one next hop at a time.
 _KEEP_IN_MEMORY = 32 * 1024
+# ...but only while few messages are active: a backlog of 20,000 (a dead next
+# hop, a restart after a crash) would otherwise hold up to 640 MB of content
+# that waits for delivery slots. Beyond this many (this one included), content
+# is read when the delivery starts (Postfix's qmgr keeps envelopes only).
+_KEEP_WHILE_ACTIVE = 1000
 # Queue files being moved into active/ and read at one time. A restart after
 # a crash can find 20,000 files in active/; started at once, their reads
 # filled the disk threads' one queue ahead of every delivery's writes for
@@ -355,9 +360,9 @@ class QueueManager:
     async def _process(self, qid: str, entered: float, forced: bool = False,
                        source: str = "active") -> None:
         try:
+            keep = _KEEP_IN_MEMORY if len(self._active) <= _KEEP_WHILE_ACTIVE else 0
             async with self._activating:
-                queue_file = await self.spool.run(self.spool.activate, qid, source,
-                                                  _KEEP_IN_MEMORY)
+                queue_file = await self.spool.run(self.spool.activate, qid, source, keep)
         except FileNotFoundError:
             return  # deleted meanwhile, or already taken
         except CorruptQueueFile as error:
