@@ -198,3 +198,30 @@ def test_a_worker_serves_clients_when_the_master_does_not_answer(daemon_factory)
                     r"5s; admitting 127\.0\.0\.1 uncounted")
     send(daemon, 1)
     daemon.wait_maildir("alice", 1)
+
+
+def test_a_dead_workers_connections_are_forgotten(daemon_factory) -> None:
+    """The master drops the connection counts a killed worker held before its
+    replacement asks: the client is not locked out by sessions that died."""
+    daemon = daemon_factory("receiver_processes = 1\n"
+                            "smtpd_client_connection_count_limit = 2\n"
+                            "smtpd_client_event_limit_exceptions =\n").start()
+    first = wait_for(lambda: worker_pids(daemon), message="a worker")[0]
+    held = [RawSmtp(daemon.smtp_port) for _ in range(2)]
+    try:
+        for smtp in held:
+            assert smtp.reply().startswith("220 ")
+        with RawSmtp(daemon.smtp_port) as third:
+            assert third.reply().startswith("421 ")  # the limit is reached
+        os.kill(first, signal.SIGKILL)
+        daemon.wait_log(rf"warning: process postern/smtpd pid {first} killed by signal 9")
+        wait_for(lambda: (p := worker_pids(daemon)) and p[0] != first, message="a new worker")
+        again = [RawSmtp(daemon.smtp_port) for _ in range(2)]
+        try:
+            assert [smtp.reply()[:3] for smtp in again] == ["220", "220"]
+        finally:
+            for smtp in again:
+                smtp.close()
+    finally:
+        for smtp in held:
+            smtp.close()
