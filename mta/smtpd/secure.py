@@ -215,7 +215,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         assert handshake is not None and security is not None and self._raw is not None
         listener = self.ctx.listener.name
         try:
-            async with asyncio.timeout(security.starttls_timeout):  # no task, as wait_for makes
+            async with asyncio.timeout(security.starttls_timeout):  # wait_for made a task
                 await handshake.done
         except TimeoutError:
             HANDSHAKES.labels(listener, "none", "none", "timeout").inc()
