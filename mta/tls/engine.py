@@ -102,8 +102,14 @@ class TlsEngine:
         chunks = []
         while True:
             try:
-                chunks.append(self.connection.bio_read(_READ_SIZE))
+                chunk = self.connection.bio_read(_READ_SIZE)
             except SSL.WantReadError:
+                break
+            chunks.append(chunk)
+            if len(chunk) < _READ_SIZE:
+                # A memory BIO hands out all it holds up to the size asked:
+                # a short read emptied it, so no second call (which would
+                # end in WantReadError, an exception per write).
                 break
         return b"".join(chunks)
 
