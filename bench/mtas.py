@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.interop.postfix_layout import private_instance
+
 REPO = Path(__file__).resolve().parent.parent
 RELAY_RECIPIENT = "sink@relay.bench.test"
 LOCAL_RECIPIENT = "sink@local.bench.test"
@@ -158,7 +160,8 @@ class Mta:
 
 
 class PostfixBench(Mta):
-    """A private Postfix instance (the approach of tests/interop/postfix.py)."""
+    """A private Postfix instance, laid out as the interop tests lay out theirs
+    (tests/interop/postfix_layout.py)."""
 
     name = "postfix"
 
@@ -173,28 +176,8 @@ class PostfixBench(Mta):
         self.maillog = root / "postfix.log"
         account = pwd.getpwnam("postfix")
         root.mkdir(parents=True)
-        os.chmod(root, 0o755)  # virtual(8) runs as postfix and must reach vmail/
-        for directory in (self.conf, self.queue, root / "data", self.vmail):
-            directory.mkdir()
-        os.chown(self.vmail, account.pw_uid, account.pw_gid)
-        os.chown(root / "data", account.pw_uid, account.pw_gid)
-        (self.conf / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-queue_directory = {self.queue}
-data_directory = {root}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-meta_directory = /etc/postfix
-shlib_directory = /usr/lib/postfix
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = postfix.bench.test
-mydestination =
-mynetworks = 127.0.0.0/8
-maillog_file = {self.maillog}
-maillog_file_prefixes = {root}
+        head = private_instance(root, "postfix.bench.test")
+        (self.conf / "main.cf").write_text(head + f"""\
 message_size_limit = {MESSAGE_SIZE_LIMIT}
 # The next hop: smtp-sink on loopback, no DNS.
 relayhost = [127.0.0.1]:{sink_port}

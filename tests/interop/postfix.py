@@ -25,6 +25,7 @@ from tests.helpers import (
     wait_lines,
     wait_maildir_messages,
 )
+from tests.interop.postfix_layout import private_instance
 
 
 class PostfixInstance:
@@ -37,40 +38,20 @@ class PostfixInstance:
         # Not under pytest's tmp_path: virtual(8) runs as the postfix user and
         # must be able to reach the Maildirs.
         self.root = Path(tempfile.mkdtemp(prefix="postfix-"))
-        os.chmod(self.root, 0o755)
         self.hostname = hostname
         self.port = free_port()
         self.conf = self.root / "conf"
         self.vmail = self.root / "vmail"
         self.maillog = self.root / "postfix.log"
         account = pwd.getpwnam("postfix")
-        for directory in (self.conf, self.root / "queue", self.root / "data", self.vmail):
-            directory.mkdir()
-        os.chown(self.vmail, account.pw_uid, account.pw_gid)
-        os.chown(self.root / "data", account.pw_uid, account.pw_gid)
+        head = private_instance(self.root, hostname)
         mailboxes = ", ".join(f"{u}@{hostname}={u}/" for u in users)
-        (self.conf / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-queue_directory = {self.root}/queue
-data_directory = {self.root}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-meta_directory = /etc/postfix
-shlib_directory = /usr/lib/postfix
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = {hostname}
-mydestination =
-mynetworks = 127.0.0.0/8
+        (self.conf / "main.cf").write_text(head + f"""\
 virtual_mailbox_domains = {hostname}
 virtual_mailbox_base = {self.vmail}
 virtual_mailbox_maps = inline:{{ {mailboxes} }}
 virtual_uid_maps = static:{account.pw_uid}
 virtual_gid_maps = static:{account.pw_gid}
-maillog_file = {self.maillog}
-maillog_file_prefixes = {self.root}
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtp_host_lookup = native
 smtp_dns_support_level = disabled
