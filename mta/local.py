@@ -33,7 +33,8 @@ _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
 
 def unique_name() -> str:
-    """A Maildir file name: time, microseconds, pid, a counter, the host."""
+    """A name no other file in tmp/ has: time, microseconds, pid, a counter,
+    the host (maildir(5)); the copy's name in new/ is copy_name's."""
     now = time.time()
     return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{_HOST}"
 
@@ -80,10 +81,10 @@ def _link_or_find(temp: Path, final: Path) -> tuple[Path, bool]:
     return final, True
 
 
-def deliver_to_maildir(maildir: Path, data: bytes, *, fsync: bool = True,
-                       name: str | None = None) -> tuple[Path, bool]:
-    """Store one message in a Maildir: its path in new/, and False when a
-    copy under name was there already (nothing new was stored)."""
+def deliver_to_maildir(maildir: Path, data: bytes, name: str, *,
+                       fsync: bool = True) -> tuple[Path, bool]:
+    """Store one message in a Maildir as new/name: its path, and False when
+    a copy under that name was there already (nothing new was stored)."""
     ensure_maildir(maildir)
     temp = maildir / "tmp" / unique_name()
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -98,11 +99,7 @@ def deliver_to_maildir(maildir: Path, data: bytes, *, fsync: bool = True,
         os.unlink(temp)
         raise
     os.close(fd)
-    if name is None:
-        final, created = maildir / "new" / temp.name, True
-        os.rename(temp, final)
-    else:
-        final, created = _link_or_find(temp, maildir / "new" / name)
+    final, created = _link_or_find(temp, maildir / "new" / name)
     if fsync:
         # Also when the copy was there already: the attempt that made it may
         # have died before this fsync, and the queue file goes away next.
@@ -141,7 +138,7 @@ class LocalDelivery:
                              self.instance)
             try:
                 _, created = await self.spool.run(deliver_to_maildir, maildir, headers + body,
-                                                  fsync=self.spool.fsync, name=name)
+                                                  name, fsync=self.spool.fsync)
             except OSError as error:
                 results.append(self._failure(recipient.index, maildir, error))
                 continue

@@ -14,11 +14,6 @@ import re
 ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
 
 
-def newline_bytes(data: bytes) -> int:
-    """How many CR and LF bytes data holds, in one pass."""
-    return len(data) - len(data.translate(None, b"\r\n"))
-
-
 def crlf_only(data: bytes) -> bool:
     """True when every CR and every LF in data is part of a CRLF pair.
 
@@ -27,7 +22,8 @@ def crlf_only(data: bytes) -> bool:
     bare one. One translate and one count: 170 us per 100 KB here, against
     240 us for counting CR, LF and CRLF apart.
     """
-    return newline_bytes(data) == 2 * data.count(b"\r\n")
+    newline_bytes = len(data) - len(data.translate(None, b"\r\n"))
+    return newline_bytes == 2 * data.count(b"\r\n")
 
 
 def to_crlf(data: bytes) -> bytes:

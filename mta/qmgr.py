@@ -251,15 +251,16 @@ class QueueManager:
 
     async def _admit(self, qid: str, *, forced: bool = False, source: str = "active") -> None:
         """Wait for room under qmgr_message_active_limit, then start one
-        message, unless it is under way already.
+        message, unless it is under way already or the manager is stopping.
 
         The check comes after the wait: while one path waits, another (the
-        scan of active/ at start, the incoming queue, a deferred scan) may
-        start the same message, and a queue file taken twice is delivered
-        twice (seen as duplicates in bench/crash.py).
+        scan of active/ at start, the incoming queue, a deferred scan, a
+        retry after a queue file error) may start the same message, and a
+        queue file taken twice is delivered twice (seen as duplicates in
+        bench/crash.py).
         """
         await self._active_limit.acquire()
-        if qid in self._active:
+        if self._stopping or qid in self._active:
             self._active_limit.release()
             return
         self._spawn(qid, self.clock(), forced=forced, source=source)
@@ -343,18 +344,11 @@ class QueueManager:
                 log.error("qmgr: %s: %r", qid, error, exc_info=error)
             if not self._stopping:
                 loop = asyncio.get_running_loop()
-                loop.call_later(retry, lambda: loop.create_task(self._retry_active(qid)))
+                # A file gone from active/ meanwhile ends in _process's
+                # FileNotFoundError (no stat here: the loop does not touch disk).
+                loop.call_later(retry, lambda: loop.create_task(self._admit(qid)))
         if not self._active:
             self.idle.set()
-
-    async def _retry_active(self, qid: str) -> None:
-        if self._stopping or qid in self._active:
-            return
-        await self._active_limit.acquire()
-        if self._stopping or qid in self._active or not self.spool.path("active", qid).exists():
-            self._active_limit.release()
-            return
-        self._spawn(qid, self.clock())
 
     # -- one message ---------------------------------------------------------------------
     async def _process(self, qid: str, entered: float, forced: bool = False,

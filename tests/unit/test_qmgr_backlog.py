@@ -9,29 +9,12 @@ import pytest
 
 from mta import qmgr as qmgr_module
 from mta.config import from_text
-from mta.delivery import DeliveryRequest, DeliveryResult
 from mta.mailboxes import Mailboxes
 from mta.qmgr import QueueManager
 from mta.queuefile import Envelope
 from mta.routing import Router
 from mta.spool import Spool
-
-
-class _HoldingAgent:
-    """Takes requests and holds them until released; remembers them."""
-
-    name = "smtp"
-
-    def __init__(self) -> None:
-        self.requests: list[DeliveryRequest] = []
-        self.arrived = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
-        self.requests.append(request)
-        self.arrived.set()
-        await self.release.wait()
-        return [DeliveryResult(r.index, "sent", "2.0.0", "250 ok") for r in request.recipients]
+from tests.fakes.agent import HoldingAgent
 
 
 async def test_beyond_the_limit_content_is_read_at_delivery_not_held(
@@ -40,7 +23,7 @@ async def test_beyond_the_limit_content_is_read_at_delivery_not_held(
     config = from_text("myhostname = mx.test\nmydestination = mx.test\n")
     spool = Spool(tmp_path / "queue", lane=0, fsync=False)
     spool.create()
-    agent = _HoldingAgent()
+    agent = HoldingAgent()
     qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)),
                         {"smtp": agent})
     await qmgr.start()

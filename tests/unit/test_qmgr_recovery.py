@@ -13,28 +13,13 @@ from typing import Any
 import pytest
 
 from mta.config import from_text
-from mta.delivery import DeliveryRequest, DeliveryResult
 from mta.local import LocalDelivery, copy_name, deliver_to_maildir
 from mta.mailboxes import Mailboxes
 from mta.qmgr import QueueManager
 from mta.queuefile import Envelope
 from mta.routing import Router
 from mta.spool import Spool
-
-
-class _SlowAgent:
-    """Delivers when told to, and counts what it was asked to deliver."""
-
-    name = "smtp"
-
-    def __init__(self) -> None:
-        self.deliveries: list[str] = []
-        self.release = asyncio.Event()
-
-    async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
-        self.deliveries.append(request.qid)
-        await self.release.wait()
-        return [DeliveryResult(r.index, "sent", "2.0.0", "250 ok") for r in request.recipients]
+from tests.fakes.agent import HoldingAgent
 
 
 class _LateActiveScan(Spool):
@@ -66,7 +51,7 @@ mydestination = mx.test
     await writer.write(b"Subject: x\r\n\r\nbody\r\n")
     await writer.commit()
     spool.watch = envelope.qid
-    agent = _SlowAgent()
+    agent = HoldingAgent()
     qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)),
                         {"smtp": agent})
     qmgr.queued(envelope.qid)  # a receiver's notice, before the start's scans
@@ -75,11 +60,11 @@ mydestination = mx.test
         # A second start of the same file would reach the agent right after
         # the first: give it half a second to show (it never should).
         deadline = time.monotonic() + 0.5
-        while len(agent.deliveries) < 2 and time.monotonic() < deadline:
+        while len(agent.requests) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         agent.release.set()
         await asyncio.wait_for(qmgr.idle.wait(), 5)
-        assert agent.deliveries == [envelope.qid]
+        assert [request.qid for request in agent.requests] == [envelope.qid]
         assert not os.path.exists(spool.file("active", envelope.qid))
     finally:
         await qmgr.stop(grace=0)
@@ -89,17 +74,16 @@ mydestination = mx.test
 def test_a_second_attempt_finds_the_first_copy_and_stores_nothing(tmp_path: Path) -> None:
     maildir = tmp_path / "alice"
     name = copy_name("2K0QCETA6J01", 0, 1795351780.5, "0000abcd")
-    first, created = deliver_to_maildir(maildir, b"one\n", fsync=True, name=name)
+    first, created = deliver_to_maildir(maildir, b"one\n", name, fsync=True)
     assert created and first == maildir / "new" / name
-    again, created = deliver_to_maildir(maildir, b"two\n", fsync=True, name=name)
+    again, created = deliver_to_maildir(maildir, b"two\n", name, fsync=True)
     assert not created and again == first
     assert first.read_bytes() == b"one\n"  # never replaced
     assert [p.name for p in (maildir / "new").iterdir()] == [name]
     assert list((maildir / "tmp").iterdir()) == []
     # Another recipient of the same message is another copy.
-    other, created = deliver_to_maildir(maildir, b"x\n", fsync=False,
-                                        name=copy_name("2K0QCETA6J01", 1, 1795351780.5,
-                                                       "0000abcd"))
+    other, created = deliver_to_maildir(
+        maildir, b"x\n", copy_name("2K0QCETA6J01", 1, 1795351780.5, "0000abcd"), fsync=False)
     assert created and other != first
 
 
@@ -110,7 +94,7 @@ def test_without_hard_links_a_copy_gets_a_unique_name(tmp_path: Path,
 
     monkeypatch.setattr(os, "link", no_links)
     maildir = tmp_path / "alice"
-    path, created = deliver_to_maildir(maildir, b"one\n", fsync=False, name="fixed.name.host")
+    path, created = deliver_to_maildir(maildir, b"one\n", "fixed.name.host", fsync=False)
     assert created and path.parent == maildir / "new" and path.name != "fixed.name.host"
     assert list((maildir / "tmp").iterdir()) == []
 
@@ -135,8 +119,9 @@ local_recipient_maps = inline:{{ alice@mx.test=alice }}
     mailboxes = Mailboxes.from_config(config)
     local = LocalDelivery(mailboxes, spool)
     if copy_before_crash:  # delivered, but the queue file never heard of it
-        deliver_to_maildir(maildir, b"Subject: x\n\nbody\n", fsync=False,
-                           name=copy_name(envelope.qid, 0, envelope.arrival, local.instance))
+        deliver_to_maildir(maildir, b"Subject: x\n\nbody\n",
+                           copy_name(envelope.qid, 0, envelope.arrival, local.instance),
+                           fsync=False)
     qmgr = QueueManager(config, spool, Router(config, mailboxes), {"local": local})
     await qmgr.start()
     try:
