@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from tests.interop.postfix_layout import private_instance
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RELAY_RECIPIENT = "sink@relay.bench.test"
@@ -31,12 +32,6 @@ LOCAL_RECIPIENT = "sink@local.bench.test"
 SENDER = "loadgen@bench.test"
 # 25 MB messages must fit; both MTAs default to 10240000.
 MESSAGE_SIZE_LIMIT = 52428800
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def program(name: str) -> str | None:

@@ -78,6 +78,7 @@ class SmtpdProtocol(SMTP):
         self._out: list[bytes] = []
         self._slot = False
         self._closing = False
+        self._awaiting_command = False
 
     def _init_aiosmtpd(self, ctx: SmtpdContext) -> None:
         """The state aiosmtpd 1.4's SMTP.__init__ sets up, without its
@@ -137,6 +138,13 @@ class SmtpdProtocol(SMTP):
             await self._writer.drain()
         self._out = []
 
+    def _write_replies(self) -> None:
+        """Hand the queued replies to the transport without waiting for it to
+        drain (the callers check that it is not paused, or close it next)."""
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self._writer.write(b"".join(self._out))
+        self._out = []
+
     async def push(self, status: Any) -> None:
         """aiosmtpd's immediate reply (used by its AUTH and STARTTLS code)."""
         self.reply(status.decode() if isinstance(status, bytes) else status)
@@ -191,15 +199,25 @@ class SmtpdProtocol(SMTP):
             if line is None:
                 continue
             await self._dispatch(line)
-            if self.errors >= self.ctx.config.smtpd_hard_error_limit and not self._closing:
-                maillog.too_many_errors(self.stage, self.client.peer)
-                await self.reply_and_close(replies.TOO_MANY_ERRORS.format(host=self.hostname))
+            self._too_many_errors()
+
+    def _too_many_errors(self) -> bool:
+        """Postfix's smtpd_hard_error_limit: 421 and hang up (the reply is
+        queued and the transport closed once it is written)."""
+        if self.errors < self.ctx.config.smtpd_hard_error_limit or self._closing:
+            return False
+        maillog.too_many_errors(self.stage, self.client.peer)
+        self.reply(replies.TOO_MANY_ERRORS.format(host=self.hostname))
+        self._write_replies()
+        self._close()
+        return True
 
     async def _read_command(self) -> bytes | None:
         """One command line without its line ending, or None when the line was
         answered here (too long, bare newline, bad bytes)."""
         if not self._reader._buffer:  # type: ignore[attr-defined]
             await self.flush()  # RFC 2920: reply when the client waits for us
+        self._awaiting_command = True
         try:
             line = await self._reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as error:
@@ -208,6 +226,8 @@ class SmtpdProtocol(SMTP):
             return None
         except asyncio.IncompleteReadError:
             raise ConnectionResetError("client went away") from None
+        finally:
+            self._awaiting_command = False
         self._reset_timeout()
         if line.endswith(b"\r\n"):
             line = line[:-2]
@@ -275,26 +295,90 @@ class SmtpdProtocol(SMTP):
             entry[0] += 1
 
     async def _dispatch(self, line: bytes) -> None:
+        result = self._run_command(line)
+        if result is not None:
+            name = self.stage.lower()  # the command's, before it runs on
+            await result
+            self._count(name, self._last_code[:1] in ("2", "3"))
+
+    def _run_command(self, line: bytes) -> Awaitable[None] | None:
+        """Run a command line's handler. Most answer at once and are counted
+        here; an asynchronous one (DATA, STARTTLS, AUTH) comes back as an
+        awaitable, and the caller counts it when it is done."""
         if not line:
             self._count("unknown", False)
             self.reply(replies.BAD_SYNTAX)
-            return
+            return None
         verb, _, arg_bytes = line.partition(b" ")
         command = verb.upper().decode("ascii", "replace")
-        handler: Callable[[str], Awaitable[None]] | None = self._commands.get(command)
+        handler = self._commands.get(command)
         if handler is None:
             self.stage = "UNKNOWN"
             self._count("unknown", False)
             self.reply(replies.NOT_RECOGNIZED)
-            return
+            return None
         argument = arg_bytes.strip(b" ").decode("utf-8", "surrogateescape")
         self.stage = command
         self._last_code = "500"
-        await handler(self, argument)
-        self._count(command.lower(), self._last_code[:1] in ("2", "3"))
+        result = handler(self, argument)
+        if result is None:
+            self._count(command.lower(), self._last_code[:1] in ("2", "3"))
+        return result
+
+    # -- commands answered in the protocol callback -------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if (self._awaiting_command and not self._reader._buffer  # type: ignore[attr-defined]
+                and not self._paused):  # type: ignore[attr-defined]
+            data = self._answer_at_once(data)
+            if not data:
+                return
+        super().data_received(data)
+
+    def _answer_at_once(self, data: bytes) -> bytes:
+        """Answer the complete command lines at the head of data here, without
+        waking the session task, and return what is left for it.
+
+        While the session waits for a command, most commands (EHLO, MAIL,
+        RCPT, RSET, NOOP, QUIT) await nothing: running them in the protocol
+        callback saves the StreamReader, the future and the task step each
+        would cost (a receiver's largest per-command overhead). A line stops
+        this at its start when it needs the task (DATA, STARTTLS, AUTH), when
+        it is odd in any way the reader path handles (bare LF or CR, NUL,
+        too long, empty, an unknown verb) or when this listener refuses
+        commands before TLS; that line and everything after it go to the
+        reader, in order. Replies to a pipelined group still leave in one
+        write (RFC 2920).
+        """
+        start = 0
+        size = len(data)
+        limit = self.line_length_limit
+        immediate = self._immediate
+        while start < size and not self._closing and self._may_answer_at_once():
+            end = data.find(b"\n", start)
+            if end == -1 or end - start > limit or end == start or data[end - 1] != 13:
+                break  # incomplete, too long, or a bare LF: the reader's cases
+            line = data[start:end - 1]
+            if not line or b"\r" in line or b"\0" in line:
+                break
+            verb = line.partition(b" ")[0].upper()
+            if verb not in immediate:
+                break
+            self._reset_timeout()
+            self._run_command(line)
+            start = end + 1
+            self._too_many_errors()
+        self._write_replies()
+        if self._closing:
+            return b""
+        return data[start:] if start else data
+
+    def _may_answer_at_once(self) -> bool:
+        """Whether commands may be answered without the session task (a TLS
+        listener says no while it must refuse them; see secure.py)."""
+        return True
 
     # -- HELO, EHLO ---------------------------------------------------------------------
-    async def cmd_helo(self, argument: str) -> None:
+    def cmd_helo(self, argument: str) -> None:
         if not argument:
             self.reply(replies.HELO_SYNTAX)
             return
@@ -303,7 +387,7 @@ class SmtpdProtocol(SMTP):
         self.txn = Transaction()
         self.reply(f"250 {self.hostname}")
 
-    async def cmd_ehlo(self, argument: str) -> None:
+    def cmd_ehlo(self, argument: str) -> None:
         if not argument:
             self.reply(replies.EHLO_SYNTAX)
             return
@@ -338,7 +422,7 @@ class SmtpdProtocol(SMTP):
             return True
         return False
 
-    async def cmd_mail(self, argument: str) -> None:
+    def cmd_mail(self, argument: str) -> None:
         if self._needs_helo():
             return
         if self.txn.sender is not None:
@@ -407,7 +491,7 @@ class SmtpdProtocol(SMTP):
         """A hook for sender restrictions; none in the default policy."""
         return None
 
-    async def cmd_rcpt(self, argument: str) -> None:
+    def cmd_rcpt(self, argument: str) -> None:
         if self.txn.sender is None:
             self.reply(replies.NEED_MAIL)
             return
@@ -551,21 +635,23 @@ class SmtpdProtocol(SMTP):
         return []
 
     # -- the rest -------------------------------------------------------------------------
-    async def cmd_rset(self, argument: str) -> None:
+    def cmd_rset(self, argument: str) -> None:
         if argument:
             self.reply(replies.RSET_SYNTAX)
             return
         self.txn = Transaction()
         self.reply(replies.OK)
 
-    async def cmd_noop(self, argument: str) -> None:
+    def cmd_noop(self, argument: str) -> None:
         self.reply(replies.OK)
 
-    async def cmd_quit(self, argument: str) -> None:
+    def cmd_quit(self, argument: str) -> None:
         self.stage = "QUIT"
-        await self.reply_and_close(replies.BYE)
+        self.reply(replies.BYE)
+        self._write_replies()
+        self._close()
 
-    async def cmd_vrfy(self, argument: str) -> None:
+    def cmd_vrfy(self, argument: str) -> None:
         if self.ctx.config.disable_vrfy_command:
             self.reply(replies.VRFY_DISABLED)
             return
@@ -580,7 +666,8 @@ class SmtpdProtocol(SMTP):
         else:
             self.reply(f"252 2.0.0 {address}")
 
-    _commands: dict[str, Callable[[SmtpdProtocol, str], Awaitable[None]]] = {
+    # A handler returns None when it has answered, or an awaitable to run.
+    _commands: dict[str, Callable[[Any, str], Awaitable[None] | None]] = {
         "HELO": cmd_helo,
         "EHLO": cmd_ehlo,
         "MAIL": cmd_mail,
@@ -591,3 +678,6 @@ class SmtpdProtocol(SMTP):
         "QUIT": cmd_quit,
         "VRFY": cmd_vrfy,
     }
+    # Verbs whose handlers never await: data_received may run them itself.
+    _immediate = frozenset({b"HELO", b"EHLO", b"MAIL", b"RCPT", b"RSET", b"NOOP", b"QUIT",
+                            b"VRFY"})

@@ -150,6 +150,11 @@ class SecureSmtpdProtocol(SmtpdProtocol):
                 return
         await super()._dispatch(line)
 
+    def _may_answer_at_once(self) -> bool:
+        # The refusals _dispatch makes (a client certificate refused, or
+        # commands before STARTTLS at the encrypt level) are the task's.
+        return self._ccert_refusal is None and (self.tls_level != ENCRYPT or self.tls_active)
+
     def tls_keywords(self) -> list[str]:
         keywords = []
         if self._offers_starttls():
@@ -305,12 +310,12 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         return None, None
 
     # -- MAIL with AUTH= ------------------------------------------------------------------
-    async def cmd_mail(self, argument: str) -> None:
+    def cmd_mail(self, argument: str) -> None:
         # RFC 4954 §5: clients that authenticated may name the submitter with
         # MAIL FROM:<…> AUTH=<…>; accepted (and not otherwise used) when AUTH is on.
         if self.security is not None and self.security.sasl is not None:
             argument = _AUTH_PARAM.sub("", argument)
-        await SmtpdProtocol.cmd_mail(self, argument)
+        SmtpdProtocol.cmd_mail(self, argument)
 
     # -- AUTH -----------------------------------------------------------------------------
     async def cmd_auth(self, argument: str) -> None:

@@ -1,0 +1,40 @@
+"""Listening ports for tests and the benchmark (no pytest import, so bench/
+can use it too).
+
+A port is picked below the kernel's ephemeral range
+(/proc/sys/net/ipv4/ip_local_port_range, 32768-60999 by default): a port
+that the kernel handed out with bind(0) is free only until the next outbound
+connect, which may take it as its own local port before the daemon under
+test binds it ("address already in use", seen with Postern relaying to a
+private Postfix). Ports below the range are never given to connects.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST = 10000
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on, outside the ephemeral range."""
+    top = _ephemeral_start() - 1
+    for _ in range(200):
+        port = random.randint(_LOWEST, top) if top > _LOWEST else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError("no free port below the ephemeral range")
