@@ -127,3 +127,85 @@ def test_queue_ids_are_unique_sorted_and_readable() -> None:
     other = queueid.QueueIdGenerator(lane=8).next()
     assert other[-2:] != ids[0][-2:]
     assert abs(queueid.arrival_of(ids[-1]) - __import__("time").time()) < 5
+
+
+# -- spare files: a removed message's file is reused, emptied ------------------------
+def _spares(spool: Spool) -> dict[str, int]:
+    return {name: os.stat(spool.root / "spare" / name).st_size
+            for name in os.listdir(spool.root / "spare")}
+
+
+async def test_a_removed_file_is_emptied_and_reused(spool: Spool) -> None:
+    first = await commit(spool, b"Subject: secret\r\n\r\n" + b"s" * 5000 + b"\r\n")
+    inode = os.stat(spool.root / "incoming" / first).st_ino
+    assert spool.remove("incoming", first)
+    assert not spool.remove("incoming", first)
+    assert _spares(spool) == {first: 0}  # no old mail left lying around
+    content = b"Subject: new\r\n\r\nhello\r\n"
+    second = await commit(spool, content)
+    assert os.stat(spool.root / "incoming" / second).st_ino == inode
+    assert _spares(spool) == {}
+    queue_file = spool.read("incoming", second)
+    assert spool.read_content("incoming", second, queue_file) == content
+
+
+async def test_a_spare_that_kept_its_content_is_truncated(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mta.spool._SPARE_RESCAN", 0.0)  # look into spare/ every time
+    # A crash between the move to spare/ and the truncation leaves content.
+    old = await commit(spool, b"x" * 20000)
+    os.rename(spool.root / "incoming" / old, spool.root / "spare" / old)
+    content = b"Subject: short\r\n\r\nhi\r\n"
+    new = await commit(spool, content)
+    assert _spares(spool) == {}
+    queue_file = spool.read("incoming", new)  # verifies the size and the END record
+    assert spool.read_content("incoming", new, queue_file) == content
+    assert os.stat(spool.root / "incoming" / new).st_size < 1000
+
+
+async def test_spare_files_are_limited(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mta.spool.SPARE_LIMIT", 2)
+    qids = [await commit(spool, b"x\r\n") for _ in range(3)]
+    for qid in qids:
+        assert spool.remove("incoming", qid)
+    assert sorted(_spares(spool)) == sorted(qids[:2])
+    assert os.listdir(spool.root / "incoming") == []
+
+
+async def test_two_processes_taking_the_same_spares(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mta.spool._SPARE_RESCAN", 0.0)
+    # Each receiver process lists spare/ itself; a name another took is skipped.
+    remover = Spool(tmp_path / "queue", lane=1, fsync=False)
+    remover.create()
+    others = [Spool(tmp_path / "queue", lane=lane, fsync=False) for lane in (2, 3)]
+    try:
+        qids = [await commit(remover, b"x\r\n") for _ in range(4)]
+        for qid in qids:
+            remover.remove("incoming", qid)
+        inodes = {os.stat(tmp_path / "queue" / "spare" / q).st_ino for q in qids}
+        made = []
+        for _ in range(3):
+            for other in others:
+                made.append(await commit(other, b"y\r\n"))
+        reused = {os.stat(tmp_path / "queue" / "incoming" / q).st_ino for q in made}
+        assert inodes <= reused  # every spare was taken once, then files were created
+        assert len(reused) == len(made)
+        assert os.listdir(tmp_path / "queue" / "spare") == []
+        for qid in made:
+            assert spool_content(others[0], qid) == b"y\r\n"
+    finally:
+        for spool in (remover, *others):
+            spool.close()
+
+
+async def test_a_spool_without_spare_files_still_works(spool: Spool) -> None:
+    os.rmdir(spool.root / "spare")  # a spool made before spare/ existed
+    qid = await commit(spool, b"x\r\n")
+    assert spool.remove("incoming", qid)
+    assert os.listdir(spool.root / "incoming") == []
+    await commit(spool, b"y\r\n")
+
+
+def spool_content(spool: Spool, qid: str) -> bytes:
+    return spool.read_content("incoming", qid, spool.read("incoming", qid))
