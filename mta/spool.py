@@ -13,13 +13,6 @@ only then may smtpd answer 250. A commit therefore is
 Step 4 is shared between concurrent commits (group commit): one directory
 fsync covers every rename made before it started. Blocking calls run in a
 thread pool; the event loop never waits on the disk.
-
-Files are reused: a message that leaves the queue leaves its file, emptied,
-in ``spare/``, and step 1 renames a spare file to ``incoming/.QID`` when
-there is one instead of creating a file. Allocating and freeing an inode per
-message is what a file system under mail churn is slowest at (ext4 looks
-past every recently freed inode for each new one: over half a receiver's
-kernel time in a profile); a rename and an open are not.
 """
 
 from __future__ import annotations
@@ -29,12 +22,9 @@ import errno
 import functools
 import logging
 import os
-import random
 import socket
 import threading
-import time
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +41,6 @@ QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
 WAKEUP_SOCKET = "public/qmgr"
 _BUFFER_LIMIT = 256 * 1024
 _THREADS = 8  # concurrent fsyncs share journal commits
-SPARE = "spare"  # emptied queue files kept for reuse (see the module's docstring)
-SPARE_LIMIT = 1000  # at most this many; beyond it a removed file is unlinked
-_SPARE_RESCAN = 0.1  # seconds between looks into spare/ when a writer has none
-_SPARE_RECOUNT = 1.0  # seconds between counts of spare/ by a remover
 T = TypeVar("T")
 
 
@@ -118,17 +104,11 @@ class Spool:
         self._threads = DiskThreads(_THREADS)
         self.fsync = fsync
         self._dirsync = {name: _DirSyncer(self.root / name) for name in QUEUES}
-        self._spare_dir = f"{self._root}/{SPARE}"
-        self._spare_lock = threading.Lock()
-        self._spares: deque[str] = deque(maxlen=SPARE_LIMIT)
-        self._spares_listed = 0.0  # when a writer last listed spare/
-        self._spares_counted = -_SPARE_RECOUNT  # when a remover last counted it
-        self._spare_count = 0  # how many files spare/ holds, roughly
 
     # -- setup --------------------------------------------------------------------
     def create(self) -> None:
         """Make the queue directories (mode 0700: mail is private)."""
-        for name in (*QUEUES, SPARE, "public"):
+        for name in (*QUEUES, "public"):
             (self.root / name).mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def exists(self) -> bool:
@@ -266,85 +246,11 @@ class Spool:
             os.close(fd)
 
     def remove(self, queue: str, qid: str) -> bool:
-        """Take a message out of the queue (False if it was not there).
-
-        Its file goes to spare/ and is emptied there (in that order: a crash
-        between the two leaves a spare with content, never an empty queue
-        file), unless spare/ is full or absent: then it is unlinked.
-        """
-        path = self.file(queue, qid)
-        if self._spare_room():
-            spare = f"{self._spare_dir}/{qid}"
-            try:
-                os.rename(path, spare)
-            except FileNotFoundError:
-                pass  # gone, or no spare/ (a spool made before it): unlink
-            else:
-                with contextlib.suppress(FileNotFoundError):  # already reused
-                    os.truncate(spare, 0)
-                with self._spare_lock:
-                    self._spares.append(qid)
-                return True
         try:
-            os.unlink(path)
+            os.unlink(self.file(queue, qid))
             return True
         except FileNotFoundError:
             return False
-
-    def _spare_room(self) -> bool:
-        """Whether spare/ may take one more file. Counted by listing it at most
-        once a second (other processes take spares too) and estimated between."""
-        now = time.monotonic()
-        with self._spare_lock:
-            recount = now - self._spares_counted >= _SPARE_RECOUNT
-            if recount:
-                self._spares_counted = now
-        if recount:
-            try:
-                count = len(os.listdir(self._spare_dir))
-            except FileNotFoundError:
-                count = SPARE_LIMIT
-            with self._spare_lock:
-                self._spare_count = count
-        with self._spare_lock:
-            if self._spare_count >= SPARE_LIMIT:
-                return False
-            self._spare_count += 1
-            return True
-
-    def open_new(self, path: str) -> int:
-        """A new file at path (a temporary name), open for writing: a spare
-        file renamed there if one is left, else a file created there."""
-        while (name := self._take_spare()) is not None:
-            try:
-                os.rename(f"{self._spare_dir}/{name}", path)
-            except FileNotFoundError:
-                continue  # another process took it first
-            with self._spare_lock:
-                self._spare_count = max(0, self._spare_count - 1)
-            # O_TRUNC: a spare may still hold content if a crash came between
-            # its move to spare/ and its truncation.
-            return os.open(path, os.O_WRONLY | os.O_TRUNC)
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-
-    def _take_spare(self) -> str | None:
-        with self._spare_lock:
-            if self._spares:
-                return self._spares.popleft()
-            now = time.monotonic()
-            if now - self._spares_listed < _SPARE_RESCAN:
-                return None
-            self._spares_listed = now
-        try:
-            names = os.listdir(self._spare_dir)
-        except FileNotFoundError:
-            return None
-        # Receiver processes list the same directory: different orders keep
-        # them from racing for the same files.
-        random.shuffle(names)
-        with self._spare_lock:
-            self._spares.extend(names)
-            return self._spares.popleft() if self._spares else None
 
     def save_corrupt(self, queue: str, qid: str) -> None:
         """Set a torn or unreadable file aside; the daemon goes on with the rest."""
@@ -416,7 +322,7 @@ class QueueFileWriter:
 
     def _open_sync(self) -> None:
         if self._fd is None:
-            self._fd = self.spool.open_new(self._temp)
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
     def _flush_sync(self, chunks: list[bytes]) -> None:
         self._open_sync()
