@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from tests.interop.postfix_layout import private_instance
-from tests.ports import free_port
+from tests.runenv import free_port, mta_env
 
 REPO = Path(__file__).resolve().parent.parent
 RELAY_RECIPIENT = "sink@relay.bench.test"
@@ -286,11 +286,7 @@ smtp_host_lookup = native
 
     @staticmethod
     def env() -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
-                                         if env.get("PYTHONPATH") else "")
-        env.pop("MTA_CONFIG", None)
-        return env
+        return mta_env()
 
     def start(self) -> PosternBench:
         self._stderr = open(self.root / "stderr.log", "ab")  # noqa: SIM115

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests.ports import free_port
+from tests.runenv import free_port, mta_env
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -68,15 +68,6 @@ def require_program(name: str) -> str:
             pytest.fail(f"{name} is required under .ci/run but is not installed")
         pytest.skip(f"{name} is not installed")
     return path
-
-
-def mta_env() -> dict[str, str]:
-    """Environment for running this checkout's mta as a subprocess."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
-                                     if env.get("PYTHONPATH") else "")
-    env.pop("MTA_CONFIG", None)
-    return env
 
 
 def run_mta(*args: str, config: Path | None = None, input: bytes | None = None,

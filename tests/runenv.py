@@ -1,5 +1,6 @@
-"""Listening ports for tests and the benchmark (no pytest import, so bench/
-can use it too).
+"""What the tests and the benchmark both need to run things here: listening
+ports, and the environment that runs this checkout's mta as a subprocess. No
+pytest import, so bench/ can use it too.
 
 A port is picked below the kernel's ephemeral range
 (/proc/sys/net/ipv4/ip_local_port_range, 32768-60999 by default): a port
@@ -11,9 +12,12 @@ private Postfix). Ports below the range are never given to connects.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 _RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST = 10000
@@ -38,3 +42,12 @@ def free_port() -> int:
                 continue
             return sock.getsockname()[1]
     raise RuntimeError("no free port below the ephemeral range")
+
+
+def mta_env() -> dict[str, str]:
+    """Environment for running this checkout's mta as a subprocess."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
+                                     if env.get("PYTHONPATH") else "")
+    env.pop("MTA_CONFIG", None)
+    return env
