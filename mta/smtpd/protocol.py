@@ -155,6 +155,12 @@ class SmtpdProtocol(SMTP):
         if self.transport is not None:
             self.transport.close()
 
+    def _hang_up(self) -> None:
+        """Write the queued replies, then close (the transport sends what it
+        holds before it closes)."""
+        self._write_replies()
+        self._close()
+
     async def reply_and_close(self, text: str) -> None:
         self.reply(text)
         await self.flush()
@@ -208,8 +214,7 @@ class SmtpdProtocol(SMTP):
             return False
         maillog.too_many_errors(self.stage, self.client.peer)
         self.reply(replies.TOO_MANY_ERRORS.format(host=self.hostname))
-        self._write_replies()
-        self._close()
+        self._hang_up()
         return True
 
     async def _read_command(self) -> bytes | None:
@@ -648,8 +653,7 @@ class SmtpdProtocol(SMTP):
     def cmd_quit(self, argument: str) -> None:
         self.stage = "QUIT"
         self.reply(replies.BYE)
-        self._write_replies()
-        self._close()
+        self._hang_up()
 
     def cmd_vrfy(self, argument: str) -> None:
         if self.ctx.config.disable_vrfy_command:

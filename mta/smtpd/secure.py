@@ -91,8 +91,10 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             elif self._raw is not None:
                 self._raw.abort()  # a corrupt record: nothing can be trusted after it
             return
-        self._write_raw(handshake.engine.outgoing())
-        if handshake.engine.handshake_done and not handshake.done.done():
+        finished = handshake.engine.handshake_done and not handshake.done.done()
+        if not (finished and _tickets_may_wait(handshake.engine)):
+            self._write_raw(handshake.engine.outgoing())
+        if finished:
             handshake.done.set_result(None)
         if plain:
             super().data_received(plain)
@@ -118,6 +120,16 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         maillog.info("smtpd", f"SSL_accept error from {self.client.peer}: lost connection")
         if self.stage == "STARTTLS":
             self._count("starttls", False)
+
+    def _hang_up(self) -> None:
+        transport = self.transport
+        if isinstance(transport, TlsTransport) and self._out and not transport.is_closing():
+            # The last replies and close_notify in one write.
+            data, self._out = b"".join(self._out), []
+            self._closing = True
+            transport.close(final=data)
+            return
+        super()._hang_up()
 
     def _write_raw(self, data: bytes) -> None:
         if data and self._raw is not None and not self._raw.is_closing():
@@ -417,6 +429,16 @@ class SecureSmtpdProtocol(SmtpdProtocol):
 
     _commands = {**SmtpdProtocol._commands,
                  "MAIL": cmd_mail, "STARTTLS": cmd_starttls, "AUTH": cmd_auth}
+
+
+def _tickets_may_wait(engine: TlsEngine) -> bool:
+    """Whether what the handshake's last step produced may wait for the first
+    reply. In TLS 1.3 the server's handshake ends on the client's Finished and
+    all it writes then is NewSessionTicket messages (RFC 8446 §4.6.1), which
+    no client waits for: they leave with the next reply, in its segment,
+    instead of in one of their own. Not in TLS 1.2, whose client waits for
+    the server's Finished before it says anything."""
+    return engine.connection.get_protocol_version_name() == "TLSv1.3"
 
 
 def _utf8(data: bytes) -> str:

@@ -152,12 +152,18 @@ class TlsTransport(asyncio.Transport):
     def can_write_eof(self) -> bool:
         return False
 
-    def close(self) -> None:
+    def close(self, final: bytes = b"") -> None:
+        """Send close_notify and close; final, the last plaintext to send,
+        goes in the same write (one TCP segment instead of two for a 221)."""
         if self._closed:
             return
         self._closed = True
         if not self.raw.is_closing():
-            records = self.engine.close()
+            try:
+                records = (self.engine.send(final) if final else b"") + self.engine.close()
+            except TlsError:
+                self.raw.abort()
+                return
             if records:
                 self.raw.write(records)
         self.raw.close()

@@ -1,0 +1,115 @@
+"""How many writes a STARTTLS session costs the receiver.
+
+An in-process receiver on 127.0.0.1 whose raw transport counts its writes,
+and a Python ssl client: in TLS 1.3 the session tickets ride with the first
+reply after the handshake and the 221 with close_notify, so a session from
+greeting to QUIT is six writes, not eight; in TLS 1.2 nothing is held back
+(the client waits for the server's Finished), and the session still ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mta.config import from_text
+from mta.master import build_parts
+from mta.sasl import FailureTracker
+from mta.smtpd.secure import SecureSmtpdProtocol
+from mta.smtpd.security import build_security
+from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
+from mta.spool import Spool
+from tests.fakes.certs import TestCA
+
+
+class CountingTransport:
+    """The socket transport, with its writes counted."""
+
+    def __init__(self, raw: asyncio.Transport, writes: list[bytes]) -> None:
+        self._raw = raw
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(bytes(data))
+        self._raw.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class CountingSession(SecureSmtpdProtocol):
+    writes: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(CountingTransport(transport, CountingSession.writes))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[SmtpdServer, TestCA]]:
+    ca = TestCA(directory=tmp_path)
+    leaf = ca.issue("localhost", stem="server")
+    config = from_text(f"""\
+myhostname = mx.test
+mynetworks = 127.0.0.0/8
+smtpd_peername_lookup = no
+smtp/inet = 127.0.0.1:0
+queue_directory = {tmp_path / 'queue'}
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {leaf.cert_file}
+smtpd_tls_key_file = {leaf.key_file}
+""")
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    security, _ = build_security(config, FailureTracker())
+    ctx = SmtpdContext(
+        config=config, listener=config.listeners[0], spool=spool,
+        restrictions=build_parts(config).restrictions,
+        connections=ConnectionRegistry(config), names=NameCache(False),
+        on_queued=lambda envelope: None, loop=asyncio.get_running_loop(), security=security)
+    CountingSession.writes = []
+    smtpd = SmtpdServer(ctx, CountingSession)
+    await smtpd.start()
+    yield smtpd, ca
+    smtpd.stop_accepting()
+    spool.close()
+
+
+async def _reply(reader: asyncio.StreamReader) -> bytes:
+    while True:
+        line = await asyncio.wait_for(reader.readline(), 10)
+        assert line, "connection closed"
+        if line[3:4] != b"-":
+            return line[:3]
+
+
+@pytest.mark.parametrize(("version", "writes"), [
+    (ssl.TLSVersion.TLSv1_3, 6),
+    (ssl.TLSVersion.TLSv1_2, 7),  # the server's Finished is a flight of its own
+])
+async def test_a_starttls_session_in_few_writes(
+        tls_server: tuple[SmtpdServer, TestCA], version: ssl.TLSVersion, writes: int) -> None:
+    server, ca = tls_server
+    client = ssl.create_default_context(cafile=str(ca.cert_file))
+    client.minimum_version = client.maximum_version = version
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    assert await _reply(reader) == b"220"
+    writer.write(b"EHLO client.test\r\n")
+    assert await _reply(reader) == b"250"
+    writer.write(b"STARTTLS\r\n")
+    assert await _reply(reader) == b"220"
+    await writer.start_tls(client, server_hostname="localhost")
+    assert writer.get_extra_info("ssl_object").version() == version.name.replace("_", ".")
+    writer.write(b"EHLO client.test\r\n")
+    assert await _reply(reader) == b"250"
+    writer.write(b"QUIT\r\n")
+    assert await _reply(reader) == b"221"
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # close_notify, then EOF
+    writer.close()
+    # 220, 250, 220 in plaintext; the server's handshake flight(s); the EHLO
+    # reply (with the TLS 1.3 tickets); the 221 with close_notify.
+    assert len(CountingSession.writes) == writes
