@@ -82,6 +82,19 @@ def _show(value: float, fmt: str) -> str:
     return fmt.format(value)
 
 
+def _paired_ratios(runs: list[dict[str, object]], key: str) -> list[float]:
+    """Postern/Postfix for each run number that has both: the two ran one
+    right after the other, so a pair sees the same machine, and the spread
+    of the pairs shows how much the machine moved the ratio within the set."""
+    by_run: dict[object, dict[str, float]] = {}
+    for run in runs:
+        value = run.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            by_run.setdefault(run.get("run"), {})[str(run["mta"])] = float(value)
+    return [pair["postern"] / pair["postfix"] for pair in by_run.values()
+            if "postern" in pair and pair.get("postfix")]
+
+
 def summarize(results: list[dict[str, object]]) -> dict[str, dict[str, dict[str, object]]]:
     """scenario -> metric -> {postfix: median, postern: median, ratio, spread, notes}."""
     summary: dict[str, dict[str, dict[str, object]]] = {}
@@ -108,6 +121,9 @@ def summarize(results: list[dict[str, object]]) -> dict[str, dict[str, dict[str,
             if comparable and isinstance(row.get("postfix"), float) \
                     and isinstance(row.get("postern"), float) and row["postfix"]:
                 row["ratio"] = row["postern"] / row["postfix"]  # type: ignore[operator]
+                pairs = _paired_ratios(runs, key)
+                if len(pairs) > 1:
+                    row["ratio_range"] = (min(pairs), max(pairs))
             if any(k in row for k in ("postfix", "postern")):
                 table[key] = row
         summary[name] = table
@@ -115,7 +131,8 @@ def summarize(results: list[dict[str, object]]) -> dict[str, dict[str, dict[str,
 
 
 def render(summary: dict[str, dict[str, dict[str, object]]]) -> str:
-    """The summary as a Markdown table per scenario (medians, [min-max], ratio)."""
+    """The summary as a Markdown table per scenario: medians, [min-max], and
+    the ratio of the medians with the range of the paired runs' ratios."""
     out = []
     for name, table in summary.items():
         scenario = SCENARIOS[name]
@@ -147,6 +164,9 @@ def render(summary: dict[str, dict[str, dict[str, object]]]) -> str:
                 else:
                     cells.append("–")
             ratio = f"{row['ratio']:.2f}" if "ratio" in row else "–"
+            if "ratio_range" in row:
+                low, high = row["ratio_range"]  # type: ignore[misc]
+                ratio += f" [pairs {low:.2f}–{high:.2f}]"
             unit_text = f" ({unit})" if unit else ""
             out.append(f"| {label}{unit_text} | {cells[0]} | {cells[1]} | {ratio} |")
         for number, note in enumerate(notes, 1):
