@@ -34,6 +34,7 @@ if str(REPO) not in sys.path:
 from bench import mtas, report  # noqa: E402
 from bench import profile as spy  # noqa: E402
 from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Run, Settings  # noqa: E402
+from bench.scratchfs import journaled_scratch  # noqa: E402
 
 
 def ensure_installed(need_spy: bool) -> None:
@@ -104,6 +105,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the scenario --profile runs (default source-1k)")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"),
                         help="where the spools go (both on this one filesystem)")
+    parser.add_argument("--scratch-fs", type=int, metavar="GB", default=0,
+                        help="put both spools on a fresh journaled ext4 of GB GiB made on "
+                             "a loop device under --workdir (steadier, production-like; "
+                             "docs/performance.md, the eleventh set)")
     parser.add_argument("--keep", action="store_true", help="keep the spools and logs")
     parser.add_argument("--quiet-wait", type=float, default=60.0,
                         help="before each run, wait up to this many seconds for a second "
@@ -117,6 +122,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.scratch_fs:
+        with journaled_scratch(args.scratch_fs, args.workdir) as mount:
+            args.workdir = mount
+            return run_sets(args)
+    return run_sets(args)
+
+
+def run_sets(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -188,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.cpu_count()} CPUs, mode {args.mode}"
               + (f", receiver_processes = {args.receiver_processes}"
                  if args.receiver_processes is not None else "")
+              + (f", spools on a fresh journaled ext4 of {args.scratch_fs} GiB"
+                 if args.scratch_fs else "")
               + f": median of {args.runs} run(s) [min–max], {args.messages} messages, "
               f"{args.sessions} sessions\n")
     profiled = f"\n## Profile of Postern under {args.profile_scenario}\n\n"
