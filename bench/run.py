@@ -105,10 +105,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the scenario --profile runs (default source-1k)")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"),
                         help="where the spools go (both on this one filesystem)")
-    parser.add_argument("--scratch-fs", type=int, metavar="GB", default=0,
-                        help="put both spools on a fresh journaled ext4 of GB GiB made on "
-                             "a loop device under --workdir (steadier, production-like; "
-                             "docs/performance.md, the eleventh set)")
+    parser.add_argument("--scratch-fs", type=int, metavar="GB", default=8,
+                        help="both spools on a fresh journaled ext4 of GB GiB (a sparse "
+                             "image on a loop device under --workdir, removed afterwards): "
+                             "what production spools run on, and steady from run to run; "
+                             "0 puts them in --workdir itself (docs/performance.md, the "
+                             "eleventh set)")
     parser.add_argument("--keep", action="store_true", help="keep the spools and logs")
     parser.add_argument("--quiet-wait", type=float, default=60.0,
                         help="before each run, wait up to this many seconds for a second "

@@ -26,12 +26,19 @@ def journaled_scratch(size_gb: int, parent: Path) -> Iterator[Path]:
         if shutil.which(program) is None and not os.path.exists(f"/usr/sbin/{program}"):
             raise SystemExit(f"--scratch-fs needs {program}")
     image = Path(tempfile.mkstemp(prefix="postern-bench-", suffix=".img", dir=parent)[1])
-    mount = Path(tempfile.mkdtemp(prefix="postern-bench-fs-", dir=parent))
+    # A short mount point: the MTAs' UNIX sockets live a few levels below it,
+    # and a socket's path must fit in 107 bytes.
+    mount = Path(tempfile.mkdtemp(prefix="pb", dir=parent))
     mounted = False
     try:
         os.truncate(image, size_gb << 30)
         subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "has_journal", str(image)], check=True)
-        subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
+        try:
+            subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
+        except subprocess.CalledProcessError:
+            raise SystemExit("could not mount a loop device for the spools (root and a "
+                             "loop device are needed); --scratch-fs 0 runs in --workdir "
+                             "itself") from None
         mounted = True
         os.chmod(mount, 0o755)  # Postfix's private instance checks its parents
         yield mount
