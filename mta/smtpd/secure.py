@@ -92,7 +92,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
                 self._raw.abort()  # a corrupt record: nothing can be trusted after it
             return
         finished = handshake.engine.handshake_done and not handshake.done.done()
-        if not (finished and _tickets_may_wait(handshake.engine)):
+        if not _output_may_wait(handshake.engine, finished, plain):
             self._write_raw(handshake.engine.outgoing())
         if finished:
             handshake.done.set_result(None)
@@ -431,14 +431,24 @@ class SecureSmtpdProtocol(SmtpdProtocol):
                  "MAIL": cmd_mail, "STARTTLS": cmd_starttls, "AUTH": cmd_auth}
 
 
-def _tickets_may_wait(engine: TlsEngine) -> bool:
-    """Whether what the handshake's last step produced may wait for the first
-    reply. In TLS 1.3 the server's handshake ends on the client's Finished and
-    all it writes then is NewSessionTicket messages (RFC 8446 §4.6.1), which
-    no client waits for: they leave with the next reply, in its segment,
-    instead of in one of their own. Not in TLS 1.2, whose client waits for
-    the server's Finished before it says anything."""
-    return engine.connection.get_protocol_version_name() == "TLSv1.3"
+def _output_may_wait(engine: TlsEngine, finished: bool, plain: bytes) -> bool:
+    """Whether what the TLS engine has for the client may wait for our next
+    reply, which carries it in the same write (records stay in order).
+
+    Never during the handshake: the client waits for our flight. When the
+    client's Finished ends a TLS 1.3 handshake, all the server writes is
+    NewSessionTicket messages (RFC 8446 §4.6.1), which no client waits for;
+    in TLS 1.2 it is the server's Finished, which the client does wait for.
+    After the handshake, when the client sent application data (a command or
+    message content) we will answer it, and nothing a TLS 1.3 peer may ask
+    for then (a KeyUpdate's answer) is awaited; a record without application
+    data (an alert, a KeyUpdate alone) is answered at once.
+    """
+    if not engine.handshake_done:
+        return False
+    if finished:
+        return engine.connection.get_protocol_version_name() == "TLSv1.3"
+    return bool(plain)
 
 
 def _utf8(data: bytes) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,10 @@ class CountingTransport:
 
 class CountingSession(SecureSmtpdProtocol):
     writes: list[bytes] = []
+    sessions: list[CountingSession] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        CountingSession.sessions.append(self)
         super().connection_made(CountingTransport(transport, CountingSession.writes))  # type: ignore[arg-type]
 
 
@@ -87,9 +89,17 @@ async def _reply(reader: asyncio.StreamReader) -> bytes:
             return line[:3]
 
 
+async def _until(predicate: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not reached")
+
+
 @pytest.mark.parametrize(("version", "writes"), [
-    (ssl.TLSVersion.TLSv1_3, 6),
-    (ssl.TLSVersion.TLSv1_2, 7),  # the server's Finished is a flight of its own
+    (ssl.TLSVersion.TLSv1_3, 10),
+    (ssl.TLSVersion.TLSv1_2, 11),  # the server's Finished is a flight of its own
 ])
 async def test_a_starttls_session_in_few_writes(
         tls_server: tuple[SmtpdServer, TestCA], version: ssl.TLSVersion, writes: int) -> None:
@@ -104,12 +114,25 @@ async def test_a_starttls_session_in_few_writes(
     assert await _reply(reader) == b"220"
     await writer.start_tls(client, server_hostname="localhost")
     assert writer.get_extra_info("ssl_object").version() == version.name.replace("_", ".")
-    writer.write(b"EHLO client.test\r\n")
+    # The server has taken the client's Finished before the EHLO arrives, so
+    # the tickets cannot ride with the reply by luck of one read.
+    session = CountingSession.sessions[-1]
+    await _until(lambda: session._handshake is not None and session._handshake.done.done())
+    for command, code in ((b"EHLO client.test", b"250"), (b"MAIL FROM:<a@client.test>", b"250"),
+                          (b"RCPT TO:<b@relay.test>", b"250"), (b"DATA", b"354")):
+        writer.write(command + b"\r\n")
+        assert await _reply(reader) == code
+    # Message content in several TLS records: no write until the reply.
+    for _ in range(5):
+        writer.write(b"x" * 70 + b"\r\n")
+        await writer.drain()
+    writer.write(b".\r\n")
     assert await _reply(reader) == b"250"
     writer.write(b"QUIT\r\n")
     assert await _reply(reader) == b"221"
     assert await asyncio.wait_for(reader.read(), 10) == b""  # close_notify, then EOF
     writer.close()
-    # 220, 250, 220 in plaintext; the server's handshake flight(s); the EHLO
-    # reply (with the TLS 1.3 tickets); the 221 with close_notify.
+    # 220, 250, 220 in plaintext; the server's handshake flight(s); one write
+    # per reply after it (the first with the TLS 1.3 tickets); the 221 with
+    # close_notify.
     assert len(CountingSession.writes) == writes
