@@ -185,6 +185,59 @@ def test_command_layer_property(daemon_for_property: Daemon,
     healthy(daemon_for_property)
 
 
+# Lines for the pipelining property: every one gets exactly one reply in
+# command mode, none of them hangs up, and DATA's content follows it.
+_LINES = st.sampled_from([
+    b"EHLO client.example\r\n", b"HELO client.example\r\n", b"MAIL FROM:<a@example.test>\r\n",
+    b"RCPT TO:<alice@example.test>\r\n", b"RCPT TO:<x@remote.test>\r\n", b"RSET\r\n",
+    b"NOOP\r\n", b"NOOP\n", b"VRFY alice@example.test\r\n", b"XYZZY\r\n", b"\r\n",
+    b"NO\0OP\r\n", b"MAIL FROM:<a@b> SIZE=x\r\n", b"DATA\r\n", b"Subject: s\r\n",
+    b".\r\n", b"x\rNOOP\r\n"])
+
+
+def _replies_one_at_a_time(port: int, lines: list[bytes]) -> tuple[list[str], bool]:
+    """Each line sent after the previous reply (the session task's path): the
+    code and enhanced code of every reply, and whether the lines left the
+    session in DATA (a "." then ended the message)."""
+    codes = []
+    in_data = False
+    with RawSmtp(port, timeout=10) as smtp:
+        assert smtp.reply().startswith("220 ")
+        for line in lines:
+            smtp.send(line)
+            if in_data and line != b".\r\n":
+                continue
+            reply = smtp.reply()
+            codes.append(reply.split("\n")[-1][:9])
+            in_data = reply.startswith("354")
+        if in_data:
+            smtp.send(b".\r\n")
+            codes.append(smtp.reply()[:9])
+    return codes, in_data
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_LINES, min_size=1, max_size=12), st.lists(st.integers(0, 400), max_size=6))
+def test_pipelined_and_split_commands_get_the_replies_of_one_at_a_time(
+        daemon_for_property: Daemon, lines: list[bytes], cuts: list[int]) -> None:
+    """The same lines sent in one stream cut at arbitrary places (so that
+    commands are answered in data_received, or split across reads, or left
+    to the session task) get exactly the replies they get one at a time."""
+    port = daemon_for_property.smtp_port
+    expected, ended_in_data = _replies_one_at_a_time(port, lines)
+    stream = b"".join(lines) + (b".\r\n" if ended_in_data else b"")
+    with RawSmtp(port, timeout=10) as smtp:
+        assert smtp.reply().startswith("220 ")
+        start = 0
+        for cut in [*sorted({min(c, len(stream)) for c in cuts}), len(stream)]:
+            if cut > start:
+                smtp.send(stream[start:cut])
+                start = cut
+        got = [smtp.reply().split("\n")[-1][:9] for _ in expected]
+    assert got == expected
+    healthy(daemon_for_property)
+
+
 @pytest.fixture(scope="module")
 def daemon_for_property(tmp_path_factory) -> Daemon:
     daemon = Daemon(tmp_path_factory.mktemp("property")).start()
