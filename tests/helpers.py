@@ -3,6 +3,7 @@ free ports, polling (never sleeping for something we can poll), peers."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -21,6 +22,17 @@ from tests.runenv import free_port, mta_env
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5.0,
+                interval: float = 0.005) -> None:
+    """Poll predicate on the running event loop (in-process servers); fail after timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s")
+        await asyncio.sleep(interval)
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.02,

@@ -9,7 +9,7 @@ in order, with the same replies and counts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from mta.master import build_parts
 from mta.smtpd.secure import SecureSmtpdProtocol
 from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
 from mta.spool import Spool
+from tests.helpers import until
 
 CF = """\
 myhostname = mx.test
@@ -117,7 +118,7 @@ async def test_odd_lines_and_what_follows_them_go_to_the_task(server: SmtpdServe
     # session waits for a command again and answers at once.
     writer.write(b"NO")
     await writer.drain()
-    await _until(lambda: bytes(session._reader._buffer) == b"NO")  # type: ignore[attr-defined]
+    await until(lambda: bytes(session._reader._buffer) == b"NO")  # type: ignore[attr-defined]
     writer.write(b"OP\r\n")
     assert await _replies(reader, 1) == [b"250"]
     writer.write(b"NOOP\r\n")
@@ -143,13 +144,5 @@ async def test_the_hard_error_limit_hangs_up_from_the_callback(server: SmtpdServ
     writer.close()
 
 
-async def _until(predicate: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not reached")
-
-
 async def _wait_closed(session: RecordingSession) -> None:
-    await _until(lambda: session.transport is None)
+    await until(lambda: session.transport is None)

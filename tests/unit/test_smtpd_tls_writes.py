@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from mta.smtpd.security import build_security
 from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
 from mta.spool import Spool
 from tests.fakes.certs import TestCA
+from tests.helpers import until
 
 
 class CountingTransport:
@@ -89,14 +90,6 @@ async def _reply(reader: asyncio.StreamReader) -> bytes:
             return line[:3]
 
 
-async def _until(predicate: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not reached")
-
-
 @pytest.mark.parametrize(("version", "writes"), [
     (ssl.TLSVersion.TLSv1_3, 10),
     (ssl.TLSVersion.TLSv1_2, 11),  # the server's Finished is a flight of its own
@@ -117,7 +110,7 @@ async def test_a_starttls_session_in_few_writes(
     # The server has taken the client's Finished before the EHLO arrives, so
     # the tickets cannot ride with the reply by luck of one read.
     session = CountingSession.sessions[-1]
-    await _until(lambda: session._handshake is not None and session._handshake.done.done())
+    await until(lambda: session._handshake is not None and session._handshake.done.done())
     for command, code in ((b"EHLO client.test", b"250"), (b"MAIL FROM:<a@client.test>", b"250"),
                           (b"RCPT TO:<b@relay.test>", b"250"), (b"DATA", b"354")):
         writer.write(command + b"\r\n")
