@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import logging
 import os
 import time
@@ -39,6 +40,13 @@ log = logging.getLogger(__name__)
 COMMAND_ORDER = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "rset",
                  "noop", "vrfy", "etrn", "quit", "unknown")
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def sync_verbs(commands: dict[str, Callable[..., Awaitable[None] | None]]) -> frozenset[bytes]:
+    """The verbs whose handlers never await, which data_received may run
+    itself (derived, so that a handler made asynchronous leaves the set)."""
+    return frozenset(verb.encode() for verb, handler in commands.items()
+                     if not inspect.iscoroutinefunction(handler))
 
 
 class _NoHandler:
@@ -161,10 +169,9 @@ class SmtpdProtocol(SMTP):
         self._write_replies()
         self._close()
 
-    async def reply_and_close(self, text: str) -> None:
+    def reply_and_close(self, text: str) -> None:
         self.reply(text)
-        await self.flush()
-        self._close()
+        self._hang_up()
 
     # -- the session ------------------------------------------------------------------
     async def _handle_client(self) -> None:
@@ -180,7 +187,7 @@ class SmtpdProtocol(SMTP):
                 self._slot = True
                 await self._session()
             else:
-                await self.reply_and_close(refusal)
+                self.reply_and_close(refusal)
         except (asyncio.CancelledError, ConnectionError):
             pass
         finally:
@@ -239,7 +246,7 @@ class SmtpdProtocol(SMTP):
         else:
             line = line[:-1]
             if self.ctx.config.smtpd_forbid_bare_newline == "reject":
-                await self.reply_and_close(replies.BARE_NEWLINE.format(host=self.hostname))
+                self.reply_and_close(replies.BARE_NEWLINE.format(host=self.hostname))
                 return None
             if "bare_lf" not in self.notes:
                 self.notes.append("bare_lf")
@@ -345,8 +352,8 @@ class SmtpdProtocol(SMTP):
 
         While the session waits for a command, most commands (EHLO, MAIL,
         RCPT, RSET, NOOP, QUIT) await nothing: running them in the protocol
-        callback saves the StreamReader, the future and the task step each
-        would cost (a receiver's largest per-command overhead). A line stops
+        callback saves the StreamReader feed, the future and the task step
+        each would cost. A line stops
         this at its start when it needs the task (DATA, STARTTLS, AUTH), when
         it is odd in any way the reader path handles (bare LF or CR, NUL,
         too long, empty, an unknown verb) or when this listener refuses
@@ -682,6 +689,4 @@ class SmtpdProtocol(SMTP):
         "QUIT": cmd_quit,
         "VRFY": cmd_vrfy,
     }
-    # Verbs whose handlers never await: data_received may run them itself.
-    _immediate = frozenset({b"HELO", b"EHLO", b"MAIL", b"RCPT", b"RSET", b"NOOP", b"QUIT",
-                            b"VRFY"})
+    _immediate = sync_verbs(_commands)

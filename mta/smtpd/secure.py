@@ -25,7 +25,7 @@ from mta import log as maillog
 from mta import sasl
 from mta.errors import ConfigError
 from mta.smtpd import replies
-from mta.smtpd.protocol import SmtpdProtocol, Transaction
+from mta.smtpd.protocol import SmtpdProtocol, Transaction, sync_verbs
 from mta.smtpd.security import AUTH, CLIENT_CERTIFICATES, HANDSHAKES, ListenerSecurity
 from mta.tls import summary as tls_summary
 from mta.tls.clientcert import PeerCertificate
@@ -151,7 +151,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
 
     async def _dispatch(self, line: bytes) -> None:
         if self._ccert_refusal is not None:
-            await self.reply_and_close(replies.CCERT_REFUSED.format(
+            self.reply_and_close(replies.CCERT_REFUSED.format(
                 host=self.hostname, reason=self._ccert_refusal))
             return
         if self.tls_level == ENCRYPT and not self.tls_active:
@@ -429,6 +429,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
 
     _commands = {**SmtpdProtocol._commands,
                  "MAIL": cmd_mail, "STARTTLS": cmd_starttls, "AUTH": cmd_auth}
+    _immediate = sync_verbs(_commands)
 
 
 def _output_may_wait(engine: TlsEngine, finished: bool, plain: bytes) -> bool:
