@@ -17,15 +17,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.mtas import program
+
 
 @contextmanager
 def journaled_scratch(size_gb: int, parent: Path) -> Iterator[Path]:
     """A fresh journaled ext4 of size_gb GiB mounted under parent (needs root
     and a loop device); unmounted and deleted afterwards."""
-    for program in ("mkfs.ext4", "mount", "umount"):
-        if shutil.which(program) is None and not os.path.exists(f"/usr/sbin/{program}"):
-            raise SystemExit(f"--scratch-fs needs {program}")
-    image = Path(tempfile.mkstemp(prefix="postern-bench-", suffix=".img", dir=parent)[1])
+    for name in ("mkfs.ext4", "mount", "umount"):
+        if program(name) is None:
+            raise SystemExit(f"--scratch-fs needs {name}")
+    fd, image_name = tempfile.mkstemp(prefix="postern-bench-", suffix=".img", dir=parent)
+    os.close(fd)
+    image = Path(image_name)
     # A short mount point: the MTAs' UNIX sockets live a few levels below it,
     # and a socket's path must fit in 107 bytes.
     mount = Path(tempfile.mkdtemp(prefix="pb", dir=parent))
