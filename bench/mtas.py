@@ -244,7 +244,7 @@ class PosternBench(Mta):
 
     def __init__(self, root: Path, *, sink_port: int, mode: str, cert: Path | None,
                  key: Path | None, connection_limit: int = 1000, extra: str = "",
-                 python_prelude: str = "") -> None:
+                 python_prelude: str = "", checkout: Path | None = None) -> None:
         self.root = root
         self.port = free_port()
         self.mode = mode
@@ -283,10 +283,18 @@ smtp_host_lookup = native
         # Python run before ``mta start`` in the daemon (bench/experiments.py
         # uses it to measure what a change would buy without changing mta/).
         self.python_prelude = python_prelude
+        # Another checkout's mta (bench/experiments.py's postern@REV variants).
+        self.checkout = checkout
 
     @staticmethod
     def env() -> dict[str, str]:
         return mta_env()
+
+    def _environment(self) -> dict[str, str]:
+        env = self.env()
+        if self.checkout is not None:
+            env["PYTHONPATH"] = str(self.checkout)
+        return env
 
     def start(self) -> PosternBench:
         self._stderr = open(self.root / "stderr.log", "ab")  # noqa: SIM115
@@ -296,7 +304,7 @@ smtp_host_lookup = native
                        "sys.argv[0] = 'mta'\nrunpy.run_module('mta', run_name='__main__')"]
         self.process = subprocess.Popen(
             [*command, "start", "-c", str(self.config)],
-            cwd=self.root, env=self.env(), stdout=self._stderr, stderr=self._stderr,
+            cwd=self.root, env=self._environment(), stdout=self._stderr, stderr=self._stderr,
             preexec_fn=_raise_fd_limit)
         try:
             _wait(self._ready, 30, "postern to start")
