@@ -11,7 +11,7 @@ buy; they are measurements, not proposals to ship as they are:
 - ``postern-reuse``: smtp-source -d, up to 5000/20 messages per connection,
   so per-connection costs (accept, aiosmtpd's SMTP.__init__, greeting, EHLO,
   the client-name lookup, the session log lines) are paid 20 times, not 5,000;
-- ``postern-nofsync``: os.fsync made a no-op in the daemon (NOT durable):
+- ``postern-nofsync``: os.fsync made a no-op in every process of the daemon (NOT durable):
   what the fsyncs themselves cost, an upper bound for any fsync batching;
 - ``postern-x2``: two independent daemons, each with its own spool, each
   taking half the load (10 sessions): two whole Posterns, receivers and queue

@@ -280,8 +280,10 @@ relayhost = [127.0.0.1]:{sink_port}
 smtp_host_lookup = native
 {tls}{extra}""")
         self.process: subprocess.Popen[bytes] | None = None
-        # Python run before ``mta start`` in the daemon (bench/experiments.py
-        # uses it to measure what a change would buy without changing mta/).
+        # Python run first in every process of the daemon, the master and its
+        # receiver workers alike (bench/experiments.py uses it to measure what
+        # a change would buy without changing mta/): a sitecustomize module on
+        # the daemon's PYTHONPATH, since the workers are fresh interpreters.
         self.python_prelude = python_prelude
         # Another checkout's mta (bench/experiments.py's postern@REV variants).
         self.checkout = checkout
@@ -294,16 +296,17 @@ smtp_host_lookup = native
         env = self.env()
         if self.checkout is not None:
             env["PYTHONPATH"] = str(self.checkout)
+        if self.python_prelude:
+            prelude = self.root / "prelude"
+            prelude.mkdir(exist_ok=True)
+            (prelude / "sitecustomize.py").write_text(self.python_prelude + "\n")
+            env["PYTHONPATH"] = f"{prelude}{os.pathsep}{env['PYTHONPATH']}"
         return env
 
     def start(self) -> PosternBench:
         self._stderr = open(self.root / "stderr.log", "ab")  # noqa: SIM115
-        command = [sys.executable, "-m", "mta"]
-        if self.python_prelude:
-            command = [sys.executable, "-c", self.python_prelude + "\nimport runpy, sys\n"
-                       "sys.argv[0] = 'mta'\nrunpy.run_module('mta', run_name='__main__')"]
         self.process = subprocess.Popen(
-            [*command, "start", "-c", str(self.config)],
+            [sys.executable, "-m", "mta", "start", "-c", str(self.config)],
             cwd=self.root, env=self._environment(), stdout=self._stderr, stderr=self._stderr,
             preexec_fn=_raise_fd_limit)
         try:
