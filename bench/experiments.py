@@ -233,8 +233,8 @@ def _run_all(variants: list[str], trees: dict[str, Path], workdir: Path, runs: i
     for index in range(runs):
         order = variants if index % 2 == 0 else list(reversed(variants))
         for variant in order:
-            slug = variant.replace("@", "-at-").replace("/", "-").replace("~", "-")
-            root = Path(tempfile.mkdtemp(prefix=f"postern-exp-{slug}-", dir=workdir))
+            # A short name: the spool's UNIX sockets must fit in 107 bytes.
+            root = Path(tempfile.mkdtemp(prefix=f"v{variants.index(variant)}-", dir=workdir))
             root.chmod(0o755)
             waited, busy = wait_for_quiet(60)
             result = run_variant(variant, root, messages, trees.get(variant))
