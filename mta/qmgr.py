@@ -171,6 +171,11 @@ class QueueManager:
         self._wakeup: asyncio.DatagramTransport | None = None
         self._stopping = False
         self.idle = asyncio.Event()
+        # Metric children, looked up once: labels() takes a lock and builds
+        # a key, and every recipient's result counts once and observes four
+        # delays (as smtpd keeps its listener's children).
+        self._delay_metrics = [DELAY_STAGE.labels(stage) for stage in STAGES]
+        self._outcome_metrics: dict[tuple[str, str, str], Counter] = {}
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -455,9 +460,13 @@ class QueueManager:
                          delay=max(0.0, now - arrival), delays=(a, b, c, d), dsn=result.dsn,
                          status=result.status, text=result.text, conn_use=result.conn_use,
                          tls=result.tls)
-        DELIVERIES.labels(program, result.status, result.dsn[:1] or "?").inc()
-        for stage, value in zip(STAGES, (a, b, c, d), strict=True):
-            DELAY_STAGE.labels(stage).observe(value)
+        key = (program, result.status, result.dsn[:1] or "?")
+        counter = self._outcome_metrics.get(key)
+        if counter is None:
+            counter = self._outcome_metrics[key] = DELIVERIES.labels(*key)
+        counter.inc()
+        for histogram, value in zip(self._delay_metrics, (a, b, c, d), strict=True):
+            histogram.observe(value)
 
     async def _finish(self, attempt: _Attempt,
                       outcome: list[tuple[Recipient, DeliveryResult]]) -> None:
