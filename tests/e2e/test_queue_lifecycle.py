@@ -159,6 +159,8 @@ def test_metrics_count_what_happened(daemon: Daemon) -> None:
     assert 'mta_smtpd_connections_total{listener="smtp"} 1.0' in text
     assert 'mta_smtpd_messages_received_total{listener="smtp"} 1.0' in text
     assert 'mta_deliveries_total{dsn_class="2",status="sent",transport="local"} 1.0' in text
+    for stage in ("before_qmgr", "in_qmgr", "connection_setup", "transmission"):
+        assert f'mta_delivery_delay_seconds_count{{stage="{stage}"}} 1.0' in text
     assert 'mta_queue_messages{queue="deferred"}' in text
 
 
