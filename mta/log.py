@@ -7,28 +7,13 @@ expressions. Lines look like syslog's: ``Nov 22 06:55:07 mx postern/smtpd[42]: t
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
-import select
-import threading
 import time
 from collections.abc import Iterable, Sequence
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-# A line written to the pipe in one write(2) of at most PIPE_BUF bytes is
-# never interleaved with another process's (pipe(7)); longer ones go to the
-# file directly.
-_PIPE_BUF = select.PIPE_BUF
-_STOP = b"\0stop\n"  # the writer's last line, never a maillog line
-# How long the writer lets lines gather after the first: one wake-up and
-# one write(2) per batch, not per line.
-_GATHER = 0.005
-_PIPE_SIZE = 1 << 20  # Linux's default pipe-max-size
 
 
 class _Sink:
@@ -37,11 +22,6 @@ class _Sink:
     Each line is one write(2): lines from several processes (mta sendmail,
     mta queue, receiver workers) never interleave inside a line, and there is
     no Python logging machinery on the hot path (a message logs ~7 lines).
-
-    In the daemon the lines go through a pipe instead, to a writer thread in
-    the master (_Writer), like Postfix's daemons hand theirs to postlogd: a
-    write to the file can wait for the file system's journal (up to 5 ms
-    seen with the spool on the same ext4), and the event loop must not.
     """
 
     def __init__(self) -> None:
@@ -52,24 +32,17 @@ class _Sink:
         self.fd: int | None = None
         self.stderr = False
         self.pid = os.getpid()
-        self.pipe: int | None = None  # the write end of the writer's pipe
         self._second = -1
         self._stamp = ""
-        self._lock = threading.Lock()  # fd against the writer thread
 
     def open(self) -> None:
-        with self._lock:
-            self._close()
-            if self.path:
-                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                                  | os.O_CLOEXEC, 0o644)
+        self.close()
+        if self.path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                              0o644)
 
     def close(self) -> None:
-        with self._lock:
-            self._close()
-
-    def _close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -86,95 +59,16 @@ class _Sink:
     def write(self, program: str, text: str) -> None:
         line = (f"{self.stamp()} {self.host} {self.syslog_name}/{program}[{self.pid}]: "
                 f"{text}\n").encode("utf-8", "backslashreplace")
-        if self.pipe is not None and len(line) <= _PIPE_BUF:
+        if self.fd is not None:
             try:
-                os.write(self.pipe, line)
-                return
+                os.write(self.fd, line)
             except OSError:
-                pass  # a full pipe or no writer any more: write it here
-        self.write_lines(line)
-
-    def write_lines(self, data: bytes) -> None:
-        """Whole lines to the file and/or standard error, now."""
-        with self._lock:
-            if self.fd is not None:
-                try:
-                    os.write(self.fd, data)
-                except OSError:
-                    pass  # a full disk must not take the mail system down with it
+                pass  # a full disk must not take the mail system down with it
         if self.stderr:
             try:
-                os.write(2, data)
+                os.write(2, line)
             except OSError:
                 pass
-
-
-class _Writer:
-    """The daemon's maillog writer: a thread in the master that writes what
-    every process (the master and its receiver workers) puts in one pipe.
-
-    Writes of whole lines up to PIPE_BUF bytes to a pipe are atomic, so the
-    pipe keeps every line whole and in the order the processes wrote them.
-    The thread waits for the first line, lets others gather for _GATHER
-    seconds, and writes them all with one write(2): under load that is a
-    wake-up and a write per few milliseconds, not per line. When the pipe is
-    full or the writer is gone, a process writes its line to the file itself.
-    """
-
-    def __init__(self, sink: _Sink) -> None:
-        self.sink = sink
-        self.read_end, self.write_end = os.pipe()
-        for fd in (self.read_end, self.write_end):
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-        # Room for bursts (a queue flush logs thousands of lines at once): a
-        # line that finds the pipe full is written directly, before lines of
-        # its own process still waiting in the pipe.
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(self.write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        self.thread = threading.Thread(target=self._run, name="maillog", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        pending = b""
-        while True:
-            select.select([self.read_end], [], [])
-            time.sleep(_GATHER)
-            chunks = [pending]
-            ended = False
-            with contextlib.suppress(BlockingIOError):
-                while chunk := os.read(self.read_end, 1 << 20):
-                    chunks.append(chunk)
-                ended = True  # end of file: no process holds the write end
-            data = b"".join(chunks)
-            stop = data.find(_STOP)
-            if stop >= 0:
-                data = data[:stop] + data[stop + len(_STOP):]
-            # A read may end inside a line another process was writing.
-            end = data.rfind(b"\n") + 1
-            data, pending = data[:end], data[end:]
-            if data:
-                self.sink.write_lines(data)
-            if stop >= 0 or ended:
-                if pending:
-                    self.sink.write_lines(pending)
-                return
-
-    def stop(self) -> None:
-        """Write what the pipe holds, then stop; lines logged afterwards go
-        to the file directly."""
-        deadline = time.monotonic() + 5
-        while self.thread.is_alive() and time.monotonic() < deadline:
-            try:
-                os.write(self.write_end, _STOP)
-                break
-            except BlockingIOError:  # full: the writer is emptying it
-                time.sleep(_GATHER)
-            except OSError:
-                break
-        self.thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        os.close(self.write_end)
-        if not self.thread.is_alive():
-            os.close(self.read_end)
 
 
 _sink = _Sink()
@@ -196,39 +90,6 @@ def reopen() -> None:
     """After logrotate moved the file (SIGHUP), or in a forked worker."""
     _sink.pid = os.getpid()
     _sink.open()
-
-
-_writer: _Writer | None = None
-
-
-def start_writer() -> int:
-    """In the master: from now on this process's lines, and those of every
-    process given the returned file descriptor (use_pipe), are written by a
-    thread, not by the caller (the event loop never waits for the file)."""
-    global _writer
-    if _writer is None:
-        _writer = _Writer(_sink)
-        _sink.pipe = _writer.write_end
-    return _writer.write_end
-
-
-def stop_writer() -> None:
-    """Write out every line given so far; afterwards lines are written directly."""
-    global _writer
-    if _writer is not None:
-        _sink.pipe = None
-        _writer.stop()
-        _writer = None
-
-
-def writer_fd() -> int | None:
-    """The pipe to the master's writer, for the processes it starts."""
-    return _writer.write_end if _writer is not None else None
-
-
-def use_pipe(fd: int) -> None:
-    """In a receiver worker: send lines to the master's writer (start_writer)."""
-    _sink.pipe = fd
 
 
 def emit(program: str, text: str, level: int = logging.INFO) -> None:

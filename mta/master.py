@@ -320,14 +320,6 @@ def _version() -> str:
 
 
 async def run(config: Config) -> int:
-    maillog.start_writer()
-    try:
-        return await _run(config)
-    finally:
-        maillog.stop_writer()
-
-
-async def _run(config: Config) -> int:
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
     try:

@@ -199,16 +199,13 @@ class Supervisor:
         text = os.memfd_create("main.cf")
         os.write(text, self.config.text.encode())
         os.lseek(text, 0, os.SEEK_SET)
-        # The worker's maillog lines go to the master's writer (mta/log.py).
-        logpipe = maillog.writer_fd()
-        log_args = [] if logpipe is None else ["--maillog-fd", str(logpipe)]
         try:
             worker.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "mta.workers", "--config", self.config.path,
                 "--config-fd", str(text), "--lane", str(worker.lane), "--listeners", fds,
-                "--channel", str(theirs.fileno()), *log_args,
+                "--channel", str(theirs.fileno()),
                 pass_fds=[*(s.fileno() for s in self.sockets.values()), theirs.fileno(),
-                          text, *([] if logpipe is None else [logpipe])])
+                          text])
         finally:
             os.close(text)
             theirs.close()
@@ -419,16 +416,13 @@ class AnvilClient:
 
 # --- the worker's side ----------------------------------------------------------------
 async def _worker_main(config_path: str, config_fd: int, lane: int,
-                       listeners: dict[str, int], channel_fd: int,
-                       maillog_fd: int | None = None) -> int:
+                       listeners: dict[str, int], channel_fd: int) -> int:
     from mta import config as configuration
     from mta import master
 
     with open(config_fd, encoding="utf-8") as text:
         config = configuration.from_text(text.read(), config_path)
     master.setup_maillog(config)
-    if maillog_fd is not None:
-        maillog.use_pipe(maillog_fd)
     channel = socket.socket(fileno=channel_fd)
     channel.setblocking(False)
     loop = asyncio.get_running_loop()
@@ -553,12 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lane", type=int, required=True)
     parser.add_argument("--listeners", required=True, help="name=fd,...")
     parser.add_argument("--channel", type=int, required=True)
-    parser.add_argument("--maillog-fd", type=int, help="the master's maillog pipe")
     args = parser.parse_args(argv)
     listeners = {name: int(fd) for name, fd in
                  (item.split("=") for item in args.listeners.split(",") if item)}
     return asyncio.run(_worker_main(args.config, args.config_fd, args.lane, listeners,
-                                    args.channel, args.maillog_fd))
+                                    args.channel))
 
 
 if __name__ == "__main__":
