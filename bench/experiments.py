@@ -54,6 +54,7 @@ if str(REPO) not in sys.path:
 
 from bench import procstat  # noqa: E402
 from bench.mtas import SENDER, Mta, PosternBench, PostfixBench, Sink, program  # noqa: E402
+from bench.report import paired_ratios  # noqa: E402
 from bench.scenarios import wait_for_quiet  # noqa: E402
 from bench.scratchfs import journaled_scratch  # noqa: E402
 
@@ -150,17 +151,10 @@ def _certificate(root: Path) -> None:
         certs.write_private(root / "k.pem", certs.key_pem(key))
 
 
-def paired_ratios(base: list[dict[str, object]], runs: list[dict[str, object]],
-                  key: str) -> list[float]:
-    """Run n of a variant against run n of the baseline, for the runs where
-    both have the number."""
-    by_run = {r["run"]: r.get(key) for r in base}
-    ratios = []
-    for run in runs:
-        mine, theirs = run.get(key), by_run.get(run["run"])
-        if isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) and theirs:
-            ratios.append(mine / theirs)
-    return ratios
+def _pairs(base: list[dict[str, object]], mine: list[dict[str, object]],
+           key: str) -> list[float]:
+    """A variant's runs against postern's, run n against run n."""
+    return paired_ratios(base + mine, key, str(mine[0]["variant"]), "postern", "variant")
 
 
 def table(variants: list[str], results: dict[str, list[dict[str, object]]], runs: int) -> str:
@@ -194,8 +188,8 @@ def table(variants: list[str], results: dict[str, list[dict[str, object]]], runs
         if variant == "postern":
             rate_vs, cpu_vs = "1.00", ""
         else:
-            rate_vs = vs(rate, base_rate, paired_ratios(base, mine, "accept_rate"))
-            cpu_vs = f" ({vs(cpu, base_cpu, paired_ratios(base, mine, 'cpu_us_per_message'))})"
+            rate_vs = vs(rate, base_rate, _pairs(base, mine, "accept_rate"))
+            cpu_vs = f" ({vs(cpu, base_cpu, _pairs(base, mine, 'cpu_us_per_message'))})"
         lines.append(f"| {variant} | {rate:.0f} [{min(rates):.0f}–{max(rates):.0f}] "
                      f"| {rate_vs} | {cpu:.0f}{cpu_vs} |")
     return "\n".join(lines) + "\n"

@@ -82,17 +82,23 @@ def _show(value: float, fmt: str) -> str:
     return fmt.format(value)
 
 
-def _paired_ratios(runs: list[dict[str, object]], key: str) -> list[float]:
-    """Postern/Postfix for each run number that has both: the two ran one
-    right after the other, so a pair sees the same machine, and the spread
-    of the pairs shows how much the machine moved the ratio within the set."""
-    by_run: dict[object, dict[str, float]] = {}
-    for run in runs:
+def paired_ratios(runs: list[dict[str, object]], key: str, mine: str, theirs: str,
+                  field: str = "mta") -> list[float]:
+    """key of mine's run n over theirs' run n (runs told apart by field), for
+    each run number that has both: the two ran one right after the other, so
+    a pair sees the same machine, and the spread of the pairs shows how much
+    the machine moved the ratio within the set."""
+    def number(run: dict[str, object]) -> float | None:
         value = run.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            by_run.setdefault(run.get("run"), {})[str(run["mta"])] = float(value)
-    return [pair["postern"] / pair["postfix"] for pair in by_run.values()
-            if "postern" in pair and pair.get("postfix")]
+            return float(value)
+        return None
+
+    baseline = {run.get("run"): value for run in runs
+                if run.get(field) == theirs and (value := number(run))}
+    return [value / baseline[run.get("run")] for run in runs
+            if run.get(field) == mine and (value := number(run)) is not None
+            and run.get("run") in baseline]
 
 
 def summarize(results: list[dict[str, object]]) -> dict[str, dict[str, dict[str, object]]]:
@@ -121,7 +127,7 @@ def summarize(results: list[dict[str, object]]) -> dict[str, dict[str, dict[str,
             if comparable and isinstance(row.get("postfix"), float) \
                     and isinstance(row.get("postern"), float) and row["postfix"]:
                 row["ratio"] = row["postern"] / row["postfix"]  # type: ignore[operator]
-                pairs = _paired_ratios(runs, key)
+                pairs = paired_ratios(runs, key, "postern", "postfix")
                 if len(pairs) > 1:
                     row["ratio_range"] = (min(pairs), max(pairs))
             if any(k in row for k in ("postfix", "postern")):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import experiments
+from bench import experiments, report
 
 
 def _run(variant: str, number: int, rate: float | None, cpu: float) -> dict[str, object]:
@@ -22,9 +22,11 @@ def test_a_revision_variant_names_its_revision() -> None:
 def test_pairs_are_run_n_against_run_n() -> None:
     base = [_run("postern", 0, 800.0, 1500.0), _run("postern", 1, 600.0, 1800.0)]
     other = [_run("postern@HEAD~1", 1, 660.0, 1620.0), _run("postern@HEAD~1", 0, 720.0, 1650.0)]
-    assert experiments.paired_ratios(base, other, "accept_rate") == [1.1, 0.9]
+    assert report.paired_ratios(base + other, "accept_rate", "postern@HEAD~1", "postern",
+                                "variant") == [1.1, 0.9]
     failed = [_run("postern@HEAD~1", 0, None, 1500.0)]
-    assert experiments.paired_ratios(base, failed, "accept_rate") == []
+    assert report.paired_ratios(base + failed, "accept_rate", "postern@HEAD~1", "postern",
+                                "variant") == []
 
 
 def test_the_table_gives_medians_ratios_and_the_range_of_the_pairs() -> None:
