@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import io
 import logging
 import os
 import socket
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
 WAKEUP_SOCKET = "public/qmgr"
 _BUFFER_LIMIT = 256 * 1024
+_READ_WHOLE = 64 * 1024  # queue files up to this size are read in one piece
 _THREADS = 8  # concurrent fsyncs share journal commits
 T = TypeVar("T")
 
@@ -55,7 +57,12 @@ class Entry:
 
 
 class _DirSyncer:
-    """Coalesces fsyncs of one directory across threads (group commit)."""
+    """Coalesces fsyncs of one directory across threads (group commit).
+
+    The directory stays open between syncs: an open and a close per commit
+    would be two more system calls, and each call a disk thread makes costs
+    a GIL hand-off with the busy event loop (docs/performance.md).
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -63,6 +70,7 @@ class _DirSyncer:
         self._tickets = 0
         self._done = 0
         self._running = False
+        self._fd: int | None = None
 
     def sync(self) -> None:
         with self._cond:
@@ -77,12 +85,32 @@ class _DirSyncer:
                     break
                 self._cond.wait()
         try:
-            fsync_directory(self._path)
+            if self._fd is None:  # only the running syncer touches it
+                self._fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.fsync(self._fd)
         finally:
             with self._cond:
                 self._running = False
                 self._done = max(self._done, target)
                 self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _read_small(fd: int, limit: int) -> bytes | None:
+    """The rest of the file when it is at most limit bytes long, else None."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := os.read(fd, limit + 1 - total):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            return None
+    return b"".join(chunks)
 
 
 def fsync_directory(path: Path) -> None:
@@ -132,6 +160,8 @@ class Spool:
         again if the spool is used after this)."""
         self._threads.close()
         self._threads = DiskThreads(_THREADS)
+        for syncer in self._dirsync.values():
+            syncer.close()
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking spool operation off the event loop."""
@@ -163,10 +193,23 @@ class Spool:
 
     # -- reading ------------------------------------------------------------------
     def read(self, queue: str, qid: str, *, verify: bool = True, keep: int = 0) -> QueueFile:
-        """Parse a queue file (CorruptQueueFile when torn, FileNotFoundError if gone)."""
-        path = self.file(queue, qid)
-        with open(path, "rb") as stream:
-            return queuefile.parse(stream, f"{queue}/{qid}", verify=verify, keep=keep)
+        """Parse a queue file (CorruptQueueFile when torn, FileNotFoundError if gone).
+
+        A small file is read whole with os.read and parsed from memory: four
+        system calls where a buffered file object makes eight (fstat, isatty,
+        two lseeks), each a GIL hand-off for the disk thread.
+        """
+        name = f"{queue}/{qid}"
+        fd = os.open(self.file(queue, qid), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = _read_small(fd, _READ_WHOLE)
+            if data is not None:
+                return queuefile.parse(io.BytesIO(data), name, verify=verify, keep=keep)
+            os.lseek(fd, 0, os.SEEK_SET)
+            with open(fd, "rb", closefd=False) as stream:
+                return queuefile.parse(stream, name, verify=verify, keep=keep)
+        finally:
+            os.close(fd)
 
     def activate(self, qid: str, source: str, keep: int = 0) -> QueueFile:
         """Move a message into active/ (unless it is there) and read it: one
@@ -343,10 +386,18 @@ class QueueFileWriter:
 
     def _commit_sync(self, chunks: list[bytes]) -> None:
         try:
-            self._flush_sync(chunks)
+            size = queuefile.encode_size(self._size)
+            offset = queuefile.size_field_offset(self._header)
+            if self._fd is None:
+                # Nothing written yet (a message under _BUFFER_LIMIT): the
+                # header goes out with its final size, one pwrite fewer.
+                header = self._header  # chunks[0] until the first flush
+                chunks[0] = header[:offset] + size + header[offset + len(size):]
+                self._flush_sync(chunks)
+            else:
+                self._flush_sync(chunks)
+                os.pwrite(self._fd, size, offset)
             assert self._fd is not None
-            os.pwrite(self._fd, queuefile.encode_size(self._size),
-                      queuefile.size_field_offset(self._header))
             if self.spool.fsync:
                 os.fsync(self._fd)
             os.close(self._fd)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mta import queueid
+from mta import queuefile, queueid
+from mta import spool as spool_module
 from mta.errors import CorruptQueueFile
 from mta.queuefile import Envelope
 from mta.spool import Spool
@@ -44,6 +45,28 @@ async def test_commit_then_read_back(spool: Spool) -> None:
     assert spool.read_content("incoming", qid, queue_file) == content
     assert b"".join(spool.open_content("incoming", qid, queue_file)) == content
     assert queue_file.pending() == [0, 1]
+
+
+@pytest.mark.parametrize("slack", [-1, 0, 1])
+async def test_files_around_the_whole_read_limit_read_back(spool: Spool, slack: int) -> None:
+    """Small files are read whole, larger ones streamed: the same result either
+    side of the limit, status records after the END record included."""
+    qid = spool.new_qid()
+    envelope = Envelope(qid=qid, arrival=1.0, sender="", recipients=["a@b.test"])
+    writer = spool.writer(envelope)
+    header = len(queuefile.encode_header(envelope))
+    record = queuefile.status_record({"r": 0, "s": "deferred", "dsn": "4.4.1", "t": 1.0,
+                                      "text": "down", "next": 5.0})
+    end = len(queuefile.end_record(0))
+    content = b"x" * (spool_module._READ_WHOLE + slack - header - end - len(record))
+    await writer.write(content)
+    await writer.commit()
+    spool.append("incoming", qid, [{"r": 0, "s": "deferred", "dsn": "4.4.1", "t": 1.0,
+                                    "text": "down", "next": 5.0}])
+    assert os.path.getsize(spool.path("incoming", qid)) == spool_module._READ_WHOLE + slack
+    queue_file = spool.read("incoming", qid, keep=1 << 20)
+    assert queue_file.content == content
+    assert queue_file.statuses[0].text == "down"
 
 
 async def test_the_envelope_is_readable_text(spool: Spool) -> None:
