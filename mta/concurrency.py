@@ -54,7 +54,7 @@ class FeedbackDestination(Destination):
         self._timer: asyncio.TimerHandle | None = None
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def slot(self) -> AsyncIterator[None]:
         if self.busy < self.window and not self._waiters:
             self.busy += 1
         else:

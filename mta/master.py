@@ -337,7 +337,12 @@ async def run(config: Config) -> int:
         return 1
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, lambda: (maillog.reopen(), daemon.reload()))
+
+    def reload() -> None:
+        maillog.reopen()
+        daemon.reload()
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await daemon.serve()
     return 0
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -122,7 +123,7 @@ class Destination:
         self.semaphore = asyncio.Semaphore(limit)
 
     @contextlib.asynccontextmanager
-    async def slot(self):  # type: ignore[no-untyped-def]
+    async def slot(self) -> AsyncIterator[None]:
         async with self.semaphore:
             yield
 
@@ -233,7 +234,7 @@ class QueueManager:
         transport, _ = await loop.create_datagram_endpoint(
             _Wakeup, local_addr=str(path), family=socket.AF_UNIX)
         os.chmod(path, 0o622)
-        self._wakeup = transport  # type: ignore[assignment]
+        self._wakeup = transport
 
     # -- entry points -----------------------------------------------------------------
     def queued(self, qid: str) -> None:
@@ -333,7 +334,7 @@ class QueueManager:
                                                                     source),
                                                       name=f"qmgr-{qid}")
         self._active[qid] = task
-        task.add_done_callback(lambda t, q=qid: self._done(q, t))
+        task.add_done_callback(functools.partial(self._done, qid))
 
     def _done(self, qid: str, task: asyncio.Task[None]) -> None:
         self._active.pop(qid, None)

@@ -174,7 +174,7 @@ def parse(stream: BinaryIO, name: str, *, verify: bool = True, keep: int = 0) ->
     if verify:
         crc = 0
         remaining = envelope.size
-        kept = [] if envelope.size <= keep else None
+        kept: list[bytes] | None = [] if envelope.size <= keep else None
         while remaining:
             chunk = stream.read(min(remaining, 1 << 20))
             if not chunk:

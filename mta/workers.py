@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.samples import Sample
 
 from mta import log as maillog
@@ -90,7 +91,7 @@ def snapshot(registry: Any = REGISTRY) -> list[tuple[str, dict[str, str], float]
     return samples
 
 
-class MergedRegistry:
+class MergedRegistry(CollectorRegistry):
     """The master's registry plus the workers' samples, summed per series.
 
     Counters, gauges of sessions and histogram buckets all add up across
@@ -100,6 +101,7 @@ class MergedRegistry:
 
     def __init__(self, registry: Any, sources: Callable[[], Iterable[
             list[tuple[str, dict[str, str], float]]]]) -> None:
+        super().__init__(auto_describe=False)  # only its collect() is used
         self.registry = registry
         self.sources = sources
 
@@ -116,9 +118,9 @@ class MergedRegistry:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
                 seen.add(key)
                 merged.append(sample._replace(value=sample.value + extra.get(key, 0.0)))
-            for (name, labels), value in extra.items():
-                if (name, labels) not in seen and _belongs(family, name):
-                    merged.append(Sample(name, dict(labels), value))
+            for (name, label_pairs), value in extra.items():
+                if (name, label_pairs) not in seen and _belongs(family, name):
+                    merged.append(Sample(name, dict(label_pairs), value))
             family.samples = merged
             yield family
 
@@ -406,8 +408,11 @@ class AnvilClient:
             return ("ok", 0)
         except asyncio.CancelledError:
             # The client left while we asked: give back what the master counted.
-            answer.add_done_callback(
-                lambda done: done.result()[0] == "ok" and self.release(address))
+            def give_back(done: asyncio.Future[tuple[str, int]]) -> None:
+                if done.result()[0] == "ok":
+                    self.release(address)
+
+            answer.add_done_callback(give_back)
             raise
 
     def release(self, address: str) -> None:

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mta.delivery import Route
 from mta.smtp.client import Peer, SmtpClientError, TlsFacts
+
+if TYPE_CHECKING:
+    from mta.config import Config
 
 STARTTLS = "starttls"
 PLAINTEXT = "plaintext"
@@ -87,7 +90,7 @@ class NoTlsPolicy:
         return NoTlsPlan()
 
 
-def default_policy(config: object) -> TlsPolicy:
+def default_policy(config: Config) -> TlsPolicy:
     """The daemon's policy: smtp_tls_security_level and smtp_tls_policy_maps
     (mta/tls/client_plan.py); raises ConfigError on a bad entry."""
     from mta.tls.client_plan import PolicyTls

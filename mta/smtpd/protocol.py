@@ -176,7 +176,9 @@ class SmtpdProtocol(SMTP):
     # -- the session ------------------------------------------------------------------
     async def _handle_client(self) -> None:
         ctx = self.ctx
-        host, port = (self.session.peer or ("unknown", 0))[:2]
+        # aiosmtpd's Session says str, but peer is the socket's (host, port, …) tuple.
+        peer: Any = self.session.peer if self.session is not None else None
+        host, port = (peer[0], peer[1]) if peer else ("unknown", 0)
         self.client.address, self.client.port = host, port
         self.client.hostname = await ctx.client_name(host)
         maillog.connect(self.client.peer)
@@ -199,7 +201,8 @@ class SmtpdProtocol(SMTP):
             self._slot = False
         if not self._closing and self.stage != "QUIT":
             maillog.lost_connection(self.stage, self.client.peer)
-        counts = [(name, *self.counts[name]) for name in COMMAND_ORDER if name in self.counts]
+        counts = [(name, self.counts[name][0], self.counts[name][1])
+                  for name in COMMAND_ORDER if name in self.counts]
         maillog.disconnect(self.client.peer, counts, self.notes)
         self.ctx.metrics_disconnect()
         if self.transport is not None:
@@ -289,15 +292,16 @@ class SmtpdProtocol(SMTP):
 
     def _timeout_cb(self) -> None:
         # aiosmtpd closes silently; RFC 5321 §4.5.3.2 and Postfix say 421 first.
-        if self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
             return
         maillog.timeout(self.stage, self.client.peer)
         try:
-            self.transport.write(replies.TIMEOUT.format(host=self.hostname).encode() + b"\r\n")
+            transport.write(replies.TIMEOUT.format(host=self.hostname).encode() + b"\r\n")
         except Exception:  # the transport may already be half gone
             pass
         self._closing = True
-        self.transport.close()
+        transport.close()
 
     # -- dispatch ---------------------------------------------------------------------
     def _count(self, name: str, ok: bool) -> None:

@@ -39,7 +39,7 @@ DEFAULT_SERVER_DAYS = 825
 BACKDATE = datetime.timedelta(minutes=5)
 
 
-def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | None:
     """SHA-256, except for Ed25519/Ed448, which hash internally (RFC 8410)."""
     if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
         return None

@@ -194,8 +194,8 @@ def render_text(report: Report) -> str:
                                       trusted=evaluation.trusted if evaluation else False)
         lines.append(summary.log_text("client", probe.namaddrport))
     if report.evaluation is not None:
-        for depth, summary in enumerate(report.evaluation.summaries()):
-            lines.extend(_cert_lines(depth, summary))
+        for depth, cert in enumerate(report.evaluation.summaries()):
+            lines.extend(_cert_lines(depth, cert))
         trust = report.evaluation.trust
         assert trust is not None
         lines.append(f"chain ({report.store.description}): " + (
