@@ -394,9 +394,14 @@ class AnvilClient:
         self.link = link
         self.listener = listener
 
+    def ask(self, address: str, total_limit: int,
+            client_limit: int) -> asyncio.Future[tuple[str, int]]:
+        """The master's verdict on one more connection, counted if "ok"."""
+        return self.link.ask(f"{self.listener}\t{address}\t{total_limit}\t{client_limit}")
+
     async def admit(self, address: str, total_limit: int,
                     client_limit: int) -> tuple[str, int]:
-        answer = self.link.ask(f"{self.listener}\t{address}\t{total_limit}\t{client_limit}")
+        answer = self.ask(address, total_limit, client_limit)
         try:
             async with asyncio.timeout(_ANVIL_TIMEOUT):
                 return await asyncio.shield(answer)

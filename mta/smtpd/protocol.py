@@ -32,7 +32,7 @@ from mta.smtpd.data import read_data
 from mta.smtpd.grammar import PathError, parse_path
 
 if TYPE_CHECKING:
-    from mta.smtpd.server import SmtpdContext
+    from mta.smtpd.server import Slot, SmtpdContext
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class SmtpdProtocol(SMTP):
         self.errors = 0
         self.stage = "CONNECT"
         self._out: list[bytes] = []
-        self._slot = False
+        self._slot: Slot | None = None
         self._closing = False
         self._awaiting_command = False
 
@@ -184,21 +184,22 @@ class SmtpdProtocol(SMTP):
         maillog.connect(self.client.peer)
         ctx.metrics_connection()
         try:
-            refusal = await ctx.connections.admit(host, self.client.peer, ctx.listener.name)
-            if refusal is None:
-                self._slot = True
-                await self._session()
+            admitted = await ctx.connections.admit(host, self.client.peer, ctx.listener.name,
+                                                   refuse_later=self.reply_and_close)
+            if isinstance(admitted, str):
+                self.reply_and_close(admitted)
             else:
-                self.reply_and_close(refusal)
+                self._slot = admitted
+                await self._session()
         except (asyncio.CancelledError, ConnectionError):
             pass
         finally:
             self._end_session()
 
     def _end_session(self) -> None:
-        if self._slot:
-            self.ctx.connections.release(self.client.address)
-            self._slot = False
+        if self._slot is not None:
+            self.ctx.connections.release(self._slot)
+            self._slot = None
         if not self._closing and self.stage != "QUIT":
             maillog.lost_connection(self.stage, self.client.peer)
         counts = [(name, self.counts[name][0], self.counts[name][1])

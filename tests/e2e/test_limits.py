@@ -105,6 +105,24 @@ def test_too_many_connections_from_one_client(limited: Daemon) -> None:
     still_works(limited)
 
 
+def test_too_many_connections_to_one_listener(daemon_factory) -> None:
+    """smtpd_client_connection_limit counts every client, exempt ones too (in
+    one process; tests/e2e/test_workers.py has it across workers)."""
+    daemon = daemon_factory("receiver_processes = 0\n"
+                            "smtpd_client_connection_limit = 2\n").start()
+    first, second = RawSmtp(daemon.smtp_port), RawSmtp(daemon.smtp_port)
+    try:
+        assert first.reply().startswith("220 ") and second.reply().startswith("220 ")
+        with RawSmtp(daemon.smtp_port) as third:
+            assert third.reply() == "421 4.7.0 mx.example.test Error: too many connections"
+        daemon.wait_log(r"warning: Connection limit exceeded: 3 for service smtp")
+    finally:
+        first.close()
+        second.close()
+    daemon.wait_log(r"disconnect from", count=3)
+    still_works(daemon)
+
+
 def test_overlong_command_lines(limited: Daemon) -> None:
     with RawSmtp(limited.smtp_port) as smtp:
         smtp.reply()

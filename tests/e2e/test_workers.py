@@ -182,10 +182,86 @@ def test_the_per_client_connection_limit_spans_the_workers(daemon_factory) -> No
         assert again.reply().startswith("220 ")
 
 
+def open_sessions(daemon: Daemon, count: int) -> list[RawSmtp]:
+    sessions = []
+    for _ in range(count):
+        smtp = RawSmtp(daemon.smtp_port)
+        sessions.append(smtp)
+        assert smtp.reply().startswith("220 ")
+        assert smtp.command("NOOP") == "250 2.0.0 Ok"
+    return sessions
+
+
+def test_the_listener_total_spans_the_workers_for_a_client_with_a_limit(
+        daemon_factory) -> None:
+    """A client that is not exempt from the per-client limit waits for the
+    master's count, so the total refuses it in place of the greeting."""
+    daemon = daemon_factory("receiver_processes = 2\n"
+                            "smtpd_client_connection_limit = 3\n"
+                            "smtpd_client_event_limit_exceptions =\n").start()
+    wait_for(lambda: len(worker_pids(daemon)) == 2, message="two workers")
+    sessions = open_sessions(daemon, 3)
+    try:
+        with RawSmtp(daemon.smtp_port) as fourth:
+            assert fourth.reply() == ("421 4.7.0 mx.example.test Error: too many connections")
+        daemon.wait_log(r"warning: Connection limit exceeded: 4 for service smtp")
+    finally:
+        for smtp in sessions:
+            smtp.close()
+    daemon.wait_log(r"disconnect from", count=4)
+    open_sessions(daemon, 3)[0].close()  # every slot was given back
+
+
+def test_an_exempt_client_over_the_total_is_greeted_then_refused(daemon_factory) -> None:
+    """A client in smtpd_client_event_limit_exceptions ($mynetworks) is greeted
+    without waiting for the master, which still counts it: over the
+    listener's total it gets the same 421 right after the greeting."""
+    daemon = daemon_factory("receiver_processes = 2\n"
+                            "smtpd_client_connection_limit = 3\n").start()
+    wait_for(lambda: len(worker_pids(daemon)) == 2, message="two workers")
+    sessions = open_sessions(daemon, 3)
+    try:
+        with RawSmtp(daemon.smtp_port) as fourth:
+            assert fourth.reply().startswith("220 ")
+            assert fourth.reply() == "421 4.7.0 mx.example.test Error: too many connections"
+            wait_for(fourth.closed, message="the refused session closed")
+        daemon.wait_log(r"warning: Connection limit exceeded: 4 for service smtp")
+        # The three admitted sessions are untouched.
+        assert [smtp.command("NOOP") for smtp in sessions] == ["250 2.0.0 Ok"] * 3
+    finally:
+        for smtp in sessions:
+            smtp.close()
+    daemon.wait_log(r"disconnect from", count=4)
+    # The master counted three and was given three back; the refused one was
+    # never counted, so three fit again.
+    again = open_sessions(daemon, 3)
+    with RawSmtp(daemon.smtp_port) as fourth:
+        assert fourth.reply().startswith("220 ")
+        assert fourth.reply().startswith("421 ")
+    for smtp in again:
+        smtp.close()
+
+
+def test_an_exempt_client_is_greeted_while_the_master_is_stuck(daemon_factory) -> None:
+    daemon = daemon_factory("receiver_processes = 1\n").start()
+    wait_for(lambda: worker_pids(daemon), message="a worker")
+    os.kill(daemon.process.pid, signal.SIGSTOP)
+    try:
+        with RawSmtp(daemon.smtp_port, timeout=2) as smtp:  # not the 5 s anvil timeout
+            assert smtp.reply().startswith("220 ")
+            assert smtp.command("NOOP") == "250 2.0.0 Ok"
+    finally:
+        os.kill(daemon.process.pid, signal.SIGCONT)
+    send(daemon, 1)
+    daemon.wait_maildir("alice", 1)
+    assert "problem talking to the master" not in daemon.log_text()
+
+
 def test_a_worker_serves_clients_when_the_master_does_not_answer(daemon_factory) -> None:
     """Postfix's smtpd goes on when anvil does not answer; so do our workers
     when the master that counts connections is stuck (here: stopped)."""
-    daemon = daemon_factory("receiver_processes = 1\n").start()
+    daemon = daemon_factory("receiver_processes = 1\n"
+                            "smtpd_client_event_limit_exceptions =\n").start()
     wait_for(lambda: worker_pids(daemon), message="a worker")
     os.kill(daemon.process.pid, signal.SIGSTOP)
     try:
