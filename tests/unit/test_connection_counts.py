@@ -56,13 +56,20 @@ async def test_a_client_with_a_limit_of_its_own_waits_for_the_count() -> None:
     assert connections.total == 0 and not refused
 
 
+async def trusted_session(connections: ConnectionRegistry, refused: list[str]) -> Slot:
+    """A session from 127.0.0.1 (in mynetworks, so exempt), admitted while
+    the master's answer is still outstanding: admit must not wait for it."""
+    slot = await asyncio.wait_for(connections.admit("127.0.0.1", "localhost[127.0.0.1]",
+                                                    "smtp", refuse_later=refused.append), 5)
+    assert isinstance(slot, Slot)
+    return slot
+
+
 async def test_an_exempt_client_is_admitted_before_the_answer() -> None:
     connections, anvil = registry()
     refused: list[str] = []
-    # No answer yet: admit must return without one.
-    slot = await asyncio.wait_for(connections.admit("127.0.0.1", "localhost[127.0.0.1]",
-                                                    "smtp", refuse_later=refused.append), 5)
-    assert isinstance(slot, Slot) and connections.total == 1
+    slot = await trusted_session(connections, refused)
+    assert connections.total == 1
     assert len(anvil.asked) == 1  # the master is still asked, and counts it
     anvil.asked[0][1].set_result(("ok", 0))
     await asyncio.sleep(0)
@@ -75,9 +82,7 @@ async def test_an_exempt_client_is_admitted_before_the_answer() -> None:
 async def test_an_exempt_client_over_the_total_is_refused_when_the_answer_comes() -> None:
     connections, anvil = registry()
     refused: list[str] = []
-    slot = await connections.admit("127.0.0.1", "localhost[127.0.0.1]", "smtp",
-                                   refuse_later=refused.append)
-    assert isinstance(slot, Slot)
+    slot = await trusted_session(connections, refused)
     anvil.asked[0][1].set_result(("total", 3))
     await asyncio.sleep(0)
     assert refused == ["421 4.7.0 mx.example.test Error: too many connections"]
@@ -88,9 +93,7 @@ async def test_an_exempt_client_over_the_total_is_refused_when_the_answer_comes(
 async def test_a_session_that_ends_before_the_answer_gives_back_its_count_later() -> None:
     connections, anvil = registry()
     refused: list[str] = []
-    slot = await connections.admit("127.0.0.1", "localhost[127.0.0.1]", "smtp",
-                                   refuse_later=refused.append)
-    assert isinstance(slot, Slot)
+    slot = await trusted_session(connections, refused)
     connections.release(slot)
     assert anvil.released == [] and connections.total == 0
     anvil.asked[0][1].set_result(("ok", 0))
