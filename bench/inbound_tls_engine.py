@@ -175,14 +175,14 @@ async def main() -> None:
         unverifiable_client_cert(tls, native, ca, stranger)
         client = ca.client_context()
         print(f"2. bulk upload, {PAYLOAD >> 20} MiB (MB/s), best of 3:")
-        for name, args in (("asyncio sslproto", (None, native)),
-                           ("pyOpenSSL engine", (tls, None))):
-            best = max([await throughput(*args, client) for _ in range(3)])
+        engines: tuple[tuple[str, ServerTls | None, ssl.SSLContext | None], ...] = (
+            ("asyncio sslproto", None, native), ("pyOpenSSL engine", tls, None))
+        for name, ours, builtin in engines:
+            best = max([await throughput(ours, builtin, client) for _ in range(3)])
             print(f"  {name:32} {best:8.1f}")
         print(f"3. sequential handshakes ({HANDSHAKES}), per second:")
-        for name, args in (("asyncio sslproto", (None, native)),
-                           ("pyOpenSSL engine", (tls, None))):
-            print(f"  {name:32} {await handshakes(*args, client):8.1f}")
+        for name, ours, builtin in engines:
+            print(f"  {name:32} {await handshakes(ours, builtin, client):8.1f}")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,17 @@ def _why_not(runs: list[dict[str, object]], key: str) -> str | None:
     return None
 
 
+def _pair(value: object) -> tuple[float, float]:
+    """A (low, high) range out of a summary row (rows hold mixed values)."""
+    assert isinstance(value, tuple) and len(value) == 2
+    return float(value[0]), float(value[1])
+
+
+def _count(value: object) -> int:
+    assert isinstance(value, int)
+    return value
+
+
 def _show(value: float, fmt: str) -> str:
     if fmt == "ms":
         return f"{value * 1000:.1f}"
@@ -154,9 +165,9 @@ def render(summary: dict[str, dict[str, dict[str, object]]]) -> str:
             cells = []
             for mta in MTAS:
                 if mta in row:
-                    low, high = row[f"{mta}_range"]  # type: ignore[misc]
+                    low, high = _pair(row[f"{mta}_range"])
                     cell = _show(row[mta], fmt)  # type: ignore[arg-type]
-                    if row.get(f"{mta}_n", 1) > 1 and low != high:  # type: ignore[operator]
+                    if _count(row.get(f"{mta}_n", 1)) > 1 and low != high:
                         cell += f" [{_show(low, fmt)}–{_show(high, fmt)}]"
                     if f"{mta}_caveat" in row:
                         cell += " *"
@@ -171,7 +182,7 @@ def render(summary: dict[str, dict[str, dict[str, object]]]) -> str:
                     cells.append("–")
             ratio = f"{row['ratio']:.2f}" if "ratio" in row else "–"
             if "ratio_range" in row:
-                low, high = row["ratio_range"]  # type: ignore[misc]
+                low, high = _pair(row["ratio_range"])
                 ratio += f" [pairs {low:.2f}–{high:.2f}]"
             unit_text = f" ({unit})" if unit else ""
             out.append(f"| {label}{unit_text} | {cells[0]} | {cells[1]} | {ratio} |")

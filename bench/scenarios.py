@@ -216,11 +216,11 @@ class Run:
             # One py-spy per process: the master (qmgr, delivery) and each
             # receiver worker, so every process gets its own profile.
             for number, pid in enumerate(procstat.tree(mta.pid)):
-                output = profile if number == 0 else profile.with_name(
+                destination = profile if number == 0 else profile.with_name(
                     f"{profile.stem}-worker{number}{profile.suffix}")
                 spies.append(subprocess.Popen(
                     ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format",
-                     "raw", "--nonblocking", "--output", str(output),
+                     "raw", "--nonblocking", "--output", str(destination),
                      *(["--gil"] if gil_only else [])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             time.sleep(1.0)  # attached

@@ -111,6 +111,7 @@ class TestCA:
     it issues as STEM.pem and STEM.key."""
 
     __test__ = False  # not a pytest class
+    cert: x509.Certificate
 
     def __init__(self, name: str = "Postern Test CA", *, directory: Path | None = None,
                  org: str | None = None, kind: str = "ecdsa", expired: bool = False,
