@@ -121,3 +121,12 @@ async def test_in_one_process_the_counts_are_local_and_exact() -> None:
     assert isinstance(first, Slot)
     connections.release(first)
     assert isinstance(await connections.admit("127.0.0.1", "l[127.0.0.1]", "smtp"), Slot)
+
+
+async def test_without_a_per_client_limit_nobody_waits() -> None:
+    connections, anvil = registry("smtpd_client_connection_count_limit = 0\n"
+                                  "smtpd_client_event_limit_exceptions =\n")
+    refused: list[str] = []
+    slot = await asyncio.wait_for(connections.admit("192.0.2.7", "x[192.0.2.7]", "smtp",
+                                                    refuse_later=refused.append), 5)
+    assert isinstance(slot, Slot) and len(anvil.asked) == 1
