@@ -157,7 +157,8 @@ _int("smtpd_client_connection_count_limit", "50",
 _int("smtpd_client_connection_limit", "1000",
      "Postern: the maximal number of simultaneous connections to one listener.", 1)
 _p("smtpd_client_event_limit_exceptions", "$mynetworks", t.parse_networks,
-   "Clients exempt from the per-client connection limit.", kind="networks")
+   "Clients exempt from the per-client connection limit (with receiver workers also "
+   "greeted without waiting for the master's connection count).", kind="networks")
 _time("smtpd_timeout", "300s",
       "How long the server waits for the client's next command or its next piece of DATA "
       "(each read, as in Postfix: a long message that keeps arriving is not cut off).",
