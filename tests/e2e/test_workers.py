@@ -144,19 +144,30 @@ def test_auth_failures_slow_a_client_down_across_workers(secure_site_factory) ->
     assert handled[-1][1] >= min(n - 1, 10) * 0.1 - 0.05, handled
 
 
+def open_sessions(daemon: Daemon, count: int) -> list[RawSmtp]:
+    """count greeted sessions that answer NOOP (all closed if one fails)."""
+    sessions: list[RawSmtp] = []
+    try:
+        for _ in range(count):
+            smtp = RawSmtp(daemon.smtp_port)
+            sessions.append(smtp)
+            assert smtp.reply().startswith("220 ")
+            assert smtp.command("NOOP") == "250 2.0.0 Ok"
+    except BaseException:
+        for smtp in sessions:
+            smtp.close()
+        raise
+    return sessions
+
+
 def test_the_per_client_connection_limit_spans_the_workers(daemon_factory) -> None:
     daemon = daemon_factory("receiver_processes = 2\n"
                             "smtpd_client_connection_count_limit = 4\n"
                             "smtpd_client_event_limit_exceptions =\n").start()
     wait_for(lambda: len(worker_pids(daemon)) == 2, message="two workers")
     connect = re.compile(r"postern/smtpd\[(\d+)\]: connect from")
-    sessions = []
+    sessions = open_sessions(daemon, 2)
     try:
-        for _ in range(2):
-            smtp = RawSmtp(daemon.smtp_port)
-            sessions.append(smtp)
-            assert smtp.reply().startswith("220 ")
-            assert smtp.command("NOOP") == "250 2.0.0 Ok"
         before = [int(p) for p in connect.findall(daemon.log_text())]
         busy = before[0]
         # Freeze a worker that holds one or both: from now on only the other
@@ -180,16 +191,6 @@ def test_the_per_client_connection_limit_spans_the_workers(daemon_factory) -> No
     daemon.wait_log(r"disconnect from", count=6)
     with RawSmtp(daemon.smtp_port) as again:
         assert again.reply().startswith("220 ")
-
-
-def open_sessions(daemon: Daemon, count: int) -> list[RawSmtp]:
-    sessions = []
-    for _ in range(count):
-        smtp = RawSmtp(daemon.smtp_port)
-        sessions.append(smtp)
-        assert smtp.reply().startswith("220 ")
-        assert smtp.command("NOOP") == "250 2.0.0 Ok"
-    return sessions
 
 
 def test_the_listener_total_spans_the_workers_for_a_client_with_a_limit(
