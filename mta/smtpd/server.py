@@ -169,11 +169,11 @@ class ConnectionRegistry:
         """The master's answer for a session that did not wait for it."""
         if answer.cancelled():
             return
-        verdict, count = answer.result()
-        if verdict == "ok":
+        if _counted_by_master(answer):
             if slot.released and self.anvil is not None:
                 self.anvil.release(slot.address)  # it ended before the answer came
             return
+        verdict, count = answer.result()
         refusal = self._refusal(verdict, count, slot.address, peer, service)
         if refusal is not None and not slot.released:
             refuse_later(refusal)
@@ -194,12 +194,14 @@ class ConnectionRegistry:
             self.drained.set()
         if self.anvil is None:
             return
-        answer = slot.counted
-        if answer is None or (answer.done() and not answer.cancelled()
-                              and answer.result()[0] == "ok"):
+        if slot.counted is None or _counted_by_master(slot.counted):
             self.anvil.release(address)
         # Otherwise the master has not counted it (yet): _counted gives it
         # back if its answer turns out "ok".
+
+
+def _counted_by_master(answer: asyncio.Future[tuple[str, int]]) -> bool:
+    return answer.done() and not answer.cancelled() and answer.result()[0] == "ok"
 
 
 class NameCache:
