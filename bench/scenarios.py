@@ -32,6 +32,7 @@ class Scenario:
     kind: str  # source | loadgen | idle | big
     size: int = 1024
     starttls: bool = False
+    pipelining: bool = False  # loadgen: MAIL, RCPT, DATA in one write (RFC 2920)
     title: str = ""
 
 
@@ -41,6 +42,8 @@ SCENARIOS = {s.name: s for s in (
     Scenario("loadgen-1k", "loadgen", 1024, title="loadgen plaintext, 20 sessions, 1 KB"),
     Scenario("loadgen-1k-tls", "loadgen", 1024, starttls=True,
              title="loadgen STARTTLS every session, 20 sessions, 1 KB"),
+    Scenario("loadgen-1k-tls-pipelining", "loadgen", 1024, starttls=True, pipelining=True,
+             title="loadgen STARTTLS every session, pipelining, 20 sessions, 1 KB"),
     Scenario("loadgen-100k", "loadgen", 102400, title="loadgen plaintext, 20 sessions, 100 KB"),
     Scenario("idle-1000", "idle", title="1,000 concurrent idle sessions"),
     Scenario("big-25m", "big", 25 * 1024 * 1024,
@@ -330,6 +333,8 @@ class Run:
                    "--size", str(scenario.size), "--from", SENDER, "--to", mta.recipient]
         if scenario.starttls:
             command += ["--starttls", "--cafile", str(settings.cert)]
+        if scenario.pipelining:
+            command.append("--pipelining")
         return command
 
     # -- idle sessions -------------------------------------------------------------
