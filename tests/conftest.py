@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.secure_env import SecureSite, secure_site
-from tests.helpers import Daemon
+from tests.e2e.secure_env import SecureSite, SecureSiteFactory, secure_site
+from tests.helpers import MAILBOXES, Daemon, DaemonFactory
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path) -> Iterator:
+def daemon_factory(tmp_path: Path) -> Iterator[DaemonFactory]:
     """Make daemons in tmp_path (extra main.cf text as argument); all are
     stopped at the end of the test."""
     made: list[Daemon] = []
 
-    def make(extra: str = "", name: str = "mta", **kwargs: object) -> Daemon:
+    def make(extra: str = "", name: str = "mta", mailboxes: str = MAILBOXES) -> Daemon:
         root = tmp_path / name
         root.mkdir(exist_ok=True)
-        daemon = Daemon(root, extra, **kwargs)  # type: ignore[arg-type]
+        daemon = Daemon(root, extra, mailboxes)
         made.append(daemon)
         return daemon
 
@@ -31,13 +31,13 @@ def daemon_factory(tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
-def daemon(daemon_factory) -> Daemon:
+def daemon(daemon_factory: DaemonFactory) -> Daemon:
     """A running daemon with the test main.cf."""
     return daemon_factory().start()
 
 
 @pytest.fixture
-def secure_site_factory(daemon_factory) -> Callable[..., SecureSite]:
+def secure_site_factory(daemon_factory: DaemonFactory) -> SecureSiteFactory:
     """Make (not start) sites with a public MX, submission and submissions
     listeners, a test CA, users and pinned client certificates
     (tests/e2e/secure_env.py); arguments: extra main.cf text, server_kind."""
@@ -49,6 +49,6 @@ def secure_site_factory(daemon_factory) -> Callable[..., SecureSite]:
 
 
 @pytest.fixture
-def site(secure_site_factory) -> SecureSite:
+def site(secure_site_factory: SecureSiteFactory) -> SecureSite:
     """A running secure site with the default settings."""
     return secure_site_factory().start()

@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from email.message import EmailMessage, Message
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -35,9 +36,9 @@ async def until(predicate: Callable[[], object], timeout: float = 5.0,
         await asyncio.sleep(interval)
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.02,
+def wait_for(predicate: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.02,
              message: str = "condition") -> T:
-    """Poll predicate until it returns something truthy; fail after timeout."""
+    """Poll predicate until it returns something truthy (so never None); fail after timeout."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -58,6 +59,25 @@ def wait_lines(read: Callable[[], str], pattern: str, count: int = 1, timeout: f
         return lines if len(lines) >= count else []
 
     return wait_for(found, timeout=timeout, message=f"{what} /{pattern}/ x{count}")
+
+
+def must_search(pattern: str, text: str) -> re.Match[str]:
+    """re.search that fails the test when the pattern is not found."""
+    match = re.search(pattern, text)
+    assert match is not None, f"/{pattern}/ not found in {text!r}"
+    return match
+
+
+def mime_parts(message: Message) -> list[EmailMessage]:
+    """The parts of a multipart or message/* part (its get_payload() list), parsed
+    with email.policy.default (so each is an EmailMessage)."""
+    payload = message.get_payload()
+    assert isinstance(payload, list), f"{message.get_content_type()} has no parts"
+    parts = []
+    for part in payload:
+        assert isinstance(part, EmailMessage), part
+        parts.append(part)
+    return parts
 
 
 def maildir_messages(maildir: Path) -> list[Path]:
@@ -191,6 +211,13 @@ class Daemon:
         return wait_maildir_messages(self.root / "mail" / user, count, timeout)
 
 
+class DaemonFactory(Protocol):
+    """The daemon_factory fixture (tests/conftest.py): a Daemon in tmp_path/name."""
+
+    def __call__(self, extra: str = "", name: str = "mta",
+                 mailboxes: str = MAILBOXES) -> Daemon: ...
+
+
 class RawSmtp:
     """A plain socket SMTP client for tests that need exact bytes and replies."""
 
@@ -212,7 +239,7 @@ class RawSmtp:
 
     def reply(self) -> str:
         """One whole (possibly multi-line) reply, lines joined by newlines."""
-        lines = []
+        lines: list[str] = []
         while True:
             while b"\r\n" not in self.buffer:
                 chunk = self.sock.recv(65536)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from mta import sasl
 from tests.fakes.certs import Issued, TestCA, self_signed
-from tests.helpers import Daemon, free_port
+from tests.helpers import Daemon, DaemonFactory, free_port
 
 RELAY = ("permit_sasl_authenticated, permit_tls_all_clientcerts, permit_tls_clientcerts, "
          "reject_unauth_destination")
@@ -66,7 +66,13 @@ class SecureSite:
         return session
 
 
-def secure_site(daemon_factory: Callable[..., Daemon], extra: str = "",
+class SecureSiteFactory(Protocol):
+    """The secure_site_factory fixture (tests/conftest.py)."""
+
+    def __call__(self, extra: str = "", server_kind: str = "ecdsa") -> SecureSite: ...
+
+
+def secure_site(daemon_factory: DaemonFactory, extra: str = "",
                 server_kind: str = "ecdsa") -> SecureSite:
     """Make (not start) the daemon and its certificates, users and pins."""
     daemon = daemon_factory("")

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from tests.helpers import (
     free_port,
@@ -26,6 +27,15 @@ from tests.helpers import (
     wait_maildir_messages,
 )
 from tests.interop.postfix_layout import private_instance
+
+
+class PostfixFactory(Protocol):
+    """The postfix_factory fixture (tests/interop/conftest.py): the keyword
+    arguments of PostfixInstance."""
+
+    def __call__(self, *, hostname: str = ..., users: tuple[str, ...] = ...,
+                 main_cf: str = ..., smtpd_options: dict[str, str] | None = ...
+                 ) -> PostfixInstance: ...
 
 
 class PostfixInstance:
