@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import re
 import smtplib
+import ssl
 import time
 
 import pytest
 
-from tests.e2e.secure_env import REMOTE, USERS, SecureSite, message
+from tests.e2e.secure_env import REMOTE, USERS, SecureSite, SecureSiteFactory, message
 from tests.helpers import wait_for
 
 ALICE = "alice@example.test"
@@ -18,7 +19,7 @@ RELAY_DENIED = (554, f"5.7.1 <{REMOTE}>: Relay access denied".encode())
 
 
 @pytest.fixture
-def site(secure_site_factory) -> SecureSite:
+def site(secure_site_factory: SecureSiteFactory) -> SecureSite:
     return secure_site_factory("smtpd_sasl_auth_enable = yes\n"
                                "smtpd_sasl_authenticated_header = yes\n").start()
 
@@ -111,6 +112,7 @@ def test_mobile_users_with_client_certificates(site: SecureSite, implicit: bool)
     for client, code, trust in cases:
         session = (site.implicit(client) if implicit
                    else site.starttls(site.submission_port, client))
+        assert isinstance(session.sock, ssl.SSLSocket)
         assert session.sock.version() == "TLSv1.3"  # handshake done, certificate or not
         assert session.docmd("MAIL FROM:<mobile@example.test>")[0] == 250
         reply = session.docmd(f"RCPT TO:<{REMOTE}>")

@@ -13,7 +13,7 @@ import pytest
 
 from mta.tls.pemfiles import write_private
 from tests.fakes.certs import self_signed
-from tests.helpers import Daemon, wait_for
+from tests.helpers import Daemon, DaemonFactory, wait_for
 
 TLS = """\
 smtpd_tls_cert_file = tls/server.pem
@@ -48,7 +48,7 @@ def exits_with(daemon: Daemon) -> tuple[int, str]:
     return code, daemon.stderr_path.read_text()
 
 
-def test_encrypted_key_expiry_warning_and_metric(daemon_factory) -> None:
+def test_encrypted_key_expiry_warning_and_metric(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory(TLS)
     make_certificate(daemon.root, days=10)
     set_passphrase(daemon.root, "open sesame")
@@ -62,7 +62,7 @@ def test_encrypted_key_expiry_warning_and_metric(daemon_factory) -> None:
     assert expiry_metric(daemon, "smtp_client") is None
 
 
-def test_wrong_passphrase_stops_the_start(daemon_factory) -> None:
+def test_wrong_passphrase_stops_the_start(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory(TLS)
     make_certificate(daemon.root, days=100)
     set_passphrase(daemon.root, "not it")
@@ -77,7 +77,7 @@ def test_wrong_passphrase_stops_the_start(daemon_factory) -> None:
     assert "daemon started" not in daemon.log_text()
 
 
-def test_missing_passphrase_stops_the_start(daemon_factory) -> None:
+def test_missing_passphrase_stops_the_start(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory(TLS.replace("tls_key_password_file = tls/keypass\n", ""))
     make_certificate(daemon.root, days=100)
     code, stderr = exits_with(daemon)
@@ -87,7 +87,8 @@ def test_missing_passphrase_stops_the_start(daemon_factory) -> None:
             f"{daemon.config})") in stderr
 
 
-def test_sighup_rereads_certificates_and_refuses_a_bad_passphrase(daemon_factory) -> None:
+def test_sighup_rereads_certificates_and_refuses_a_bad_passphrase(
+        daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory(TLS)
     make_certificate(daemon.root, days=10)
     set_passphrase(daemon.root, "open sesame")
@@ -110,7 +111,7 @@ def test_sighup_rereads_certificates_and_refuses_a_bad_passphrase(daemon_factory
 
 
 @pytest.mark.parametrize("key_line", ["", "smtpd_tls_key_file = tls/server.key\n"])
-def test_first_start_self_signed_is_watched(daemon_factory, key_line: str) -> None:
+def test_first_start_self_signed_is_watched(daemon_factory: DaemonFactory, key_line: str) -> None:
     """The embedded default's certificate, with the key in its own file or, when
     smtpd_tls_key_file is not set, in the certificate file (Postfix's default)."""
     daemon = daemon_factory("smtpd_tls_cert_file = tls/server.pem\n" + key_line +

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon, free_port, run_mta
+from tests.helpers import Daemon, DaemonFactory, free_port, run_mta
 
 PASSWORD = "mobile-secret"
 REMOTE = "friend@elsewhere.example"
@@ -37,7 +37,7 @@ def cert_cmd(daemon: Daemon, *args: str) -> str:
 
 
 @pytest.fixture
-def site(daemon_factory) -> tuple[Daemon, int, int]:
+def site(daemon_factory: DaemonFactory) -> tuple[Daemon, int, int]:
     all_port, pinned_port = free_port(), free_port()
     daemon = daemon_factory(CONFIG.format(all_port=all_port, pinned_port=pinned_port))
     root = daemon.root
@@ -89,7 +89,8 @@ def relay(root: Path, port: int, user: str | None, recipient: str = REMOTE
         return 0, f"handshake refused: {error}"
 
 
-def test_issued_certificate_relays_under_permit_tls_all_clientcerts(site) -> None:
+def test_issued_certificate_relays_under_permit_tls_all_clientcerts(
+        site: tuple[Daemon, int, int]) -> None:
     daemon, all_port, _ = site
     assert relay(daemon.root, all_port, "alice@example.test")[0] == 250
     assert relay(daemon.root, all_port, "bob@example.test")[0] == 250
@@ -98,7 +99,7 @@ def test_issued_certificate_relays_under_permit_tls_all_clientcerts(site) -> Non
     assert relay(daemon.root, all_port, "mallory@example.test")[0] != 250
 
 
-def test_printed_line_relays_under_permit_tls_clientcerts(site) -> None:
+def test_printed_line_relays_under_permit_tls_clientcerts(site: tuple[Daemon, int, int]) -> None:
     daemon, _, pinned_port = site
     assert relay(daemon.root, pinned_port, "alice@example.test")[0] == 250
     # trusted by the CA, but not pinned: permit_tls_clientcerts does not care
@@ -106,7 +107,7 @@ def test_printed_line_relays_under_permit_tls_clientcerts(site) -> None:
     assert (code, text) == (554, f"5.7.1 <{REMOTE}>: Relay access denied")
 
 
-def test_received_header_names_the_verified_client(site) -> None:
+def test_received_header_names_the_verified_client(site: tuple[Daemon, int, int]) -> None:
     daemon, all_port, _ = site
     assert relay(daemon.root, all_port, "alice@example.test", "alice@example.test")[0] == 250
     [message] = daemon.wait_maildir("alice")

@@ -9,13 +9,14 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import Daemon, RawSmtp, wait_for
+from tests.helpers import Daemon, DaemonFactory, RawSmtp, wait_for
 
 
 def healthy(daemon: Daemon) -> None:
@@ -116,7 +117,7 @@ def test_a_client_sending_one_byte_a_second_does_not_hold_others(daemon: Daemon)
     daemon.wait_maildir("alice", 3)
 
 
-def test_a_flood_of_connections(daemon_factory) -> None:
+def test_a_flood_of_connections(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("smtpd_client_connection_count_limit = 20\n"
                             "smtpd_client_event_limit_exceptions =\n").start()
     sockets = []
@@ -239,14 +240,14 @@ def test_pipelined_and_split_commands_get_the_replies_of_one_at_a_time(
 
 
 @pytest.fixture(scope="module")
-def daemon_for_property(tmp_path_factory) -> Daemon:
+def daemon_for_property(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     daemon = Daemon(tmp_path_factory.mktemp("property")).start()
     yield daemon
     daemon.stop()
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Path:
+def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "queue"
     mount.mkdir()
     if os.geteuid() != 0:
@@ -266,7 +267,8 @@ def fill(path: Path, leave: int) -> None:
         stream.write(b"\0" * max(0, size))
 
 
-def test_full_disk_answers_452_and_recovers(daemon_factory, small_disk: Path) -> None:
+def test_full_disk_answers_452_and_recovers(daemon_factory: DaemonFactory,
+                                            small_disk: Path) -> None:
     daemon = daemon_factory(f"queue_directory = {small_disk}\nmessage_size_limit = 1000000\n")
     daemon.start()
     # 1: too little room at MAIL time (less than 1.5 x message_size_limit).

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.secure_env import SecureSite, message
+from tests.e2e.secure_env import SecureSite, SecureSiteFactory, message
 
 DATE = r"\w{3}, [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)"
 QID = r"[0-9A-Z]{12}"
@@ -33,12 +33,14 @@ def test_starttls_with_smtplib(site: SecureSite) -> None:
     assert session.has_extn("starttls") and not session.has_extn("auth")
     code, _ = session.starttls(context=site.context())  # server certificate verified
     assert code == 220
+    assert isinstance(session.sock, ssl.SSLSocket)
     version, cipher = session.sock.version(), session.sock.cipher()
     session.ehlo()
     assert not session.has_extn("starttls")
     assert session.docmd("STARTTLS") == (554, b"5.5.1 Error: TLS already active")
     session.sendmail("bob@example.org", ["alice@example.test"], message("over TLS"))
     session.quit()
+    assert cipher is not None
     assert (version, cipher[0]) == ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
     header = received(daemon.wait_maildir("alice")[0].read_text())
     assert re.fullmatch(
@@ -153,7 +155,7 @@ def test_handshake_failure_is_logged(site: SecureSite) -> None:
     site.daemon.wait_log(r"lost connection after CONNECT from localhost\[127\.0\.0\.1\]$")
 
 
-def test_required_client_certificate(secure_site_factory) -> None:
+def test_required_client_certificate(secure_site_factory: SecureSiteFactory) -> None:
     site = secure_site_factory("submission/inet/smtpd_tls_req_ccert = yes\n").start()
     session = site.starttls(site.submission_port, site.laptop)
     assert session.docmd("NOOP")[0] == 250
@@ -176,7 +178,7 @@ def test_required_client_certificate(secure_site_factory) -> None:
                          r"No client certificate presented$")
 
 
-def test_tls_required_per_client_network(secure_site_factory) -> None:
+def test_tls_required_per_client_network(secure_site_factory: SecureSiteFactory) -> None:
     site = secure_site_factory("smtpd_tls_policy_maps = cidr:smtpd_tls_policy\n"
                                "smtpd_tls_loglevel = 0\n")
     (site.daemon.root / "smtpd_tls_policy").write_text(

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers import Daemon, RawSmtp, wait_for
+from tests.helpers import Daemon, DaemonFactory, RawSmtp, wait_for
 
 LIMITS = """\
 message_size_limit = 2000
@@ -19,7 +19,7 @@ smtpd_client_event_limit_exceptions =
 
 
 @pytest.fixture
-def limited(daemon_factory) -> Daemon:
+def limited(daemon_factory: DaemonFactory) -> Daemon:
     return daemon_factory(LIMITS).start()
 
 
@@ -30,7 +30,7 @@ def still_works(daemon: Daemon) -> None:
                                b"Subject: ok\r\n\r\nstill fine\r\n") == {}
 
 
-def test_relay_denied_outside_mynetworks(daemon_factory) -> None:
+def test_relay_denied_outside_mynetworks(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("mynetworks = 192.0.2.0/24\n").start()
     with RawSmtp(daemon.smtp_port) as smtp:
         smtp.reply()
@@ -45,7 +45,7 @@ def test_relay_denied_outside_mynetworks(daemon_factory) -> None:
                     r"to=<x@remote\.test> proto=ESMTP helo=<client\.example>")
 
 
-def test_relay_allowed_for_mynetworks_and_relay_domains(daemon_factory) -> None:
+def test_relay_allowed_for_mynetworks_and_relay_domains(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("mynetworks = 192.0.2.0/24\nrelay_domains = partner.test\n").start()
     with RawSmtp(daemon.smtp_port) as smtp:
         smtp.reply()
@@ -105,7 +105,7 @@ def test_too_many_connections_from_one_client(limited: Daemon) -> None:
     still_works(limited)
 
 
-def test_too_many_connections_to_one_listener(daemon_factory) -> None:
+def test_too_many_connections_to_one_listener(daemon_factory: DaemonFactory) -> None:
     """smtpd_client_connection_limit counts every client, exempt ones too (in
     one process; tests/e2e/test_workers.py has it across workers)."""
     daemon = daemon_factory("receiver_processes = 0\n"
@@ -157,7 +157,7 @@ def test_bare_lf_commands_are_normalised_and_noted(limited: Daemon) -> None:
                      r"unknown=0/1 commands=3/4 notes=bare_lf")
 
 
-def test_bare_lf_rejected_when_configured(daemon_factory) -> None:
+def test_bare_lf_rejected_when_configured(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("smtpd_forbid_bare_newline = reject\n").start()
     with RawSmtp(daemon.smtp_port) as smtp:
         smtp.reply()
@@ -167,7 +167,7 @@ def test_bare_lf_rejected_when_configured(daemon_factory) -> None:
     still_works(daemon)
 
 
-def test_idle_timeout(daemon_factory) -> None:
+def test_idle_timeout(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("smtpd_timeout = 1s\n").start()
     with RawSmtp(daemon.smtp_port) as smtp:
         smtp.reply()
@@ -179,7 +179,8 @@ def test_idle_timeout(daemon_factory) -> None:
     still_works(daemon)
 
 
-def test_the_timeout_limits_each_read_of_data_not_the_whole_transfer(daemon_factory) -> None:
+def test_the_timeout_limits_each_read_of_data_not_the_whole_transfer(
+        daemon_factory: DaemonFactory) -> None:
     """Postfix's smtpd_timeout is per read: a message that takes longer than
     the timeout to arrive, but never pauses that long, is accepted; the idle
     timer still fires once the client stops."""
@@ -214,7 +215,7 @@ def test_client_vanishing_mid_data_leaves_no_file(limited: Daemon) -> None:
     still_works(limited)
 
 
-def test_hard_error_limit(daemon_factory) -> None:
+def test_hard_error_limit(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("smtpd_hard_error_limit = 3\n").start()
     with RawSmtp(daemon.smtp_port) as smtp:
         smtp.reply()

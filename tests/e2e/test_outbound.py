@@ -14,7 +14,15 @@ import re
 import smtplib
 
 from tests.fakes.smtp_peer import ScriptedPeer
-from tests.helpers import Daemon, free_port, run_mta, wait_for
+from tests.helpers import (
+    Daemon,
+    DaemonFactory,
+    free_port,
+    mime_parts,
+    must_search,
+    run_mta,
+    wait_for,
+)
 
 QID = r"[0-9A-Z]{12}"
 
@@ -46,7 +54,7 @@ def send(daemon: Daemon, sender: str, recipients: list[str], body: bytes) -> Non
 
 
 async def test_deferral_then_flush_delivers_and_the_maillog_tells_the_story(
-        daemon_factory) -> None:
+        daemon_factory: DaemonFactory) -> None:
     port = free_port()
     daemon = daemon_factory(outbound_config(port)).start()
     await asyncio.to_thread(send, daemon, "alice@example.test", ["far@remote.test"],
@@ -55,7 +63,7 @@ async def test_deferral_then_flush_delivers_and_the_maillog_tells_the_story(
         daemon, rf"postern/smtp\[\d+\]: {QID}: to=<far@remote.test>, relay=none, "
         r"delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+, dsn=4\.4\.1, status=deferred "
         rf"\(connect to 127\.0\.0\.1\[127\.0\.0\.1\]:{port}: Connection refused\)")
-    qid = re.search(rf"({QID}): to=", deferred[0]).group(1)  # type: ignore[union-attr]
+    qid = must_search(rf"({QID}): to=", deferred[0]).group(1)
     # The maillog line comes first; the move to deferred/ right after it.
     await asyncio.to_thread(wait_for, (daemon.queue / "deferred" / qid).exists,
                             message="the message in deferred/")
@@ -92,7 +100,7 @@ async def test_deferral_then_flush_delivers_and_the_maillog_tells_the_story(
     assert not list((daemon.queue / "deferred").iterdir())
 
 
-async def test_remote_rejection_bounces_to_the_local_sender(daemon_factory) -> None:
+async def test_remote_rejection_bounces_to_the_local_sender(daemon_factory: DaemonFactory) -> None:
     replies = {"RCPT": lambda arg: "550 5.1.1 <nobody@remote.test>: Recipient address rejected"
                if "nobody" in arg else "250 2.1.5 Ok"}
     async with ScriptedPeer(replies=replies) as peer:
@@ -104,8 +112,8 @@ async def test_remote_rejection_bounces_to_the_local_sender(daemon_factory) -> N
             daemon, rf"postern/bounce\[\d+\]: ({QID}): sender non-delivery "
             rf"notification: ({QID})")
         files = await asyncio.to_thread(daemon.wait_maildir, "alice")
-    original, notice = re.search(rf"({QID}): sender non-delivery notification: ({QID})",
-                                 lines[0]).groups()  # type: ignore[union-attr]
+    original, notice = must_search(rf"({QID}): sender non-delivery notification: ({QID})",
+                                   lines[0]).groups()
     log = daemon.log_text()
     assert re.search(rf"{original}: to=<nobody@remote.test>, relay=127.0.0.1\[127.0.0.1\]:"
                      rf"{peer.port}, .*dsn=5\.1\.1, status=bounced \(host 127\.0\.0\.1"
@@ -116,7 +124,7 @@ async def test_remote_rejection_bounces_to_the_local_sender(daemon_factory) -> N
     message = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
     assert message["Return-Path"] == "<>"
     assert message.get_content_type() == "multipart/report"
-    recipient = message.get_payload()[1].get_payload()[1]
+    recipient = mime_parts(mime_parts(message)[1])[1]
     assert recipient["Final-Recipient"] == "rfc822; nobody@remote.test"
     assert recipient["Action"] == "failed"
     assert recipient["Status"] == "5.1.1"
@@ -124,19 +132,19 @@ async def test_remote_rejection_bounces_to_the_local_sender(daemon_factory) -> N
     await wait_log(daemon, rf"{notice}: removed")
 
 
-async def test_expired_mail_is_returned_to_the_sender(daemon_factory) -> None:
+async def test_expired_mail_is_returned_to_the_sender(daemon_factory: DaemonFactory) -> None:
     port = free_port()  # nothing listens: every attempt is deferred
     daemon = daemon_factory(outbound_config(port) + "maximal_queue_lifetime = 0s\n").start()
     await asyncio.to_thread(send, daemon, "alice@example.test", ["far@remote.test"],
                             b"Subject: too late\r\n\r\nnever arrives\r\n")
     expired = await wait_log(daemon, rf"postern/qmgr\[\d+\]: ({QID}): from=<alice@example.test>"
                                      r", status=expired, returned to sender")
-    qid = re.search(rf"({QID}): from=", expired[0]).group(1)  # type: ignore[union-attr]
+    qid = must_search(rf"({QID}): from=", expired[0]).group(1)
     await wait_log(daemon, rf"{qid}: sender non-delivery notification: {QID}")
     await wait_log(daemon, rf"{qid}: removed")
     files = await asyncio.to_thread(daemon.wait_maildir, "alice")
     message = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
-    recipient = message.get_payload()[1].get_payload()[1]
+    recipient = mime_parts(mime_parts(message)[1])[1]
     assert recipient["Final-Recipient"] == "rfc822; far@remote.test"
     assert recipient["Action"] == "failed"
     assert recipient["Status"] == "4.4.1"  # the last reason, as Postfix reports it

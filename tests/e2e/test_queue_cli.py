@@ -13,7 +13,7 @@ import smtplib
 from pathlib import Path
 
 from mta.spool import Spool
-from tests.helpers import Daemon, run_mta, wait_for
+from tests.helpers import Daemon, DaemonFactory, run_mta, wait_for
 
 GOLDEN = Path(__file__).parent / "golden"
 QID = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{12}\b")
@@ -62,7 +62,7 @@ def golden(name: str) -> str:
     return (GOLDEN / name).read_text()
 
 
-def test_queue_commands(daemon_factory) -> None:
+def test_queue_commands(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("defer_transports = local\n").start()
     with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
         client.ehlo("client.example")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mta.queuefile import Envelope
 from mta.spool import Spool
-from tests.helpers import Daemon, RawSmtp, run_mta, wait_for
+from tests.helpers import Daemon, DaemonFactory, RawSmtp, run_mta, wait_for
 
 QID = r"[0-9A-HJKMNP-TV-Z]{12}"
 
@@ -35,7 +35,7 @@ def seed(queue: Path, recipients: list[str], body: bytes = b"seeded\r\n") -> str
         spool.close()
 
 
-def test_mail_in_the_spool_before_start_is_delivered(daemon_factory) -> None:
+def test_mail_in_the_spool_before_start_is_delivered(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory()
     qid = seed(daemon.queue, ["alice@example.test", "bob@example.test"])
     run_mta("sendmail", "-f", "root@example.test", "alice@example.test",
@@ -47,7 +47,7 @@ def test_mail_in_the_spool_before_start_is_delivered(daemon_factory) -> None:
     daemon.wait_log(rf"postern/pickup\[\d+\]: {QID}: uid=0 from=<root@example\.test>")
 
 
-def test_kill_9_after_250_then_restart_delivers_exactly_once(daemon_factory) -> None:
+def test_kill_9_after_250_then_restart_delivers_exactly_once(daemon_factory: DaemonFactory) -> None:
     # defer_transports holds local delivery back, so the kill surely comes
     # after the 250 and before delivery.
     daemon = daemon_factory("defer_transports = local\n").start()
@@ -69,7 +69,8 @@ def test_kill_9_after_250_then_restart_delivers_exactly_once(daemon_factory) -> 
     assert not any(p.name.startswith(".") for p in daemon.queue.rglob("*"))
 
 
-def test_kill_9_during_a_busy_stream_loses_nothing_acknowledged(daemon_factory) -> None:
+def test_kill_9_during_a_busy_stream_loses_nothing_acknowledged(
+        daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory().start()
     accepted = []
     with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
@@ -94,6 +95,7 @@ def test_sigterm_drains_and_exits_zero(daemon: Daemon) -> None:
     with RawSmtp(daemon.smtp_port) as smtp:
         smtp.reply()
         smtp.command("EHLO client.example")
+        assert daemon.process is not None
         daemon.process.send_signal(signal.SIGTERM)
         daemon.wait_log(r"terminating on signal 15")
         # The open session may finish its transaction.
@@ -113,6 +115,7 @@ def test_sighup_reloads_the_configuration(daemon: Daemon) -> None:
         assert smtp.command("RCPT TO:<carol@example.test>").startswith("550 5.1.1")
     (daemon.root / "mailboxes").write_text((daemon.root / "mailboxes").read_text()
                                            + "carol carol/\n")
+    assert daemon.process is not None
     daemon.process.send_signal(signal.SIGHUP)
     daemon.wait_log(r"postern/master\[\d+\]: reload -- configuration")
     with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
@@ -122,6 +125,7 @@ def test_sighup_reloads_the_configuration(daemon: Daemon) -> None:
 
 def test_a_bad_reload_keeps_the_running_configuration(daemon: Daemon) -> None:
     daemon.config.write_text(daemon.config.read_text() + "smtpd_timeout = soon\n")
+    assert daemon.process is not None
     daemon.process.send_signal(signal.SIGHUP)
     daemon.wait_log(r"warning: reload failed, keeping the running configuration: "
                     r".*main\.cf:\d+: smtpd_timeout = soon")
@@ -130,7 +134,8 @@ def test_a_bad_reload_keeps_the_running_configuration(daemon: Daemon) -> None:
     daemon.wait_maildir("alice")
 
 
-def test_a_bad_configuration_stops_the_start_with_file_and_line(daemon_factory) -> None:
+def test_a_bad_configuration_stops_the_start_with_file_and_line(
+        daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("message_size_limit = lots\n")
     result = run_mta("start", config=daemon.config, check=False, timeout=30)
     assert result.returncode == 1
@@ -164,7 +169,7 @@ def test_metrics_count_what_happened(daemon: Daemon) -> None:
     assert 'mta_queue_messages{queue="deferred"}' in text
 
 
-def test_a_port_in_use_stops_the_start_plainly(daemon_factory) -> None:
+def test_a_port_in_use_stops_the_start_plainly(daemon_factory: DaemonFactory) -> None:
     import socket
 
     daemon = daemon_factory()

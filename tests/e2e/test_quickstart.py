@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import REPO, free_port, mta_env, run_mta, wait_for
+from tests.helpers import REPO, DaemonFactory, free_port, mta_env, run_mta, wait_for
 
 
 def test_embedded_default_delivers_to_alice(tmp_path: Path) -> None:
@@ -45,8 +45,8 @@ def test_embedded_default_delivers_to_alice(tmp_path: Path) -> None:
         with smtplib.SMTP_SSL("127.0.0.1", ports["2465"], context=context) as client:
             client.sendmail("bob@example.org", ["alice@localhost"],
                             b"Subject: hello\r\n\r\nHello Alice\r\n")
-        new = tmp_path / "mail" / "alice" / "new"
-        files = wait_for(lambda: len(list(new.glob("*"))) == 3 and list(new.glob("*")),
+        inbox = tmp_path / "mail" / "alice" / "new"
+        files = wait_for(lambda: (found if len(found := list(inbox.glob("*"))) == 3 else []),
                          message="three messages for alice")
         assert all("Received: from " in f.read_text() for f in files)
         assert "Date: " in files[0].read_text()
@@ -61,7 +61,7 @@ def test_embedded_default_delivers_to_alice(tmp_path: Path) -> None:
     assert "daemon started" in (tmp_path / "stderr.log").read_text()
 
 
-def test_sendmail_t_reads_recipients_and_drops_bcc(daemon_factory) -> None:
+def test_sendmail_t_reads_recipients_and_drops_bcc(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory().start()
     message = (b"From: Bob <bob@example.test>\nTo: alice@example.test\n"
                b"Bcc: postmaster@example.test\nSubject: t\n\nbody line\n.\nnot read\n")
@@ -74,7 +74,7 @@ def test_sendmail_t_reads_recipients_and_drops_bcc(daemon_factory) -> None:
         assert "Received: by mx.example.test (Postern, from userid 0)" in text
 
 
-def test_sendmail_without_recipients_is_a_usage_error(daemon_factory) -> None:
+def test_sendmail_without_recipients_is_a_usage_error(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory()
     result = run_mta("sendmail", config=daemon.config, input=b"x\n", check=False)
     assert result.returncode == 64

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.fakes.certs import handshake_failing_context
 from tests.fakes.smtp_peer import ScriptedPeer
+from tests.helpers import DaemonFactory
 
 
 def send(port: int) -> None:
@@ -18,7 +19,8 @@ def send(port: int) -> None:
                         b"Subject: hello\r\n\r\nbody\r\n")
 
 
-async def test_may_defers_once_then_plaintext(daemon_factory, tmp_path: Path) -> None:
+async def test_may_defers_once_then_plaintext(daemon_factory: DaemonFactory,
+                                              tmp_path: Path) -> None:
     async with ScriptedPeer(tls=handshake_failing_context(tmp_path), hostname="localhost") as peer:
         daemon = daemon_factory("default_transport = smtp\n"
                                 f"relayhost = [127.0.0.1]:{peer.port}\n"
@@ -38,7 +40,7 @@ async def test_may_defers_once_then_plaintext(daemon_factory, tmp_path: Path) ->
     assert f"SSL_connect error to 127.0.0.1[127.0.0.1]:{peer.port}: " in daemon.log_text()
 
 
-async def test_encrypt_never_falls_back(daemon_factory, tmp_path: Path) -> None:
+async def test_encrypt_never_falls_back(daemon_factory: DaemonFactory, tmp_path: Path) -> None:
     async with ScriptedPeer(tls=handshake_failing_context(tmp_path), hostname="localhost") as peer:
         daemon = daemon_factory("default_transport = smtp\n"
                                 f"relayhost = [127.0.0.1]:{peer.port}\n"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.helpers import run_mta
+from tests.helpers import DaemonFactory, run_mta
 
 
 @pytest.mark.parametrize(("policy", "setting", "message"), [
@@ -16,7 +18,7 @@ from tests.helpers import run_mta
     ("", "smtp_tls_security_level = dane-only\n",
      "smtp_tls_security_level = dane-only: TLS security level 'dane-only' is reserved"),
 ])
-def test_bad_policy_stops_the_start(daemon_factory, policy: str, setting: str,
+def test_bad_policy_stops_the_start(daemon_factory: DaemonFactory, policy: str, setting: str,
                                     message: str) -> None:
     daemon = daemon_factory("smtp_tls_policy_maps = texthash:tls_policy\n" + setting)
     (daemon.root / "tls_policy").write_text(policy)
@@ -30,7 +32,7 @@ def test_bad_policy_stops_the_start(daemon_factory, policy: str, setting: str,
     assert "daemon started" not in daemon.log_text()
 
 
-def test_warning_for_attributes_with_tls_off(daemon_factory) -> None:
+def test_warning_for_attributes_with_tls_off(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("smtp_tls_policy_maps = texthash:tls_policy\n")
     (daemon.root / "tls_policy").write_text("legacy.test none ciphers=high\n")
     daemon.start()
@@ -38,7 +40,7 @@ def test_warning_for_attributes_with_tls_off(daemon_factory) -> None:
                     r"attribute 'ciphers=high' with TLS disabled")
 
 
-def test_tls_check_reports_a_bad_policy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_tls_check_reports_a_bad_policy(tmp_path: Path) -> None:
     (tmp_path / "main.cf").write_text("smtp_tls_policy_maps = texthash:tls_policy\n")
     (tmp_path / "tls_policy").write_text("x.test verify match=\n")
     result = run_mta("tls-check", "x.test", config=tmp_path / "main.cf", check=False)

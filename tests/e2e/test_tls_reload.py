@@ -7,13 +7,17 @@ import hashlib
 import os
 import signal
 import smtplib
+import ssl
 
-from tests.e2e.secure_env import SecureSite, message
+from tests.e2e.secure_env import SecureSite, SecureSiteFactory, message
 from tests.helpers import run_mta, wait_for
 
 
 def served_certificate(session: smtplib.SMTP) -> str:
-    return hashlib.sha256(session.sock.getpeercert(binary_form=True)).hexdigest()
+    assert isinstance(session.sock, ssl.SSLSocket)
+    certificate = session.sock.getpeercert(binary_form=True)
+    assert certificate is not None
+    return hashlib.sha256(certificate).hexdigest()
 
 
 def test_sighup_reloads_certificates_and_keeps_sessions(site: SecureSite) -> None:
@@ -23,6 +27,7 @@ def test_sighup_reloads_certificates_and_keeps_sessions(site: SecureSite) -> Non
     assert before.docmd("MAIL FROM:<early@example.org>")[0] == 250
     # A renewed certificate and key, in the same files.
     site.ca.issue("mx.example.test", "localhost", "127.0.0.1", stem="mx")
+    assert daemon.process is not None
     daemon.process.send_signal(signal.SIGHUP)
     daemon.wait_log(r"reload -- configuration ")
     after = site.starttls(daemon.smtp_port)
@@ -48,11 +53,13 @@ def test_sighup_reloads_certificates_and_keeps_sessions(site: SecureSite) -> Non
     again.quit()
 
 
-def test_readable_private_key_refuses_to_start(secure_site_factory) -> None:
+def test_readable_private_key_refuses_to_start(secure_site_factory: SecureSiteFactory) -> None:
     site = secure_site_factory()
     os.chmod(site.tls_dir / "mx.key", 0o640)
     daemon = site.daemon.start(wait=False)
-    code = wait_for(lambda: daemon.process.poll(), message="mta start to exit")
+    process = daemon.process
+    assert process is not None
+    code = wait_for(lambda: process.poll(), message="mta start to exit")
     assert code == 1
     assert "private key file is accessible by group or others (mode 0640)" in \
         daemon.stderr_path.read_text()
@@ -60,7 +67,7 @@ def test_readable_private_key_refuses_to_start(secure_site_factory) -> None:
     assert daemon.stop() == 1  # already gone; closes its log file
 
 
-def test_mta_sasl_command(secure_site_factory) -> None:
+def test_mta_sasl_command(secure_site_factory: SecureSiteFactory) -> None:
     site = secure_site_factory()
     config = site.daemon.config
     run_mta("sasl", "add", "carol@example.test", config=config, input=b"p4ss word\n")

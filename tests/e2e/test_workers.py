@@ -10,7 +10,8 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from tests.helpers import Daemon, RawSmtp, wait_for
+from tests.e2e.secure_env import SecureSiteFactory
+from tests.helpers import Daemon, DaemonFactory, RawSmtp, wait_for
 
 
 def worker_pids(daemon: Daemon) -> list[int]:
@@ -27,7 +28,7 @@ def send(daemon: Daemon, count: int, user: str = "alice") -> None:
                                    f"Subject: {n}\r\n\r\nmessage {n}\r\n".encode()) == {}
 
 
-def test_workers_receive_and_the_master_delivers(daemon_factory) -> None:
+def test_workers_receive_and_the_master_delivers(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("receiver_processes = 2\n").start()
     pids = wait_for(lambda: (p if len(p := worker_pids(daemon)) == 2 else []),
                     message="two workers")
@@ -37,6 +38,7 @@ def test_workers_receive_and_the_master_delivers(daemon_factory) -> None:
     smtpd_pids = {int(p) for p in re.findall(r"postern/smtpd\[(\d+)\]", log)}
     assert smtpd_pids and smtpd_pids <= set(pids)
     qmgr_pids = {int(p) for p in re.findall(r"postern/qmgr\[(\d+)\]", log)}
+    assert daemon.process is not None
     assert qmgr_pids == {daemon.process.pid}
 
     def metrics() -> str:
@@ -49,7 +51,8 @@ def test_workers_receive_and_the_master_delivers(daemon_factory) -> None:
     assert all(not os.path.exists(f"/proc/{pid}") for pid in pids)
 
 
-def test_a_dead_worker_is_restarted_and_counters_do_not_go_back(daemon_factory) -> None:
+def test_a_dead_worker_is_restarted_and_counters_do_not_go_back(
+        daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("receiver_processes = 1\n").start()
     first = wait_for(lambda: worker_pids(daemon), message="a worker")[0]
     send(daemon, 3)
@@ -66,7 +69,7 @@ def test_a_dead_worker_is_restarted_and_counters_do_not_go_back(daemon_factory) 
              in urllib.request.urlopen(url, timeout=10).read().decode(), message="5 counted")
 
 
-def test_a_restarted_worker_runs_the_masters_configuration(daemon_factory) -> None:
+def test_a_restarted_worker_runs_the_masters_configuration(daemon_factory: DaemonFactory) -> None:
     """An edit of main.cf that was not reloaded (here one that would not even
     load) must not reach a worker that restarts meanwhile."""
     daemon = daemon_factory("receiver_processes = 1\n").start()
@@ -80,11 +83,12 @@ def test_a_restarted_worker_runs_the_masters_configuration(daemon_factory) -> No
     assert "exit status" not in daemon.log_text()
 
 
-def test_workers_reload_on_sighup(daemon_factory) -> None:
+def test_workers_reload_on_sighup(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("receiver_processes = 2\n").start()
     wait_for(lambda: len(worker_pids(daemon)) == 2, message="two workers")
     (daemon.root / "mailboxes").write_text((daemon.root / "mailboxes").read_text()
                                            + "carol carol/\n")
+    assert daemon.process is not None
     daemon.process.send_signal(signal.SIGHUP)
     daemon.wait_log(r"reload -- configuration")
     # The master sends each worker the text it loaded; whichever worker takes
@@ -101,7 +105,7 @@ def test_workers_reload_on_sighup(daemon_factory) -> None:
     daemon.wait_maildir("carol", 4)
 
 
-def test_the_master_going_away_takes_the_workers_with_it(daemon_factory) -> None:
+def test_the_master_going_away_takes_the_workers_with_it(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("receiver_processes = 2\n").start()
     pids = wait_for(lambda: (p if len(p := worker_pids(daemon)) == 2 else []),
                     message="two workers")
@@ -115,7 +119,8 @@ def test_the_master_going_away_takes_the_workers_with_it(daemon_factory) -> None
     wait_for(lambda: all(gone(pid) for pid in pids), message="workers gone")
 
 
-def test_auth_failures_slow_a_client_down_across_workers(secure_site_factory) -> None:
+def test_auth_failures_slow_a_client_down_across_workers(
+        secure_site_factory: SecureSiteFactory) -> None:
     """Each AUTH failure is told to the other workers, so a guessing client
     cannot escape the slow-down by landing on another process."""
     import time
@@ -160,7 +165,7 @@ def open_sessions(daemon: Daemon, count: int) -> list[RawSmtp]:
     return sessions
 
 
-def test_the_per_client_connection_limit_spans_the_workers(daemon_factory) -> None:
+def test_the_per_client_connection_limit_spans_the_workers(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("receiver_processes = 2\n"
                             "smtpd_client_connection_count_limit = 4\n"
                             "smtpd_client_event_limit_exceptions =\n").start()
@@ -194,7 +199,7 @@ def test_the_per_client_connection_limit_spans_the_workers(daemon_factory) -> No
 
 
 def test_the_listener_total_spans_the_workers_for_a_client_with_a_limit(
-        daemon_factory) -> None:
+        daemon_factory: DaemonFactory) -> None:
     """A client that is not exempt from the per-client limit waits for the
     master's count, so the total refuses it in place of the greeting."""
     daemon = daemon_factory("receiver_processes = 2\n"
@@ -213,7 +218,8 @@ def test_the_listener_total_spans_the_workers_for_a_client_with_a_limit(
     open_sessions(daemon, 3)[0].close()  # every slot was given back
 
 
-def test_an_exempt_client_over_the_total_is_greeted_then_refused(daemon_factory) -> None:
+def test_an_exempt_client_over_the_total_is_greeted_then_refused(
+        daemon_factory: DaemonFactory) -> None:
     """A client in smtpd_client_event_limit_exceptions ($mynetworks) is greeted
     without waiting for the master, which still counts it: over the
     listener's total it gets the same 421 right after the greeting. One
@@ -246,9 +252,11 @@ def test_an_exempt_client_over_the_total_is_greeted_then_refused(daemon_factory)
         smtp.close()
 
 
-def test_an_exempt_client_is_greeted_while_the_master_is_stuck(daemon_factory) -> None:
+def test_an_exempt_client_is_greeted_while_the_master_is_stuck(
+        daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("receiver_processes = 1\n").start()
     wait_for(lambda: worker_pids(daemon), message="a worker")
+    assert daemon.process is not None
     os.kill(daemon.process.pid, signal.SIGSTOP)
     try:
         with RawSmtp(daemon.smtp_port, timeout=2) as smtp:  # not the 5 s anvil timeout
@@ -261,12 +269,14 @@ def test_an_exempt_client_is_greeted_while_the_master_is_stuck(daemon_factory) -
     assert "problem talking to the master" not in daemon.log_text()
 
 
-def test_a_worker_serves_clients_when_the_master_does_not_answer(daemon_factory) -> None:
+def test_a_worker_serves_clients_when_the_master_does_not_answer(
+        daemon_factory: DaemonFactory) -> None:
     """Postfix's smtpd goes on when anvil does not answer; so do our workers
     when the master that counts connections is stuck (here: stopped)."""
     daemon = daemon_factory("receiver_processes = 1\n"
                             "smtpd_client_event_limit_exceptions =\n").start()
     wait_for(lambda: worker_pids(daemon), message="a worker")
+    assert daemon.process is not None
     os.kill(daemon.process.pid, signal.SIGSTOP)
     try:
         with RawSmtp(daemon.smtp_port, timeout=15) as smtp:
@@ -280,7 +290,7 @@ def test_a_worker_serves_clients_when_the_master_does_not_answer(daemon_factory)
     daemon.wait_maildir("alice", 1)
 
 
-def test_a_dead_workers_connections_are_forgotten(daemon_factory) -> None:
+def test_a_dead_workers_connections_are_forgotten(daemon_factory: DaemonFactory) -> None:
     """The master drops the connection counts a killed worker held before its
     replacement asks: the client is not locked out by sessions that died."""
     daemon = daemon_factory("receiver_processes = 1\n"

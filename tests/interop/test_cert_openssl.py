@@ -200,10 +200,10 @@ def test_renew_with_the_ca_and_as_a_request(tmp_path: Path, password: Path) -> N
     # without the CA: a request with the same subject and names, the same key
     mta_cert(tmp_path, "renew", str(cert), "--password-file", str(password))
     csr = tmp_path / "dave@example.test.csr"
-    result = openssl("req", "-verify", "-in", str(csr), "-noout", "-subject", "-pubkey")
-    assert "verify OK" in result.stdout + result.stderr
-    assert "subject=CN = dave@example.test" in result.stdout
-    assert openssl("x509", "-in", str(cert), "-noout", "-pubkey").stdout in result.stdout
+    request = openssl("req", "-verify", "-in", str(csr), "-noout", "-subject", "-pubkey")
+    assert "verify OK" in request.stdout + request.stderr
+    assert "subject=CN = dave@example.test" in request.stdout
+    assert openssl("x509", "-in", str(cert), "-noout", "-pubkey").stdout in request.stdout
 
 
 def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:

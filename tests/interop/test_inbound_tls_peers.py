@@ -9,8 +9,9 @@ import subprocess
 
 import pytest
 
-from tests.e2e.secure_env import REMOTE, USERS, SecureSite
+from tests.e2e.secure_env import REMOTE, USERS, SecureSite, SecureSiteFactory
 from tests.helpers import require_program
+from tests.interop.postfix import PostfixFactory
 
 pytestmark = pytest.mark.interop
 
@@ -84,7 +85,8 @@ def test_openssl_s_client(site: SecureSite) -> None:
                          r"\(prime256v1\) client-digest SHA256$")
 
 
-def test_rsa_server_signature_digest_matches_what_clients_see(secure_site_factory) -> None:
+def test_rsa_server_signature_digest_matches_what_clients_see(
+        secure_site_factory: SecureSiteFactory) -> None:
     """The summary's server-digest for RSA keys is the digest clients report,
     even when they prefer another (docs/architecture.md, "Inbound TLS")."""
     site = secure_site_factory(server_kind="rsa").start()
@@ -98,10 +100,11 @@ def test_rsa_server_signature_digest_matches_what_clients_see(secure_site_factor
                          r"server-digest SHA256$")
 
 
-def test_sni_selects_another_certificate(secure_site_factory) -> None:
+def test_sni_selects_another_certificate(secure_site_factory: SecureSiteFactory) -> None:
     site = secure_site_factory("tls_server_sni_maps = texthash:sni\nsmtpd_tls_loglevel = 2\n")
     other = site.ca.issue("mail.other.test", stem="other")
     # Postfix's format: each file a private key followed by its chain.
+    assert site.ca.cert_file is not None
     other.key_file.write_bytes(other.key_file.read_bytes() + other.cert_file.read_bytes()
                                + site.ca.cert_file.read_bytes())
     (site.daemon.root / "sni").write_text(f"mail.other.test {other.key_file}\n")
@@ -117,7 +120,8 @@ def test_sni_selects_another_certificate(secure_site_factory) -> None:
                          r"using default chain$")
 
 
-def test_postfix_relays_to_us_over_tls(secure_site_factory, postfix_factory) -> None:
+def test_postfix_relays_to_us_over_tls(secure_site_factory: SecureSiteFactory,
+                                       postfix_factory: PostfixFactory) -> None:
     """Postfix with smtp_tls_security_level = encrypt relays to Postern; our
     Received header shows Postfix's TLS session, and both sides log the same
     session details."""

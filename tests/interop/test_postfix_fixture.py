@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import smtplib
 
+from tests.interop.postfix import PostfixFactory
 
-def test_private_postfix_delivers_to_maildir(postfix_factory) -> None:
+
+def test_private_postfix_delivers_to_maildir(postfix_factory: PostfixFactory) -> None:
     postfix = postfix_factory().start()
     with smtplib.SMTP("127.0.0.1", postfix.port) as client:
         client.sendmail("a@example.org", ["alice@postfix.test"], b"Subject: x\r\n\r\nbody\r\n")

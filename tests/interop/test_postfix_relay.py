@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import smtplib
 
 import pytest
+
+from tests.helpers import DaemonFactory, must_search
+from tests.interop.postfix import PostfixFactory
 
 pytestmark = pytest.mark.interop
 
@@ -33,7 +35,8 @@ def body_of(stored: bytes) -> bytes:
     return stored.split(b"\n\n", 1)[1]
 
 
-def test_postern_relays_to_postfix(daemon_factory, postfix_factory) -> None:
+def test_postern_relays_to_postfix(daemon_factory: DaemonFactory,
+                                   postfix_factory: PostfixFactory) -> None:
     postfix = postfix_factory().start()
     daemon = daemon_factory(f"""
 default_transport = smtp
@@ -47,7 +50,7 @@ smtp_host_lookup = native
     sent = daemon.wait_log(rf"postern/smtp\[\d+\]: ([0-9A-Z]{{12}}): to=<alice@postfix.test>, "
                            rf"relay=127\.0\.0\.1\[127\.0\.0\.1\]:{postfix.port}, .*dsn=2\.0\.0, "
                            r"status=sent \(250 2\.0\.0 Ok: queued as \w+\)")
-    postfix_qid = re.search(r"queued as (\w+)\)", sent[0]).group(1)  # type: ignore[union-attr]
+    postfix_qid = must_search(r"queued as (\w+)\)", sent[0]).group(1)
     files = postfix.wait_maildir("alice")
     stored = files[0].read_bytes()
     assert body_of(stored) == BODY.replace(b"\r\n", b"\n")
@@ -57,7 +60,8 @@ smtp_host_lookup = native
     postfix.wait_log(rf"{postfix_qid}: to=<alice@postfix.test>, relay=virtual, .*status=sent")
 
 
-def test_postfix_relays_to_postern(daemon_factory, postfix_factory) -> None:
+def test_postfix_relays_to_postern(daemon_factory: DaemonFactory,
+                                   postfix_factory: PostfixFactory) -> None:
     daemon = daemon_factory().start()
     postfix = postfix_factory(main_cf=f"relayhost = [127.0.0.1]:{daemon.smtp_port}\n").start()
     with smtplib.SMTP("127.0.0.1", postfix.port) as client:

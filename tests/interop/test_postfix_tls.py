@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.certs import TestCA
-from tests.helpers import Daemon
-from tests.interop.postfix import PostfixInstance
+from tests.helpers import Daemon, DaemonFactory
+from tests.interop.postfix import PostfixFactory, PostfixInstance
 
 pytestmark = pytest.mark.interop
 
 
-def postfix_with_tls(postfix_factory, cert_name: str = "localhost",  # type: ignore[no-untyped-def]
+def postfix_with_tls(postfix_factory: PostfixFactory, cert_name: str = "localhost",
                      client_ca: TestCA | None = None) -> tuple[PostfixInstance, TestCA]:
     """A running Postfix whose smtpd offers STARTTLS with a certificate for
     cert_name from a new CA; given client_ca, it asks for client certificates
@@ -36,7 +36,7 @@ def postfix_with_tls(postfix_factory, cert_name: str = "localhost",  # type: ign
     return postfix.start(), ca
 
 
-def postern_relaying_to(postfix: PostfixInstance, ca: TestCA, daemon_factory,  # type: ignore[no-untyped-def]
+def postern_relaying_to(postfix: PostfixInstance, ca: TestCA, daemon_factory: DaemonFactory,
                         tmp_path: Path, tls: str) -> Daemon:
     """A running Postern that relays all mail to postfix, trusting ca (smtp_tls_CAfile),
     with the smtp_tls_* settings in tls."""
@@ -57,7 +57,8 @@ def send(daemon: Daemon, subject: str, body: str) -> None:
 
 @pytest.mark.parametrize(("level", "trust"), [
     ("may", "Trusted"), ("musttls", "Trusted"), ("verify", "Verified")])
-def test_postern_to_postfix_over_starttls(daemon_factory, postfix_factory, tmp_path: Path,
+def test_postern_to_postfix_over_starttls(daemon_factory: DaemonFactory,
+                                          postfix_factory: PostfixFactory, tmp_path: Path,
                                           level: str, trust: str) -> None:
     postfix, ca = postfix_with_tls(postfix_factory)
     (tmp_path / "mta").mkdir()
@@ -77,7 +78,8 @@ def test_postern_to_postfix_over_starttls(daemon_factory, postfix_factory, tmp_p
     assert b"secret" in postfix.wait_maildir("alice")[0].read_bytes()
 
 
-def test_verify_refuses_postfix_with_the_wrong_name(daemon_factory, postfix_factory,
+def test_verify_refuses_postfix_with_the_wrong_name(daemon_factory: DaemonFactory,
+                                                    postfix_factory: PostfixFactory,
                                                      tmp_path: Path) -> None:
     postfix, ca = postfix_with_tls(postfix_factory, cert_name="mx.elsewhere.test")
     daemon = postern_relaying_to(postfix, ca, daemon_factory, tmp_path,
@@ -96,7 +98,8 @@ def test_verify_refuses_postfix_with_the_wrong_name(daemon_factory, postfix_fact
     assert postfix.maildir("alice") == []
 
 
-def test_client_certificate_when_postfix_asks(daemon_factory, postfix_factory,
+def test_client_certificate_when_postfix_asks(daemon_factory: DaemonFactory,
+                                              postfix_factory: PostfixFactory,
                                               tmp_path: Path) -> None:
     """A smarthost that authenticates senders by certificate: Postfix asks
     (smtpd_tls_ask_ccert), Postern presents smtp_tls_cert_file, Postfix trusts it."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
-from tests.helpers import require_program
+from tests.helpers import DaemonFactory, require_program
 
 TLS = """\
 smtpd_tls_cert_file = tls/server.pem
@@ -16,7 +17,8 @@ smtpd_tls_security_level = may
 """
 
 
-def test_testssl_finds_no_weak_protocols_or_ciphers(daemon_factory, tmp_path) -> None:
+def test_testssl_finds_no_weak_protocols_or_ciphers(daemon_factory: DaemonFactory,
+                                                    tmp_path: Path) -> None:
     testssl = require_program("testssl")
     daemon = daemon_factory(TLS).start()
     report = tmp_path / "testssl.json"
