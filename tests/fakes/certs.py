@@ -21,6 +21,7 @@ import ssl
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -245,6 +246,18 @@ def _ed_key(seed: int) -> ed25519.Ed25519PrivateKey:
     return ed25519.Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
 
 
+@overload
+def _sign_fixed(builder: x509.CertificateBuilder,
+                key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+                ) -> x509.Certificate: ...
+
+
+@overload
+def _sign_fixed(builder: x509.CertificateSigningRequestBuilder,
+                key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+                ) -> x509.CertificateSigningRequest: ...
+
+
 def _sign_fixed(builder: x509.CertificateBuilder | x509.CertificateSigningRequestBuilder,
                 key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
                 ) -> x509.Certificate | x509.CertificateSigningRequest:
@@ -271,7 +284,7 @@ def _fixed_certificate(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateK
         builder = builder.add_extension(certs.subject_alternative_names(names), critical=False)
     if usage:
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    return _sign_fixed(builder, issuer_key or key)  # type: ignore[return-value]
+    return _sign_fixed(builder, issuer_key or key)
 
 
 def write_fixed_set(directory: Path) -> dict[str, Path]:
@@ -302,7 +315,7 @@ def write_fixed_set(directory: Path) -> dict[str, Path]:
         "server.pem": certs.cert_pem(server), "ca.pem": certs.cert_pem(ca_cert),
         "alice.pem": certs.cert_pem(client),
         "submit-chain.pem": certs.cert_pem(submit) + certs.cert_pem(ca_cert),
-        "next.csr": certs.request_pem(request),  # type: ignore[arg-type]
+        "next.csr": certs.request_pem(request),
     }
     private = {
         "server.key": keys.key_pem(server_key), "ca.key": keys.key_pem(ca_key),

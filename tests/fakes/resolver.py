@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from mta.resolver import HostNotFound, NoData, TryAgain
+from mta.resolver import HostNotFound, NativeLookup, NoData, TryAgain
 
 
 @dataclass
@@ -54,7 +54,7 @@ class FakeDns:
         return list(table[name])
 
 
-def fake_native(hosts: dict[str, list[str]]):  # type: ignore[no-untyped-def]
+def fake_native(hosts: dict[str, list[str]]) -> NativeLookup:
     """A stand-in for getaddrinfo: /etc/hosts as a dictionary."""
 
     async def lookup(name: str) -> list[str]:

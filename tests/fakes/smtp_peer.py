@@ -148,7 +148,8 @@ class ScriptedPeer(LoopbackServer):
         conn = Connection()
         self.connections.append(conn)
         self.connected.set()
-        sender, recipients = "", []
+        sender = ""
+        recipients: list[str] = []
         try:
             if not await self._send(writer, self._reply_for("GREETING", "")):
                 return

@@ -10,6 +10,8 @@ from mta.delivery import DeliveryRequest, Recipient, Route
 from mta.queuefile import Envelope
 from mta.resolver import Resolver
 from mta.smtp.agent import SmtpDelivery
+from mta.smtp.client import Connector
+from mta.smtp.tlshook import TlsPolicy
 from tests.fakes.resolver import FakeDns, fake_native
 
 BASE_CF = """\
@@ -51,19 +53,20 @@ def request(recipients: list[str], nexthop: str, *, data: bytes = MESSAGE,
 
 
 def agent(extra: str = "", *, dns: FakeDns | None = None,
-          hosts: dict[str, list[str]] | None = None, connector=None,  # type: ignore[no-untyped-def]
-          tls_policy=None) -> SmtpDelivery:  # type: ignore[no-untyped-def]
+          hosts: dict[str, list[str]] | None = None, connector: Connector | None = None,
+          tls_policy: TlsPolicy | None = None) -> SmtpDelivery:
     config = from_text(BASE_CF + extra)
     resolver = Resolver(config.smtp_host_lookup, dns=dns or FakeDns(),
                         native=fake_native(hosts or {}))
     return SmtpDelivery(config, resolver, tls_policy=tls_policy, connector=connector)
 
 
-def port_map(ports: dict[str, int]):  # type: ignore[no-untyped-def]
+def port_map(ports: dict[str, int]) -> Connector:
     """A connector that sends (address, 25) to the scripted peer for that address;
     unmapped addresses get a real 'Connection refused' from a closed loopback port."""
 
-    async def connect(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
+    async def connect(address: str, port: int, local: str | None
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         target = ports.get(address)
         if target is None:
             raise ConnectionRefusedError(111, "Connection refused")

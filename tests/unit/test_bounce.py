@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,15 +13,16 @@ from mta import dsn
 from mta.bounce import SpoolBouncer
 from mta.config import from_text
 from mta.delivery import DeliveryResult, Recipient
-from mta.queuefile import Envelope
+from mta.queuefile import Envelope, QueueFile
 from mta.spool import Spool
+from tests.helpers import mime_parts
 
 ORIGINAL = (b"From: bob@client.test\r\nTo: alice@far.test\r\nSubject: hello\r\n"
             b"Message-ID: <orig@client.test>\r\n\r\nBody line\r\n")
 CF = "myhostname = mx.client.test\nmyorigin = client.test\nsmtp/inet = 127.0.0.1:0\n"
 
 
-async def queue_original(spool: Spool, sender: str, recipients: list[str]):  # type: ignore[no-untyped-def]
+async def queue_original(spool: Spool, sender: str, recipients: list[str]) -> QueueFile:
     envelope = Envelope(qid=spool.new_qid(), arrival=1795330516.0, sender=sender,
                         recipients=recipients)
     writer = spool.writer(envelope)
@@ -43,14 +45,15 @@ def failures() -> list[tuple[Recipient, DeliveryResult]]:
 
 
 @pytest.fixture
-def spool(tmp_path: Path):  # type: ignore[no-untyped-def]
+def spool(tmp_path: Path) -> Iterator[Spool]:
     spool = Spool(tmp_path / "queue", lane=0, fsync=False)
     spool.create()
     yield spool
     spool.close()
 
 
-async def test_bounce_is_a_multipart_report_python_can_read(spool: Spool, caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_bounce_is_a_multipart_report_python_can_read(
+        spool: Spool, caplog: pytest.LogCaptureFixture) -> None:
     queued: list[str] = []
     bouncer = SpoolBouncer(from_text(CF), spool, queued.append)
     original = await queue_original(spool, "bob@client.test", ["alice@far.test",
@@ -68,11 +71,11 @@ async def test_bounce_is_a_multipart_report_python_can_read(spool: Spool, caplog
     assert message.get_param("report-type") == "delivery-status"
     assert message["Auto-Submitted"] == "auto-replied"
     assert message["Subject"] == "Undelivered Mail Returned to Sender"
-    text, report, returned = message.get_payload()
+    text, report, returned = mime_parts(message)
     assert text.get_content_type() == "text/plain"
     assert "<alice@far.test>: host mx.far.test[192.0.2.1] said: 550 5.1.1" in text.get_content()
     assert report.get_content_type() == "message/delivery-status"
-    per_message, first, second = report.get_payload()
+    per_message, first, second = mime_parts(report)
     assert per_message["Reporting-MTA"] == "dns; mx.client.test"
     assert per_message["X-Postern-Queue-ID"] == original.qid
     assert per_message["X-Postern-Sender"] == "rfc822; bob@client.test"
@@ -86,7 +89,7 @@ async def test_bounce_is_a_multipart_report_python_can_read(spool: Spool, caplog
     assert second["Diagnostic-Code"] == "X-Postern; Domain gone.test does not accept mail " \
                                         "(nullMX)"
     assert returned.get_content_type() == "message/rfc822"
-    inner = returned.get_payload()[0]
+    inner = mime_parts(returned)[0]
     assert inner["Message-ID"] == "<orig@client.test>"
     assert inner.get_content().rstrip("\r\n") == "Body line"
 
@@ -99,7 +102,7 @@ async def test_large_original_returns_headers_only(spool: Spool) -> None:
     notice = await spool.run(spool.read, "incoming", new_qid)
     data = await spool.run(spool.read_content, "incoming", new_qid, notice)
     message = email.message_from_bytes(data, policy=email.policy.default)
-    returned = message.get_payload()[2]
+    returned = mime_parts(message)[2]
     assert returned.get_content_type() == "text/rfc822-headers"
     assert b"Body line" not in data
 
@@ -139,9 +142,9 @@ async def test_delay_warning(spool: Spool) -> None:
     data = await spool.run(spool.read_content, "incoming", new_qid, notice)
     message = email.message_from_bytes(data, policy=email.policy.default)
     assert message["Subject"] == "Delayed Mail (still being retried)"
-    assert "could not be delivered for more than 4 hour(s)" in message.get_payload()[0] \
+    assert "could not be delivered for more than 4 hour(s)" in mime_parts(message)[0] \
         .get_content()
-    recipient = message.get_payload()[1].get_payload()[1]
+    recipient = mime_parts(mime_parts(message)[1])[1]
     assert recipient["Action"] == "delayed"
     assert recipient["Status"] == "4.4.1"
     assert recipient["Will-Retry-Until"]

@@ -15,6 +15,7 @@ def info(**overrides: object) -> ReceivedInfo:
         protocol="ESMTP", myhostname="mx.example.test", mail_name="Postern",
         qid="2K04EZMPDJ00", recipients=["alice@example.test"], when=1795330516.0)
     values.update(overrides)
+    # The overrides may name any field, so their types are only known to the caller.
     return ReceivedInfo(**values)  # type: ignore[arg-type]
 
 
@@ -58,6 +59,7 @@ class Sink:
 
 async def clean(chunks: list[bytes], add_missing: bool = True) -> tuple[str, CleanupStream]:
     sink = Sink()
+    # Sink fakes a QueueFileWriter: CleanupStream uses only its qid, size and write().
     stream = CleanupStream(sink, received=b"Received: x\r\n", add_missing=add_missing,  # type: ignore[arg-type]
                            myhostname="mx.example.test", header_size_limit=4096)
     for chunk in chunks:

@@ -184,7 +184,8 @@ def test_every_module_imports_first() -> None:
 
 
 @pytest.mark.parametrize(("cpus", "expected"), [(1, 0), (2, 2), (3, 3), (16, 4)])
-def test_receiver_processes_auto_is_one_per_cpu_we_may_use(monkeypatch, cpus: int,
+def test_receiver_processes_auto_is_one_per_cpu_we_may_use(monkeypatch: pytest.MonkeyPatch,
+                                                           cpus: int,
                                                            expected: int) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
     assert from_text("").receiver_processes == expected

@@ -33,6 +33,7 @@ async def test_many_calls_finish_with_few_wakeups_of_the_loop() -> None:
         wakeups += 1
         resolve(loop)
 
+    # Deliberately private: count the wake-ups of the event loop.
     threads._resolve = counting  # type: ignore[method-assign]
     try:
         futures = [threads.call(lambda n=n: (gate.wait(5), n)[1]) for n in range(200)]

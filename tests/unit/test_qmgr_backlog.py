@@ -37,6 +37,7 @@ async def test_beyond_the_limit_content_is_read_at_delivery_not_held(
             qmgr.queued(envelope.qid)
             agent.arrived.clear()
             await asyncio.wait_for(agent.arrived.wait(), 5)  # each waits at the agent
+        # Deliberately private: whether the queue manager kept the content in memory.
         held = [request.content._file.content for request in agent.requests]  # type: ignore[attr-defined]
         # The first two were among at most two active messages: kept in memory.
         # The third made three: its content stays on disk until it is sent.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import NoReturn
 
 import pytest
 
@@ -81,7 +82,7 @@ async def test_no_mx_falls_back_to_the_domains_own_address() -> None:
 async def test_dns_outcomes(dns: FakeDns, status: str, dsn: str, text: str) -> None:
     connects: list[str] = []
 
-    async def never(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
+    async def never(address: str, port: int, local: str | None) -> NoReturn:
         connects.append(address)
         raise AssertionError("no connection may be attempted")
 
@@ -303,8 +304,9 @@ async def test_data_transfer_timeout_when_the_peer_stops_reading() -> None:
 
 
 async def test_connect_timeout() -> None:
-    async def hang(address: str, port: int, local: str | None):  # type: ignore[no-untyped-def]
-        await asyncio.Event().wait()
+    async def hang(address: str, port: int, local: str | None) -> NoReturn:
+        await asyncio.Event().wait()  # never set: the connect timeout cancels this
+        raise AssertionError("unreachable")
 
     results = await agent(SHORT, connector=hang).deliver(request(["a@x.test"],
                                                                  "[127.0.0.9]:25"))
@@ -358,7 +360,7 @@ async def test_mail_rcpt_and_data_go_in_one_group_and_rset_leads_on_reuse() -> N
         await reader.readline()
         writer.write(b"250-sink\r\n250 PIPELINING\r\n")
         while True:
-            group = []
+            group: list[bytes] = []
             while not group or group[-1] != b"DATA\r\n":
                 line = await reader.readline()  # no reply yet: the client must go on
                 if not line or line.startswith(b"QUIT"):

@@ -20,8 +20,9 @@ async def server(delays: dict[bytes, float | None]) -> AsyncIterator[int]:
         while line := await reader.readline():
             delay = delays.get(line.split()[0].upper(), 0.0)
             if delay is None:
-                await asyncio.Event().wait()
-            await asyncio.sleep(delay)
+                await asyncio.Event().wait()  # never set: no answer
+            else:
+                await asyncio.sleep(delay)
             writer.write(b"250 ok\r\n")
         writer.close()
 

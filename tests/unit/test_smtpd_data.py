@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mta.newlines import crlf_only, to_crlf
-from mta.smtpd.data import DataDecoder, read_data
+from mta.smtpd.data import DataDecoder, DataResult, read_data
 
 
-async def run(chunks: list[bytes], limit: int = 0) -> tuple[bytes, bytes, object]:
+async def run(chunks: list[bytes], limit: int = 0) -> tuple[bytes, bytes, DataResult]:
     reader = asyncio.StreamReader(limit=2048)
     for chunk in chunks:
         reader.feed_data(chunk)

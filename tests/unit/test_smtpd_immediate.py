@@ -68,7 +68,7 @@ async def server(tmp_path: Path) -> AsyncIterator[SmtpdServer]:
 
 async def _replies(reader: asyncio.StreamReader, count: int) -> list[bytes]:
     """count complete replies (multiline ones as one), their first lines' codes."""
-    codes = []
+    codes: list[bytes] = []
     while len(codes) < count:
         line = await asyncio.wait_for(reader.readline(), 10)
         assert line, f"connection closed after {codes}"
@@ -118,6 +118,7 @@ async def test_odd_lines_and_what_follows_them_go_to_the_task(server: SmtpdServe
     # session waits for a command again and answers at once.
     writer.write(b"NO")
     await writer.drain()
+    # Deliberately private: the bytes that StreamReader holds before a whole line.
     await until(lambda: bytes(session._reader._buffer) == b"NO")  # type: ignore[attr-defined]
     writer.write(b"OP\r\n")
     assert await _replies(reader, 1) == [b"250"]

@@ -49,6 +49,7 @@ class CountingSession(SecureSmtpdProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         CountingSession.sessions.append(self)
+        # CountingTransport passes everything but write() through to the real transport.
         super().connection_made(CountingTransport(transport, CountingSession.writes))  # type: ignore[arg-type]
 
 

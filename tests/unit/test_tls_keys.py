@@ -49,6 +49,7 @@ def test_encrypted_key_opens_with_the_password_file(tmp_path: Path,
     assert key_path.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
     config = config_in(tmp_path, "tls_key_password_file = keypass\n")
     key = keys.load_private_key(key_path, config)
+    # An ECDSA key; PrivateKeyTypes also covers keys without public_numbers().
     assert key.public_key().public_numbers() is not None  # type: ignore[union-attr]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -34,6 +35,7 @@ def test_private_key_readable_by_others_is_refused(tmp_path: Path, ca: TestCA) -
 def test_key_and_chain_in_one_file(tmp_path: Path, ca: TestCA) -> None:
     server = ca.issue("localhost")
     combined = tmp_path / "combined.pem"
+    assert ca.cert_file is not None
     combined.write_bytes(server.cert_file.read_bytes() + ca.cert_file.read_bytes()
                          + server.key_file.read_bytes())
     os.chmod(combined, 0o600)
@@ -63,7 +65,9 @@ def test_old_protocols_are_refused_by_default(ca: TestCA) -> None:
         tls, ca.client_context(maximum=ssl.TLSVersion.TLSv1_2))
     assert client is not None, error
     assert client.version() == "TLSv1.2"
-    assert engine.connection.get_cipher_name().startswith(("ECDHE-", "DHE-"))
+    cipher = engine.connection.get_cipher_name()
+    assert cipher is not None
+    assert cipher.startswith(("ECDHE-", "DHE-"))
 
 
 def test_a_gap_in_the_protocol_list_is_honoured(ca: TestCA) -> None:
@@ -101,6 +105,7 @@ def test_client_certificates_never_fail_the_handshake(tmp_path: Path, ca: TestCA
         if trusted is None:
             assert cert is None, name
             continue
+        assert cert is not None, name
         peer = PeerCertificate.from_certificate(cert, state.verify)
         assert (peer.trusted, peer.verify_error) == (trusted, reason), name
 
@@ -124,7 +129,10 @@ def test_sni_chooses_a_certificate_by_name_and_parent_domain(ca: TestCA) -> None
         _engine, state, client, error = memory_handshake(tls, ca.client_context(), name)
         assert client is not None, f"{name}: {error}"  # the client verified the name
         leaf = client.getpeercert()
-        assert dict(x[0] for x in leaf["subject"])["commonName"] == expected
+        assert leaf is not None, name
+        # getpeercert(): the subject is a tuple of RDNs, each of (name, value) pairs.
+        subject = cast(tuple[tuple[tuple[str, str], ...], ...], leaf["subject"])
+        assert dict(x[0] for x in subject)["commonName"] == expected
         assert state.sni == sni
     assert state.sni_unmatched == "mx.example.test"
 

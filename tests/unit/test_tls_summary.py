@@ -110,9 +110,12 @@ def test_summary_of_a_real_handshake(tmp_path: Path) -> None:
     engine, state, client, error = memory_handshake(tls, ca.client_context(laptop))
     assert client is not None, error
     cert = engine.connection.get_peer_certificate(as_cryptography=True)
+    assert cert is not None
     peer = PeerCertificate.from_certificate(cert, state.verify)
     got = summary.from_pyopenssl(engine.connection, server_side=True, peer=peer)
-    name, _, bits = client.cipher()
+    cipher = client.cipher()
+    assert cipher is not None
+    name, _, bits = cipher
     assert (got.protocol, got.cipher, got.cipher_usebits) == (client.version(), name, bits)
     assert got.trust == "Trusted"
     assert got.kex_name == "X25519"
@@ -122,6 +125,7 @@ def test_summary_of_a_real_handshake(tmp_path: Path) -> None:
     engine, state, client, error = memory_handshake(tls, ca.client_context(stranger))
     assert client is not None, error
     cert = engine.connection.get_peer_certificate(as_cryptography=True)
+    assert cert is not None
     peer = PeerCertificate.from_certificate(cert, state.verify)
     assert (peer.trusted, peer.verify_error) == (False, "self-signed certificate")
     assert summary.from_pyopenssl(engine.connection, server_side=True,

@@ -13,6 +13,7 @@ from mta.errors import ConfigError
 from mta.tls.protocols import (
     INBOUND,
     OUTBOUND,
+    Direction,
     check_ciphers,
     cipher_string,
     parse_grade,
@@ -39,7 +40,7 @@ BOTH = pytest.mark.parametrize("direction", [INBOUND, OUTBOUND], ids=["smtpd", "
     ("TLSv1.2, TLSv1.3", V.TLSv1_2, V.TLSv1_3),
     ("", V.TLSv1, V.TLSv1_3),
 ])
-def test_protocol_lists(direction, text: str, low: V, high: V) -> None:
+def test_protocol_lists(direction: Direction, text: str, low: V, high: V) -> None:
     result = parse_protocols(text, direction)
     assert (result.minimum, result.maximum, result.holes) == (low, high, frozenset())
     # OpenSSL's own numbers, as pyOpenSSL's set_min_proto_version takes them.
@@ -54,7 +55,7 @@ def test_protocol_lists(direction, text: str, low: V, high: V) -> None:
     ("!TLSv1 !TLSv1.1 !TLSv1.2 !TLSv1.3", "leaves no usable TLS version"),
     (">=TLSv1.3, <=TLSv1.2", "leaves no usable TLS version"),
 ])
-def test_bad_protocol_lists(direction, text: str, message: str) -> None:
+def test_bad_protocol_lists(direction: Direction, text: str, message: str) -> None:
     with pytest.raises(BadValue, match=message):
         parse_protocols(text, direction)
 

@@ -37,6 +37,7 @@ async def run_check(tmp_path: Path, peer_name: str, *args: object, **kwargs: obj
     config = from_text(BASE_CF + "smtp_tls_CAfile = ca.pem\n", str(tmp_path / "main.cf"))
     out = io.StringIO()
     async with peer_as_mx(peer_name, tmp_path) as (_, dns, connect):
+        # kwargs: more keyword arguments of check(), passed through as objects.
         status = await check(config, NEXTHOP, resolver=Resolver(("dns",), dns=dns),
                              connector=connect, out=out, timeout=10, **kwargs)  # type: ignore[arg-type]
     return status, out.getvalue()
