@@ -1,6 +1,6 @@
 """The code standards the brief sets, checked on every run: ruff clean, and
-the package's type hints consistent (mypy), so neither drifts between the
-sessions that check them by hand."""
+the type hints of the package, the benchmark and the tests consistent (mypy),
+so neither drifts between the sessions that check them by hand."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_ruff_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_finds_nothing_in_the_package_and_the_benchmark() -> None:
-    # pyproject.toml's [tool.mypy] names what is checked and how.
+def test_mypy_finds_nothing_in_the_package_the_benchmark_and_the_tests() -> None:
+    # pyproject.toml's [tool.mypy] names what is checked (mta, bench, tests) and how.
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
