@@ -167,7 +167,10 @@ _int("smtpd_hard_error_limit", "20", "Errors after which the server disconnects.
 _bool("smtpd_helo_required", "no", "Require HELO or EHLO before MAIL.")
 _list("smtpd_relay_restrictions",
       "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
-      "Relay control, evaluated for every RCPT before smtpd_recipient_restrictions.")
+      "Relay control, evaluated for every RCPT before smtpd_recipient_restrictions. As in "
+      "Postfix, a configuration is refused unless this list or smtpd_recipient_restrictions "
+      "holds reject_unauth_destination, defer_unauth_destination or reject before any "
+      "unconditional permit (no open relay by mistake).")
 _list("smtpd_recipient_restrictions", "", "Further restrictions on RCPT TO.")
 _p("smtpd_forbid_bare_newline", "normalize", t.choice("normalize", "reject", "no"),
    "Bare LF (or CR) line endings: normalize them to CRLF, or reject the session.")

@@ -22,6 +22,10 @@ from mta.smtpd import replies
 
 PERMIT = "permit"
 DUNNO = None
+# What keeps a server from relaying for anyone (Postfix's list, less what we
+# do not implement: defer, defer_if_permit, check_relay_domains).
+_RELAY_STOPPERS = frozenset({"reject_unauth_destination", "defer_unauth_destination",
+                             "reject"})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -83,6 +87,24 @@ class Restrictions:
         }
         self.relay = self._compile("smtpd_relay_restrictions")
         self.recipient = self._compile("smtpd_recipient_restrictions")
+        self._refuse_open_relay()
+
+    def _refuse_open_relay(self) -> None:
+        """Postfix refuses to start (smtpd_check.c) unless one of the two
+        lists can refuse mail for other domains before an unconditional
+        permit: a list without one makes an open relay."""
+        for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions"):
+            for item in self.config.get(name):
+                item = item.lower()
+                if item == "permit":
+                    break  # what follows it is never reached
+                if item in _RELAY_STOPPERS:
+                    return
+        raise ConfigError(
+            f"{self.config.where('smtpd_relay_restrictions')}: in parameters "
+            "smtpd_relay_restrictions and smtpd_recipient_restrictions, specify at least "
+            "one working instance of: reject_unauth_destination, defer_unauth_destination "
+            "or reject")
 
     def _compile(self, name: str) -> list[Restriction]:
         compiled = []
