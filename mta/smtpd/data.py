@@ -3,8 +3,12 @@
 Security rules (SMTP smuggling, CVE-2023-51764 class): the message ends only
 at ``<CR><LF>.<CR><LF>`` on the raw wire (RFC 5321 §4.1.1.4). Any other
 newline, a bare LF or a bare CR, never ends the message; it is normalised to
-CRLF so that it cannot leave here as a bare newline either, and a ``.`` line
-made that way is plain content (it is dot-stuffed again when relayed).
+CRLF so that it cannot leave here as a bare newline either. Normalising comes
+before undoing dot-stuffing, so a line made by a bare newline is un-stuffed
+like any other: ``x<LF>.<CR><LF>`` is kept as ``x<CR><LF><CR><LF>`` (the
+lone dot loses its stuffing dot), as Postfix's smtpd does with
+``smtpd_forbid_bare_newline = normalize``, where each line it reads, however
+it ended, is un-stuffed. Whatever leaves here is dot-stuffed again when relayed.
 
 The reader works on chunks with bytes methods (C speed) rather than on lines
 in Python: a 25 MB message costs a few hundred loop iterations, not 350,000.

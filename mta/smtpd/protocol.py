@@ -250,6 +250,7 @@ class SmtpdProtocol(SMTP):
         else:
             line = line[:-1]
             if self.ctx.config.smtpd_forbid_bare_newline == "reject":
+                self.ctx.metrics_reject(self._verb_label(line), "521")
                 self.reply_and_close(replies.BARE_NEWLINE.format(host=self.hostname))
                 return None
             if "bare_lf" not in self.notes:
@@ -260,6 +261,12 @@ class SmtpdProtocol(SMTP):
             self.reply(replies.BAD_SYNTAX)
             return None
         return line
+
+    def _verb_label(self, line: bytes) -> str:
+        """The command's name for a metric label: a known verb or UNKNOWN,
+        never the client's bytes (a label set must stay bounded)."""
+        verb = line[:16].partition(b" ")[0].upper().decode("ascii", "replace")
+        return verb if verb in self._commands else "UNKNOWN"
 
     async def _discard_long_line(self, consumed: int) -> None:
         while True:
@@ -535,6 +542,7 @@ class SmtpdProtocol(SMTP):
             # Postfix's smtpd_recipient_overshoot_limit: a client that sends
             # more recipients than allowed is not an error until it overshoots.
             self.txn.overshoot += 1
+            self.ctx.metrics_reject("RCPT", "452")
             self.reply(replies.TOO_MANY_RECIPIENTS, counts_as_error=self.txn.overshoot
                        > self.ctx.config.smtpd_recipient_overshoot_limit)
             return
@@ -620,6 +628,17 @@ class SmtpdProtocol(SMTP):
                                      self._reset_timeout)
             if result.bare_lf and "bare_lf" not in self.notes:
                 self.notes.append("bare_lf")
+            if (result.bare_lf or result.bare_cr) \
+                    and config.smtpd_forbid_bare_newline == "reject":
+                # As for a command line: the message is not queued, and the
+                # session ends (Postfix's smtpd_forbid_bare_newline = reject
+                # covers DATA content too).
+                await writer.abort()
+                text = replies.BARE_NEWLINE if result.bare_lf else replies.BARE_CR
+                self._reject("END-OF-MESSAGE", text.format(host=self.hostname),
+                             envelope.sender, None)
+                self._hang_up()
+                return
             if result.too_big:
                 await writer.abort()
                 self._reject("END-OF-MESSAGE", replies.MESSAGE_TOO_BIG, envelope.sender, None)
@@ -663,6 +682,8 @@ class SmtpdProtocol(SMTP):
         self.reply(replies.OK)
 
     def cmd_quit(self, argument: str) -> None:
+        # Postfix does not check QUIT's syntax either: a client that says
+        # goodbye is let go.
         self.stage = "QUIT"
         self.reply(replies.BYE)
         self._hang_up()
@@ -680,7 +701,7 @@ class SmtpdProtocol(SMTP):
         if refusal:
             self.reply(refusal)
         else:
-            self.reply(f"252 2.0.0 {address}")
+            self.reply(replies.VRFY_MAY_DELIVER.format(address=address))
 
     # A handler returns None when it has answered, or an awaitable to run.
     _commands: dict[str, Callable[[Any, str], Awaitable[None] | None]] = {

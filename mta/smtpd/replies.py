@@ -27,7 +27,6 @@ MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM:<address>"
 RCPT_SYNTAX = "501 5.5.4 Syntax: RCPT TO:<address>"
 DATA_SYNTAX = "501 5.5.4 Syntax: DATA"
 RSET_SYNTAX = "501 5.5.4 Syntax: RSET"
-QUIT_SYNTAX = "501 5.5.4 Syntax: QUIT"
 VRFY_SYNTAX = "501 5.5.4 Syntax: VRFY address"
 BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax"
 BAD_RECIPIENT_SYNTAX = "501 5.1.3 Bad recipient address syntax"
@@ -36,6 +35,7 @@ BAD_BODY = "501 5.5.4 Bad BODY parameter"
 BAD_SIZE = "501 5.5.4 Bad message size syntax"
 SMTPUTF8_NEEDED = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
 VRFY_DISABLED = "502 5.5.1 VRFY command is disabled"
+VRFY_MAY_DELIVER = "252 2.0.0 {address}"  # RFC 5321 §3.5.3: will try, cannot verify
 
 SIZE_EXCEEDS = "552 5.3.4 Message size exceeds fixed limit"
 MESSAGE_TOO_BIG = "552 5.3.4 Error: message file too big"
@@ -54,7 +54,8 @@ SERVER_BUSY = "421 4.7.0 {host} Error: too many connections"
 TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded"
 TOO_MANY_ERRORS = "421 4.7.0 {host} Error: too many errors"
 BARE_NEWLINE = "521 5.5.2 {host} Error: bare <LF> received"
-SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, closing transmission channel"
+# Ours: Postfix has no reply for a bare CR, which it does not see as a line end.
+BARE_CR = "521 5.5.2 {host} Error: bare <CR> received"
 
 # STARTTLS (RFC 3207) and the TLS requirement, Postfix's texts (smtpd.c).
 STARTTLS_READY = "220 2.0.0 Ready to start TLS"

@@ -158,6 +158,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             verb = line.partition(b" ")[0].upper().decode("ascii", "replace")
             if verb in self._commands and verb not in PRE_TLS:
                 self._count(verb.lower(), False)
+                self.ctx.metrics_reject(verb, "530")
                 self.reply(replies.MUST_STARTTLS)
                 return
         await super()._dispatch(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import time
+import urllib.request
 
 import pytest
 
@@ -165,6 +166,66 @@ def test_bare_lf_rejected_when_configured(daemon_factory: DaemonFactory) -> None
         assert smtp.reply() == "521 5.5.2 mx.example.test Error: bare <LF> received"
         assert wait_for(smtp.closed)
     still_works(daemon)
+
+
+@pytest.mark.parametrize(("body", "what"), [
+    ("Subject: t\r\n\r\nhello\nworld\r\n", "<LF>"),
+    ("Subject: t\r\n\r\nhello\rworld\r\n", "<CR>"),
+])
+def test_bare_newline_in_data_rejected_when_configured(daemon_factory: DaemonFactory,
+                                                       body: str, what: str) -> None:
+    """reject covers message content as it covers commands: the message is
+    not queued, the session ends, and the reject is logged like any other."""
+    daemon = daemon_factory("smtpd_forbid_bare_newline = reject\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        smtp.command("MAIL FROM:<bob@example.org>")
+        smtp.command("RCPT TO:<alice@example.test>")
+        assert smtp.command("DATA").startswith("354")
+        smtp.send(body + ".\r\n")
+        assert smtp.reply() == f"521 5.5.2 mx.example.test Error: bare {what} received"
+        assert wait_for(smtp.closed)
+    daemon.wait_log(rf"reject: END-OF-MESSAGE from localhost\[127\.0\.0\.1\]: 521 5\.5\.2 "
+                    rf"mx\.example\.test Error: bare {what} received; from=<bob@example\.org>")
+    still_works(daemon)
+    # Only still_works' message arrives; the rejected one left nothing behind.
+    delivered = daemon.wait_maildir("alice")
+    assert [path.read_bytes().count(b"still fine") for path in delivered] == [1]
+    assert wait_for(lambda: not [f for q in ("incoming", "active", "deferred")
+                                 for f in (daemon.root / "queue" / q).glob("*")
+                                 if f.is_file()])
+
+
+def test_refusals_by_limits_are_counted(daemon_factory: DaemonFactory) -> None:
+    """mta_smtpd_rejects_total counts the limits' refusals too, not only the
+    restrictions' (docs/metrics.md), with bounded labels."""
+    daemon = daemon_factory("smtpd_recipient_limit = 1\n"
+                            "smtpd_forbid_bare_newline = reject\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        smtp.command("MAIL FROM:<bob@example.org>")
+        assert smtp.command("RCPT TO:<alice@example.test>").startswith("250")
+        assert smtp.command("RCPT TO:<carol@example.test>") == \
+            "452 4.5.3 Error: too many recipients"
+        smtp.send("RSET\n")
+        assert smtp.reply().startswith("521 5.5.2")
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.send("\x00garbage\n")
+        assert smtp.reply().startswith("521 5.5.2")
+    url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+    expected = ('mta_smtpd_rejects_total{code="452",command="RCPT",listener="smtp"} 1.0',
+                'mta_smtpd_rejects_total{code="521",command="RSET",listener="smtp"} 1.0',
+                'mta_smtpd_rejects_total{code="521",command="UNKNOWN",listener="smtp"} 1.0')
+
+    def metrics() -> str:
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        return text if all(line in text for line in expected) else ""
+
+    text = wait_for(metrics, message="the rejects counted")
+    assert "garbage" not in text
 
 
 def test_idle_timeout(daemon_factory: DaemonFactory) -> None:
