@@ -15,7 +15,6 @@ import asyncio
 import errno
 import inspect
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -499,11 +498,9 @@ class SmtpdProtocol(SMTP):
         """Postfix's queue_minfree rule, checked at MAIL: room for 1.5 times the
         largest message (or queue_minfree), and for what the client declared."""
         config = self.ctx.config
-        try:
-            stat = os.statvfs(self.ctx.spool.root)
-        except OSError:
+        free = self.ctx.free_space.latest()  # measured off the loop (smtpd/space.py)
+        if free is None:
             return True  # cannot tell: the commit will fail safely if need be
-        free = stat.f_bavail * stat.f_frsize
         needed = max(config.queue_minfree, int(1.5 * config.message_size_limit))
         if free < needed or free < declared + config.queue_minfree:
             maillog.warning("smtpd", f"not enough free space in mail queue: {free} bytes "

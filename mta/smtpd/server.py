@@ -25,6 +25,7 @@ from mta.queuefile import Envelope
 from mta.smtpd import replies
 from mta.smtpd.checks import ClientFacts, Restrictions, client_ip
 from mta.smtpd.security import ListenerSecurity
+from mta.smtpd.space import FreeSpace
 from mta.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -282,6 +283,11 @@ class SmtpdContext:
         return ip.is_loopback or address in self.local_addresses
 
     @functools.cached_property
+    def free_space(self) -> FreeSpace:
+        """The spool's free space for queue_minfree (smtpd/space.py)."""
+        return FreeSpace(self.spool)
+
+    @functools.cached_property
     def _counted(self) -> dict[str, Any]:
         """The listener's own children of the per-listener metrics, looked up
         once (labels() takes a lock and builds a key on every call)."""
@@ -324,6 +330,7 @@ class SmtpdServer:
 
         factory = self._factory or SecureSmtpdProtocol
         loop = self.ctx.loop
+        await self.ctx.free_space.measure()  # so the first MAIL has a figure
         address = self.ctx.listener.address
         if sock is not None:
             self._server = await loop.create_server(lambda: factory(self.ctx), sock=sock,

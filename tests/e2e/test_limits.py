@@ -228,6 +228,20 @@ def test_refusals_by_limits_are_counted(daemon_factory: DaemonFactory) -> None:
     assert "garbage" not in text
 
 
+def test_mail_refused_when_the_spool_lacks_queue_minfree(
+        daemon_factory: DaemonFactory) -> None:
+    """Postfix's queue_minfree, checked at MAIL against the spool's free
+    space (measured off the event loop before the listener opens)."""
+    daemon = daemon_factory(f"queue_minfree = {1 << 60}\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        assert smtp.command("MAIL FROM:<bob@example.org>") == \
+            "452 4.3.1 Insufficient system storage"
+    daemon.wait_log(r"warning: not enough free space in mail queue: \d+ bytes < "
+                    rf"{1 << 60} bytes needed")
+
+
 def test_idle_timeout(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("smtpd_timeout = 1s\n").start()
     with RawSmtp(daemon.smtp_port) as smtp:
