@@ -25,7 +25,7 @@ from mta.config import Config
 from mta.delivery import ContentSource, DeliveryRequest, DeliveryResult, Recipient, Route
 from mta.metrics import REGISTRY
 from mta.resolver import LookupFailure, MxHost, Resolver
-from mta.smtp.cache import ConnectionCache
+from mta.smtp.cache import Cached, ConnectionCache
 from mta.smtp.client import (
     ConnectFailure,
     Connector,
@@ -39,7 +39,14 @@ from mta.smtp.client import (
 )
 from mta.smtp.nexthop import parse_nexthop, server_addresses
 from mta.smtp.reply import Reply
-from mta.smtp.tlshook import PLAINTEXT, NoTlsPolicy, TlsPlan, TlsPolicy, TlsRefusal
+from mta.smtp.tlshook import (
+    PLAINTEXT,
+    NoTlsPolicy,
+    SessionTls,
+    TlsPlan,
+    TlsPolicy,
+    TlsRefusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +110,6 @@ class SmtpDelivery:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.resolver = resolver
-        self.tls_policy: TlsPolicy = tls_policy or NoTlsPolicy()
         self.connector = connector
         self.clock = clock
         self.timeouts = Timeouts.from_config(config)
@@ -111,6 +117,7 @@ class SmtpDelivery:
             config.smtp_connection_cache_time_limit
             if config.smtp_connection_cache_on_demand else 0,
             config.smtp_connection_reuse_time_limit)
+        self.tls_policy: TlsPolicy = tls_policy or NoTlsPolicy()
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -124,9 +131,9 @@ class SmtpDelivery:
         state = _Delivery(request, {r.index: r for r in request.recipients},
                           started=self.clock())
         key = (request.route.transport, request.route.nexthop)
-        cached = self.cache.take(key)
-        if cached is not None:
-            await self._reuse(state, cached.session, cached.plan, key)
+        while (cached := self.cache.take(key)) is not None:
+            if await self._reuse(state, cached, key):
+                break
         if state.pending:
             await self._deliver_fresh(state, key)
         self._count_policy_deferral(state)
@@ -140,11 +147,25 @@ class SmtpDelivery:
         if counter is not None and refusals:
             counter(refusals[0].level, refusals[0].reason)
 
-    async def _reuse(self, state: _Delivery, session: SmtpSession, plan: TlsPlan,
-                     key: tuple[str, str]) -> None:
+    async def _reuse(self, state: _Delivery, cached: Cached, key: tuple[str, str]) -> bool:
         """RSET a cached session and use it; if it has died, start afresh.
         With PIPELINING the RSET goes in the same group as MAIL, RCPT and
-        DATA."""
+        DATA. False when this message's TLS plan does not admit the session
+        (it gets QUIT and the caller tries the next one): the session was
+        opened under a plan of its own, and an encrypt or verify message must
+        not go on a plaintext or unverified session, nor a fresh message on
+        a may session that fell back to plaintext (docs/tls-policy.md)."""
+        session = cached.session
+        # The plan a new connection to this server would get (_attempt); the
+        # check itself is a few comparisons (TlsPlan.admits).
+        plan = self.tls_policy.plan(state.request.route, session.peer.hostname,
+                                    queued_for=_queued_for(state.request))
+        if not plan.admits(cached.tls):
+            log.debug("cached connection to %s (opened at TLS level %s, %s) not admitted "
+                      "by this message's TLS plan", session.peer.relay, cached.tls.level.label,
+                      "TLS" if cached.tls.encrypted else "plaintext")
+            self.cache.discard(session)
+            return False
         state.setup_time = self.clock() - state.started
         state.tls = plan.log_field()
         if "PIPELINING" not in session.features:
@@ -152,12 +173,13 @@ class SmtpDelivery:
                 reply = await session.rset()
             except SmtpClientError:
                 session.close()
-                return
+                return True
             if reply.code != 250:
                 await session.quit()
-                return
-        if await self._transaction(state, session, plan, key, final=False, reused=True):
+                return True
+        if await self._transaction(state, session, cached.tls, key, final=False, reused=True):
             TRANSACTIONS.labels("reused").inc()
+        return True
 
     async def _deliver_fresh(self, state: _Delivery, key: tuple[str, str]) -> None:
         route = state.request.route
@@ -208,12 +230,8 @@ class SmtpDelivery:
                                               site_failure=True), final)
             return 0
         plaintext_only = retry_plan is not None
-        # How long the message waited before this attempt (Postfix's PREACTIVE_DELAY):
-        # the plaintext retry after a failed handshake needs minimal_backoff_time.
-        request = state.request
-        queued_for = (request.attempt_started - request.envelope.arrival
-                      if request.attempt_started else 0.0)
-        plan = retry_plan or self.tls_policy.plan(route, mx.hostname, queued_for=queued_for)
+        plan = retry_plan or self.tls_policy.plan(route, mx.hostname,
+                                                  queued_for=_queued_for(state.request))
         try:
             ready = await self._open(state, session, plan, peer, final, plaintext_only)
         except SmtpClientError as error:
@@ -232,7 +250,10 @@ class SmtpDelivery:
         TRANSACTIONS.labels("new").inc()
         state.setup_time = self.clock() - state.started
         state.tls = plan.log_field()
-        await self._transaction(state, session, plan, key, final)
+        # Kept with the session in the cache: a plaintext retry (plaintext_only)
+        # is reusable only for mail that could fall back too.
+        tls = plan.opened(session.tls is not None, fallback=plaintext_only)
+        await self._transaction(state, session, tls, key, final)
         return 1
 
     async def _open(self, state: _Delivery, session: SmtpSession, plan: TlsPlan, peer: Peer,
@@ -316,7 +337,7 @@ class SmtpDelivery:
         return False
 
     # -- the transaction -------------------------------------------------------------------
-    async def _transaction(self, state: _Delivery, session: SmtpSession, plan: TlsPlan,
+    async def _transaction(self, state: _Delivery, session: SmtpSession, tls: SessionTls,
                            key: tuple[str, str], final: bool, reused: bool = False) -> bool:
         """One mail transaction; False when a reused session turned out dead
         before it began (the recipients are still pending)."""
@@ -331,7 +352,7 @@ class SmtpDelivery:
             if limit.isdigit() and 0 < int(limit) < size:
                 self._bounce_batch(state, indexes, "5.3.4", f"message size {size} exceeds "
                                    f"size limit {limit} of server {peer.name}", session)
-                self._release(session, plan, key)
+                self._release(session, tls, key)
                 return True
             params.append(f"SIZE={size}")
         addresses = [request.envelope.sender, *(r.address for r in batch)]
@@ -339,7 +360,7 @@ class SmtpDelivery:
             if "SMTPUTF8" not in session.features:
                 self._bounce_batch(state, indexes, "5.6.7", "SMTPUTF8 is required, but was "
                                    f"not offered by host {peer.name}", session)
-                self._release(session, plan, key)
+                self._release(session, tls, key)
                 return True
             params.append("SMTPUTF8")
         started = self.clock()
@@ -358,7 +379,7 @@ class SmtpDelivery:
                 self._reply_failure(state, indexes, mail,
                                     self._said(peer, mail, "MAIL FROM"), peer, final)
                 await self._end_pipelined(session, data)
-                self._release(session, plan, key)
+                self._release(session, tls, key)
                 return True
             accepted = []
             for recipient, reply in zip(batch, rcpts, strict=True):
@@ -369,7 +390,7 @@ class SmtpDelivery:
                                         self._said(peer, reply, "RCPT TO"), peer, final)
             if not accepted:
                 await self._end_pipelined(session, data)
-                self._release(session, plan, key)
+                self._release(session, tls, key)
                 return True
             if data is None:
                 data, done = await session.data(_content(request.content))
@@ -398,7 +419,7 @@ class SmtpDelivery:
             return True
         finally:
             state.transfer_time = self.clock() - started
-        self._release(session, plan, key)
+        self._release(session, tls, key)
         return True
 
     @staticmethod
@@ -408,9 +429,9 @@ class SmtpDelivery:
             await session.abandon_data()
             session.close()  # a server that says 354 to nobody gets no more mail now
 
-    def _release(self, session: SmtpSession, plan: TlsPlan, key: tuple[str, str]) -> None:
+    def _release(self, session: SmtpSession, tls: SessionTls, key: tuple[str, str]) -> None:
         """Cache the session for the next message, or say goodbye."""
-        if session.broken or not self.cache.put(key, session, plan):
+        if session.broken or not self.cache.put(key, session, tls):
             task = asyncio.get_running_loop().create_task(session.quit())
             _background.add(task)
             task.add_done_callback(_background.discard)
@@ -469,6 +490,13 @@ class SmtpDelivery:
                 tls=state.tls if outcome.relay != "none" else None,
                 remote_mta=outcome.remote_mta, diagnostic=outcome.diagnostic, extra=extra))
         return results
+
+
+def _queued_for(request: DeliveryRequest) -> float:
+    """How long the message waited before this attempt (Postfix's PREACTIVE_DELAY):
+    the plaintext retry after a failed handshake needs minimal_backoff_time."""
+    return (request.attempt_started - request.envelope.arrival
+            if request.attempt_started else 0.0)
 
 
 class _PlaintextRetry(Exception):

@@ -6,6 +6,10 @@ smtp_connection_cache_time_limit; the next delivery to the same destination
 logged as ``conn_use=N``. A connection older than
 smtp_connection_reuse_time_limit is closed instead of reused. No reuse-count
 limit: Postfix warns that one turns a good server into a "fatal attractor".
+
+Each session is kept with its ``SessionTls`` (the TLS policy it was opened
+under and what its TLS turned out to be); the agent reuses it only when the
+next message's TLS plan admits that (mta/smtp/tlshook.py).
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import Gauge
 
 from mta.metrics import REGISTRY
 from mta.smtp.client import SmtpSession
+from mta.smtp.tlshook import SessionTls
 
 CACHED = Gauge("mta_smtp_cached_connections", "Idle outbound connections kept for reuse.",
                registry=REGISTRY)
@@ -27,7 +31,7 @@ CACHED = Gauge("mta_smtp_cached_connections", "Idle outbound connections kept fo
 @dataclass
 class Cached:
     session: SmtpSession
-    plan: Any  # the TLS plan the session was opened under
+    tls: SessionTls  # what the session was opened under, and its TLS
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -38,11 +42,11 @@ class ConnectionCache:
         self._idle: dict[tuple[str, str], list[Cached]] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    def put(self, key: tuple[str, str], session: SmtpSession, plan: Any) -> bool:
+    def put(self, key: tuple[str, str], session: SmtpSession, tls: SessionTls) -> bool:
         """Keep an idle session; False (the caller QUITs) when it may not be kept."""
         if self.idle_limit <= 0 or session.broken or session.age >= self.reuse_limit:
             return False
-        entry = Cached(session, plan)
+        entry = Cached(session, tls)
         entry.timer = asyncio.get_running_loop().call_later(self.idle_limit, self._expire,
                                                             key, entry)
         self._idle.setdefault(key, []).append(entry)
@@ -77,6 +81,10 @@ class ConnectionCache:
             self._quit(entry.session)
         if not entries:
             self._idle.pop(key, None)
+
+    def discard(self, session: SmtpSession) -> None:
+        """QUIT a session taken from the cache and not used after all."""
+        self._quit(session)
 
     def _quit(self, session: SmtpSession) -> None:
         task = asyncio.get_running_loop().create_task(session.quit())

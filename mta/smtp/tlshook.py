@@ -13,6 +13,14 @@ and consults the plan at exactly three points, all before any MAIL is sent:
    ``may``) or refuse.
 
 ``log_field()`` gives the Postfix 3.11 ``tls=`` field of the delivery line.
+
+A connection kept in the connection cache (mta/smtp/cache.py) keeps a
+``SessionTls`` (``plan.opened()``: the policy and level it was opened under,
+whether TLS is up, verified, or a plaintext retry after a failed handshake).
+Before a cached connection carries another message, the agent makes that
+message's plan and asks ``plan.admits(session_tls)``; no means QUIT and a new
+connection. Postfix gets the same effect by keying cached endpoints by the
+requested TLS level (smtp.h SMTP_KEY_MASK_SCACHE_ENDP_LABEL).
 The outbound TLS policy (mta/tls/client_plan.py, through ``default_policy``)
 supplies every level; this module has only ``none``, the agent's default when
 it is given no policy.
@@ -26,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from mta.delivery import Route
 from mta.smtp.client import Peer, SmtpClientError, TlsFacts
+from mta.tls.levels import TlsLevel
 
 if TYPE_CHECKING:
     from mta.config import Config
@@ -44,8 +53,23 @@ class TlsRefusal:
     level: str = ""  # the policy level that refused
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class SessionTls:
+    """What an open connection's TLS is, kept with it in the connection cache so
+    that reuse for another message is judged by that message's plan."""
+
+    level: TlsLevel  # the level of the plan that opened the connection
+    encrypted: bool  # TLS is up
+    verified: bool  # the certificate passed the opening level's check (Verified)
+    # Plaintext because the TLS handshake failed: Postfix allows that retry only
+    # for mail queued at least minimal_backoff_time (PLAINTEXT_FALLBACK_OK_...).
+    fallback: bool
+    policy: object = None  # the policy entry that judged it (compared by the plan)
+    source: object = None  # the policy set it came from (a reload makes a new one)
+
+
 class TlsPlan(Protocol):
-    """One connection's TLS decisions."""
+    """One connection's (or one cached connection reuse's) TLS decisions."""
 
     ssl_context: ssl.SSLContext | None
     server_hostname: str | None  # SNI; Postfix sends none unless DANE or configured
@@ -58,10 +82,20 @@ class TlsPlan(Protocol):
 
     def log_field(self) -> str | None: ...
 
+    def opened(self, encrypted: bool, fallback: bool) -> SessionTls:
+        """Once the connection is ready for MAIL: what it is, for the cache."""
+        ...
+
+    def admits(self, session: SessionTls) -> bool:
+        """May this plan's message go on a cached connection that is ``session``?
+        Must be cheap (a few comparisons: it runs for every reused connection);
+        True also settles what ``log_field()`` says."""
+        ...
+
 
 class TlsPolicy(Protocol):
-    """Makes plans; ``key`` names the policy for the connection cache (a cached
-    connection is reused only under the policy that opened it)."""
+    """Makes plans. A cached connection carries a message only when the plan
+    made for that message admits it (``TlsPlan.admits``)."""
 
     def plan(self, route: Route, mx_hostname: str, queued_for: float = 0.0) -> TlsPlan: ...
 
@@ -83,6 +117,14 @@ class NoTlsPlan:
 
     def log_field(self) -> str | None:
         return None
+
+    def opened(self, encrypted: bool, fallback: bool) -> SessionTls:
+        return SessionTls(TlsLevel.NONE, encrypted, False, fallback)
+
+    def admits(self, session: SessionTls) -> bool:
+        # Level none sends in plaintext; a TLS session was opened by a TLS
+        # policy and stays with it.
+        return not session.encrypted
 
 
 class NoTlsPolicy:

@@ -24,7 +24,7 @@ from mta.smtp.client import (
     TlsFacts,
     TlsHandshakeFailed,
 )
-from mta.smtp.tlshook import PLAINTEXT, STARTTLS, TlsRefusal
+from mta.smtp.tlshook import PLAINTEXT, STARTTLS, SessionTls, TlsRefusal
 from mta.tls import client_metrics
 from mta.tls.client_context import peer_chain
 from mta.tls.decision import (
@@ -35,6 +35,7 @@ from mta.tls.decision import (
     after_handshake,
     after_handshake_failure,
     after_starttls_refused,
+    plaintext_fallback_ok,
     tls_field,
 )
 from mta.tls.evaluation import evaluate
@@ -156,6 +157,53 @@ class PolicyPlan:
         if self.outcome is None:
             return None
         return tls_field(self.level, self.outcome)
+
+    # A connection kept in the cache (mta/smtp/cache.py)
+    def opened(self, encrypted: bool, fallback: bool) -> SessionTls:
+        return SessionTls(self.level, encrypted, self.trust == VERIFIED, fallback,
+                          policy=self.policy, source=self.outbound)
+
+    def admits(self, session: SessionTls) -> bool:
+        """May this message go on a cached connection? Postfix reuses a cached
+        endpoint only for the same requested TLS level (smtp.h
+        SMTP_KEY_MASK_SCACHE_ENDP_LABEL has SMTP_KEY_FLAG_TLS_LEVEL); Postern
+        also lets a TLS session carry mail for a level that asks no more of it.
+        Only comparisons: this runs before every reused transaction."""
+        if session.source is not self.outbound:
+            return False  # judged under a policy set a reload has replaced
+        level = self.level
+        same = session.policy is self.policy or session.policy == self.policy
+        if session.encrypted:
+            if same:
+                ok = True  # this entry's own check accepted the certificate
+            elif level == TlsLevel.MAY:
+                ok = True  # may asks for nothing; TLS is more than it needs
+            elif level == TlsLevel.ENCRYPT:
+                # Negotiated under a mandatory level with the same protocols and
+                # ciphers (a verified session satisfies encrypt).
+                ok = (session.level.requires_tls and isinstance(session.policy, ClientPolicy)
+                      and session.policy.settings == self.policy.settings)
+            else:
+                ok = False  # fingerprint, verify, secure: only this entry's check counts
+            if ok:
+                self.outcome = Outcome.TLS
+            return ok
+        # Plaintext: never at encrypt and above (TlsLevel.requires_tls); at none
+        # always; at may only where a new connection would end in plaintext too.
+        if level == TlsLevel.NONE:
+            ok = True
+        elif level == TlsLevel.MAY and session.level == TlsLevel.MAY:
+            # Not offered, or STARTTLS refused: plaintext for any may message. A
+            # failed handshake: the plaintext retry is for mail queued at least
+            # minimal_backoff_time (Postfix's PLAINTEXT_FALLBACK_OK_AFTER_STARTTLS_FAILURE),
+            # and under the settings that failed.
+            ok = not session.fallback or (same and plaintext_fallback_ok(
+                level, self.queued_for, self.outbound.config.minimal_backoff_time))
+        else:
+            ok = False
+        if ok:
+            self.outcome = Outcome.PLAINTEXT
+        return ok
 
 
 class PolicyTls:

@@ -8,7 +8,15 @@ from pathlib import Path
 from mta.config import from_text
 from mta.delivery import Route
 from mta.smtp.client import Peer, SmtpClientError, TlsFacts
-from mta.smtp.tlshook import PLAINTEXT, STARTTLS, TlsPolicy, TlsRefusal, default_policy
+from mta.smtp.tlshook import (
+    PLAINTEXT,
+    STARTTLS,
+    SessionTls,
+    TlsPolicy,
+    TlsRefusal,
+    default_policy,
+)
+from mta.tls.levels import TlsLevel
 from tests.fakes.certs import TestCA
 from tests.fakes.smtp_peer import ScriptedPeer
 from tests.unit.smtp_helpers import BASE_CF, agent, request
@@ -52,6 +60,13 @@ class RecordingPlan:
 
     def log_field(self) -> str | None:
         return "verify"
+
+    def opened(self, encrypted: bool, fallback: bool) -> SessionTls:
+        return SessionTls(TlsLevel.VERIFY, encrypted, encrypted and self.accept, fallback)
+
+    def admits(self, session: SessionTls) -> bool:
+        self.events.append("admits")
+        return session.encrypted and session.verified
 
 
 class OnePlan:
