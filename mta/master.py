@@ -261,7 +261,7 @@ class Daemon:
         self.qmgr.config = new
         self.qmgr.router = parts.router
         self.smtp.reconfigure(new)
-        self.smtp.tls_policy = tls_policy
+        self.smtp.tls_policy = tls_policy  # the setter QUITs the idle cached connections
         self.bouncer.config = new
         local = self._agents.get("local")
         if isinstance(local, LocalDelivery):

@@ -117,7 +117,20 @@ class SmtpDelivery:
             config.smtp_connection_cache_time_limit
             if config.smtp_connection_cache_on_demand else 0,
             config.smtp_connection_reuse_time_limit)
-        self.tls_policy: TlsPolicy = tls_policy or NoTlsPolicy()
+        self._tls_policy: TlsPolicy = tls_policy or NoTlsPolicy()
+
+    @property
+    def tls_policy(self) -> TlsPolicy:
+        return self._tls_policy
+
+    @tls_policy.setter
+    def tls_policy(self, policy: TlsPolicy) -> None:
+        """A new policy (master.reload on SIGHUP): the idle cached connections were
+        opened and judged under the old one, so they get QUIT now rather than
+        at the idle limit. (Reuse is checked per message anyway, and a session
+        that finishes a transaction after this is refused by the new plans.)"""
+        self._tls_policy = policy
+        self.cache.clear()
 
     def reconfigure(self, config: Config) -> None:
         self.config = config

@@ -9,7 +9,8 @@ limit: Postfix warns that one turns a good server into a "fatal attractor".
 
 Each session is kept with its ``SessionTls`` (the TLS policy it was opened
 under and what its TLS turned out to be); the agent reuses it only when the
-next message's TLS plan admits that (mta/smtp/tlshook.py).
+next message's TLS plan admits that (mta/smtp/tlshook.py), and ``clear()``
+closes every idle session when the TLS policy is replaced.
 """
 
 from __future__ import annotations
@@ -94,12 +95,16 @@ class ConnectionCache:
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._idle.values())
 
-    async def close(self) -> None:
-        """QUIT every idle session (at shutdown)."""
+    def clear(self) -> None:
+        """QUIT every idle session now (the QUITs finish in the background)."""
         for key in list(self._idle):
             for entry in self._idle.pop(key):
                 self._forget(entry)
                 self._quit(entry.session)
+
+    async def close(self) -> None:
+        """QUIT every idle session and wait for the QUITs (at shutdown)."""
+        self.clear()
         if self._closing:
             with contextlib.suppress(Exception):
                 await asyncio.wait(list(self._closing), timeout=5)

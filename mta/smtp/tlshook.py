@@ -95,7 +95,8 @@ class TlsPlan(Protocol):
 
 class TlsPolicy(Protocol):
     """Makes plans. A cached connection carries a message only when the plan
-    made for that message admits it (``TlsPlan.admits``)."""
+    made for that message admits it (``TlsPlan.admits``); the agent empties its
+    connection cache when its policy is replaced (reload)."""
 
     def plan(self, route: Route, mx_hostname: str, queued_for: float = 0.0) -> TlsPlan: ...
 
