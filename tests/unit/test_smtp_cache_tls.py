@@ -23,6 +23,7 @@ from mta.smtp.tlshook import NoTlsPolicy, SessionTls
 from mta.tls.client_plan import PolicyTls
 from mta.tls.levels import TlsLevel
 from mta.tls.summary import VERIFIED
+from tests.fakes.certs import TestCA
 from tests.fakes.smtp_peer import ScriptedPeer
 from tests.helpers import until
 from tests.unit.smtp_helpers import BASE_CF, agent, request
@@ -30,6 +31,7 @@ from tests.unit.tls.test_outbound_matrix import CA, NEXTHOP, peer_as_mx
 
 CACHE = "smtp_connection_cache_time_limit = 30s\n"  # far longer than any test
 HANDSHAKE = ("deferred", "4.7.5", "Cannot start TLS: handshake failure")
+OTHER_CA = TestCA("Postern Other CA", org="Postern Tests")
 
 
 def policy(tmp: Path, extra: str) -> PolicyTls:
@@ -152,21 +154,27 @@ async def test_replacing_the_tls_policy_empties_the_cache() -> None:
 async def test_a_session_released_after_the_reload_is_not_reused(tmp_path: Path) -> None:
     """A delivery still running when the policy is replaced puts its session
     back into the (emptied) cache afterwards; the next message's plan, made
-    under the new policy, refuses it."""
-    may = "smtp_tls_security_level = may\n"
-    async with peer_as_mx("no_starttls", tmp_path) as (peer, dns, connect):
-        smtp = agent(CACHE + may, dns=dns, connector=connect, tls_policy=policy(tmp_path, may))
+    under the new policy, refuses it even at the same level: here the reload
+    changed smtp_tls_CAfile, and the server's certificate is not trusted now."""
+    CA.write(tmp_path / "ca.pem")
+    OTHER_CA.write(tmp_path / "other-ca.pem")
+    verify = "smtp_tls_security_level = verify\nsmtp_tls_CAfile = ca.pem\n"
+    async with peer_as_mx("valid", tmp_path) as (peer, dns, connect):
+        smtp = agent(CACHE + verify, dns=dns, connector=connect,
+                     tls_policy=policy(tmp_path, verify))
         first = await send(smtp, "0QUEUEID0001", queued_for=0.0)
-        assert first[:2] == ("sent", "2.0.0") and first[3] == "may:none"
+        assert first[:2] == ("sent", "2.0.0") and first[3] == "verify"
         key = ("smtp", NEXTHOP)
         in_flight = smtp.cache.take(key)  # as if still in its transaction ...
         assert in_flight is not None
-        smtp.tls_policy = policy(tmp_path, "smtp_tls_security_level = encrypt\n")
+        smtp.tls_policy = policy(tmp_path, "smtp_tls_security_level = verify\n"
+                                           "smtp_tls_CAfile = other-ca.pem\n")
         assert smtp.cache.put(key, in_flight.session, in_flight.tls)  # ... and done now
         second = await send(smtp, "0QUEUEID0002", queued_for=0.0)
         await smtp.close()
         connections = peer.peer.connections
-    assert second[:2] == ("deferred", "4.7.4") and second[3] == "!encrypt"
+    assert second[:3] == ("deferred", "4.7.5", "Server certificate not trusted")
+    assert second[3] == "!verify"
     assert len(peer.peer.messages) == 1
     assert len(connections) == 2 and quits(connections[0].commands)
     assert not any(c.startswith("RSET") for c in connections[0].commands)
