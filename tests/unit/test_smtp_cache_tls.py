@@ -53,7 +53,7 @@ async def send(smtp: SmtpDelivery, qid: str, queued_for: float) -> tuple[str, st
 
 async def test_reload_from_may_to_encrypt_never_sends_on_the_cached_plaintext_session(
         tmp_path: Path) -> None:
-    """The audit's scenario (/tmp/audit/cache_reuse.py): a may destination whose
+    """The audit's scenario: a may destination whose
     handshake fails got an old message in plaintext; a reload raises it to
     encrypt; the next message must not go on the cached plaintext session."""
     may = "smtp_tls_security_level = may\n"
