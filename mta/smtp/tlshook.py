@@ -21,6 +21,7 @@ Before a cached connection carries another message, the agent makes that
 message's plan and asks ``plan.admits(session_tls)``; no means QUIT and a new
 connection. Postfix gets the same effect by keying cached endpoints by the
 requested TLS level (smtp.h SMTP_KEY_MASK_SCACHE_ENDP_LABEL).
+
 The outbound TLS policy (mta/tls/client_plan.py, through ``default_policy``)
 supplies every level; this module has only ``none``, the agent's default when
 it is given no policy.
