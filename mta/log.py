@@ -243,3 +243,10 @@ def released(qid: str, program: str = "postsuper") -> None:
 
 def corrupt(qid: str, reason: str) -> None:
     warning("qmgr", f"saving corrupt file \"{qid}\" from queue \"{reason}\" to queue \"corrupt\"")
+
+
+def skipped_record(name: str, offset: int, sample: bytes) -> None:
+    """A status record that a crash or a full disk tore (queuefile.parse):
+    the message goes on, and that record's attempt may be repeated."""
+    warning("qmgr", f"{name}: skipped a torn or unreadable status record at byte {offset}: "
+                    f"{sample!r}")

@@ -371,6 +371,11 @@ class QueueManager:
             CORRUPT.inc()
             await self.spool.run(self.spool.save_corrupt, "active", qid)
             return
+        for offset, sample in queue_file.skipped:
+            # Not corrupt: END and the CRC vouch for envelope and content, and a
+            # lost status record at worst repeats its attempt. Said at every
+            # attempt, while the record is in the file.
+            maillog.skipped_record(f"active/{qid}", offset, sample)
         envelope = queue_file.envelope
         pending = queue_file.pending()
         maillog.queue_active(qid, envelope.sender, envelope.size, len(pending))

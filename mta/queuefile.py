@@ -16,9 +16,13 @@ then appended per-recipient status records.
     R {"r": 0, "s": "deferred", ...}   (status records, appended, one per line)
 
 A file without a matching END record is torn (mail_stream.c's rule: no END,
-no mail) and belongs in corrupt/. Status records are appended and fsynced;
-a torn last record (no newline) is ignored, which at worst repeats a delivery
-attempt, never loses one. queue/README.md documents this for operators.
+no mail) and belongs in corrupt/: END and the CRC are what protect the
+envelope and the message. Status records are appended and fsynced after the
+delivery they record; one torn by a crash or a full disk (a last line
+without its newline, or a line that does not parse, wherever it is: later
+records may follow it) is skipped and reported in QueueFile.skipped. At
+worst that repeats a delivery attempt; it never loses one, and the rest of
+the file is still good. queue/README.md documents this for operators.
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ class QueueFile:
     statuses: dict[int, RecipientStatus] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
     content: bytes | None = None  # the message itself, when parse kept it
+    # Status lines skipped as torn or unreadable: (byte offset in the file,
+    # the line's first 40 bytes), for the queue manager to warn about.
+    skipped: list[tuple[int, bytes]] = field(default_factory=list)
 
     @property
     def qid(self) -> str:
@@ -195,17 +202,43 @@ def parse(stream: BinaryIO, name: str, *, verify: bool = True, keep: int = 0) ->
     if expected is not None and end != expected:
         raise CorruptQueueFile(f"{name}: message content checksum mismatch")
     queue_file = QueueFile(envelope, offset, content=content)
-    for line in stream.read().split(b"\n")[:-1]:  # a torn last record has no newline
-        if not line.startswith(b"R "):
-            raise CorruptQueueFile(f"{name}: bad status record {line[:40]!r}")
-        try:
-            record = json.loads(line[2:])
-        except ValueError:
-            raise CorruptQueueFile(f"{name}: bad status record {line[:40]!r}") from None
-        queue_file.records.append(record)
-        if "r" in record:
-            queue_file.statuses[int(record["r"])] = RecipientStatus(
-                status=record["s"], dsn=record.get("dsn", ""), text=record.get("text", ""),
-                time=float(record.get("t", 0)), relay=record.get("relay", ""),
-                next_attempt=record.get("next"))
+    position = stream.tell()
+    *lines, tail = stream.read().split(b"\n")
+    for line in lines:
+        parsed = _status_record(line)
+        if parsed is None:
+            # Torn by a crash or a full disk, and since then ended by the next
+            # append's newline: only this record is lost, not the message.
+            queue_file.skipped.append((position, line[:40]))
+        else:
+            record, status = parsed
+            queue_file.records.append(record)
+            if status is not None:
+                queue_file.statuses[status[0]] = status[1]
+        position += len(line) + 1
+    if tail:  # a last record without its newline: the append was cut short
+        queue_file.skipped.append((position, tail[:40]))
     return queue_file
+
+
+# A status record, and for a recipient's its index and status.
+_Record = tuple[dict[str, Any], tuple[int, RecipientStatus] | None]
+
+
+def _status_record(line: bytes) -> _Record | None:
+    """A status line's record and, for a recipient's, its index and status;
+    None when the line is not a whole record."""
+    if not line.startswith(b"R "):
+        return None
+    try:
+        record = json.loads(line[2:])
+        if not isinstance(record, dict):
+            return None
+        if "r" not in record:
+            return record, None  # a message flag
+        return record, (int(record["r"]), RecipientStatus(
+            status=record["s"], dsn=record.get("dsn", ""), text=record.get("text", ""),
+            time=float(record.get("t", 0)), relay=record.get("relay", ""),
+            next_attempt=record.get("next")))
+    except (KeyError, TypeError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None

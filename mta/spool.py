@@ -113,6 +113,21 @@ def _read_small(fd: int, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of data, or raise OSError.
+
+    write(2) to a regular file may take fewer bytes than asked when the disk
+    fills up (the next call then fails with ENOSPC): a caller that ignored
+    the count would report a torn record as written.
+    """
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:  # no error and no progress: do not loop for ever
+            raise OSError(errno.EIO, "write(2) wrote nothing")
+        view = view[written:]
+
+
 def fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -278,11 +293,22 @@ class Spool:
         os.rename(path, self.file(target, qid))
 
     def append(self, queue: str, qid: str, records: list[dict[str, Any]]) -> None:
-        """Append status records and make them durable before anything acts on them."""
+        """Append status records and make them durable before anything acts on them.
+
+        Every byte is written and fsynced, or OSError is raised (the queue
+        manager then keeps the message in active/ and tries again): a full
+        disk can leave part of a record behind, which queuefile.parse skips.
+        """
         data = b"".join(queuefile.status_record(record) for record in records)
-        fd = os.open(self.file(queue, qid), os.O_WRONLY | os.O_APPEND)
+        fd = os.open(self.file(queue, qid), os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         try:
-            os.write(fd, data)
+            end = os.fstat(fd).st_size
+            if end and os.pread(fd, 1, end - 1) != b"\n":
+                # An earlier append was cut short (a crash, a full disk). End
+                # its torn line first: a record glued to it would not parse
+                # and would be skipped with it.
+                data = b"\n" + data
+            _write_all(fd, data)
             if self.fsync:
                 os.fsync(fd)
         finally:
@@ -370,11 +396,7 @@ class QueueFileWriter:
     def _flush_sync(self, chunks: list[bytes]) -> None:
         self._open_sync()
         assert self._fd is not None
-        data = b"".join(chunks)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        _write_all(self._fd, b"".join(chunks))
 
     async def commit(self) -> None:
         """Make the message durable; after this returns smtpd may answer 250."""

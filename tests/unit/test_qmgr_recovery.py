@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from mta import log as maillog
 from mta.config import from_text
 from mta.local import LocalDelivery, copy_name, deliver_to_maildir
 from mta.mailboxes import Mailboxes
@@ -144,3 +145,49 @@ async def test_a_recovered_message_not_yet_in_the_maildir_is_delivered(
         tmp_path: Path) -> None:
     (copy,) = await _recover(tmp_path, copy_before_crash=False)
     assert b"body" in copy.read_bytes()
+
+
+async def test_a_torn_status_record_is_skipped_with_a_warning_not_set_aside(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An append cut short (a crash, a full disk) and one made after it: the
+    message is still delivered, and the maillog says what was skipped."""
+    config = from_text("""
+myhostname = mx.test
+mydestination = mx.test
+""")
+    lines: list[str] = []
+    monkeypatch.setattr(maillog, "emit", lambda program, text, level=0: lines.append(
+        f"{program}: {text}"))
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    envelope = Envelope(qid=spool.new_qid(), arrival=time.time(), sender="s@mx.test",
+                        recipients=["r@remote.test", "q@remote.test"])
+    writer = spool.writer(envelope)
+    await writer.write(b"Subject: x\r\n\r\nbody\r\n")
+    await writer.commit()
+    spool.move(envelope.qid, "incoming", "active")
+    path = spool.file("active", envelope.qid)
+    torn_at = os.path.getsize(path)
+    with open(path, "ab") as stream:
+        stream.write(b'R {"r":0,"s":"se')
+    spool.append("active", envelope.qid, [{"r": 1, "s": "sent", "dsn": "2.0.0", "t": 1.0,
+                                           "text": "250 ok"}])
+    agent = HoldingAgent()
+    agent.release.set()
+    qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)),
+                        {"smtp": agent})
+    await qmgr.start()
+    try:
+        deadline = time.monotonic() + 5
+        while os.path.exists(path):
+            assert time.monotonic() < deadline, "the message was not finished"
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(qmgr.idle.wait(), 5)
+    finally:
+        await qmgr.stop(grace=0)
+        spool.close()
+    assert [[r.address for r in request.recipients] for request in agent.requests] == [
+        ["r@remote.test"]]
+    assert os.listdir(tmp_path / "queue" / "corrupt") == []
+    assert (f"qmgr: warning: active/{envelope.qid}: skipped a torn or unreadable status "
+            f"record at byte {torn_at}: b'R {{\"r\":0,\"s\":\"se'") in lines

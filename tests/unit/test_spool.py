@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,10 +93,99 @@ async def test_status_records_append_and_the_latest_wins(spool: Spool) -> None:
 
 
 async def test_a_torn_status_record_is_ignored(spool: Spool) -> None:
-    qid = await commit(spool, b"x\r\n", ["a@example.test"])
-    with open(spool.path("incoming", qid), "ab") as stream:
+    qid = await commit(spool, b"x\r\n", ["a@example.test", "b@example.test"])
+    path = spool.path("incoming", qid)
+    with open(path, "ab") as stream:
         stream.write(b'R {"r":0,"s":"se')  # the crash came in the middle of an append
-    assert spool.read("incoming", qid).pending() == [0]
+    assert spool.read("incoming", qid).pending() == [0, 1]
+    # The next attempt appends after the tear: its record starts a line of
+    # its own, and the torn one is skipped, not taken for corruption.
+    spool.append("incoming", qid, [{"r": 1, "s": "sent", "dsn": "2.0.0", "t": 2.0,
+                                    "text": "ok"}])
+    queue_file = spool.read("incoming", qid)
+    assert queue_file.pending() == [0]
+    assert queue_file.statuses[1].text == "ok"
+    assert path.read_bytes().endswith(b'R {"r":0,"s":"se\nR {"r":1,"s":"sent"'
+                                      b',"dsn":"2.0.0","t":2.0,"text":"ok"}\n')
+    assert len(queue_file.skipped) == 1  # reported, for the queue manager's warning
+    offset, sample = queue_file.skipped[0]
+    assert path.read_bytes()[offset:].startswith(b'R {"r":0,"s":"se\n')
+    assert sample == b'R {"r":0,"s":"se'
+
+
+@pytest.mark.parametrize("line", [b'R {"r":0,"s":"defR {"r":1,"s":"sent"}',  # glued
+                                  b"R 12", b'R {"r":"x","s":"sent"}', b'R {"r":0}',
+                                  b"garbage", b""])
+async def test_an_unreadable_status_record_anywhere_is_skipped(spool: Spool,
+                                                               line: bytes) -> None:
+    """END and its CRC protect envelope and content; a bad status line costs
+    at most one repeated attempt, so it is skipped, not the file set aside."""
+    qid = await commit(spool, b"x\r\n", ["a@example.test", "b@example.test"])
+    spool.append("incoming", qid, [{"r": 0, "s": "deferred", "dsn": "4.4.1", "t": 1.0,
+                                    "text": "down"}])
+    with open(spool.path("incoming", qid), "ab") as stream:
+        stream.write(line + b"\n")
+    spool.append("incoming", qid, [{"r": 1, "s": "sent", "dsn": "2.0.0", "t": 2.0,
+                                    "text": "ok"}])
+    for verify in (True, False):
+        queue_file = spool.read("incoming", qid, verify=verify)
+        assert queue_file.pending() == [0]
+        assert queue_file.statuses[0].text == "down"
+        assert len(queue_file.records) == 2
+        assert [sample for _, sample in queue_file.skipped] == [line[:40]]
+
+
+real_write = os.write
+
+
+class _ShortWrites:
+    """os.write on a file system that is filling up: each call writes a few
+    bytes (fewer than asked, as write(2) may), `room` bytes in all, and a
+    call with no room left fails with ENOSPC."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.calls = 0
+
+    def __call__(self, fd: int, data: bytes | memoryview) -> int:
+        self.calls += 1
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = real_write(fd, bytes(data[:min(self.room, 7)]))
+        self.room -= written
+        return written
+
+
+async def test_append_writes_every_byte_despite_short_writes(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    qid = await commit(spool, b"x\r\n", ["a@example.test"])
+    short = _ShortWrites(room=1 << 20)
+    monkeypatch.setattr(os, "write", short)
+    spool.append("incoming", qid, [{"r": 0, "s": "sent", "dsn": "2.0.0", "t": 2.0,
+                                    "text": "delivered to maildir"}])
+    monkeypatch.undo()
+    assert short.calls > 1
+    assert spool.read("incoming", qid).pending() == []
+
+
+async def test_append_on_a_full_disk_raises_and_the_next_one_is_read(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record the disk had no room for must not count as written: the
+    queue manager keeps the message in active/ and tries again."""
+    qid = await commit(spool, b"x\r\n", ["a@example.test", "b@example.test"])
+    monkeypatch.setattr(os, "write", _ShortWrites(room=20))
+    with pytest.raises(OSError) as raised:
+        spool.append("incoming", qid, [{"r": 1, "s": "sent", "dsn": "2.0.0", "t": 2.0,
+                                        "text": "delivered to maildir"}])
+    assert raised.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert spool.read("incoming", qid).pending() == [0, 1]  # 20 bytes of a torn record
+    spool.append("incoming", qid, [{"r": 0, "s": "deferred", "dsn": "4.4.1", "t": 3.0,
+                                    "text": "down"}])
+    queue_file = spool.read("incoming", qid)
+    assert queue_file.statuses[0].text == "down"
+    assert queue_file.pending() == [0, 1]
+    assert len(queue_file.skipped) == 1
 
 
 @pytest.mark.parametrize("damage", ["truncate_content", "truncate_end", "flip_byte",
@@ -151,3 +241,4 @@ def test_queue_ids_are_unique_sorted_and_readable() -> None:
     other = queueid.QueueIdGenerator(lane=8).next()
     assert other[-2:] != ids[0][-2:]
     assert abs(queueid.arrival_of(ids[-1]) - __import__("time").time()) < 5
+
