@@ -11,8 +11,10 @@ only then may smtpd answer 250. A commit therefore is
   4. fsync ``incoming/``, so the rename itself survives a crash.
 
 Step 4 is shared between concurrent commits (group commit): one directory
-fsync covers every rename made before it started. Blocking calls run in a
-thread pool; the event loop never waits on the disk.
+fsync covers every rename made before it started. If it fails, every commit
+it covered fails and unlinks its file (the client gets 4xx and keeps the
+mail). Blocking calls run in a thread pool; the event loop never waits on
+the disk.
 """
 
 from __future__ import annotations
@@ -56,8 +58,26 @@ class Entry:
     size: int
 
 
+class _Batch:
+    """The renames that one directory fsync covers, and how that fsync ended."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: BaseException | None = None
+
+
 class _DirSyncer:
     """Coalesces fsyncs of one directory across threads (group commit).
+
+    A caller joins the batch that the next fsync will cover; one fsync covers
+    every caller that joined before it started (their renames came before
+    it). Callers that arrive while it runs join the next batch: their renames
+    may have missed it. When an fsync fails, every caller in its batch gets
+    the error (its session answers 4xx, never 250), and none of them counts
+    on a later fsync instead: after a failed one, Linux can drop what it
+    could not write and report the next fsync as a success.
 
     The directory stays open between syncs: an open and a close per commit
     would be two more system calls, and each call a disk thread makes costs
@@ -67,31 +87,36 @@ class _DirSyncer:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._cond = threading.Condition()
-        self._tickets = 0
-        self._done = 0
+        self._next = _Batch()  # the batch that callers join now
         self._running = False
         self._fd: int | None = None
 
     def sync(self) -> None:
         with self._cond:
-            self._tickets += 1
-            mine = self._tickets
-            while True:
-                if self._done >= mine:
-                    return
-                if not self._running:
-                    self._running = True
-                    target = self._tickets
-                    break
+            batch = self._next
+            while not batch.done and self._running:
                 self._cond.wait()
+            if batch.done:
+                if batch.error is None:
+                    return
+                raise _batch_error(batch.error)
+            # No fsync runs and ours has not run: this thread runs it, for
+            # everyone in the batch; later callers start the next one.
+            self._running = True
+            self._next = _Batch()
+        error: BaseException | None = None
         try:
             if self._fd is None:  # only the running syncer touches it
                 self._fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             os.fsync(self._fd)
+        except BaseException as failure:
+            error = failure
+            raise
         finally:
             with self._cond:
                 self._running = False
-                self._done = max(self._done, target)
+                batch.done = True
+                batch.error = error
                 self._cond.notify_all()
 
     def close(self) -> None:
@@ -99,6 +124,14 @@ class _DirSyncer:
             fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+def _batch_error(error: BaseException) -> OSError:
+    """The error of a batch's failed fsync for one more of its callers: a
+    copy, as each thread raising the one object would rewrite its traceback."""
+    if isinstance(error, OSError):
+        return OSError(error.errno, error.strerror, error.filename)
+    return OSError(errno.EIO, f"directory fsync failed: {error!r}")
 
 
 def _read_small(fd: int, limit: int) -> bytes | None:
@@ -204,7 +237,15 @@ class Spool:
             raise SpoolError(f"queue id collision: {os.path.basename(final)}")
         os.rename(temp, final)
         if self.fsync:
-            self._dirsync[queue].sync()
+            try:
+                self._dirsync[queue].sync()
+            except BaseException:
+                # The rename is not known to be durable and the client will be
+                # told 4xx, so it keeps the message and sends it again: take
+                # this copy back, or the queue manager would deliver it too.
+                with contextlib.suppress(OSError):
+                    os.unlink(final)
+                raise
 
     # -- reading ------------------------------------------------------------------
     def read(self, queue: str, qid: str, *, verify: bool = True, keep: int = 0) -> QueueFile:

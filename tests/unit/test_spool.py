@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,3 +244,131 @@ def test_queue_ids_are_unique_sorted_and_readable() -> None:
     assert other[-2:] != ids[0][-2:]
     assert abs(queueid.arrival_of(ids[-1]) - __import__("time").time()) < 5
 
+
+class _WatchedCondition(threading.Condition):
+    """_DirSyncer's condition, counting the threads that went to wait on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+        self.seen = threading.Condition()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self.seen:
+            self.waits += 1
+            self.seen.notify_all()
+        return super().wait(timeout)
+
+
+def _start_sync(syncer: spool_module._DirSyncer, name: str,
+                outcome: dict[str, str]) -> threading.Thread:
+    """A thread named name calling syncer.sync(); its outcome goes to outcome."""
+
+    def sync() -> None:
+        try:
+            syncer.sync()
+            outcome[name] = "durable"
+        except OSError as error:
+            outcome[name] = errno.errorcode[error.errno or 0]
+
+    thread = threading.Thread(target=sync, name=name)
+    thread.start()
+    return thread
+
+
+def _wait_for_waiters(cond: _WatchedCondition, count: int) -> None:
+    with cond.seen:
+        assert cond.seen.wait_for(lambda: cond.waits >= count, timeout=10)
+
+
+def test_a_failed_directory_fsync_fails_every_commit_it_covered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B and C renamed while A's fsync ran; one fsync then covers both and
+    fails: neither rename is known to be durable, so neither may answer 250."""
+    syncer = spool_module._DirSyncer(tmp_path)
+    cond = _WatchedCondition()
+    syncer._cond = cond
+    first_started, first_may_end = threading.Event(), threading.Event()
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            first_started.set()
+            assert first_may_end.wait(10)
+            real_fsync(fd)
+        else:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    outcome: dict[str, str] = {}
+    threads = [_start_sync(syncer, "A", outcome)]
+    assert first_started.wait(10)
+    threads.append(_start_sync(syncer, "B", outcome))
+    _wait_for_waiters(cond, 1)
+    threads.append(_start_sync(syncer, "C", outcome))
+    _wait_for_waiters(cond, 2)
+    first_may_end.set()
+    for thread in threads:
+        thread.join(10)
+    syncer.close()
+    assert outcome == {"A": "durable", "B": "EIO", "C": "EIO"}
+    assert len(calls) == 2  # B and C still share one fsync (group commit)
+
+
+def test_a_sync_arriving_during_a_failed_one_runs_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B's rename may have come after A's fsync started: A's failure is not
+    B's, and B's own fsync decides."""
+    syncer = spool_module._DirSyncer(tmp_path)
+    cond = _WatchedCondition()
+    syncer._cond = cond
+    first_started, first_may_end = threading.Event(), threading.Event()
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            first_started.set()
+            assert first_may_end.wait(10)
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    outcome: dict[str, str] = {}
+    threads = [_start_sync(syncer, "A", outcome)]
+    assert first_started.wait(10)
+    threads.append(_start_sync(syncer, "B", outcome))
+    _wait_for_waiters(cond, 1)  # B waits for A's fsync to end
+    first_may_end.set()
+    for thread in threads:
+        thread.join(10)
+    assert calls == ["A", "B"]
+    assert outcome == {"A": "EIO", "B": "durable"}
+    syncer.sync()  # and the next one syncs again
+    assert calls == ["A", "B", "MainThread"]
+    syncer.close()
+
+
+async def test_a_failed_directory_fsync_fails_the_commit_and_keeps_no_file(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client gets 4xx and keeps the message: a copy left in incoming/
+    would be delivered as well (a duplicate)."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    writer = spool.writer(Envelope(qid=spool.new_qid(), arrival=1.0, sender="",
+                                   recipients=["a@b.test"]))
+    await writer.write(b"x\r\n")
+    with pytest.raises(OSError) as raised:
+        await writer.commit()
+    assert raised.value.errno == errno.EIO
+    await writer.abort()
+    assert os.listdir(spool.root / "incoming") == []
