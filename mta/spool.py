@@ -399,6 +399,17 @@ class QueueFileWriter:
     Content is buffered in memory up to 256 KiB and only then written (in the
     thread pool), so a small message costs one thread hop: create, write,
     fsync, rename and directory fsync together.
+
+    The disk steps (flush, commit, abort) hold a lock. A client that goes away
+    during the commit has its session cancelled, and the session's abort then
+    runs in another disk thread while the commit may still be in fsync on the
+    writer's descriptor: without the lock the abort closed the descriptor
+    under it (with its number reused, another session's file could be hit).
+    With it, the abort waits (a disk thread blocked for one fsync at most)
+    and finds the message committed -- it stays queued: the client never saw
+    the 250 and may send it again, a duplicate at worst -- or not, and
+    removes the temporary file. A flush or commit whose job runs after the
+    abort's fails with SpoolError instead of starting a new file.
     """
 
     def __init__(self, spool: Spool, envelope: Envelope) -> None:
@@ -410,6 +421,11 @@ class QueueFileWriter:
         self._buffered = len(self._header)
         self._size = 0
         self._crc = 0
+        self._lock = threading.Lock()
+        # The file's state, changed in disk threads under the lock: "open",
+        # then "committed" or "aborted". While open, _fd is None exactly when
+        # nothing has been written yet.
+        self._state = "open"
         self._fd: int | None = None
         self._temp = spool.file("incoming", "." + self.qid)
         self._final = spool.file("incoming", self.qid)
@@ -430,13 +446,26 @@ class QueueFileWriter:
             chunks, self._buffer, self._buffered = self._buffer, [], 0
             await self.spool.run(self._flush_sync, chunks)
 
-    def _open_sync(self) -> None:
-        if self._fd is None:
-            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-
     def _flush_sync(self, chunks: list[bytes]) -> None:
-        self._open_sync()
-        assert self._fd is not None
+        with self._lock:
+            self._check_open()
+            try:
+                self._write_sync(chunks)
+            except BaseException:
+                # The chunks are gone from memory: what is on disk can never
+                # be completed, so only an abort may follow.
+                self._discard()
+                raise
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise SpoolError(f"{self.qid}: queue file already {self._state}")
+
+    def _write_sync(self, chunks: list[bytes]) -> None:
+        """Write chunks to the temporary file, creating it; the lock is held."""
+        if self._fd is None:
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                               0o600)
         _write_all(self._fd, b"".join(chunks))
 
     async def commit(self) -> None:
@@ -448,36 +477,49 @@ class QueueFileWriter:
         self.envelope.size = self._size
 
     def _commit_sync(self, chunks: list[bytes]) -> None:
-        try:
-            size = queuefile.encode_size(self._size)
-            offset = queuefile.size_field_offset(self._header)
-            if self._fd is None:
-                # Nothing written yet (a message under _BUFFER_LIMIT): the
-                # header goes out with its final size, one pwrite fewer.
-                header = self._header  # chunks[0] until the first flush
-                chunks[0] = header[:offset] + size + header[offset + len(size):]
-                self._flush_sync(chunks)
-            else:
-                self._flush_sync(chunks)
-                os.pwrite(self._fd, size, offset)
-            assert self._fd is not None
-            if self.spool.fsync:
-                os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
-            self.spool._commit_sync(self._temp, self._final, "incoming")
-        except BaseException:
-            self._abort_sync()
-            raise
+        with self._lock:
+            self._check_open()
+            try:
+                size = queuefile.encode_size(self._size)
+                offset = queuefile.size_field_offset(self._header)
+                if self._fd is None:
+                    # Nothing written yet (a message under _BUFFER_LIMIT): the
+                    # header goes out with its final size, one pwrite fewer.
+                    header = self._header  # chunks[0] until the first flush
+                    chunks[0] = header[:offset] + size + header[offset + len(size):]
+                    self._write_sync(chunks)
+                else:
+                    self._write_sync(chunks)
+                    os.pwrite(self._fd, size, offset)
+                fd, self._fd = self._fd, None
+                assert fd is not None
+                try:
+                    if self.spool.fsync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)  # once: _fd is None already, _discard leaves it
+                self.spool._commit_sync(self._temp, self._final, "incoming")
+            except BaseException:
+                self._discard()
+                raise
+            self._state = "committed"
 
     async def abort(self) -> None:
         if not self.committed:
             await self.spool.run(self._abort_sync)
 
     def _abort_sync(self) -> None:
-        if self._fd is not None:
+        with self._lock:
+            if self._state == "committed":
+                return  # the commit got there first: the message is queued
+            self._discard()
+
+    def _discard(self) -> None:
+        """Close and remove the temporary file for good; the lock is held."""
+        self._state = "aborted"
+        fd, self._fd = self._fd, None
+        if fd is not None:
             with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+                os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)

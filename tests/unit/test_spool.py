@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import stat
@@ -13,7 +14,7 @@ import pytest
 
 from mta import queuefile, queueid
 from mta import spool as spool_module
-from mta.errors import CorruptQueueFile
+from mta.errors import CorruptQueueFile, SpoolError
 from mta.queuefile import Envelope
 from mta.spool import Spool
 
@@ -371,4 +372,108 @@ async def test_a_failed_directory_fsync_fails_the_commit_and_keeps_no_file(
         await writer.commit()
     assert raised.value.errno == errno.EIO
     await writer.abort()
+    assert os.listdir(spool.root / "incoming") == []
+
+
+class _SpyLock:
+    """Stands in for QueueFileWriter._lock and tells when a thread must wait."""
+
+    def __init__(self, contended: threading.Event) -> None:
+        self._lock = threading.Lock()
+        self._contended = contended
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.locked():
+            self._contended.set()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+async def test_an_abort_racing_the_commit_waits_for_it(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client goes away while its message is committed: smtpd's session is
+    cancelled and aborts the writer in another disk thread while the commit
+    is still inside fsync on the writer's descriptor."""
+    envelope = Envelope(qid=spool.new_qid(), arrival=1.0, sender="", recipients=["a@b.test"])
+    writer = spool.writer(envelope)
+    content = b"x" * 300_000
+    await writer.write(content)  # over the buffer limit: the file is open
+    fd = writer._fd
+    assert fd is not None
+    in_fsync, may_finish, progress = threading.Event(), threading.Event(), threading.Event()
+    busy: set[int] = set()
+    closes: list[bool] = []  # of fd: was a fsync on it under way?
+    real_fsync, real_close, real_abort = os.fsync, os.close, writer._abort_sync
+
+    def fsync(target: int) -> None:
+        if target != fd or in_fsync.is_set():
+            return real_fsync(target)
+        busy.add(target)
+        in_fsync.set()
+        try:
+            assert may_finish.wait(10)
+            real_fsync(target)
+        finally:
+            busy.discard(target)
+
+    def close(target: int) -> None:
+        if target == fd:
+            closes.append(target in busy)
+        real_close(target)
+
+    def abort_sync() -> None:
+        try:
+            real_abort()
+        finally:
+            progress.set()  # (without a lock, the abort is over at once)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "close", close)
+    monkeypatch.setattr(writer, "_abort_sync", abort_sync)
+    monkeypatch.setattr(writer, "_lock", _SpyLock(progress), raising=False)
+
+    async def session() -> None:  # smtpd's DATA handler (protocol.py)
+        try:
+            await writer.commit()
+        except BaseException:
+            await asyncio.shield(writer.abort())
+            raise
+
+    task = asyncio.create_task(session())
+    assert await asyncio.to_thread(in_fsync.wait, 10)
+    task.cancel()  # the client went away
+    assert await asyncio.to_thread(progress.wait, 10)  # the abort ran, or waits
+    may_finish.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closes == [False]  # once, and not under the fsync
+    # The commit was in its fsync: it finishes and the message is queued. The
+    # client never saw the 250 and may send it again (a duplicate at worst).
+    assert os.listdir(spool.root / "incoming") == [envelope.qid]
+    assert spool.read("incoming", envelope.qid).envelope.size == len(content)
+
+
+async def test_a_writer_aborted_first_writes_and_commits_nothing(spool: Spool) -> None:
+    """The abort's disk job can start before a commit or flush queued ahead
+    of it (another thread): they must then fail, not start a new file from
+    what is left in memory."""
+    writer = spool.writer(Envelope(qid=spool.new_qid(), arrival=1.0, sender="",
+                                   recipients=["a@b.test"]))
+    await writer.write(b"x" * 300_000)
+    await writer.abort()
+    with pytest.raises(SpoolError):
+        await writer.write(b"y" * 300_000)
+    with pytest.raises(SpoolError):
+        await writer.commit()
     assert os.listdir(spool.root / "incoming") == []
