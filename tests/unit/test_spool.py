@@ -375,6 +375,35 @@ async def test_a_failed_directory_fsync_fails_the_commit_and_keeps_no_file(
     assert os.listdir(spool.root / "incoming") == []
 
 
+async def test_a_commit_fsyncs_the_file_renames_it_and_fsyncs_the_directory(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order a 250 depends on, each step complete before commit returns."""
+    done: list[tuple[str, object]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        real_fsync(fd)
+        kind = "directory fsync" if stat.S_ISDIR(info.st_mode) else "file fsync"
+        done.append((kind, (info.st_dev, info.st_ino)))
+
+    def rename(source: str, target: str) -> None:
+        real_rename(source, target)
+        done.append(("rename", (os.path.basename(source), os.path.basename(target))))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    incoming = os.stat(spool.root / "incoming")
+    for size in (100, 600_000):  # written at commit, or mostly flushed before it
+        done.clear()
+        qid = await commit(spool, b"x" * size)
+        returned = list(done)
+        final = os.stat(spool.path("incoming", qid))
+        assert returned == [("file fsync", (final.st_dev, final.st_ino)),
+                            ("rename", ("." + qid, qid)),
+                            ("directory fsync", (incoming.st_dev, incoming.st_ino))]
+
+
 class _SpyLock:
     """Stands in for QueueFileWriter._lock and tells when a thread must wait."""
 
