@@ -146,8 +146,8 @@ def _read_small(fd: int, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """Write every byte of data, or raise OSError.
+def _write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+    """Write every byte of data (at offset with pwrite), or raise OSError.
 
     write(2) to a regular file may take fewer bytes than asked when the disk
     fills up (the next call then fails with ENOSPC): a caller that ignored
@@ -155,7 +155,11 @@ def _write_all(fd: int, data: bytes) -> None:
     """
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        if offset is None:
+            written = os.write(fd, view)
+        else:
+            written = os.pwrite(fd, view, offset)
+            offset += written
         if written <= 0:  # no error and no progress: do not loop for ever
             raise OSError(errno.EIO, "write(2) wrote nothing")
         view = view[written:]
@@ -490,7 +494,7 @@ class QueueFileWriter:
                     self._write_sync(chunks)
                 else:
                     self._write_sync(chunks)
-                    os.pwrite(self._fd, size, offset)
+                    _write_all(self._fd, size, offset)
                 fd, self._fd = self._fd, None
                 assert fd is not None
                 try:

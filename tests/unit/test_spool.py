@@ -506,3 +506,34 @@ async def test_a_writer_aborted_first_writes_and_commits_nothing(spool: Spool) -
     with pytest.raises(SpoolError):
         await writer.commit()
     assert os.listdir(spool.root / "incoming") == []
+
+
+@pytest.mark.parametrize("then", ["completes", "fails"])
+async def test_a_short_write_of_the_size_field_is_completed_or_fails_the_commit(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch, then: str) -> None:
+    """The size is patched in place after the content; a patch that did not
+    land would make a committed file unreadable: its mail lost after a 250."""
+    real_pwrite = os.pwrite
+    calls: list[int] = []
+
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_pwrite(fd, data[:5], offset)  # part of it, as write(2) may
+        if then == "fails":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    qid = spool.new_qid()
+    writer = spool.writer(Envelope(qid=qid, arrival=1.0, sender="", recipients=["a@b.test"]))
+    await writer.write(b"x" * 300_000)  # flushed: the size is written by pwrite
+    if then == "completes":
+        await writer.commit()
+        assert spool.read("incoming", qid).envelope.size == 300_000
+    else:
+        with pytest.raises(OSError):
+            await writer.commit()
+        await writer.abort()
+        assert os.listdir(spool.root / "incoming") == []
+    assert calls[:2] == [16, 11]
