@@ -46,7 +46,6 @@ from prometheus_client.samples import Sample
 
 from mta import log as maillog
 from mta.config import Config, ListenerSpec
-from mta.errors import ConfigError
 from mta.metrics import REGISTRY
 from mta.smtpd.server import decide
 
@@ -491,6 +490,19 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
     for name, registry in registries.items():
         registry.anvil = anvils[name]
 
+    reload_lock = asyncio.Lock()
+    reloads: set[asyncio.Future[None]] = set()  # kept referenced until done
+
+    async def reload(text: str) -> None:
+        def build() -> master.ListenersBuild:
+            # The master checked this text; a map or key file may still differ here.
+            return receiver.prepare(configuration.from_text(text, config_path))
+
+        built = await master.load_in_thread(reload_lock, build, program="smtpd")
+        if built is not None:
+            master.setup_maillog(built.config)
+            receiver.apply(built)
+
     def from_master() -> None:
         nonlocal orphaned
         while True:
@@ -509,15 +521,11 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
             elif message[:1] == b"P":
                 notify(b"M", json.dumps(snapshot()).encode())
             elif message[:1] == b"K":
-                # The master reloaded main.cf: run the text it runs now.
-                try:
-                    new = configuration.from_text(message[1:].decode(), config_path)
-                except ConfigError as error:  # the master checked it; a map may differ
-                    maillog.warning("smtpd", f"reload failed, keeping the running "
-                                    f"configuration: {error}")
-                else:
-                    master.setup_maillog(new)
-                    receiver.reload(new)
+                # The master reloaded main.cf: run the text it runs now, built
+                # in a thread (maps, keys, certificates), one reload at a time.
+                task = asyncio.ensure_future(reload(message[1:].decode()))
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
         # Like Postfix's children when their master dies: stop at once, so a
         # new master can bind the ports, and do not start new transactions.
         orphaned = True
