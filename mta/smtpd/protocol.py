@@ -498,7 +498,7 @@ class SmtpdProtocol(SMTP):
         """Postfix's queue_minfree rule, checked at MAIL: room for 1.5 times the
         largest message (or queue_minfree), and for what the client declared."""
         config = self.ctx.config
-        free = self.ctx.free_space.latest()  # measured off the loop (smtpd/space.py)
+        free = self.ctx.free_space.latest()  # measured off the loop, each second (space.py)
         if free is None:
             return True  # cannot tell: the commit will fail safely if need be
         needed = max(config.queue_minfree, int(1.5 * config.message_size_limit))

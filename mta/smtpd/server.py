@@ -330,7 +330,7 @@ class SmtpdServer:
 
         factory = self._factory or SecureSmtpdProtocol
         loop = self.ctx.loop
-        await self.ctx.free_space.measure()  # so the first MAIL has a figure
+        await self.ctx.free_space.start()  # measured before the first MAIL, then each second
         address = self.ctx.listener.address
         if sock is not None:
             self._server = await loop.create_server(lambda: factory(self.ctx), sock=sock,
@@ -348,6 +348,7 @@ class SmtpdServer:
     def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
+        self.ctx.free_space.stop()
 
     async def wait_closed(self) -> None:
         if self._server is not None:

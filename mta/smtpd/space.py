@@ -4,22 +4,21 @@ the event loop.
 Postfix's smtpd calls statvfs(2) at every MAIL; it is a blocking process, so a
 slow file system only slows that one session. Here the loop serves every
 session, and a statvfs of a spool whose disk hangs would stop them all, so
-the figure is measured in a disk thread, at most once a second, and MAIL
-reads the last one. A second-old figure is what the check needs: it refuses
-MAIL when the spool is nearly full; the commit itself still fails safely
-(452, never 250) if the space runs out in between.
+the figure is measured in a disk thread once a second for as long as the
+listener runs, and MAIL reads the last one. A figure at most a second old is
+what the check needs: it refuses MAIL while the spool is nearly full and
+lets it through again within a second of space returning; the commit itself
+still fails safely (452, never 250) if the space runs out in between.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 from mta.spool import Spool
 
 REFRESH_SECONDS = 1.0
-clock = time.monotonic  # a module attribute, so tests can move time for this module only
 
 
 def free_bytes(root: str) -> int | None:
@@ -32,30 +31,35 @@ def free_bytes(root: str) -> int | None:
 
 
 class FreeSpace:
-    """The last measured free space of one spool, refreshed in the background."""
+    """The last measured free space of one spool, kept fresh in the background."""
 
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
         self._root = str(spool.root)
         self.bytes: int | None = None
-        self._measured = float("-inf")
-        self._refreshing: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def measure(self) -> int | None:
         """Measure now (in a disk thread) and keep the figure."""
         self.bytes = await self._spool.run(free_bytes, self._root)
-        self._measured = clock()
         return self.bytes
+
+    async def start(self) -> None:
+        """Measure once, then every REFRESH_SECONDS until stop()."""
+        await self.measure()
+        if self._watch is None:
+            self._watch = asyncio.ensure_future(self._every_second())
+
+    def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     def latest(self) -> int | None:
-        """The last figure (None before the first), starting a new measurement
-        in the background when it is older than REFRESH_SECONDS."""
-        if self._refreshing is None and clock() - self._measured >= REFRESH_SECONDS:
-            self._refreshing = asyncio.ensure_future(self._refresh())
+        """The last figure; None when it could not be measured."""
         return self.bytes
 
-    async def _refresh(self) -> None:
-        try:
+    async def _every_second(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
             await self.measure()
-        finally:
-            self._refreshing = None

@@ -1,5 +1,5 @@
-"""The spool's free space for queue_minfree: measured in a disk thread, at
-most once a second, never on the event loop (smtpd/space.py)."""
+"""The spool's free space for queue_minfree: measured in a disk thread once a
+second while the listener runs, never on the event loop (smtpd/space.py)."""
 
 from __future__ import annotations
 
@@ -23,30 +23,25 @@ def spool(tmp_path: Path) -> Spool:
 
 
 @pytest.mark.asyncio
-async def test_measured_off_the_loop_and_at_most_once_a_second(
+async def test_measured_in_a_disk_thread_at_start_and_then_every_interval(
         spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = os.statvfs
+    figures = iter([5_000_000, 7_000_000])
 
     def statvfs(path: str) -> os.statvfs_result:
         calls.append(threading.current_thread().name)
-        return real(path)
+        figure = next(figures, 7_000_000)
+        return os.statvfs_result((4096, 1, figure, figure, figure, 0, 0, 0, 0, 255))
 
     monkeypatch.setattr(space.os, "statvfs", statvfs)
-    clock = [1000.0]
-    monkeypatch.setattr(space, "clock", lambda: clock[0])
+    monkeypatch.setattr(space, "REFRESH_SECONDS", 0.05)
     free = FreeSpace(spool)
-    assert free.latest() is None  # nothing measured yet: the caller decides
-    await until(lambda: free.bytes is not None)
-    first = free.bytes
-    assert isinstance(first, int) and first > 0
-    for _ in range(5):
-        assert free.latest() == first  # within the second: no new measurement
-    assert len(calls) == 1
-    clock[0] += space.REFRESH_SECONDS
-    free.latest()
-    await until(lambda: len(calls) == 2)
-    assert threading.main_thread().name not in calls  # always a disk thread
+    assert free.latest() is None  # nothing measured before start
+    await free.start()
+    assert free.latest() == 5_000_000  # known before the first MAIL
+    await until(lambda: free.latest() == 7_000_000)  # and kept fresh
+    free.stop()
+    assert threading.main_thread().name not in calls  # never the loop's thread
     spool.close()
 
 
