@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mta.config.parser import logical_lines
+from mta.config.types import host_bits_problem
 from mta.errors import ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -134,9 +135,7 @@ def _parse_cidr(path: Path, name: str) -> CidrTable:
         if "/" in entry.key and ipaddress.ip_address(address) != network.network_address:
             # cidr_table(5): a pattern with host bits set is almost always a typo
             # that would match far more (or less) than meant; Postfix refuses it.
-            raise ConfigError(f"{entry.where}: non-null host address bits in "
-                              f"\"{entry.key}\", perhaps you should use "
-                              f"\"{network.with_prefixlen}\" instead")
+            raise ConfigError(f"{entry.where}: {host_bits_problem(entry.key, network)}")
         table.rules.append((network, entry.value))
         table._entries.append(entry)
     return table

@@ -109,7 +109,8 @@ _str("myorigin", "$myhostname", "The domain that locally-posted mail appears to 
 _list("mydestination", "$myhostname, localhost.$mydomain, localhost",
       "Domains delivered locally (to Maildirs) instead of forwarded.")
 _p("mynetworks", "127.0.0.0/8 [::1]/128", t.parse_networks,
-   "Trusted client networks that may relay (permit_mynetworks).", kind="networks")
+   "Trusted client networks that may relay (permit_mynetworks). As in Postfix, a "
+   "block with host bits set (192.0.2.5/24) is refused, not widened.", kind="networks")
 _list("relay_domains", "", "Destination domains (besides mydestination) this system relays to.")
 _str("mail_name", "Postern", "The mail system name in the banner and Received headers.")
 _str("syslog_name", "postern", "The program prefix of maillog lines (postern/smtpd[pid]).")

@@ -77,15 +77,27 @@ def parse_hostport(text: str, default_port: int | None = None) -> HostPort:
     return HostPort(host, port)
 
 
+def host_bits_problem(pattern: str,
+                      network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """Postfix's words (cidr_match.c) for a pattern whose address has host bits set."""
+    return (f"non-null host address bits in \"{pattern}\", "
+            f"perhaps you should use \"{network.with_prefixlen}\" instead")
+
+
 def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """A mynetworks-style list: addresses and CIDR blocks, IPv6 optionally in [ ]."""
     networks = []
-    for item in parse_list(text):
-        item = item.replace("[", "").replace("]", "")
+    for pattern in parse_list(text):
+        item = pattern.replace("[", "").replace("]", "")
         try:
-            networks.append(ipaddress.ip_network(item, strict=False))
+            network = ipaddress.ip_network(item, strict=False)
         except ValueError:
             raise BadValue(f"bad network address {item!r}") from None
+        if network.network_address != ipaddress.ip_address(item.partition("/")[0]):
+            # "203.0.113.5/8" is a typo for one host or for 203.0.113.0/24; read
+            # as 203.0.0.0/8 it would let a whole /8 relay. Postfix refuses it.
+            raise BadValue(host_bits_problem(pattern, network))
+        networks.append(network)
     return tuple(networks)
 
 

@@ -73,6 +73,15 @@ def test_expansion_loop_is_an_error() -> None:
      r"main.cf:3: smtpd_recipient_limit = 0: must be at least 1"),
     ("smtpd_helo_required = maybe\n", r"main.cf:1: .*expected yes or no"),
     ("mynetworks = 127.0.0.0/8 300.1.2.3\n", r"main.cf:1: .*bad network address '300.1.2.3'"),
+    # A typo must not widen who may relay: 203.0.113.5/8 is not read as 203.0.0.0/8.
+    ("mynetworks = 127.0.0.0/8, 203.0.113.5/8\n",
+     r"main.cf:1: mynetworks = .*: non-null host address bits in \"203\.0\.113\.5/8\", "
+     r"perhaps you should use \"203\.0\.0\.0/8\" instead"),
+    ("mynetworks = [2001:db8::1]/32\n",
+     r"main.cf:1: .*non-null host address bits in \"\[2001:db8::1\]/32\", "
+     r"perhaps you should use \"2001:db8::/32\" instead"),
+    ("smtpd_client_event_limit_exceptions = 192.0.2.1/24\n",
+     r"main.cf:1: smtpd_client_event_limit_exceptions = .*non-null host address bits"),
     ("  indented = value\n", r"main.cf:1: continuation line without a parameter"),
     ("no equals sign here\n", r"main.cf:1: missing '='"),
     ("smtp/inet = 127.0.0.1:notaport\n", r"main.cf:1: smtp/inet = .*bad port"),
