@@ -66,12 +66,28 @@ class Config:
         if setting is not None:
             return setting.value
         if name == "mydomain":
-            host = self.expanded("myhostname")
-            return host.partition(".")[2] or "localdomain"
+            return self._default_mydomain()
         param = PARAMS.get(name)
         if param is None:
             raise KeyError(name)
         return param.default
+
+    def _default_mydomain(self) -> str:
+        """$myhostname minus its first label, Postfix's default for an unset mydomain."""
+        text = self.raw("myhostname")
+
+        def lookup(name: str) -> str | None:
+            # myhostname = mx.$mydomain (at any depth) would come back here
+            # through expand() forever: expand's own depth guard cannot see
+            # this loop, since each pass through raw() starts it afresh.
+            if name == "mydomain":
+                raise ConfigError(f"{self.where('myhostname')}: myhostname = {text}: "
+                                  "recursion: the default $mydomain is derived from "
+                                  "$myhostname; set mydomain in main.cf")
+            return self._lookup(name)
+
+        host = expand(text, lookup)
+        return host.partition(".")[2] or "localdomain"
 
     def _lookup(self, name: str) -> str | None:
         try:

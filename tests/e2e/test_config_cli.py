@@ -48,3 +48,13 @@ def test_bad_value_is_fatal_with_file_and_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.decode() == (f"mta: fatal: {config}:2: smtpd_recipient_limit = many: "
                                       "expected a whole number\n")
+
+
+def test_a_macro_loop_is_fatal_in_one_line(tmp_path: Path) -> None:
+    config = write(tmp_path, "myhostname = mx.$mydomain\n")
+    for command in (("config",), ("config", "-x", "myorigin")):
+        result = run_mta(*command, config=config, check=False)
+        assert result.returncode == 1
+        assert result.stderr.decode() == (
+            f"mta: fatal: {config}:1: myhostname = mx.$mydomain: recursion: the default "
+            "$mydomain is derived from $myhostname; set mydomain in main.cf\n")

@@ -67,6 +67,15 @@ def test_expansion_loop_is_an_error() -> None:
         expand("$a", {"a": "$b", "b": "$a"}.get)
 
 
+@pytest.mark.parametrize("text", ["myhostname = mx.$mydomain\n",
+                                  "myhostname = $a\na = mx.${mydomain}\n"])
+def test_myhostname_through_the_default_mydomain_is_a_loop(text: str) -> None:
+    # The default mydomain is derived from myhostname, so this loop runs
+    # through Config, past expand()'s own depth guard.
+    with pytest.raises(ConfigError, match=r"main.cf:1: myhostname = .*: recursion: "):
+        configuration.from_text(text)
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("smtpd_timeout = 5 minutes\n", r"main.cf:1: smtpd_timeout = 5 minutes: expected a time"),
     ("myhostname = x\n\nsmtpd_recipient_limit = 0\n",

@@ -84,9 +84,14 @@ async def test_the_build_runs_in_a_thread_while_the_loop_goes_on(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("extra", [
+    "smtpd_relay_restrictions = permit_mynetworks\n",  # an open relay
+    "mynetworks = 127.0.0.0/8, 203.0.113.5/8\n",  # host bits set: not read as 203/8
+    "myhostname = mx.$mydomain\n",  # $mydomain's default comes from myhostname
+])
 async def test_an_unusable_configuration_leaves_the_running_one(
-        daemon: master.Daemon, tmp_path: Path) -> None:
-    write_cf(tmp_path, 7, "smtpd_relay_restrictions = permit_mynetworks\n")  # an open relay
+        daemon: master.Daemon, tmp_path: Path, extra: str) -> None:
+    write_cf(tmp_path, 7, extra)
     await daemon.reload()
     assert listener_config(daemon).smtpd_recipient_limit == 100
     assert "warning: reload failed, keeping the running configuration: " \
