@@ -40,12 +40,15 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 def _value(config: Config, name: str, *, defaults: bool, expand: bool) -> str:
     if defaults:
-        param = PARAMS[name]
+        # Like postconf -d: defaults expand against other defaults only, never
+        # against main.cf (smtpd_banner's default is not "mx.example.com ESMTP Foo").
+        # Only config_directory stays, being where main.cf is rather than a setting.
+        bare = Config({}, config.path)
         if name == "mydomain":
-            return configuration.from_text("", "").expanded("mydomain")
+            return bare.expanded("mydomain")
         if name == "config_directory":
             return config.directory
-        return config.expand_text(param.default) if expand else param.default
+        return bare.expand_text(PARAMS[name].default) if expand else PARAMS[name].default
     return config.expanded(name) if expand else config.raw(name)
 
 

@@ -58,3 +58,14 @@ def test_a_macro_loop_is_fatal_in_one_line(tmp_path: Path) -> None:
         assert result.stderr.decode() == (
             f"mta: fatal: {config}:1: myhostname = mx.$mydomain: recursion: the default "
             "$mydomain is derived from $myhostname; set mydomain in main.cf\n")
+
+
+def test_expanded_defaults_ignore_main_cf(tmp_path: Path) -> None:
+    # postconf -dx expands a default against the other defaults, not main.cf.
+    config = write(tmp_path, "myhostname = mx.example.com\nmail_name = Foo\n")
+    default_host = run_mta("config", "-dh", "myhostname", config=config).stdout.decode()
+    assert default_host.strip() != "mx.example.com"
+    assert run_mta("config", "-dx", "smtpd_banner", "mydomain",
+                   config=config).stdout.decode() == (
+        f"smtpd_banner = {default_host.strip()} ESMTP Postern\n"
+        f"mydomain = {default_host.strip().partition('.')[2] or 'localdomain'}\n")
