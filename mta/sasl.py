@@ -21,7 +21,6 @@ import binascii
 import functools
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from mta.errors import ConfigError
 from mta.maps import read_table
+from mta.tls.pemfiles import write_private
 
 MECHANISMS = ("PLAIN", "LOGIN")
 LOGIN_USERNAME = base64.b64encode(b"Username:").decode()
@@ -130,16 +130,10 @@ def update_password_file(path: Path, user: str, encoded: str | None) -> bool:
         out.append(f"{user} {encoded}")
     if encoded is None and not found:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, ("\n".join(out) + "\n").encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
+    # As keys are written: a random temporary name opened with O_EXCL (a name
+    # planted in the directory, e.g. a symlink, is never followed), the file
+    # and then the directory synced, so the rename survives a crash.
+    write_private(path, ("\n".join(out) + "\n").encode("utf-8"))
     return True
 
 

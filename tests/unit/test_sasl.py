@@ -10,6 +10,7 @@ import pytest
 
 from mta import sasl
 from mta.errors import ConfigError
+from mta.tls import pemfiles
 
 
 def test_hash_is_salted_scrypt_and_verifies() -> None:
@@ -43,6 +44,22 @@ def test_password_file_updates_keep_comments_and_mode(tmp_path: Path) -> None:
     os.unlink(path)
     with pytest.raises(ConfigError, match="cannot read"):
         passwords.lookup("alice@example.test")
+
+
+def test_password_file_is_written_like_a_key(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # A temporary name planted beforehand (here the one the pid made
+    # predictable) must not be followed: the write would land in the victim.
+    path = tmp_path / "sasl_passwd"
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / f".sasl_passwd.{os.getpid()}.tmp").symlink_to(victim)
+    synced: list[Path] = []
+    monkeypatch.setattr(pemfiles, "fsync_directory", synced.append)
+    assert sasl.update_password_file(path, "alice", sasl.hash_password("a", ln=4))
+    assert victim.read_text() == "precious\n"
+    assert not path.is_symlink() and sasl.list_users(path) == ["alice"]
+    assert synced == [tmp_path]  # the rename itself is made durable
 
 
 def test_plain_messages() -> None:
