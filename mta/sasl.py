@@ -8,7 +8,8 @@ The password file is a Postfix-style table, one user per line::
 re-read when it changes, so added users can log in without a reload.
 scrypt (RFC 7914) costs about 50 ms and 16 MiB per check, which is the point:
 checks run in a worker thread, never on the event loop. Failed attempts
-from one client address are answered ever more slowly (``FailureTracker``).
+from one client address are answered ever more slowly, successes between
+them notwithstanding (``FailureTracker``).
 The mechanisms are RFC 4616 PLAIN and the LOGIN mechanism that Outlook-era
 clients still use (draft-murchison-sasl-login).
 """
@@ -175,34 +176,28 @@ class FailureTracker:
 
     The nth failure within ``window`` seconds is answered after (n-1) x delay
     seconds, at most ``cap`` x delay: a typo costs nothing, a guessing client
-    slows to a crawl. A success clears the address.
+    slows to a crawl. The count is forgotten only when ``window`` seconds pass
+    without a failure, never on a success: a client with one account of its
+    own could otherwise log in between guesses at another and never be slowed.
     """
 
     window: float = 900.0
     cap: int = 10
     clock: Callable[[], float] = time.monotonic
     _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
-    # Told of every local failure (False) and success (True), so receiver
-    # worker processes can share what they see (mta/workers.py).
-    on_change: Callable[[str, bool], None] | None = None
+    # Told of every local failure, so receiver worker processes can share
+    # what they see (mta/workers.py). Successes change nothing to share.
+    on_failure: Callable[[str], None] | None = None
 
     def failed(self, address: str) -> int:
         count = self._count(address)
-        if self.on_change is not None:
-            self.on_change(address, False)
+        if self.on_failure is not None:
+            self.on_failure(address)
         return count
 
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
-        if self.on_change is not None:
-            self.on_change(address, True)
-
-    def learn(self, address: str, success: bool) -> None:
-        """What another process saw: count it, without telling anyone again."""
-        if success:
-            self._failures.pop(address, None)
-        else:
-            self._count(address)
+    def learn(self, address: str) -> None:
+        """A failure another process saw: count it, without telling anyone again."""
+        self._count(address)
 
     def _count(self, address: str) -> int:
         now = self.clock()
@@ -255,7 +250,8 @@ class SaslServer:
             await asyncio.sleep(delay)
 
     def succeeded(self, address: str) -> None:
-        self.tracker.succeeded(address)
+        """A successful AUTH from address: deliberately leaves its failure count
+        alone (see FailureTracker), so this only marks the call site."""
 
 
 @functools.cache

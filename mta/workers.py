@@ -229,9 +229,9 @@ class Supervisor:
             kind, body = message[:1], message[1:]
             if kind == b"Q":
                 self.on_queued(body.decode())
-            elif kind in (b"F", b"S"):
-                # An AUTH failure or success: the other workers slow the same
-                # guessing client down too (Postfix's anvil is one process).
+            elif kind == b"F":
+                # An AUTH failure: the other workers slow the same guessing
+                # client down too (Postfix's anvil is one process).
                 self._relay(worker, message)
             elif kind == b"A":
                 self._admit(worker, body.decode())
@@ -481,8 +481,7 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
 
     orphaned = False
 
-    receiver.sasl_failures.on_change = lambda address, success: notify(
-        b"S" if success else b"F", address.encode())
+    receiver.sasl_failures.on_failure = lambda address: notify(b"F", address.encode())
     registries = {server.ctx.listener.name: server.ctx.connections
                   for server in receiver.servers}
     anvil = AnvilLink(notify)
@@ -514,8 +513,8 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
                 message = b""
             if not message:
                 break
-            if message[:1] in (b"F", b"S"):
-                receiver.sasl_failures.learn(message[1:].decode(), message[:1] == b"S")
+            if message[:1] == b"F":
+                receiver.sasl_failures.learn(message[1:].decode())
             elif message[:1] == b"a":
                 anvil.answer(message[1:].decode())
             elif message[:1] == b"P":

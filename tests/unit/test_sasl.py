@@ -74,16 +74,29 @@ def test_plain_messages() -> None:
         sasl.decode_response("not base64!")
 
 
-def test_failure_delays_grow_per_address_and_reset_on_success() -> None:
+def test_failure_delays_grow_per_address_and_lapse_with_time() -> None:
     now = [0.0]
     tracker = sasl.FailureTracker(window=900, cap=5, clock=lambda: now[0])
     delays = [tracker.delay(tracker.failed("192.0.2.1"), 2.0) for _ in range(8)]
     assert delays == [0, 2, 4, 6, 8, 10, 10, 10]
     assert tracker.delay(tracker.failed("192.0.2.2"), 2.0) == 0  # another client
-    tracker.succeeded("192.0.2.1")
-    assert tracker.failed("192.0.2.1") == 1
     now[0] = 1000.0  # the window has passed
     assert tracker.failed("192.0.2.2") == 1
+
+
+def test_a_success_between_guesses_does_not_reset_the_delay(tmp_path: Path) -> None:
+    # One worker sees the sessions; another learns its failures (the master
+    # relays them, mta/workers.py). The client logs in with its own account
+    # between guesses at someone else's: neither worker may forget a guess.
+    other = sasl.FailureTracker()
+    tracker = sasl.FailureTracker(on_failure=other.learn)
+    server = sasl.SaslServer(sasl.PasswordFile(tmp_path / "sasl_passwd"), tracker, 1.0)
+    delays = []
+    for _ in range(6):
+        server.succeeded("192.0.2.1")  # mallory's own account
+        delays.append(tracker.delay(tracker.failed("192.0.2.1"), 1.0))  # alice's
+    assert delays == [0, 1, 2, 3, 4, 5]
+    assert other.delay(other.failed("192.0.2.1"), 1.0) == 6
 
 
 async def test_server_checks_in_a_thread(tmp_path: Path) -> None:
