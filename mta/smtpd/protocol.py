@@ -661,6 +661,10 @@ class SmtpdProtocol(SMTP):
         envelope.size = writer.size
         maillog.message_id(txn.qid, cleanup.message_id or "<>")
         ctx.queued(envelope)
+        # Postfix's data_cmd: "Forgive any previous client errors". A client
+        # that delivers is not counted toward smtpd_hard_error_limit for the
+        # rejected recipients of its earlier messages.
+        self.errors = 0
         self.reply(replies.QUEUED.format(qid=txn.qid))
 
     def received_tls_lines(self) -> list[str]:

@@ -290,6 +290,25 @@ def test_client_vanishing_mid_data_leaves_no_file(limited: Daemon) -> None:
     still_works(limited)
 
 
+def test_a_queued_message_forgives_earlier_errors(daemon_factory: DaemonFactory) -> None:
+    """Postfix's data_cmd resets the error count when it queues a message, so
+    a client whose every message has one unknown recipient is not cut off by
+    smtpd_hard_error_limit."""
+    daemon = daemon_factory("smtpd_hard_error_limit = 2\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        for n in range(3):
+            assert smtp.command("MAIL FROM:<bob@example.org>") == "250 2.1.0 Ok"
+            assert smtp.command("RCPT TO:<nobody@example.test>").startswith("550 5.1.1")
+            assert smtp.command("RCPT TO:<alice@example.test>") == "250 2.1.5 Ok"
+            assert smtp.command("DATA").startswith("354")
+            assert smtp.command(f"Subject: {n}\r\n\r\nbody\r\n.").startswith(
+                "250 2.0.0 Ok: queued as ")
+        assert smtp.command("QUIT") == "221 2.0.0 Bye"
+    daemon.wait_maildir("alice", 3)
+
+
 def test_hard_error_limit(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("smtpd_hard_error_limit = 3\n").start()
     with RawSmtp(daemon.smtp_port) as smtp:
