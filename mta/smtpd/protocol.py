@@ -291,6 +291,14 @@ class SmtpdProtocol(SMTP):
                 handle.cancel()
             self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
 
+    def _stop_idle_timer(self) -> None:
+        """Stop the idle timer until the next _reset_timeout: the TLS handshake
+        is bounded by smtpd_starttls_timeout instead (secure.py), and a 421
+        written then would land in cleartext inside what the client reads as TLS."""
+        # Cancelled, not dropped: aiosmtpd's connection_lost cancels it again.
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+
     def _idle_check(self) -> None:
         if self.loop.time() < self._idle_deadline:
             self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)

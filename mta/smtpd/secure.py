@@ -131,6 +131,16 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             return
         super()._hang_up()
 
+    def _timeout_cb(self) -> None:
+        # Never a cleartext reply inside TLS: while a handshake runs only
+        # smtpd_starttls_timeout may end it (the idle timer is stopped then;
+        # this guards any path that would restart it too early).
+        handshake = self._handshake
+        if handshake is not None and not handshake.done.done():
+            self._stop_idle_timer()  # so that the handshake's end re-arms it
+            return
+        super()._timeout_cb()
+
     def _write_raw(self, data: bytes) -> None:
         if data and self._raw is not None and not self._raw.is_closing():
             self._raw.write(data)
@@ -226,6 +236,10 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         connection, state = self.security.tls.connection()
         self._handshake = _Handshake(TlsEngine(connection), state,
                                      self.loop.create_future())
+        # smtpd_starttls_timeout bounds the handshake (_finish_handshake); the
+        # idle timer's 421 would go out in cleartext into the client's TLS
+        # stream, and with smtpd_timeout shorter it would end the handshake.
+        self._stop_idle_timer()
 
     async def _finish_handshake(self) -> None:
         handshake = self._handshake
@@ -236,9 +250,12 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             async with asyncio.timeout(security.starttls_timeout):  # wait_for made a task
                 await handshake.done
         except TimeoutError:
+            # As Postfix's tls_server_start after its read_wait() gives up
+            # (errno ETIMEDOUT); smtpd then logs "lost connection after
+            # STARTTLS" (CONNECT in wrapper mode), as for any failed handshake.
             HANDSHAKES.labels(listener, "none", "none", "timeout").inc()
-            maillog.timeout(self.stage, self.client.peer)
-            self._closing = True
+            maillog.info("smtpd", f"SSL_accept error from {self.client.peer}: "
+                         "Connection timed out")
             self._raw.abort()
             raise ConnectionResetError("TLS handshake timed out") from None
         except TlsError as error:
@@ -246,6 +263,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             maillog.info("smtpd", f"SSL_accept error from {self.client.peer}: {error}")
             self._raw.close()
             raise ConnectionResetError("TLS handshake failed") from None
+        self._reset_timeout()  # the idle timer again, from the end of the handshake
         connection = handshake.engine.connection
         transport = TlsTransport(self._raw, handshake.engine)
         self.transport = transport

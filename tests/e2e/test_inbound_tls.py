@@ -9,6 +9,7 @@ import re
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -211,6 +212,63 @@ def test_old_tls_versions_are_refused(site: SecureSite) -> None:
         session.starttls(context=old)
     site.daemon.wait_log(r"SSL_accept error from localhost\[127\.0\.0\.1\]: "
                          r"unsupported protocol$")
+
+
+SLOW_HANDSHAKE = "smtpd_timeout = 1s\nsmtpd_starttls_timeout = 3s\n"
+
+
+def silence_until_closed(raw: socket.socket) -> tuple[bytes, float]:
+    """What the server sends a client that goes quiet, and how long it takes
+    the server to hang up."""
+    start = time.monotonic()
+    received = b""
+    while chunk := raw.recv(4096):
+        received += chunk
+    return received, time.monotonic() - start
+
+
+def test_starttls_timeout_bounds_the_handshake_not_the_idle_timer(
+        secure_site_factory: SecureSiteFactory) -> None:
+    """Postfix: smtpd_starttls_timeout bounds the handshake, even when
+    smtpd_timeout is shorter, and no cleartext reply goes into what the client
+    reads as TLS; the server just hangs up."""
+    site = secure_site_factory(SLOW_HANDSHAKE).start()
+    with before_the_handshake(site.daemon.smtp_port) as raw:
+        raw.sendall(b"\x16\x03\x01\x02\x00")  # a ClientHello's record header, then silence
+        received, elapsed = silence_until_closed(raw)
+    assert received == b""
+    assert 2.5 < elapsed < 10, elapsed
+    wait_lost_after_starttls(site, "Connection timed out$")
+    # Wrapper mode: the same limit, before any greeting.
+    with socket.create_connection(("127.0.0.1", site.submissions_port), timeout=20) as raw:
+        raw.sendall(b"\x16\x03\x01\x02\x00")
+        received, elapsed = silence_until_closed(raw)
+    assert received == b""
+    assert 2.5 < elapsed < 10, elapsed
+    site.daemon.wait_log(r"SSL_accept error from localhost\[127\.0\.0\.1\]: "
+                         r"Connection timed out$", count=2)
+    site.daemon.wait_log(r"lost connection after CONNECT from localhost\[127\.0\.0\.1\]$")
+    assert "timeout after" not in site.daemon.log_text()
+
+
+def test_idle_timer_restarts_after_the_handshake(secure_site_factory: SecureSiteFactory
+                                                 ) -> None:
+    """A client slower to start its handshake than smtpd_timeout (but within
+    smtpd_starttls_timeout) gets its TLS session; then smtpd_timeout applies
+    again, and its 421 is sent over TLS."""
+    site = secure_site_factory(SLOW_HANDSHAKE).start()
+    context = site.context()
+    with socket.create_connection(("127.0.0.1", site.submissions_port), timeout=20) as raw:
+        time.sleep(1.5)  # the slow client is the point of the test
+        tls = context.wrap_socket(raw, server_hostname="mx.example.test")
+        assert tls.recv(4096).startswith(b"220 ")
+        received, elapsed = b"", time.monotonic()
+        while chunk := tls.recv(4096):
+            received += chunk
+        elapsed = time.monotonic() - elapsed
+    assert received == b"421 4.4.2 mx.example.test Error: timeout exceeded\r\n"
+    assert 0.5 < elapsed < 2.5, elapsed  # smtpd_timeout, not smtpd_starttls_timeout
+    site.daemon.wait_log(r"timeout after CONNECT from localhost\[127\.0\.0\.1\]$")
 
 
 def test_client_gone_during_the_handshake(site: SecureSite) -> None:
