@@ -161,8 +161,9 @@ def lost_connection(stage: str, peer: str, received: int | None = None) -> None:
     emit("smtpd", f"lost connection after {stage}{detail} from {peer}")
 
 
-def timeout(stage: str, peer: str) -> None:
-    emit("smtpd", f"timeout after {stage} from {peer}")
+def timeout(stage: str, peer: str, received: int | None = None) -> None:
+    detail = f" ({received} bytes)" if received is not None else ""
+    emit("smtpd", f"timeout after {stage}{detail} from {peer}")
 
 
 def too_many_errors(stage: str, peer: str) -> None:

@@ -80,14 +80,15 @@ def unread(reader: asyncio.StreamReader, data: bytes) -> None:
 
 
 async def read_data(reader: asyncio.StreamReader, sink: Callable[[bytes], Awaitable[None]],
-                    limit: int, progress: Callable[[], None] | None = None) -> DataResult:
+                    limit: int, progress: Callable[[int], None] | None = None) -> DataResult:
     """Read one message up to the terminator, feeding content to sink.
 
     After limit content bytes the rest is read and discarded: the client is
     told 552 only after the terminator (RFC 5321 §4.2.5), which keeps the
     session in step. Leftover pipelined bytes are returned to the reader.
-    progress is called after every read (the session's idle timer:
-    smtpd_timeout limits each read, as in Postfix, not the whole transfer).
+    progress is called after every read with the number of bytes read (the
+    session's idle timer: smtpd_timeout limits each read, as in Postfix, not
+    the whole transfer; and its byte count for a lost connection's log line).
     """
     result = DataResult()
     decoder = DataDecoder()
@@ -97,7 +98,7 @@ async def read_data(reader: asyncio.StreamReader, sink: Callable[[bytes], Awaita
         if not raw:
             raise ConnectionResetError("connection closed during DATA")
         if progress is not None:
-            progress()
+            progress(len(raw))
         window = tail + raw
         end = window.find(_TERMINATOR)
         if end != -1:

@@ -82,6 +82,9 @@ class SmtpdProtocol(SMTP):
         self.notes: list[str] = []
         self.errors = 0
         self.stage = "CONNECT"
+        # Raw bytes of message content read so far while DATA is being read,
+        # else None: Postfix's "lost connection after DATA (N bytes)".
+        self._data_bytes: int | None = None
         self._out: list[bytes] = []
         self._slot: Slot | None = None
         self._closing = False
@@ -199,8 +202,10 @@ class SmtpdProtocol(SMTP):
         if self._slot is not None:
             self.ctx.connections.release(self._slot)
             self._slot = None
-        if not self._closing and self.stage != "QUIT":
-            maillog.lost_connection(self.stage, self.client.peer)
+        # Postfix (smtpd.c) logs no lost connection after END-OF-MESSAGE: a
+        # client that hangs up once its message is queued lost nothing.
+        if not self._closing and self.stage not in ("QUIT", "END-OF-MESSAGE"):
+            maillog.lost_connection(self.stage, self.client.peer, self._content_bytes())
         counts = [(name, self.counts[name][0], self.counts[name][1])
                   for name in COMMAND_ORDER if name in self.counts]
         maillog.disconnect(self.client.peer, counts, self.notes)
@@ -305,12 +310,19 @@ class SmtpdProtocol(SMTP):
         else:
             self._timeout_cb()
 
+    def _content_bytes(self) -> int | None:
+        """While DATA is read, the content bytes received so far: those read
+        and those waiting in the reader (Postfix counts its buffer too)."""
+        if self._data_bytes is None:
+            return None
+        return self._data_bytes + len(self._reader._buffer)  # type: ignore[attr-defined]
+
     def _timeout_cb(self) -> None:
         # aiosmtpd closes silently; RFC 5321 §4.5.3.2 and Postfix say 421 first.
         transport = self.transport
         if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
             return
-        maillog.timeout(self.stage, self.client.peer)
+        maillog.timeout(self.stage, self.client.peer, self._content_bytes())
         try:
             transport.write(replies.TIMEOUT.format(host=self.hostname).encode() + b"\r\n")
         except Exception:  # the transport may already be half gone
@@ -628,9 +640,15 @@ class SmtpdProtocol(SMTP):
                     failure = error
 
         self.stage = "DATA"
+        self._data_bytes = 0
         try:
             result = await read_data(self._reader, sink, config.message_size_limit,
-                                     self._reset_timeout)
+                                     self._data_progress)
+            # Postfix's END-OF-MESSAGE lasts from the final dot until the next
+            # command: a timeout then is "after END-OF-MESSAGE", and a client
+            # that hangs up once it has its 250 is not logged as lost.
+            self._data_bytes = None
+            self.stage = "END-OF-MESSAGE"
             if result.bare_lf and "bare_lf" not in self.notes:
                 self.notes.append("bare_lf")
             if (result.bare_lf or result.bare_cr) \
@@ -674,6 +692,12 @@ class SmtpdProtocol(SMTP):
         # rejected recipients of its earlier messages.
         self.errors = 0
         self.reply(replies.QUEUED.format(qid=txn.qid))
+
+    def _data_progress(self, received: int) -> None:
+        """A read of message content: count its bytes, restart the idle timer."""
+        if self._data_bytes is not None:
+            self._data_bytes += received
+        self._reset_timeout()
 
     def received_tls_lines(self) -> list[str]:
         """The TLS clause of the Received header (see tls/); none in plaintext."""

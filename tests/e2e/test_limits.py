@@ -273,6 +273,21 @@ def test_the_timeout_limits_each_read_of_data_not_the_whole_transfer(
         smtp.sock.settimeout(10)
         assert smtp.reply() == "421 4.4.2 mx.example.test Error: timeout exceeded"
     daemon.wait_maildir("alice")
+    # Postfix's stage from the final dot until the next command.
+    daemon.wait_log(r"timeout after END-OF-MESSAGE from localhost\[127\.0\.0\.1\]$")
+
+
+def test_timeout_mid_data_logs_the_bytes_received(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory("smtpd_timeout = 1s\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        for command in ("EHLO client.example", "MAIL FROM:<bob@example.org>",
+                        "RCPT TO:<alice@example.test>", "DATA"):
+            assert smtp.command(command)[:1] in "23"
+        smtp.send(b"Subject: cut\r\n\r\npartial")  # 23 bytes, then silence
+        smtp.sock.settimeout(10)
+        assert smtp.reply() == "421 4.4.2 mx.example.test Error: timeout exceeded"
+    daemon.wait_log(r"timeout after DATA \(23 bytes\) from localhost\[127\.0\.0\.1\]$")
 
 
 def test_client_vanishing_mid_data_leaves_no_file(limited: Daemon) -> None:
@@ -285,9 +300,26 @@ def test_client_vanishing_mid_data_leaves_no_file(limited: Daemon) -> None:
     smtp.send(b"Subject: cut\r\n\r\npartial")
     smtp.sock.shutdown(socket.SHUT_RDWR)
     smtp.close()
-    limited.wait_log(r"lost connection after DATA from localhost\[127\.0\.0\.1\]")
+    # Postfix's line while it reads the content: the bytes received so far.
+    limited.wait_log(r"lost connection after DATA \(23 bytes\) from localhost\[127\.0\.0\.1\]$")
     assert wait_for(lambda: not list((limited.queue / "incoming").iterdir()))
     still_works(limited)
+
+
+def test_hanging_up_after_the_queued_reply_is_not_a_lost_connection(
+        daemon: Daemon) -> None:
+    """Postfix's END-OF-MESSAGE stage: a client that drops the connection once
+    its message is queued, without QUIT, lost nothing, and smtpd logs no
+    "lost connection" line (smtpd.c), only the disconnect line."""
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        for command in ("EHLO client.example", "MAIL FROM:<bob@example.org>",
+                        "RCPT TO:<alice@example.test>", "DATA"):
+            assert smtp.command(command)[:1] in "23"
+        assert smtp.command("Subject: bye\r\n\r\nbody\r\n.").startswith("250 2.0.0 Ok")
+    daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 mail=1 rcpt=1 "
+                    r"data=1 commands=4$")
+    assert "lost connection" not in daemon.log_text()
 
 
 def test_a_queued_message_forgives_earlier_errors(daemon_factory: DaemonFactory) -> None:
