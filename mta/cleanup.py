@@ -20,6 +20,7 @@ from mta.spool import QueueFileWriter
 
 _MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)")
 _DATE = re.compile(rb"(?im)^date:")
+_RECEIVED = re.compile(rb"(?im)^received[ \t]*:")
 _FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
 
 
@@ -99,6 +100,9 @@ class CleanupStream:
         self.header_size_limit = header_size_limit
         self.extra_headers = extra_headers or []
         self.message_id: str | None = None
+        # Received headers in the header section, ours included (Postfix's
+        # cleanup counts them for hopcount_limit); known once it is flushed.
+        self.hops = 0
         self._received = received
         self._header = bytearray()
         self._scanned = 0
@@ -152,6 +156,7 @@ class CleanupStream:
         head, rest = buffer[:end], buffer[end:]
         if separator and rest and not rest.startswith(b"\r\n"):
             rest = b"\r\n" + rest  # a body must follow a blank line (RFC 5322 §2.1)
+        self.hops = len(_RECEIVED.findall(head)) + (1 if self._received else 0)
         match = _MESSAGE_ID.search(head)
         if match:
             self.message_id = re.sub(rb"\s+", b" ", match.group(1)).decode(

@@ -669,6 +669,13 @@ class SmtpdProtocol(SMTP):
             if failure is None:
                 try:
                     await cleanup.finish()
+                    if cleanup.hops >= config.hopcount_limit:
+                        # A mail loop (Postfix's cleanup: CLEANUP_STAT_HOPS): the
+                        # message is not queued, the session goes on.
+                        await writer.abort()
+                        self._reject("END-OF-MESSAGE", replies.TOO_MANY_HOPS,
+                                     envelope.sender, None)
+                        return
                     await writer.commit()
                 except OSError as error:
                     failure = error

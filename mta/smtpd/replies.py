@@ -39,6 +39,7 @@ VRFY_MAY_DELIVER = "252 2.0.0 {address}"  # RFC 5321 §3.5.3: will try, cannot v
 
 SIZE_EXCEEDS = "552 5.3.4 Message size exceeds fixed limit"
 MESSAGE_TOO_BIG = "552 5.3.4 Error: message file too big"
+TOO_MANY_HOPS = "554 5.4.0 Error: too many hops"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
 INSUFFICIENT_STORAGE = "452 4.3.1 Insufficient system storage"
 QUEUE_FILE_ERROR = "451 4.3.0 Error: queue file write error"

@@ -242,6 +242,33 @@ def test_mail_refused_when_the_spool_lacks_queue_minfree(
                     rf"{1 << 60} bytes needed")
 
 
+def test_too_many_hops_is_refused_and_the_session_goes_on(
+        daemon_factory: DaemonFactory) -> None:
+    """hopcount_limit (Postfix's cleanup): with ours, 5 Received headers
+    reach the limit of 5; the message is not queued, and a loop ends there."""
+    daemon = daemon_factory("hopcount_limit = 5\n").start()
+
+    def send(hops: int) -> str:
+        smtp.command("MAIL FROM:<bob@example.org>")
+        smtp.command("RCPT TO:<alice@example.test>")
+        smtp.command("DATA")
+        received = "".join(f"Received: from hop{n}.example by x.example; "
+                           "Thu, 1 Jan 2026 00:00:00 +0000\r\n" for n in range(hops))
+        smtp.send(received + f"Subject: hops {hops}\r\n\r\nloop?\r\n.\r\n")
+        return smtp.reply()
+
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        assert send(4) == "554 5.4.0 Error: too many hops"
+        assert smtp.command("NOOP") == "250 2.0.0 Ok"
+        assert send(3).startswith("250 2.0.0 Ok: queued as ")
+    daemon.wait_log(r"reject: END-OF-MESSAGE from localhost\[127\.0\.0\.1\]: "
+                    r"554 5\.4\.0 Error: too many hops; from=<bob@example\.org>")
+    delivered = daemon.wait_maildir("alice")
+    assert [b"Subject: hops 3" in path.read_bytes() for path in delivered] == [True]
+
+
 def test_idle_timeout(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("smtpd_timeout = 1s\n").start()
     with RawSmtp(daemon.smtp_port) as smtp:
