@@ -257,6 +257,9 @@ class SmtpDelivery:
             # without TLS (the plan has already said yes to that).
             return 1 + await self._attempt(state, route, mx, peer, key, final,
                                            retry_plan=plan)
+        except BaseException:
+            session.close()  # no socket left behind, whatever went wrong
+            raise
         if not ready:
             return 1
         ATTEMPTS.labels("session").inc()
@@ -430,6 +433,12 @@ class SmtpDelivery:
             state.soft_fail([i for i in indexes if i in state.pending],
                             _Outcome("deferred", error.dsn, error.text, relay=peer.relay), final)
             return True
+        except BaseException:
+            # Anything else (the queue file cannot be read after DATA, a
+            # cancellation): the session is in an unknown state, so it is
+            # closed, neither cached nor left open, and the error goes up.
+            session.close()
+            raise
         finally:
             state.transfer_time = self.clock() - started
         self._release(session, tls, key)

@@ -11,7 +11,7 @@ from mta.delivery import DeliveryResult
 from mta.smtp.client import DataEncoder
 from tests.fakes.resolver import FakeDns
 from tests.fakes.smtp_peer import CLOSE, HANG, ScriptedPeer
-from tests.unit.smtp_helpers import MESSAGE, agent, port_map, request
+from tests.unit.smtp_helpers import MESSAGE, Content, agent, port_map, request
 
 SHORT = """
 smtp_helo_timeout = 0.3s
@@ -428,3 +428,39 @@ async def test_message_body_arrives_intact() -> None:
     async with ScriptedPeer() as peer:
         await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
     assert peer.messages[0].content == MESSAGE
+
+
+# -- loops, handshake failures, the relayhost ---------------------------------------------
+@pytest.fixture
+def maillog(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The maillog lines the agent writes (program: text)."""
+    from mta import log
+
+    lines: list[str] = []
+    monkeypatch.setattr(log, "emit", lambda program, text, level=0: lines.append(
+        f"{program}: {text}"))
+    return lines
+
+
+async def test_unreadable_content_after_data_closes_the_connection() -> None:
+    class Gone(Content):
+        async def read_all(self) -> bytes:
+            raise FileNotFoundError(2, "No such file or directory")
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def connect(address: str, port: int, local: str | None
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(address, port)
+        writers.append(writer)
+        return reader, writer
+
+    async with ScriptedPeer() as peer:
+        smtp = agent("smtp_connection_cache_time_limit = 5s\n", connector=connect)
+        message = request(["a@x.test"], f"[127.0.0.1]:{peer.port}")
+        message.content = Gone(MESSAGE)
+        with pytest.raises(FileNotFoundError):
+            await smtp.deliver(message)
+        assert len(smtp.cache) == 0
+        assert writers and writers[0].is_closing()
+        await smtp.close()
