@@ -207,7 +207,16 @@ class SmtpDelivery:
                                              self.config.smtp_mx_address_limit)
         except LookupFailure as failure:
             status = "bounced" if failure.permanent else "deferred"
-            self._fail_all(state, _Outcome(status, failure.dsn, failure.text))
+            dsn = failure.dsn
+            relayhost = self.config.relayhost.strip()
+            if failure.permanent and relayhost and route.nexthop == relayhost:
+                # Postfix smtp_connect.c: a relayhost that does not resolve is
+                # the configuration's fault, not the recipient's; defer (4.3.5,
+                # same text) instead of bouncing all outbound mail. Compared as
+                # Postfix does, the next hop against $relayhost verbatim.
+                maillog.warning(self.name, "relayhost configuration problem")
+                status, dsn = "deferred", "4.3.5"
+            self._fail_all(state, _Outcome(status, dsn, failure.text))
             return
         session_limit = self.config.smtp_mx_session_limit
         sessions = 0

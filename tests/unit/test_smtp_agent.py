@@ -442,6 +442,21 @@ def maillog(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return lines
 
 
+async def test_a_relayhost_that_does_not_resolve_defers_4_3_5(maillog: list[str]) -> None:
+    dns = FakeDns(nxdomain={"smarthost.typo.test"})
+    relay = "[smarthost.typo.test]"
+    results = await agent("relayhost = " + relay + "\n" + SHORT, dns=dns).deliver(
+        request(["a@x.test"], relay))
+    # Postfix smtp_connect.c: a configuration problem, not the recipient's.
+    assert by_status(results) == [("deferred", "4.3.5")]
+    assert results[0].text == ("Host or domain name not found. Name service error for "
+                               "name=smarthost.typo.test type=A: Host not found")
+    assert "smtp: warning: relayhost configuration problem" in maillog
+    # The same next hop when it is not the relayhost (a transport map, say) bounces.
+    results = await agent(SHORT, dns=dns).deliver(request(["a@x.test"], relay))
+    assert by_status(results) == [("bounced", "5.4.4")]
+
+
 async def test_unreadable_content_after_data_closes_the_connection() -> None:
     class Gone(Content):
         async def read_all(self) -> bytes:
