@@ -239,7 +239,10 @@ class SmtpDelivery:
     async def _attempt(self, state: _Delivery, route: Route, mx: MxHost, peer: Peer,
                        key: tuple[str, str], final: bool, *,
                        retry_plan: TlsPlan | None = None) -> int:
-        """Try one server; returns 1 when an SMTP session was established."""
+        """Try one server; returns 1 when a session got through the greeting, EHLO
+        and TLS to a mail transaction. Postfix smtp_connect.c: "Don't count
+        handshake errors towards the session limit", so that a backup MX is
+        still tried after busy ones (smtp_mx_session_limit)."""
         pending = list(state.pending)
         try:
             session = await SmtpSession.connect(
@@ -260,17 +263,17 @@ class SmtpDelivery:
             session.close()
             ATTEMPTS.labels("greeting_refused" if session.greeting is None else "lost").inc()
             state.soft_fail(list(state.pending), self._session_failure(error, session), final)
-            return 1
+            return 0
         except _PlaintextRetry:
             # Postfix's "may": the handshake failed, so the same server once more
             # without TLS (the plan has already said yes to that).
-            return 1 + await self._attempt(state, route, mx, peer, key, final,
-                                           retry_plan=plan)
+            return await self._attempt(state, route, mx, peer, key, final,
+                                       retry_plan=plan)
         except BaseException:
             session.close()  # no socket left behind, whatever went wrong
             raise
         if not ready:
-            return 1
+            return 0
         ATTEMPTS.labels("session").inc()
         TRANSACTIONS.labels("new").inc()
         state.setup_time = self.clock() - state.started

@@ -442,6 +442,32 @@ def maillog(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return lines
 
 
+async def test_handshake_failures_do_not_count_towards_the_session_limit() -> None:
+    # smtp_mx_session_limit = 2 (the default); Postfix smtp_connect.c: "Don't
+    # count handshake errors towards the session limit."
+    dns = FakeDns(mx_records={"d.test": [(10, "mx1.d.test"), (20, "mx2.d.test"),
+                                         (30, "mx3.d.test")]},
+                  a={"mx1.d.test": ["127.0.0.2"], "mx2.d.test": ["127.0.0.3"],
+                     "mx3.d.test": ["127.0.0.4"]})
+    async with ScriptedPeer(host="127.0.0.2", replies={"GREETING": "421 4.3.2 busy"}) as mx1, \
+            ScriptedPeer(host="127.0.0.3", replies={"EHLO": CLOSE}) as mx2, \
+            ScriptedPeer(host="127.0.0.4") as mx3:
+        ports = port_map({"127.0.0.2": mx1.port, "127.0.0.3": mx2.port, "127.0.0.4": mx3.port})
+        results = await agent(SHORT, dns=dns, connector=ports).deliver(
+            request(["a@d.test"], "d.test"))
+    assert by_status(results) == [("sent", "2.0.0")]
+    assert len(mx3.messages) == 1
+    # A failed transaction does count: two of them and the third MX is not tried.
+    async with ScriptedPeer(host="127.0.0.2", replies={"MAIL": "451 4.3.0 later"}) as mx1, \
+            ScriptedPeer(host="127.0.0.3", replies={"MAIL": "451 4.3.0 later"}) as mx2, \
+            ScriptedPeer(host="127.0.0.4") as mx3:
+        ports = port_map({"127.0.0.2": mx1.port, "127.0.0.3": mx2.port, "127.0.0.4": mx3.port})
+        results = await agent(SHORT, dns=dns, connector=ports).deliver(
+            request(["a@d.test"], "d.test"))
+    assert by_status(results) == [("deferred", "4.3.0")]
+    assert mx3.connections == []
+
+
 async def test_a_relayhost_that_does_not_resolve_defers_4_3_5(maillog: list[str]) -> None:
     dns = FakeDns(nxdomain={"smarthost.typo.test"})
     relay = "[smarthost.typo.test]"
