@@ -337,6 +337,16 @@ class SmtpDelivery:
         else:
             command = "EHLO"
             reply = await session.ehlo(name)
+            if reply.code == 421:
+                # Postfix smtp_proto.c (smtp_helo): a 421 to EHLO is the server
+                # closing the session, not an old server that wants HELO; a
+                # site failure, and the next server gets the mail.
+                await session.quit()
+                ATTEMPTS.labels("helo_refused").inc()
+                self._reply_failure(state, list(state.pending), reply,
+                                    f"host {peer.name} refused to talk to me: {reply}", peer,
+                                    final, site_failure=True)
+                return False
             if reply.code != 250:
                 # RFC 5321 §4.1.4 / §3.2: an old server refuses EHLO; HELO then.
                 command = "HELO"

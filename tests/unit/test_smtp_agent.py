@@ -442,6 +442,16 @@ def maillog(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return lines
 
 
+async def test_ehlo_421_is_a_site_failure_without_helo() -> None:
+    async with ScriptedPeer(replies={"EHLO": "421 4.3.2 Service shutting down"}) as peer:
+        results = await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert by_status(results) == [("deferred", "4.3.2")]
+    assert results[0].text == ("host 127.0.0.1[127.0.0.1] refused to talk to me: "
+                               "421 4.3.2 Service shutting down")
+    assert "HELO client.test" not in peer.commands
+    assert peer.messages == []
+
+
 async def test_handshake_failures_do_not_count_towards_the_session_limit() -> None:
     # smtp_mx_session_limit = 2 (the default); Postfix smtp_connect.c: "Don't
     # count handshake errors towards the session limit."
