@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -219,11 +220,16 @@ class SmtpDelivery:
             self._fail_all(state, _Outcome(status, dsn, failure.text))
             return
         session_limit = self.config.smtp_mx_session_limit
+        # Postfix smtp_connect.c: SMTP_FEATURE_BEST_MX for the servers of the
+        # lowest preference (all of them for [host]), which decides 5.4.6 or
+        # 4.4.6 when mail loops back.
+        best = min(mx.preference for mx, _ in servers)
         sessions = 0
         for number, (mx, address) in enumerate(servers):
             final = number == len(servers) - 1
             peer = Peer(mx.hostname, address, nexthop.port)
-            opened = await self._attempt(state, route, mx, peer, key, final)
+            opened = await self._attempt(state, route, mx, peer, key, final,
+                                         best_mx=mx.preference == best)
             sessions += opened
             if not state.pending:
                 return
@@ -237,7 +243,7 @@ class SmtpDelivery:
 
     # -- one server ------------------------------------------------------------------------
     async def _attempt(self, state: _Delivery, route: Route, mx: MxHost, peer: Peer,
-                       key: tuple[str, str], final: bool, *,
+                       key: tuple[str, str], final: bool, *, best_mx: bool = True,
                        retry_plan: TlsPlan | None = None) -> int:
         """Try one server; returns 1 when a session got through the greeting, EHLO
         and TLS to a mail transaction. Postfix smtp_connect.c: "Don't count
@@ -258,7 +264,8 @@ class SmtpDelivery:
         plan = retry_plan or self.tls_policy.plan(route, mx.hostname,
                                                   queued_for=_queued_for(state.request))
         try:
-            ready = await self._open(state, session, plan, peer, final, plaintext_only)
+            ready = await self._open(state, session, plan, peer, final, plaintext_only,
+                                     best_mx)
         except SmtpClientError as error:
             session.close()
             ATTEMPTS.labels("greeting_refused" if session.greeting is None else "lost").inc()
@@ -268,7 +275,7 @@ class SmtpDelivery:
             # Postfix's "may": the handshake failed, so the same server once more
             # without TLS (the plan has already said yes to that).
             return await self._attempt(state, route, mx, peer, key, final,
-                                       retry_plan=plan)
+                                       best_mx=best_mx, retry_plan=plan)
         except BaseException:
             session.close()  # no socket left behind, whatever went wrong
             raise
@@ -285,7 +292,7 @@ class SmtpDelivery:
         return 1
 
     async def _open(self, state: _Delivery, session: SmtpSession, plan: TlsPlan, peer: Peer,
-                    final: bool, plaintext_only: bool) -> bool:
+                    final: bool, plaintext_only: bool, best_mx: bool) -> bool:
         """Greeting, EHLO/HELO and STARTTLS; False (after settling or keeping the
         recipients) when this server will not get the mail."""
         greeting = await session.read_greeting()
@@ -298,7 +305,12 @@ class SmtpDelivery:
                                 final or permanent, site_failure=True,
                                 force_soft=not permanent)
             return False
-        if not await self._hello(state, session, peer, final):
+        if self._loops_back(greeting):
+            # Postfix smtp_proto.c warns about the greeting but decides on the
+            # EHLO reply (below): a banner is free text.
+            maillog.warning(self.name, f"host {peer.relay} greeted me with my own hostname "
+                            f"{self.config.myhostname}")
+        if not await self._hello(state, session, peer, final, best_mx):
             return False
         if plaintext_only:
             # The retry after a failed handshake: the plan records plaintext (may:none).
@@ -326,10 +338,10 @@ class SmtpDelivery:
         refusal = plan.after_handshake(facts, peer)
         if refusal is not None:
             return await self._refuse_tls(state, session, refusal, peer, final, plan)
-        return await self._hello(state, session, peer, final)
+        return await self._hello(state, session, peer, final, best_mx)
 
     async def _hello(self, state: _Delivery, session: SmtpSession, peer: Peer,
-                     final: bool) -> bool:
+                     final: bool, best_mx: bool) -> bool:
         name = self.config.smtp_helo_name
         command = "HELO"
         if self.config.smtp_never_send_ehlo:
@@ -351,6 +363,9 @@ class SmtpDelivery:
                 # RFC 5321 §4.1.4 / §3.2: an old server refuses EHLO; HELO then.
                 command = "HELO"
                 reply = await session.helo(name)
+            elif self._loops_back(reply):
+                await self._loop(state, session, peer, final, best_mx)
+                return False
         if reply.code == 250:
             return True
         text = f"host {peer.name} refused to talk to me: {reply} (in reply to {command} command)"
@@ -361,6 +376,33 @@ class SmtpDelivery:
         self._reply_failure(state, list(state.pending), reply, text, peer, final,
                             site_failure=True)
         return False
+
+    def _loops_back(self, reply: Reply) -> bool:
+        """The reply (EHLO's, or the greeting) names this host first: the next
+        hop is ourselves. Postfix smtp_proto.c compares the first word of the
+        first line with $myhostname, case-insensitively."""
+        words = re.split(r"[ \t=]+", reply.lines[0].strip()) if reply.lines else []
+        return bool(words and words[0]) and \
+            words[0].casefold() == self.config.myhostname.casefold()
+
+    async def _loop(self, state: _Delivery, session: SmtpSession, peer: Peer, final: bool,
+                    best_mx: bool) -> None:
+        """Mail for the next hop comes back here. Postfix smtp_proto.c: bounce
+        (5.4.6) when this is a best-preference server, else 4.4.6 and the next
+        (better-placed) server may still take it. Without this a next hop that
+        leads back here sends the message round and round."""
+        maillog.warning(self.name, f"host {peer.relay} replied to HELO/EHLO with my own "
+                        f"hostname {self.config.myhostname}")
+        await session.quit()
+        ATTEMPTS.labels("helo_refused").inc()
+        text = f"mail for {state.request.route.nexthop} loops back to myself"
+        if best_mx:
+            self._fail_all(state, _Outcome("bounced", "5.4.6", text, relay=peer.relay,
+                                           site_failure=True))
+        else:
+            state.soft_fail(list(state.pending),
+                            _Outcome("deferred", "4.4.6", text, relay=peer.relay,
+                                     site_failure=True), final)
 
     async def _refuse_tls(self, state: _Delivery, session: SmtpSession, refusal: TlsRefusal,
                           peer: Peer, final: bool, plan: TlsPlan) -> bool:

@@ -442,6 +442,58 @@ def maillog(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return lines
 
 
+# Our own name (myhostname = client.test) first in the EHLO reply, as another
+# Postern (or this one) answers: a mail loop (Postfix smtp_proto.c).
+OWN_EHLO = "250 CLIENT.test Hello\n250 PIPELINING"
+
+
+async def test_ehlo_reply_with_my_own_hostname_bounces_the_mail_5_4_6(
+        maillog: list[str]) -> None:
+    async with ScriptedPeer(replies={"EHLO": OWN_EHLO}) as peer:
+        nexthop = f"[127.0.0.1]:{peer.port}"
+        results = await agent(SHORT).deliver(request(["a@x.test"], nexthop))
+    assert by_status(results) == [("bounced", "5.4.6")]
+    assert results[0].text == f"mail for {nexthop} loops back to myself"
+    assert results[0].relay == f"127.0.0.1[127.0.0.1]:{peer.port}"
+    assert f"smtp: warning: host 127.0.0.1[127.0.0.1]:{peer.port} replied to HELO/EHLO " \
+           "with my own hostname client.test" in maillog
+    assert not any(c.startswith("MAIL") for c in peer.commands)
+    assert peer.commands[-1] == "QUIT"
+    # Only the first word of the EHLO reply counts, and only in full; the
+    # greeting alone is no loop (Postfix merely warns about it).
+    for ehlo in ("250 client.test.example Hello\n250 PIPELINING",
+                 "250 peer.test says client.test\n250 PIPELINING"):
+        async with ScriptedPeer(replies={"EHLO": ehlo,
+                                         "GREETING": "220 client.test ESMTP"}) as peer:
+            results = await agent(SHORT).deliver(request(["a@x.test"],
+                                                         f"[127.0.0.1]:{peer.port}"))
+        assert by_status(results) == [("sent", "2.0.0")]
+        assert f"smtp: warning: host 127.0.0.1[127.0.0.1]:{peer.port} greeted me with my " \
+               "own hostname client.test" in maillog
+
+
+async def test_a_loop_at_a_backup_mx_defers_4_4_6_and_the_best_mx_loop_bounces(
+        maillog: list[str]) -> None:
+    dns = FakeDns(mx_records={"d.test": [(10, "mx1.d.test"), (20, "mx2.d.test")]},
+                  a={"mx1.d.test": ["127.0.0.2"], "mx2.d.test": ["127.0.0.3"]})
+    # The best MX is busy and the backup is ourselves: not for us to bounce.
+    async with ScriptedPeer(host="127.0.0.2", replies={"GREETING": "421 4.3.2 busy"}) as mx1, \
+            ScriptedPeer(host="127.0.0.3", replies={"EHLO": OWN_EHLO}) as mx2:
+        smtp = agent(SHORT, dns=dns,
+                     connector=port_map({"127.0.0.2": mx1.port, "127.0.0.3": mx2.port}))
+        results = await smtp.deliver(request(["a@d.test"], "d.test"))
+    assert by_status(results) == [("deferred", "4.4.6")]
+    assert results[0].text == "mail for d.test loops back to myself"
+    # The best MX is ourselves: bounced at once, the backup is not tried.
+    async with ScriptedPeer(host="127.0.0.2", replies={"EHLO": OWN_EHLO}) as mx1, \
+            ScriptedPeer(host="127.0.0.3") as mx2:
+        smtp = agent(SHORT, dns=dns,
+                     connector=port_map({"127.0.0.2": mx1.port, "127.0.0.3": mx2.port}))
+        results = await smtp.deliver(request(["a@d.test"], "d.test"))
+    assert by_status(results) == [("bounced", "5.4.6")]
+    assert mx2.connections == []
+
+
 async def test_ehlo_421_is_a_site_failure_without_helo() -> None:
     async with ScriptedPeer(replies={"EHLO": "421 4.3.2 Service shutting down"}) as peer:
         results = await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
