@@ -9,7 +9,7 @@ after ``FROM:``, a missing pair of angle brackets, a source route, which
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
@@ -20,21 +20,29 @@ _LITERAL = r"\[[^\[\]\\\s]+\]"
 _MAILBOX = re.compile(rf"(?:{_DOT_ATOM}|{_QUOTED})(?:@(?:{_DOMAIN}|{_LITERAL}))?\Z")
 _UTF8_MAILBOX = re.compile(r"(?:[^\s@\"<>()\[\]\\,;:]+(?:\.[^\s@\"<>()\[\]\\,;:]+)*|"
                            + _QUOTED + r")(?:@[^\s@\"<>()\\,;:]+)?\Z")
-_PARAM = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([!-<>-~]+))?\Z")
+# An empty value (SIZE=) parses: the command handler rejects it with the
+# parameter's own reply, as Postfix does ("Bad message size syntax").
+_PARAM = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([!-<>-~]*))?\Z")
 
 
 class PathError(ValueError):
-    """A path that is not a valid mailbox; .utf8 when it only lacks SMTPUTF8."""
+    """A path that is not a valid mailbox; .utf8 when it only lacks SMTPUTF8,
+    .missing when there is no path at all ("MAIL FROM:"), which Postfix
+    answers with the command's syntax reply, not the address syntax reply."""
 
-    def __init__(self, message: str, *, utf8: bool = False) -> None:
+    def __init__(self, message: str, *, utf8: bool = False, missing: bool = False) -> None:
         super().__init__(message)
         self.utf8 = utf8
+        self.missing = missing
 
 
 @dataclass(frozen=True, slots=True)
 class Path:
     address: str
     params: dict[str, str | None]
+    # Each parameter as the client sent it, by upper-cased name: Postfix's
+    # "Unsupported option: foo=bar" quotes the whole parameter verbatim.
+    param_texts: dict[str, str] = field(default_factory=dict)
 
 
 def _split_path(text: str) -> tuple[str, str]:
@@ -57,14 +65,18 @@ def _split_path(text: str) -> tuple[str, str]:
     raise PathError("unbalanced <")
 
 
-def parse_params(text: str) -> dict[str, str | None]:
+def parse_params(text: str) -> tuple[dict[str, str | None], dict[str, str]]:
+    """(values, texts as sent), both by upper-cased parameter name."""
     params: dict[str, str | None] = {}
+    texts: dict[str, str] = {}
     for item in text.split():
         match = _PARAM.match(item)
         if not match:
             raise PathError(f"bad parameter {item!r}")
-        params[match.group(1).upper()] = match.group(2)
-    return params
+        name = match.group(1).upper()
+        params[name] = match.group(2)
+        texts[name] = item
+    return params, texts
 
 
 def parse_path(argument: str, keyword: str, *, allow_empty: bool,
@@ -72,15 +84,40 @@ def parse_path(argument: str, keyword: str, *, allow_empty: bool,
     """Parse the argument of MAIL (keyword FROM:) or RCPT (keyword TO:)."""
     if not argument[: len(keyword)].upper() == keyword:
         raise PathError("missing " + keyword)
+    if not argument[len(keyword):].strip(" "):
+        # Postfix's argc < 3: "MAIL FROM:" is a syntax error, not the null
+        # sender, which must be written <> (RFC 5321 §4.1.2 Reverse-path).
+        raise PathError("no path", missing=True)
     path_text, rest = _split_path(argument[len(keyword):])
     if path_text.startswith("@"):
         # A source route <@a,@b:user@c>: accepted and ignored (RFC 5321 §4.1.1.3).
         path_text = path_text.partition(":")[2]
-    params = parse_params(rest)
+    params, texts = parse_params(rest)
     if not path_text:
         if allow_empty:
-            return Path("", params)
+            return Path("", params, texts)
         raise PathError("empty address")
+    _check_mailbox(path_text, smtputf8)
+    return Path(path_text, params, texts)
+
+
+def parse_vrfy(argument: str) -> str:
+    """The address in VRFY's argument, with or without angle brackets.
+
+    Like Postfix's vrfy_cmd, the words are taken together as one address
+    (collapse_args), so "VRFY a b" is not the address a; an empty or
+    malformed address raises PathError.
+    """
+    text = " ".join(argument.split())
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    if not text:
+        raise PathError("empty address")
+    _check_mailbox(text, smtputf8=False)
+    return text
+
+
+def _check_mailbox(path_text: str, smtputf8: bool) -> None:
     if any(ord(c) < 32 or ord(c) == 127 for c in path_text):
         raise PathError("control character in address")
     if path_text.isascii():
@@ -94,4 +131,3 @@ def parse_path(argument: str, keyword: str, *, allow_empty: bool,
     local, at, _domain = path_text.rpartition("@")
     if at and len(local) > 64 * 4:
         raise PathError("local part too long")
-    return Path(path_text, params)

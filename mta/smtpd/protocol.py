@@ -28,7 +28,7 @@ from mta.queuefile import Envelope
 from mta.smtpd import replies
 from mta.smtpd.checks import ClientFacts
 from mta.smtpd.data import read_data
-from mta.smtpd.grammar import PathError, parse_path
+from mta.smtpd.grammar import PathError, parse_path, parse_vrfy
 
 if TYPE_CHECKING:
     from mta.smtpd.server import Slot, SmtpdContext
@@ -476,7 +476,7 @@ class SmtpdProtocol(SMTP):
         except PathError as error:
             if error.utf8:
                 self.reply(replies.SMTPUTF8_NEEDED)
-            elif argument[:5].upper() != "FROM:":
+            elif error.missing or argument[:5].upper() != "FROM:":
                 self.reply(replies.MAIL_SYNTAX)
             else:
                 self.reply(replies.BAD_SENDER_SYNTAX)
@@ -485,19 +485,19 @@ class SmtpdProtocol(SMTP):
             self.reply(replies.MAIL_SYNTAX)
             return
         size = 0
+        # Postfix's mail_cmd: SIZE= must be all digits; BODY=7BIT and
+        # BODY=8BITMIME are the only BODY values; anything else, "SIZE" without
+        # a value included, is an unsupported option, quoted as sent.
         for name, value in path.params.items():
-            if name == "SIZE":
-                if value is None or not value.isdigit():
+            if name == "SIZE" and value is not None:
+                if not value.isdigit() or not value.isascii():
                     self.reply(replies.BAD_SIZE)
                     return
                 size = int(value)
-            elif name == "BODY":
-                if (value or "").upper() not in ("7BIT", "8BITMIME"):
-                    self.reply(replies.BAD_BODY)
-                    return
+            elif name == "BODY" and (value or "").upper() in ("7BIT", "8BITMIME"):
                 self.txn.body_type = (value or "").upper()
             else:
-                self.reply(replies.BAD_PARAMETER.format(name=name))
+                self.reply(replies.BAD_PARAMETER.format(name=path.param_texts[name]))
                 return
         limit = self.ctx.config.message_size_limit
         if limit and size > limit:
@@ -542,18 +542,23 @@ class SmtpdProtocol(SMTP):
         except PathError as error:
             if error.utf8:
                 self.reply(replies.SMTPUTF8_NEEDED)
-            elif argument[:3].upper() != "TO:":
+            elif error.missing or argument[:3].upper() != "TO:":
                 self.reply(replies.RCPT_SYNTAX)
             else:
                 self.reply(replies.BAD_RECIPIENT_SYNTAX)
             return
         if path.params:
             name = next(iter(path.params))
-            self.reply(replies.BAD_PARAMETER.format(name=name))
+            self.reply(replies.BAD_PARAMETER.format(name=path.param_texts[name]))
             return
         recipient = path.address
-        if recipient.lower() == "postmaster":
-            recipient = "postmaster"  # RFC 5321 §4.5.1: always ours
+        # RFC 5321 §4.5.1: a bare "postmaster" (any case, no domain) must be
+        # accepted. As in Postfix's smtpd_check_rcpt, no restriction runs for
+        # it; it goes to postmaster@$myorigin (see docs/smtpd.md for where
+        # that ends up when no mailbox is listed).
+        postmaster = recipient.lower() == "postmaster"
+        if postmaster:
+            recipient = "postmaster"
         recipient = addr.qualify(recipient, self.ctx.config.myorigin)
         if len(self.txn.recipients) >= self.ctx.config.smtpd_recipient_limit:
             # Postfix's smtpd_recipient_overshoot_limit: a client that sends
@@ -563,8 +568,8 @@ class SmtpdProtocol(SMTP):
             self.reply(replies.TOO_MANY_RECIPIENTS, counts_as_error=self.txn.overshoot
                        > self.ctx.config.smtpd_recipient_overshoot_limit)
             return
-        refusal = self.ctx.restrictions.check_recipient(self.client, self.txn.sender,
-                                                        recipient)
+        refusal = None if postmaster else self.ctx.restrictions.check_recipient(
+            self.client, self.txn.sender, recipient)
         if refusal:
             self._reject("RCPT", refusal, self.txn.sender, recipient)
             return
@@ -735,13 +740,21 @@ class SmtpdProtocol(SMTP):
         if not argument:
             self.reply(replies.VRFY_SYNTAX)
             return
-        address = argument.strip("<> ")
-        address = addr.qualify(address, self.ctx.config.myorigin)
-        refusal = self.ctx.restrictions._reject_unlisted_recipient(self.client, "", address)
-        if refusal:
-            self.reply(refusal)
-        else:
-            self.reply(replies.VRFY_MAY_DELIVER.format(address=address))
+        try:
+            address = parse_vrfy(argument)
+        except PathError:
+            self.reply(replies.BAD_RECIPIENT_SYNTAX)
+            return
+        if address.lower() != "postmaster":  # always ours, as for RCPT
+            address = addr.qualify(address, self.ctx.config.myorigin)
+            refusal = self.ctx.restrictions._reject_unlisted_recipient(self.client, "",
+                                                                       address)
+            if refusal:
+                self.reply(refusal)
+                return
+        # Postfix's vrfy_cmd answers with the argument as the client wrote it
+        # (words collapsed), not a rewritten address.
+        self.reply(replies.VRFY_MAY_DELIVER.format(address=" ".join(argument.split())))
 
     # A handler returns None when it has answered, or an awaitable to run.
     _commands: dict[str, Callable[[Any, str], Awaitable[None] | None]] = {

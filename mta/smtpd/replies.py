@@ -30,12 +30,12 @@ RSET_SYNTAX = "501 5.5.4 Syntax: RSET"
 VRFY_SYNTAX = "501 5.5.4 Syntax: VRFY address"
 BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax"
 BAD_RECIPIENT_SYNTAX = "501 5.1.3 Bad recipient address syntax"
-BAD_PARAMETER = "555 5.5.4 Unsupported option: {name}"
-BAD_BODY = "501 5.5.4 Bad BODY parameter"
+BAD_PARAMETER = "555 5.5.4 Unsupported option: {name}"  # the parameter as sent
 BAD_SIZE = "501 5.5.4 Bad message size syntax"
 SMTPUTF8_NEEDED = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
 VRFY_DISABLED = "502 5.5.1 VRFY command is disabled"
-VRFY_MAY_DELIVER = "252 2.0.0 {address}"  # RFC 5321 §3.5.3: will try, cannot verify
+# RFC 5321 §3.5.3: will try, cannot verify; the argument as sent (Postfix).
+VRFY_MAY_DELIVER = "252 2.0.0 {address}"
 
 SIZE_EXCEEDS = "552 5.3.4 Message size exceeds fixed limit"
 MESSAGE_TOO_BIG = "552 5.3.4 Error: message file too big"

@@ -154,7 +154,7 @@ def test_pipelined_transaction_gets_all_replies_in_order(daemon: Daemon) -> None
     ("DATA", "503 5.5.1 Error: need MAIL command"),
     ("MAIL FROM:<bob@exa mple.org>", "501 5.1.7 Bad sender address syntax"),
     ("MAIL TO:<bob@example.org>", "501 5.5.4 Syntax: MAIL FROM:<address>"),
-    ("MAIL FROM:<bob@example.org> FOO=bar", "555 5.5.4 Unsupported option: FOO"),
+    ("MAIL FROM:<bob@example.org> FOO=bar", "555 5.5.4 Unsupported option: FOO=bar"),
     ("MAIL FROM:<jöran@example.org>", "553 5.6.7 Must declare SMTPUTF8 to send unicode address"),
     ("XYZZY", "502 5.5.2 Error: command not recognized"),
     ("", "500 5.5.2 Error: bad syntax"),

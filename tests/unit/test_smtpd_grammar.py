@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mta.smtpd.grammar import PathError, parse_path
+from mta.smtpd.grammar import PathError, parse_path, parse_vrfy
 
 
 @pytest.mark.parametrize(("argument", "address", "params"), [
@@ -27,7 +27,7 @@ def test_good_paths(argument: str, address: str, params: dict) -> None:
 @pytest.mark.parametrize("argument", [
     "FROM:<bob@exa mple.org>", "FROM:<bob@@example.org>", "FROM:<bob@example.org",
     "FROM:<bob@-example.org>", "FROM:<bo\x00b@example.org>", "FROM:<a..b@example.org>",
-    "TO:<bob@example.org>", "FROM:<bob@example.org> SIZE=", "FROM:<bob@example.org> =x",
+    "TO:<bob@example.org>", "FROM:<bob@example.org> =x",
 ])
 def test_bad_paths(argument: str) -> None:
     with pytest.raises(PathError):
@@ -45,3 +45,32 @@ def test_unicode_needs_smtputf8() -> None:
     assert caught.value.utf8
     assert parse_path("TO:<jöran@example.org>", "TO:", allow_empty=False,
                       smtputf8=True).address == "jöran@example.org"
+
+
+@pytest.mark.parametrize("argument", ["FROM:", "FROM: ", "FROM:  "])
+def test_no_path_at_all_is_not_the_null_sender(argument: str) -> None:
+    with pytest.raises(PathError) as caught:
+        parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
+    assert caught.value.missing
+
+
+def test_parameters_keep_their_text_as_sent() -> None:
+    # An empty value parses (the handler answers "Bad message size syntax").
+    path = parse_path("FROM:<a@b.example> size= Foo=Bar", "FROM:", allow_empty=True,
+                      smtputf8=False)
+    assert path.params == {"SIZE": "", "FOO": "Bar"}
+    assert path.param_texts == {"SIZE": "size=", "FOO": "Foo=Bar"}
+
+
+@pytest.mark.parametrize(("argument", "address"), [
+    ("postmaster", "postmaster"), ("<alice@example.org>", "alice@example.org"),
+    ("  alice@example.org ", "alice@example.org"),
+])
+def test_vrfy_addresses(argument: str, address: str) -> None:
+    assert parse_vrfy(argument) == address
+
+
+@pytest.mark.parametrize("argument", ["a b c@@@", "<>", "alice bob", "<a@b.example"])
+def test_bad_vrfy_addresses(argument: str) -> None:
+    with pytest.raises(PathError):
+        parse_vrfy(argument)

@@ -1,0 +1,127 @@
+"""MAIL, RCPT and VRFY replies, each checked against Postfix's smtpd.c.
+
+An in-process receiver on 127.0.0.1 with no local recipients listed, so
+every local address but the postmaster is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mta.config import from_text
+from mta.master import build_parts
+from mta.smtpd.secure import SecureSmtpdProtocol
+from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
+from mta.spool import Spool
+
+CF = """\
+myhostname = mx.test
+mydestination = mx.test
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:9
+smtpd_peername_lookup = no
+smtp/inet = 127.0.0.1:0
+"""
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[SmtpdServer]:
+    config = from_text(CF + f"queue_directory = {tmp_path / 'queue'}\n")
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    ctx = SmtpdContext(
+        config=config, listener=config.listeners[0], spool=spool,
+        restrictions=build_parts(config).restrictions,
+        connections=ConnectionRegistry(config), names=NameCache(False),
+        on_queued=lambda envelope: None, loop=asyncio.get_running_loop())
+    smtpd = SmtpdServer(ctx, SecureSmtpdProtocol)
+    await smtpd.start()
+    yield smtpd
+    smtpd.stop_accepting()
+    spool.close()
+
+
+async def _reply(reader: asyncio.StreamReader) -> str:
+    """The last line of the next reply."""
+    while True:
+        line = await asyncio.wait_for(reader.readline(), 10)
+        assert line, "connection closed"
+        if line[3:4] != b"-":
+            return line.decode().rstrip("\r\n")
+
+
+async def _converse(server: SmtpdServer, commands: list[str]) -> list[str]:
+    """The replies to EHLO and then to commands, one at a time."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        assert (await _reply(reader)).startswith("220 ")
+        replies = []
+        for command in ["EHLO client.test", *commands]:
+            writer.write(command.encode() + b"\r\n")
+            replies.append(await _reply(reader))
+        return replies[1:]
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("command", "reply"), [
+    # "FROM:" with nothing after it is not the null sender <>.
+    ("MAIL FROM:", "501 5.5.4 Syntax: MAIL FROM:<address>"),
+    ("MAIL FROM: ", "501 5.5.4 Syntax: MAIL FROM:<address>"),
+    ("MAIL FROM:<a@client.test> SIZE=", "501 5.5.4 Bad message size syntax"),
+    ("MAIL FROM:<a@client.test> SIZE=1x", "501 5.5.4 Bad message size syntax"),
+    # Postfix quotes the whole parameter as the client wrote it.
+    ("MAIL FROM:<a@client.test> FOO=bar", "555 5.5.4 Unsupported option: FOO=bar"),
+    ("MAIL FROM:<a@client.test> foo", "555 5.5.4 Unsupported option: foo"),
+    ("MAIL FROM:<a@client.test> SIZE", "555 5.5.4 Unsupported option: SIZE"),
+    ("MAIL FROM:<a@client.test> Body=BinaryMIME",
+     "555 5.5.4 Unsupported option: Body=BinaryMIME"),
+    ("MAIL FROM:<a@client.test> body=8bitmime SIZE=10", "250 2.1.0 Ok"),
+    ("MAIL FROM:<>", "250 2.1.0 Ok"),
+])
+async def test_mail_replies(server: SmtpdServer, command: str, reply: str) -> None:
+    assert await _converse(server, [command]) == [reply]
+
+
+@pytest.mark.parametrize(("command", "reply"), [
+    ("RCPT TO:", "501 5.5.4 Syntax: RCPT TO:<address>"),
+    ("RCPT TO:<>", "501 5.1.3 Bad recipient address syntax"),
+    ("RCPT TO:<b@relay.test> NOTIFY=NEVER", "555 5.5.4 Unsupported option: NOTIFY=NEVER"),
+    # RFC 5321 §4.5.1: the bare postmaster, in any case, although no local
+    # recipient is listed; with a domain it is looked up like any address.
+    ("RCPT TO:<postmaster>", "250 2.1.5 Ok"),
+    ("RCPT TO:<PostMaster>", "250 2.1.5 Ok"),
+    ("RCPT TO:postmaster", "250 2.1.5 Ok"),
+    ("RCPT TO:<postmaster@mx.test>", "550 5.1.1 <postmaster@mx.test>: Recipient address "
+                                     "rejected: User unknown in local recipient table"),
+])
+async def test_rcpt_replies(server: SmtpdServer, command: str, reply: str) -> None:
+    assert await _converse(server, ["MAIL FROM:<a@client.test>", command]) == \
+        ["250 2.1.0 Ok", reply]
+
+
+@pytest.mark.parametrize(("command", "reply"), [
+    ("VRFY a b c@@@", "501 5.1.3 Bad recipient address syntax"),
+    ("VRFY <>", "501 5.1.3 Bad recipient address syntax"),
+    ("VRFY postmaster", "252 2.0.0 postmaster"),
+    ("VRFY <Postmaster>", "252 2.0.0 <Postmaster>"),
+    # The argument as the client wrote it, brackets and all, not rewritten.
+    ("VRFY <b@relay.test>", "252 2.0.0 <b@relay.test>"),
+    ("VRFY b@relay.test", "252 2.0.0 b@relay.test"),
+    ("VRFY nobody@mx.test", "550 5.1.1 <nobody@mx.test>: Recipient address rejected: "
+                            "User unknown in local recipient table"),
+])
+async def test_vrfy_replies(server: SmtpdServer, command: str, reply: str) -> None:
+    assert await _converse(server, [command]) == [reply]
+
+
+async def test_a_message_to_the_bare_postmaster_is_queued(server: SmtpdServer) -> None:
+    replies = await _converse(server, ["MAIL FROM:<>", "RCPT TO:<Postmaster>", "DATA",
+                                       "Subject: bounce\r\n\r\nx\r\n."])
+    assert replies[:3] == ["250 2.1.0 Ok", "250 2.1.5 Ok",
+                           "354 End data with <CR><LF>.<CR><LF>"]
+    assert replies[3].startswith("250 2.0.0 Ok: queued as ")
