@@ -43,6 +43,11 @@ class SaslError(Exception):
     """A malformed client response (bad base64, bad PLAIN message)."""
 
 
+class BadBase64(SaslError):
+    """A response that is not base64: an authentication failure, as with
+    Postfix's SASL back ends, not merely a syntax error (see cmd_auth)."""
+
+
 # --- password hashes -----------------------------------------------------------------
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode().rstrip("=")
@@ -154,7 +159,7 @@ def decode_response(text: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise SaslError("cannot decode response") from None
+        raise BadBase64("Invalid base64 data") from None
 
 
 def parse_plain(message: bytes) -> tuple[str, str, str]:

@@ -80,5 +80,6 @@ AUTH_SYNTAX = "501 5.5.4 Syntax: AUTH mechanism"
 AUTH_UNKNOWN_MECHANISM = "504 5.5.4 Unrecognized authentication type"
 AUTH_ABORTED = "501 5.7.0 Authentication aborted"
 AUTH_MALFORMED = "501 5.5.2 Error: {reason}"
-AUTH_FAILED = "535 5.7.8 Error: authentication failed: authentication failure"
+# reason: "authentication failure" (a wrong password), or what was malformed.
+AUTH_FAILED = "535 5.7.8 Error: authentication failed: {reason}"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"

@@ -384,6 +384,11 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             self._auth_metric(mechanism, "aborted")
             self.reply(replies.AUTH_ABORTED)
             return
+        except sasl.BadBase64 as error:
+            # Counted, logged and slowed down like a wrong password: a client
+            # that sends garbage may be guessing too, and fail2ban must see it.
+            await self._auth_failed(mechanism, str(error))
+            return
         except sasl.SaslError as error:
             self._auth_metric(mechanism, "malformed")
             self.reply(replies.AUTH_MALFORMED.format(reason=error))
@@ -397,18 +402,23 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             self.reply(replies.AUTH_UNAVAILABLE)
             return
         if not ok:
-            # fail2ban's postfix-sasl filter matches this line.
-            maillog.warning("smtpd", f"{peer}: SASL {mechanism} authentication failed: "
-                            "authentication failure")
-            self._auth_metric(mechanism, "failure")
-            await security.sasl.failed(self.client.address)
-            self.reply(replies.AUTH_FAILED)
+            await self._auth_failed(mechanism, "authentication failure")
             return
         security.sasl.succeeded(self.client.address)
         self.client.sasl_username = user
         self.sasl_method = mechanism
         self._auth_metric(mechanism, "success")
         self.reply(replies.AUTH_OK)
+
+    async def _auth_failed(self, mechanism: str, reason: str) -> None:
+        """A failed AUTH: the warning, the metric, the slow-down, then 535."""
+        assert self.security is not None and self.security.sasl is not None
+        # fail2ban's postfix-sasl filter matches this line.
+        maillog.warning("smtpd", f"{self.client.peer}: SASL {mechanism} authentication "
+                        f"failed: {reason}")
+        self._auth_metric(mechanism, "failure")
+        await self.security.sasl.failed(self.client.address)
+        self.reply(replies.AUTH_FAILED.format(reason=reason))
 
     def _auth_metric(self, mechanism: str, result: str) -> None:
         AUTH.labels(self.ctx.listener.name, mechanism, result).inc()
@@ -417,17 +427,19 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         """Run the mechanism's challenges; (user, password) on a well-formed answer.
         A bad PLAIN authorization identity comes back as a user that cannot match."""
         if mechanism == "PLAIN":
-            text = initial if initial is not None else await self._sasl_response("")
-            authzid, user, password = sasl.parse_plain(sasl.decode_response(text))
+            if initial is not None:
+                message = _decode(initial, "initial")
+            else:
+                message = _decode(await self._sasl_response(""), "continued")
+            authzid, user, password = sasl.parse_plain(message)
             if authzid and authzid != user:
                 return "", password  # we do not let one user act for another
             return user, password
         if initial is not None:
-            user_text = initial
+            user = _utf8(_decode(initial, "initial"))
         else:
-            user_text = await self._sasl_response(sasl.LOGIN_USERNAME)
-        user = _utf8(sasl.decode_response(user_text))
-        password = _utf8(sasl.decode_response(await self._sasl_response(sasl.LOGIN_PASSWORD)))
+            user = _utf8(_decode(await self._sasl_response(sasl.LOGIN_USERNAME), "continued"))
+        password = _utf8(_decode(await self._sasl_response(sasl.LOGIN_PASSWORD), "continued"))
         return user, password
 
     async def _sasl_response(self, challenge: str) -> str:
@@ -469,6 +481,15 @@ def _output_may_wait(engine: TlsEngine, finished: bool, plain: bytes) -> bool:
     if finished:
         return engine.connection.get_protocol_version_name() == "TLSv1.3"
     return bool(plain)
+
+
+def _decode(text: str, which: str) -> bytes:
+    """A response's bytes; which is "initial" (on the AUTH line) or "continued"
+    (after a 334), named in the failure as Dovecot's SASL back end names it."""
+    try:
+        return sasl.decode_response(text)
+    except sasl.BadBase64 as error:
+        raise sasl.BadBase64(f"{error} in {which} response") from None
 
 
 def _utf8(data: bytes) -> str:

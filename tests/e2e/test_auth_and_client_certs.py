@@ -82,7 +82,7 @@ def test_wrong_password_gets_535_and_is_slowed_down(site: SecureSite) -> None:
     assert session.docmd("AUTH", "PLAIN") == (334, b"")
     assert session.docmd("*") == (501, b"5.7.0 Authentication aborted")
     assert session.docmd("AUTH", "PLAIN not-base64!") == (
-        501, b"5.5.2 Error: cannot decode response")
+        535, b"5.7.8 Error: authentication failed: Invalid base64 data in initial response")
     assert session.docmd("AUTH", "CRAM-MD5") == (504, b"5.5.4 Unrecognized authentication type")
     assert session.docmd("MAIL FROM:<x@example.test>")[0] == 250
     assert session.docmd("AUTH", "PLAIN") == (503, b"5.5.1 Error: MAIL transaction in progress")
@@ -92,6 +92,41 @@ def test_wrong_password_gets_535_and_is_slowed_down(site: SecureSite) -> None:
                          r"failed: authentication failure$", count=4)
     site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL PLAIN authentication "
                          r"aborted$")
+
+
+def test_a_response_that_is_not_base64_is_a_failure(site: SecureSite) -> None:
+    """Answered, logged, counted and slowed down like a wrong password, in the
+    words of Postfix with Dovecot SASL, on the AUTH line and after a 334."""
+    session = site.starttls(site.submission_port)
+    start = time.monotonic()
+    assert session.docmd("AUTH", "PLAIN !!!notbase64") == (
+        535, b"5.7.8 Error: authentication failed: Invalid base64 data in initial response")
+    assert time.monotonic() - start < 0.5  # the first failure is not delayed
+    assert session.docmd("AUTH", "LOGIN") == (334, b"VXNlcm5hbWU6")
+    assert session.docmd(base64.b64encode(b"bob").decode()) == (334, b"UGFzc3dvcmQ6")
+    start = time.monotonic()
+    assert session.docmd("not base64!") == (
+        535, b"5.7.8 Error: authentication failed: Invalid base64 data in continued response")
+    # smtpd_sasl_failure_delay = 0.5s: the second failure waits 0.5s.
+    assert time.monotonic() - start >= 0.5
+    session.quit()
+    site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL PLAIN authentication "
+                         r"failed: Invalid base64 data in initial response$")
+    site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL LOGIN authentication "
+                         r"failed: Invalid base64 data in continued response$")
+    site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=2 starttls=1 "
+                         r"auth=0/2 quit=1 commands=4/6$")
+    import urllib.request
+
+    url = f"http://127.0.0.1:{site.daemon.metrics_port}/metrics"
+    lines = [f'mta_smtpd_auth_total{{listener="submission",mechanism="{mechanism}",'
+             'result="failure"} 1.0' for mechanism in ("PLAIN", "LOGIN")]
+
+    def counted() -> bool:
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        return all(line in text for line in lines)
+
+    wait_for(counted, message="the AUTH failures in the metrics")
 
 
 def test_auth_on_port_465(site: SecureSite) -> None:
