@@ -24,6 +24,7 @@ import time
 import zlib
 from pathlib import Path
 
+from mta import address as addr
 from mta.delivery import DeliveryRequest, DeliveryResult
 from mta.mailboxes import Mailboxes
 from mta.spool import Spool, fsync_directory
@@ -125,6 +126,17 @@ class LocalDelivery:
         results = []
         for recipient in request.recipients:
             maildir = self.mailboxes.maildir(recipient.address)
+            if maildir is None and self._is_postmaster(recipient.address):
+                # smtpd must accept the bare postmaster (RFC 5321 §4.5.1), and
+                # mail to it is often a bounce, whose own bounce would be
+                # discarded: without a mailbox (Postfix's aliases would send it
+                # to root; Postern has no aliases) it waits in the queue, never
+                # lost, until the operator lists postmaster.
+                results.append(DeliveryResult(
+                    recipient.index, "deferred", "4.3.0",
+                    "no mailbox for postmaster: list postmaster in local_recipient_maps",
+                    relay="local"))
+                continue
             if maildir is None:
                 results.append(DeliveryResult(
                     recipient.index, "bounced", "5.1.1",
@@ -150,6 +162,10 @@ class LocalDelivery:
         for result in results:
             result.transfer_time = elapsed
         return results
+
+    def _is_postmaster(self, address: str) -> bool:
+        local = addr.split(address)[0]
+        return addr.strip_extension(local, self.mailboxes.delimiter).lower() == "postmaster"
 
     @staticmethod
     def _failure(index: int, maildir: Path, error: OSError) -> DeliveryResult:

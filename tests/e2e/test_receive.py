@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import Daemon, RawSmtp, require_program
+from tests.helpers import Daemon, DaemonFactory, RawSmtp, require_program
 
 QID = r"[0-9A-HJKMNP-TV-Z]{12}"
 STAMP = r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d"
@@ -183,6 +183,25 @@ def test_sequence_errors_in_a_transaction(daemon: Daemon) -> None:
         assert smtp.command("RCPT TO:<nobody@example.test>").startswith("550 5.1.1")
         assert smtp.command("DATA") == "554 5.5.1 Error: no valid recipients"
         assert smtp.command("RCPT TO:<>") == "501 5.1.3 Bad recipient address syntax"
+
+
+def test_postmaster_without_a_mailbox_waits_in_the_queue(daemon_factory: DaemonFactory) -> None:
+    """RFC 5321 §4.5.1: the bare postmaster is accepted although no mailbox is
+    listed; its mail (here a bounce, whose own bounce would be discarded) is
+    deferred, not bounced, until the operator lists postmaster."""
+    daemon = daemon_factory(mailboxes="alice  alice/\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("HELO client.example")
+        assert smtp.command("MAIL FROM:<>") == "250 2.1.0 Ok"
+        assert smtp.command("RCPT TO:<postmaster>") == "250 2.1.5 Ok"
+        assert smtp.command("VRFY postmaster") == "252 2.0.0 postmaster"
+        smtp.command("DATA")
+        assert smtp.command("Subject: bounce\r\n\r\nx\r\n.").startswith("250 2.0.0 Ok")
+    daemon.wait_log(rf"{QID}: to=<postmaster@example\.test>, relay=local, .*dsn=4\.3\.0, "
+                    r"status=deferred \(no mailbox for postmaster: list postmaster in "
+                    r"local_recipient_maps\)$")
+    assert "status=bounced" not in daemon.log_text()
 
 
 def test_null_sender_and_postmaster_are_accepted(daemon: Daemon) -> None:
