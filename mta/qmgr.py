@@ -425,16 +425,25 @@ class QueueManager:
             program = "qmgr"
         elif route.transport in self.config.defer_transports and not attempt.forced:
             # Postfix's defer_transports: hold mail for this transport until a flush.
+            # The queue manager defers it without asking the agent, so the line
+            # is qmgr's, as in Postfix (docs/outbound.md).
             results = results_for_all(request, "deferred", "4.3.2", "deferred transport")
-            program = agent.name
+            program = "qmgr"
+        elif (reason := destination.suspended_reason()) is not None:
+            results = self._suspended(request, reason)
+            program = "qmgr"
         else:
             program = agent.name
-            reason = destination.suspended_reason()
-            if reason is not None:
-                results = results_for_all(request, "deferred", "4.4.1",
-                                          f"delivery temporarily suspended: {reason}")
-            else:
-                async with destination.slot():
+            async with destination.slot():
+                # The destination may have died while this delivery waited for
+                # its slot: Postfix's qmgr then defers the whole todo list at
+                # once (qmgr_defer_todo), so no waiting delivery reaches the
+                # dead site. Checked here, after the wait, for the same reason.
+                reason = destination.suspended_reason()
+                if reason is not None:
+                    results = self._suspended(request, reason)
+                    program = "qmgr"
+                else:
                     request.attempt_started = self.clock()
                     try:
                         results = await agent.deliver(request)
@@ -444,7 +453,7 @@ class QueueManager:
                         log.exception("%s: delivery agent %s failed", attempt.qid, program)
                         results = results_for_all(request, "deferred", "4.3.0",
                                                   f"delivery agent failure: {error!r}")
-                destination.record(results)
+                    destination.record(results)
         by_index = {r.index: r for r in results}
         paired = []
         for recipient in recipients:
@@ -453,6 +462,12 @@ class QueueManager:
             self._log_result(program, attempt, recipient, result, request.attempt_started)
             paired.append((recipient, result))
         return paired
+
+    @staticmethod
+    def _suspended(request: DeliveryRequest, reason: str) -> list[DeliveryResult]:
+        # Not fed back to the destination: no server was tried.
+        return results_for_all(request, "deferred", "4.4.1",
+                               f"delivery temporarily suspended: {reason}")
 
     def _log_result(self, program: str, attempt: _Attempt, recipient: Recipient,
                     result: DeliveryResult, started: float) -> None:

@@ -1,0 +1,111 @@
+"""Mail the queue manager defers itself: a dead destination's waiting
+deliveries and defer_transports, logged from qmgr as in Postfix."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from mta import log as maillog
+from mta.concurrency import SITE_FAILURE, FeedbackDestination
+from mta.config import from_text
+from mta.delivery import DeliveryRequest, DeliveryResult
+from mta.mailboxes import Mailboxes
+from mta.qmgr import QueueManager
+from mta.queuefile import Envelope
+from mta.routing import Router
+from mta.spool import Spool
+
+REFUSED = "connect to mx.dead.test[192.0.2.1]:25: Connection timed out"
+
+
+class DeadSiteAgent:
+    """Every attempt times out at connect: site failures, fed back to the destination."""
+
+    name = "smtp"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
+        self.calls += 1
+        await asyncio.sleep(0.01)  # the connect timeout, while the others wait for a slot
+        return [DeliveryResult(r.index, "deferred", "4.4.1", REFUSED,
+                               extra={"feedback": SITE_FAILURE}) for r in request.recipients]
+
+
+@pytest.fixture
+def lines(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    logged: list[str] = []
+    monkeypatch.setattr(maillog, "emit", lambda program, text, level=0: logged.append(
+        f"{program}: {text}"))
+    return logged
+
+
+async def _queue(spool: Spool, qmgr: QueueManager, recipient: str) -> str:
+    envelope = Envelope(qid=spool.new_qid(), arrival=time.time(), sender="s@mx.test",
+                        recipients=[recipient])
+    writer = spool.writer(envelope)
+    await writer.write(b"Subject: x\r\n\r\nbody\r\n")
+    await writer.commit()
+    qmgr.queued(envelope.qid)
+    return envelope.qid
+
+
+async def _wait_deferred(spool: Spool, count: int) -> None:
+    for _ in range(1000):
+        if len(spool.scan("deferred")) == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(spool.scan('deferred'))} of {count} deferred")
+
+
+async def test_deliveries_waiting_for_a_slot_are_deferred_once_the_destination_is_dead(
+        tmp_path: Path, lines: list[str]) -> None:
+    config = from_text("myhostname = mx.test\nmydestination = mx.test\n")
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    agent = DeadSiteAgent()
+    # One slot, one failed cohort: the first failure kills the destination
+    # while the other nine messages wait for the slot.
+    qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)),
+                        {"smtp": agent},
+                        destination_factory=lambda key, limit: FeedbackDestination(
+                            key, limit, initial=1, cohort_limit=1, suspend_for=300))
+    await qmgr.start()
+    try:
+        for n in range(10):
+            await _queue(spool, qmgr, f"r{n}@dead.test")
+        await _wait_deferred(spool, 10)
+        assert agent.calls == 1
+        suspended = [line for line in lines
+                     if f"status=deferred (delivery temporarily suspended: {REFUSED})" in line]
+        assert len(suspended) == 9
+        assert all(line.startswith("qmgr: ") and "dsn=4.4.1" in line for line in suspended)
+    finally:
+        await qmgr.stop(grace=0)
+        spool.close()
+
+
+async def test_defer_transports_are_logged_from_qmgr(tmp_path: Path, lines: list[str]) -> None:
+    config = from_text("myhostname = mx.test\nmydestination = mx.test\n"
+                       "defer_transports = smtp\n")
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    agent = DeadSiteAgent()
+    qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)),
+                        {"smtp": agent})
+    await qmgr.start()
+    try:
+        qid = await _queue(spool, qmgr, "r@remote.test")
+        await _wait_deferred(spool, 1)
+        assert agent.calls == 0
+        [line] = [line for line in lines if "to=<r@remote.test>" in line]
+        assert line.startswith(f"qmgr: {qid}: to=<r@remote.test>, relay=none, ")
+        assert line.endswith("dsn=4.3.2, status=deferred (deferred transport)")
+    finally:
+        await qmgr.stop(grace=0)
+        spool.close()
