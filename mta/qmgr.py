@@ -503,15 +503,30 @@ class QueueManager:
             EXPIRED.inc()
             bounced.extend(deferred)
             deferred = []
+        done = [(r, res) for r, res in outcome if res.status not in ("deferred", "bounced")]
+        recorded = False
         if bounced:
+            if done:
+                # Recipients already delivered are recorded before the bounce
+                # is tried: if it fails, the retry must not deliver them again
+                # (Postfix marks done recipients as it goes).
+                await self.spool.run(self.spool.append, "active", qid,
+                                     [self._record(res, now) for _, res in done])
+                recorded = True
             # The DSN is durably queued before the original goes away.
-            await self.bouncer.bounce(queue_file, bounced)
+            if not await self._bounce(attempt, bounced):
+                deferred.extend((r, DeliveryResult(r.index, "deferred", "4.3.0",
+                                                   "bounce or trace service failure"))
+                                for r, _ in bounced)
+                bounced = []
         if not deferred:
             await self.spool.run(self.spool.remove, "active", qid)
             maillog.removed(qid)
             REMOVED.inc()
             return
-        records = [self._record(res, now) for _, res in outcome if res.status != "deferred"]
+        records = [self._record(res, now) for _, res in bounced]
+        if not recorded:
+            records.extend(self._record(res, now) for _, res in done)
         when = schedule.next_attempt(envelope.arrival, now, self.config.minimal_backoff_time,
                                      self.config.maximal_backoff_time)
         for _, result in deferred:
@@ -522,6 +537,32 @@ class QueueManager:
         if self._next_due == when:
             self._rearm.set()  # the runner's timer must fire earlier
 
+    async def _bounce(self, attempt: _Attempt,
+                      bounced: list[tuple[Recipient, DeliveryResult]]) -> bool:
+        """Queue the non-delivery notice; False if that failed.
+
+        As in Postfix ("if a bounce fails, defer instead"), the caller then
+        defers the bounced recipients: they stay in the queue file, are tried
+        again at the next attempt and bounced then. Raising instead would
+        leave the attempt's results unrecorded, and the retry would deliver
+        again what was sent.
+        """
+        try:
+            await self.bouncer.bounce(attempt.queue_file, bounced)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a full disk (ENOSPC) or a bounce bug: nothing is lost
+            maillog.warning("qmgr", f"{attempt.qid}: cannot queue the non-delivery "
+                            f"notification: {error}")
+            if not isinstance(error, OSError):
+                log.error("qmgr: %s: bounce failed", attempt.qid, exc_info=error)
+            for recipient, result in bounced:
+                # The to= line said bounced; this one says what happens now.
+                self._log_result("qmgr", attempt, recipient, DeliveryResult(
+                    result.index, "deferred", "4.3.0", "bounce or trace service failure"), 0.0)
+            return False
+        return True
+
     async def _maybe_warn(self, queue_file: QueueFile,
                           deferred: list[tuple[Recipient, DeliveryResult]], now: float,
                           records: list[dict[str, object]]) -> None:
@@ -530,7 +571,18 @@ class QueueManager:
             return
         if now - queue_file.envelope.arrival < warn_after:
             return
-        await self.bouncer.delay_warning(queue_file, deferred)
+        try:
+            await self.bouncer.delay_warning(queue_file, deferred)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # Not flagged: the warning is tried again at the next attempt. Raising
+            # would leave this attempt's results unrecorded (sent ones sent again).
+            maillog.warning("qmgr", f"{queue_file.qid}: cannot queue the delay "
+                            f"notification: {error}")
+            if not isinstance(error, OSError):
+                log.error("qmgr: %s: delay warning failed", queue_file.qid, exc_info=error)
+            return
         records.append({"flag": "delay_warned", "t": round(now, 3)})
 
     @staticmethod
