@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from email.utils import getaddresses
+from email.utils import getaddresses, parseaddr
 
 from mta import address as addr
 from mta import log as maillog
@@ -46,26 +46,50 @@ def recipients_from_headers(header: bytes) -> list[str]:
     return [address for _, address in getaddresses(values) if address]
 
 
+def parse_sender(text: str) -> str:
+    """The -f argument as an RFC 822 address, as Postfix's sendmail parses it:
+    ``<>`` (or nothing) is the null sender, ``Name <a@b>`` and ``<a@b>`` are
+    a@b. Taken verbatim, '<>' became '<>@$myorigin' and '<a@b>' a MAIL FROM
+    with two pairs of brackets."""
+    if text.strip() in ("", "<>"):
+        return ""
+    address = parseaddr(text)[1]
+    if not address:
+        # Not the null sender by accident: bounces for it would be discarded.
+        raise ValueError(f"malformed sender address: {text!r}")
+    return address
+
+
+def parse_recipients(arguments: list[str]) -> list[str]:
+    """Each command-line recipient argument is an address list, as in Postfix's
+    sendmail: "a@x, b@y" is two recipients and "Carol <c@x>" is c@x."""
+    return [address for _, address in getaddresses(arguments) if address]
+
+
 async def submit(config: Config, spool: Spool, *, sender: str, recipients: list[str],
                  data: bytes, uid: int, extract: bool = False,
                  full_name: str | None = None) -> str:
     """Queue a locally submitted message; returns its queue id."""
     data = normalise(data)
     header, body = split_header(data)
+    recipients = parse_recipients(recipients)
     if extract:
         recipients = recipients + recipients_from_headers(header)
         header = _BCC.sub(b"", header)
     recipients = list(dict.fromkeys(addr.qualify(r, config.myorigin) for r in recipients))
     if not recipients:
         raise ValueError("no recipient addresses found")
-    sender = addr.qualify(sender, config.myorigin)
+    sender = addr.qualify(parse_sender(sender), config.myorigin)
     qid = spool.new_qid()
     envelope = Envelope(qid=qid, arrival=time.time(), sender=sender, recipients=recipients,
                         proto="sendmail", attrs={"uid": str(uid)})
     writer = spool.writer(envelope)
     extra = []
     if not _FROM.search(header):
-        who = f"{full_name} <{sender}>" if full_name else sender
+        # The null sender (-f '<>') has no address to show: Postfix's cleanup
+        # writes MAILER-DAEMON instead, qualified like other local addresses.
+        shown = sender or addr.qualify("MAILER-DAEMON", config.myorigin)
+        who = f"{full_name} <{shown}>" if full_name else shown
         extra.append(f"From: {who}\r\n".encode("utf-8", "surrogateescape"))
     cleanup = CleanupStream(
         writer, received=local_received_header(config.myhostname, config.mail_name, uid, qid,

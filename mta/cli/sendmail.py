@@ -36,9 +36,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                         help="a line with a single dot does not end the message")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT",
                         help="sendmail options; -oi is the same as -i, others are ignored")
-    parser.add_argument("-f", "-r", dest="sender", help="the envelope sender")
+    parser.add_argument("-f", "-r", dest="sender",
+                        help="the envelope sender, an RFC 822 address ('<>': the null sender)")
     parser.add_argument("-F", dest="full_name", help="the sender's full name")
-    parser.add_argument("recipients", nargs="*")
+    parser.add_argument("recipients", nargs="*",
+                        help="recipient addresses; each argument may be a list (a@x, b@y)")
     parser.set_defaults(func=run)
 
 
