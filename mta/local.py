@@ -169,7 +169,13 @@ class LocalDelivery:
 
     @staticmethod
     def _failure(index: int, maildir: Path, error: OSError) -> DeliveryResult:
+        """Postfix's mbox_dsn(): a full file system is the system's trouble and
+        passes (4.3.0, deferred); a full mailbox (over quota, file too large)
+        is the recipient's and is returned to the sender (5.2.2, bounced), as
+        retrying would only fill the queue until maximal_queue_lifetime."""
         text = f"maildir delivery failed: create maildir file {maildir}/tmp: {error.strerror}"
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return DeliveryResult(index, "deferred", "4.2.2", text, relay="local")
+        if error.errno == errno.ENOSPC:
+            return DeliveryResult(index, "deferred", "4.3.0", text, relay="local")
+        if error.errno in (errno.EDQUOT, errno.EFBIG):
+            return DeliveryResult(index, "bounced", "5.2.2", text, relay="local")
         return DeliveryResult(index, "deferred", "4.2.0", text, relay="local")
