@@ -199,7 +199,7 @@ class ListenersBuild:
     security: dict[str, ListenerSecurity]
 
 
-async def load_in_thread(lock: asyncio.Lock, build: Callable[[], T],
+async def load_in_thread(lock: asyncio.Lock | None, build: Callable[[], T],
                          program: str = "master") -> T | None:
     """Run a reload's build in a thread, one reload at a time (lock, FIFO);
     None, with the reload-failed warning, when the configuration is unusable.
@@ -207,7 +207,7 @@ async def load_in_thread(lock: asyncio.Lock, build: Callable[[], T],
     Reading main.cf, the maps, the CA bundle and the keys took 50-270 ms,
     during which the event loop served no session; now the loop only swaps
     the built parts in afterwards."""
-    async with lock:
+    async with lock or contextlib.nullcontext():
         try:
             return await asyncio.to_thread(build)
         except ConfigError as error:
@@ -306,8 +306,13 @@ class Daemon:
         return _Reload(new, parts, tls_policy, key_warnings, listeners)
 
     async def _reload(self) -> None:
-        built = await load_in_thread(self._reload_lock,
-                                     lambda: self._build_reload(self.config.path))
+        # One reload at a time from the build to the last worker's switch-over,
+        # so that "reload -- configuration" is logged in order and when true.
+        async with self._reload_lock:
+            await self._reload_now()
+
+    async def _reload_now(self) -> None:
+        built = await load_in_thread(None, lambda: self._build_reload(self.config.path))
         if built is None:
             return
         new = built.config
@@ -318,8 +323,11 @@ class Daemon:
         tls_policy = built.tls_policy
         if self.receiver is not None and built.listeners is not None:
             self.receiver.apply(built.listeners)
+        switched = None
         if self.workers is not None:
-            self.workers.reconfigure(new)  # the same text, whatever the file holds now
+            # The same text, whatever the file holds now; each worker builds
+            # it in a thread of its own and says when it has switched.
+            switched = asyncio.ensure_future(self.workers.reconfigure(new))
         self.qmgr.config = new
         self.qmgr.router = parts.router
         self.smtp.reconfigure(new)
@@ -331,6 +339,8 @@ class Daemon:
         self.config = new
         if self.certificates is not None:
             await asyncio.to_thread(self.certificates.reload, new)  # reads every certificate
+        if switched is not None:
+            await switched  # the line below means every listener has it
         maillog.info("master", "reload -- configuration " + new.path)
 
     def request_stop(self) -> None:

@@ -150,6 +150,7 @@ class _Worker:
     connections: dict[tuple[str, str], int] = field(default_factory=dict)
     baseline: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
     polled: asyncio.Future[None] | None = None  # a scrape waits for a fresh snapshot
+    reloaded: asyncio.Future[None] | None = None  # a reload waits for its switch-over
 
 
 class Supervisor:
@@ -239,6 +240,11 @@ class Supervisor:
                 listener, address = body.decode().split("\t")
                 if worker.connections.get((listener, address)):
                     self._count(worker, (listener, address), -1)
+            elif kind == b"k":
+                # The worker has switched to the configuration sent (or kept
+                # its own when that failed there: it logged why).
+                if worker.reloaded is not None and not worker.reloaded.done():
+                    worker.reloaded.set_result(None)
             elif kind == b"M":
                 worker.samples = [(name, labels, value)
                                   for name, labels, value in json.loads(body)]
@@ -317,14 +323,26 @@ class Supervisor:
         if waiting:
             await asyncio.wait(waiting, timeout=timeout)
 
-    def reconfigure(self, config: Config) -> None:
-        """A reload that succeeded in the master: the workers take the same text."""
+    async def reconfigure(self, config: Config, timeout: float = 30.0) -> None:
+        """A reload that succeeded in the master: the workers take the same
+        text. Returns once each has switched (it says so with "k"), or after
+        timeout seconds (a worker that died meanwhile restarts on main.cf)."""
         self.config = config
         message = b"K" + config.text.encode()
+        loop = asyncio.get_running_loop()
+        waiting = []
         for worker in self.workers:
-            if worker.channel is not None:
-                with contextlib.suppress(OSError):
-                    worker.channel.send(message)
+            if worker.channel is None:
+                continue
+            worker.reloaded = loop.create_future()
+            try:
+                worker.channel.send(message)
+            except OSError:
+                worker.reloaded = None
+                continue
+            waiting.append(worker.reloaded)
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
 
     def samples(self) -> Iterable[list[tuple[str, dict[str, str], float]]]:
         for worker in self.workers:
@@ -460,10 +478,11 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
                 pass
             except OSError:  # the master is gone; from_master sees the EOF
                 outbox.clear()
-        if kind in b"ARFS":
+        if kind in b"ARFSk":
             # Connection counts must arrive (an unanswered request would hold
             # a session, a lost release would leak its slot), and so should
-            # AUTH failures: keep them until the busy master reads again.
+            # AUTH failures and a reload's acknowledgement (the master's reload
+            # line waits for it): keep them until the busy master reads again.
             if not outbox:
                 loop.add_writer(channel_fd, flush)
             outbox.append(kind + body)
@@ -501,6 +520,7 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
         if built is not None:
             master.setup_maillog(built.config)
             receiver.apply(built)
+        notify(b"k", b"")  # the master logs its reload line once every worker said so
 
     def from_master() -> None:
         nonlocal orphaned
