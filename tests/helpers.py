@@ -24,6 +24,17 @@ from tests.runenv import free_port, mta_env
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
+# main.cf of an in-process listener on a free loopback port: the unit tests
+# that start an SmtpdServer or a Daemon in the test's own event loop.
+IN_PROCESS_CF = """\
+myhostname = mx.test
+mydestination = mx.test
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:9
+smtpd_peername_lookup = no
+smtp/inet = 127.0.0.1:0
+"""
+
 
 async def until(predicate: Callable[[], object], timeout: float = 5.0,
                 interval: float = 0.005) -> None:

@@ -24,6 +24,14 @@ def limited(daemon_factory: DaemonFactory) -> Daemon:
     return daemon_factory(LIMITS).start()
 
 
+def start_data(smtp: RawSmtp) -> None:
+    """Greeting, EHLO, MAIL, RCPT and DATA: the session is ready for content."""
+    smtp.reply()
+    for command in ("EHLO client.example", "MAIL FROM:<bob@example.org>",
+                    "RCPT TO:<alice@example.test>", "DATA"):
+        assert smtp.command(command)[:1] in "23"
+
+
 def still_works(daemon: Daemon) -> None:
     """A fresh session on the same server delivers."""
     with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
@@ -288,10 +296,7 @@ def test_the_timeout_limits_each_read_of_data_not_the_whole_transfer(
     timer still fires once the client stops."""
     daemon = daemon_factory("smtpd_timeout = 1s\n").start()
     with RawSmtp(daemon.smtp_port) as smtp:
-        smtp.reply()
-        for command in ("EHLO client.example", "MAIL FROM:<bob@example.org>",
-                        "RCPT TO:<alice@example.test>", "DATA"):
-            assert smtp.command(command)[:1] in "23"
+        start_data(smtp)
         smtp.send("Subject: slow\r\n\r\n")
         for n in range(8):  # 2.4 s in all, 0.3 s between reads
             time.sleep(0.3)  # the slow client is the point of the test
@@ -307,10 +312,7 @@ def test_the_timeout_limits_each_read_of_data_not_the_whole_transfer(
 def test_timeout_mid_data_logs_the_bytes_received(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("smtpd_timeout = 1s\n").start()
     with RawSmtp(daemon.smtp_port) as smtp:
-        smtp.reply()
-        for command in ("EHLO client.example", "MAIL FROM:<bob@example.org>",
-                        "RCPT TO:<alice@example.test>", "DATA"):
-            assert smtp.command(command)[:1] in "23"
+        start_data(smtp)
         smtp.send(b"Subject: cut\r\n\r\npartial")  # 23 bytes, then silence
         smtp.sock.settimeout(10)
         assert smtp.reply() == "421 4.4.2 mx.example.test Error: timeout exceeded"
@@ -339,10 +341,7 @@ def test_hanging_up_after_the_queued_reply_is_not_a_lost_connection(
     its message is queued, without QUIT, lost nothing, and smtpd logs no
     "lost connection" line (smtpd.c), only the disconnect line."""
     with RawSmtp(daemon.smtp_port) as smtp:
-        smtp.reply()
-        for command in ("EHLO client.example", "MAIL FROM:<bob@example.org>",
-                        "RCPT TO:<alice@example.test>", "DATA"):
-            assert smtp.command(command)[:1] in "23"
+        start_data(smtp)
         assert smtp.command("Subject: bye\r\n\r\nbody\r\n.").startswith("250 2.0.0 Ok")
     daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 mail=1 rcpt=1 "
                     r"data=1 commands=4$")

@@ -16,15 +16,10 @@ import pytest
 from mta import config as configuration
 from mta import master
 from mta.config import Config
+from tests.helpers import IN_PROCESS_CF
 
-CF = """\
-myhostname = mx.test
-mydestination = mx.test
-mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:9
-smtpd_peername_lookup = no
+CF = IN_PROCESS_CF + """\
 receiver_processes = 0
-smtp/inet = 127.0.0.1:0
 queue_directory = {queue}
 maillog_file = {maillog}
 smtpd_recipient_limit = {limit}

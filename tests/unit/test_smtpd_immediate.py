@@ -19,16 +19,9 @@ from mta.master import build_parts
 from mta.smtpd.secure import SecureSmtpdProtocol
 from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
 from mta.spool import Spool
-from tests.helpers import until
+from tests.helpers import IN_PROCESS_CF, until
 
-CF = """\
-myhostname = mx.test
-mydestination = mx.test
-mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:9
-smtpd_peername_lookup = no
-smtp/inet = 127.0.0.1:0
-"""
+CF = IN_PROCESS_CF
 
 
 class RecordingSession(SecureSmtpdProtocol):

@@ -282,10 +282,13 @@ def _wait_for_waiters(cond: _WatchedCondition, count: int) -> None:
         assert cond.seen.wait_for(lambda: cond.waits >= count, timeout=10)
 
 
-def test_a_failed_directory_fsync_fails_every_commit_it_covered(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """B and C renamed while A's fsync ran; one fsync then covers both and
-    fails: neither rename is known to be durable, so neither may answer 250."""
+def _held_first_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, first_fails: bool
+                      ) -> tuple[spool_module._DirSyncer, _WatchedCondition, threading.Event,
+                                 threading.Event, list[str]]:
+    """A directory syncer whose first fsync holds until released (and then
+    succeeds or fails with EIO); every later fsync does the opposite. Returns
+    the syncer, its watched condition, the first fsync's started and
+    may-end events, and the names of the threads that called fsync."""
     syncer = spool_module._DirSyncer(tmp_path)
     cond = _WatchedCondition()
     syncer._cond = cond
@@ -295,14 +298,26 @@ def test_a_failed_directory_fsync_fails_every_commit_it_covered(
 
     def fsync(fd: int) -> None:
         calls.append(threading.current_thread().name)
+        fails = first_fails
         if len(calls) == 1:
             first_started.set()
             assert first_may_end.wait(10)
-            real_fsync(fd)
         else:
+            fails = not first_fails
+        if fails:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    return syncer, cond, first_started, first_may_end, calls
+
+
+def test_a_failed_directory_fsync_fails_every_commit_it_covered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B and C renamed while A's fsync ran; one fsync then covers both and
+    fails: neither rename is known to be durable, so neither may answer 250."""
+    syncer, cond, first_started, first_may_end, calls = _held_first_fsync(
+        tmp_path, monkeypatch, first_fails=False)
     outcome: dict[str, str] = {}
     threads = [_start_sync(syncer, "A", outcome)]
     assert first_started.wait(10)
@@ -322,22 +337,8 @@ def test_a_sync_arriving_during_a_failed_one_runs_its_own(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """B's rename may have come after A's fsync started: A's failure is not
     B's, and B's own fsync decides."""
-    syncer = spool_module._DirSyncer(tmp_path)
-    cond = _WatchedCondition()
-    syncer._cond = cond
-    first_started, first_may_end = threading.Event(), threading.Event()
-    calls: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        calls.append(threading.current_thread().name)
-        if len(calls) == 1:
-            first_started.set()
-            assert first_may_end.wait(10)
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    syncer, cond, first_started, first_may_end, calls = _held_first_fsync(
+        tmp_path, monkeypatch, first_fails=True)
     outcome: dict[str, str] = {}
     threads = [_start_sync(syncer, "A", outcome)]
     assert first_started.wait(10)
