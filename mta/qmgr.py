@@ -520,9 +520,12 @@ class QueueManager:
                                 for r, _ in bounced)
                 bounced = []
         if not deferred:
-            await self.spool.run(self.spool.remove, "active", qid)
-            maillog.removed(qid)
-            REMOVED.inc()
+            if await self.spool.run(self.spool.remove, "active", qid):
+                maillog.removed(qid)
+                REMOVED.inc()
+            else:
+                await self._moved_away(qid, [self._record(res, now)
+                                             for _, res in (*done, *bounced)])
             return
         records = [self._record(res, now) for _, res in bounced]
         if not recorded:
@@ -536,6 +539,21 @@ class QueueManager:
         self._note_due(when)
         if self._next_due == when:
             self._rearm.set()  # the runner's timer must fire earlier
+
+    async def _moved_away(self, qid: str, records: list[dict[str, object]]) -> None:
+        """The file left active/ while its delivery ran (``mta queue hold`` or
+        ``delete``, as postsuper may do to an active message). Held: the
+        attempt's results go into the held file, so that a release does not
+        deliver to these recipients again. Deleted: as Postfix's qmgr, a
+        warning instead of "removed"."""
+        try:
+            await self.spool.run(self.spool.append, "hold", qid, records)
+        except FileNotFoundError:
+            maillog.warning("qmgr", f"{qid}: remove {qid} from active: "
+                            "No such file or directory")
+            return
+        maillog.warning("qmgr", f"{qid}: placed on hold during delivery; "
+                        "its recipients' results are recorded in the held file")
 
     async def _bounce(self, attempt: _Attempt,
                       bounced: list[tuple[Recipient, DeliveryResult]]) -> bool:
