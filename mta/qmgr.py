@@ -535,7 +535,14 @@ class QueueManager:
         for _, result in deferred:
             records.append(self._record(result, now, next_attempt=when))
         await self._maybe_warn(queue_file, deferred, now, records)
-        await self.spool.run(self.spool.defer, "active", qid, records, when)
+        try:
+            await self.spool.run(self.spool.defer, "active", qid, records, when)
+        except FileNotFoundError:
+            # Held or deleted meanwhile (before the append, or between it and
+            # the move: then the records are in the held file already, and a
+            # second copy of a status record changes nothing).
+            await self._moved_away(qid, records)
+            return
         self._note_due(when)
         if self._next_due == when:
             self._rearm.set()  # the runner's timer must fire earlier

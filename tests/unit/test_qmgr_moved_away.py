@@ -27,9 +27,10 @@ class OperatorMidDelivery:
 
     name = "smtp"
 
-    def __init__(self, spool: Spool, action: str) -> None:
+    def __init__(self, spool: Spool, action: str, defer_last: bool = False) -> None:
         self.spool = spool
         self.action = action
+        self.defer_last = defer_last  # the attempt ends in a deferral, not a removal
         self.calls = 0
 
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
@@ -39,8 +40,12 @@ class OperatorMidDelivery:
             self.spool.move(qid, "active", "hold")  # what mta queue hold does
         else:
             os.unlink(self.spool.file("active", qid))  # mta queue delete
-        return [DeliveryResult(r.index, "sent", "2.0.0", "250 2.0.0 Ok")
-                for r in request.recipients]
+        results = [DeliveryResult(r.index, "sent", "2.0.0", "250 2.0.0 Ok")
+                   for r in request.recipients]
+        if self.defer_last:
+            last = request.recipients[-1].index
+            results[-1] = DeliveryResult(last, "deferred", "4.4.1", "try again later")
+        return results
 
 
 @pytest.fixture
@@ -51,13 +56,14 @@ def lines(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return logged
 
 
+@pytest.mark.parametrize("defer_last", [False, True], ids=["all-done", "one-deferred"])
 @pytest.mark.parametrize("action", ["hold", "delete"])
 async def test_a_message_moved_away_during_delivery(tmp_path: Path, lines: list[str],
-                                                    action: str) -> None:
+                                                    action: str, defer_last: bool) -> None:
     config = from_text("myhostname = mx.test\nmydestination = mx.test\n")
     spool = Spool(tmp_path / "queue", lane=0, fsync=False)
     spool.create()
-    agent = OperatorMidDelivery(spool, action)
+    agent = OperatorMidDelivery(spool, action, defer_last)
     qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)),
                         {"smtp": agent})
     await qmgr.start()
@@ -74,8 +80,8 @@ async def test_a_message_moved_away_during_delivery(tmp_path: Path, lines: list[
         if action == "hold":
             assert f"qmgr: warning: {qid}: placed on hold during delivery; its recipients' " \
                 "results are recorded in the held file" in lines
-            # Released, nothing is left to deliver: no second delivery.
-            assert spool.read("hold", qid).pending() == []
+            # Released, only what was deferred is delivered again.
+            assert spool.read("hold", qid).pending() == ([1] if defer_last else [])
         else:
             assert f"qmgr: warning: {qid}: remove {qid} from active: " \
                 "No such file or directory" in lines
