@@ -52,3 +52,15 @@ def secure_site_factory(daemon_factory: DaemonFactory) -> SecureSiteFactory:
 def site(secure_site_factory: SecureSiteFactory) -> SecureSite:
     """A running secure site with the default settings."""
     return secure_site_factory().start()
+
+
+@pytest.fixture
+def maillog_lines(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The maillog lines written in the test's own process ("program: text"),
+    captured instead of written."""
+    from mta import log
+
+    lines: list[str] = []
+    monkeypatch.setattr(log, "emit", lambda program, text, level=0: lines.append(
+        f"{program}: {text}"))
+    return lines

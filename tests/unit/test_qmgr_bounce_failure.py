@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from mta import log as maillog
 from mta.config import from_text
 from mta.delivery import DeliveryRequest, DeliveryResult, Recipient
 from mta.mailboxes import Mailboxes
@@ -68,11 +67,8 @@ class FullDiskBouncer(Bouncer):
 
 
 @pytest.fixture
-def lines(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    logged: list[str] = []
-    monkeypatch.setattr(maillog, "emit", lambda program, text, level=0: logged.append(
-        f"{program}: {text}"))
-    return logged
+def lines(maillog_lines: list[str]) -> list[str]:
+    return maillog_lines
 
 
 async def _run(tmp_path: Path, recipients: list[str], extra: str = "",

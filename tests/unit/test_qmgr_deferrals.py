@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mta import log as maillog
 from mta.concurrency import SITE_FAILURE, FeedbackDestination
 from mta.config import from_text
 from mta.delivery import DeliveryRequest, DeliveryResult
@@ -38,11 +37,8 @@ class DeadSiteAgent:
 
 
 @pytest.fixture
-def lines(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    logged: list[str] = []
-    monkeypatch.setattr(maillog, "emit", lambda program, text, level=0: logged.append(
-        f"{program}: {text}"))
-    return logged
+def lines(maillog_lines: list[str]) -> list[str]:
+    return maillog_lines
 
 
 async def _queue(spool: Spool, qmgr: QueueManager, recipient: str) -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from mta import log as maillog
 from mta.config import from_text
 from mta.delivery import DeliveryRequest, DeliveryResult
 from mta.mailboxes import Mailboxes
@@ -49,11 +48,8 @@ class OperatorMidDelivery:
 
 
 @pytest.fixture
-def lines(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    logged: list[str] = []
-    monkeypatch.setattr(maillog, "emit", lambda program, text, level=0: logged.append(
-        f"{program}: {text}"))
-    return logged
+def lines(maillog_lines: list[str]) -> list[str]:
+    return maillog_lines
 
 
 @pytest.mark.parametrize("defer_last", [False, True], ids=["all-done", "one-deferred"])

@@ -432,14 +432,9 @@ async def test_message_body_arrives_intact() -> None:
 
 # -- loops, handshake failures, the relayhost ---------------------------------------------
 @pytest.fixture
-def maillog(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def maillog(maillog_lines: list[str]) -> list[str]:
     """The maillog lines the agent writes (program: text)."""
-    from mta import log
-
-    lines: list[str] = []
-    monkeypatch.setattr(log, "emit", lambda program, text, level=0: lines.append(
-        f"{program}: {text}"))
-    return lines
+    return maillog_lines
 
 
 # Our own name (myhostname = client.test) first in the EHLO reply, as another
