@@ -254,10 +254,6 @@ class SaslServer:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    def succeeded(self, address: str) -> None:
-        """A successful AUTH from address: deliberately leaves its failure count
-        alone (see FailureTracker), so this only marks the call site."""
-
 
 @functools.cache
 def _dummy_hash() -> str:

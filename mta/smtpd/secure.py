@@ -404,7 +404,6 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         if not ok:
             await self._auth_failed(mechanism, "authentication failure")
             return
-        security.sasl.succeeded(self.client.address)
         self.client.sasl_username = user
         self.sasl_method = mechanism
         self._auth_metric(mechanism, "success")

@@ -84,16 +84,18 @@ def test_failure_delays_grow_per_address_and_lapse_with_time() -> None:
     assert tracker.failed("192.0.2.2") == 1
 
 
-def test_a_success_between_guesses_does_not_reset_the_delay(tmp_path: Path) -> None:
+async def test_a_success_between_guesses_does_not_reset_the_delay(tmp_path: Path) -> None:
     # One worker sees the sessions; another learns its failures (the master
     # relays them, mta/workers.py). The client logs in with its own account
     # between guesses at someone else's: neither worker may forget a guess.
     other = sasl.FailureTracker()
     tracker = sasl.FailureTracker(on_failure=other.learn)
-    server = sasl.SaslServer(sasl.PasswordFile(tmp_path / "sasl_passwd"), tracker, 1.0)
+    path = tmp_path / "sasl_passwd"
+    sasl.update_password_file(path, "mallory", sasl.hash_password("own", ln=4))
+    server = sasl.SaslServer(sasl.PasswordFile(path), tracker, 1.0)
     delays = []
     for _ in range(6):
-        server.succeeded("192.0.2.1")  # mallory's own account
+        assert await server.check("mallory", "own")  # mallory's own account
         delays.append(tracker.delay(tracker.failed("192.0.2.1"), 1.0))  # alice's
     assert delays == [0, 1, 2, 3, 4, 5]
     assert other.delay(other.failed("192.0.2.1"), 1.0) == 6
