@@ -197,8 +197,13 @@ _str("local_recipient_maps", "",
 _str("mail_spool_directory", "/var/mail/",
      "Where local Maildirs live; relative paths are relative to config_directory.")
 _str("recipient_delimiter", "", "Separator of address extensions (alice+tag).")
+# Postfix's default is 2, but its local destination is one recipient
+# (local_destination_recipient_limit = 1): 2 at once per mailbox. Ours is the
+# local domain (up to 50 recipients per delivery), so 2 would serialise
+# every mailbox behind one another; 20 matches the other destinations.
 _int("local_destination_concurrency_limit", "20",
-     "The maximal number of parallel deliveries to local Maildirs.", 1)
+     "The maximal number of parallel deliveries to the Maildirs of one local "
+     "domain (Postfix: 2 per recipient).", 1)
 
 # --- queue manager --------------------------------------------------------------------
 _time("maximal_queue_lifetime", "5d", "How long undeliverable mail stays queued.", unit="d")
