@@ -285,7 +285,7 @@ class SmtpdContext:
     @functools.cached_property
     def free_space(self) -> FreeSpace:
         """The spool's free space for queue_minfree (smtpd/space.py)."""
-        return FreeSpace(self.spool)
+        return FreeSpace.of(self.spool)
 
     @functools.cached_property
     def _counted(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@ second while the listener runs, never on the event loop (smtpd/space.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from pathlib import Path
@@ -54,4 +55,30 @@ async def test_an_unreadable_file_system_gives_no_figure(spool: Spool,
     monkeypatch.setattr(space.os, "statvfs", failing)
     free = FreeSpace(spool)
     assert await free.measure() is None
+    spool.close()
+
+
+@pytest.mark.asyncio
+async def test_listeners_on_one_spool_share_one_measurement(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def statvfs(path: str) -> os.statvfs_result:
+        calls.append(path)
+        return os.statvfs_result((4096, 1, 9, 9, 9, 0, 0, 0, 0, 255))
+
+    monkeypatch.setattr(space.os, "statvfs", statvfs)
+    monkeypatch.setattr(space, "REFRESH_SECONDS", 0.02)
+    smtp, submission = FreeSpace.of(spool), FreeSpace.of(spool)
+    assert smtp is submission  # the file system's figure, not the listener's
+    await smtp.start()
+    await submission.start()
+    smtp.stop()  # one listener gone: the other still gets fresh figures
+    before = len(calls)
+    await until(lambda: len(calls) >= before + 2)
+    submission.stop()  # the last one gone: measuring stops, the entry is dropped
+    assert FreeSpace.of(spool) is not smtp
+    await asyncio.sleep(0)  # let the cancellation land
+    assert not [task for task in asyncio.all_tasks()
+                if getattr(task.get_coro(), "__qualname__", "") == "FreeSpace._every_second"]
     spool.close()
