@@ -40,12 +40,18 @@ _DEFAULT_COST = {"ln": 14, "r": 8, "p": 1}
 
 
 class SaslError(Exception):
-    """A malformed client response (bad base64, bad PLAIN message)."""
+    """A malformed client response (bad base64, bad PLAIN message, not UTF-8):
+    an authentication failure, as with Postfix's SASL back ends (Dovecot fails
+    the request), not merely a syntax error (see cmd_auth)."""
 
 
 class BadBase64(SaslError):
-    """A response that is not base64: an authentication failure, as with
-    Postfix's SASL back ends, not merely a syntax error (see cmd_auth)."""
+    """A response that is not base64."""
+
+
+class ResponseTooLong(SaslError):
+    """A response line longer than line_length_limit: RFC 4954 §6's 500 5.5.6,
+    not a failed login."""
 
 
 # --- password hashes -----------------------------------------------------------------

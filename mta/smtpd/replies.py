@@ -79,7 +79,7 @@ AUTH_ALREADY = "503 5.5.1 Error: already authenticated"
 AUTH_SYNTAX = "501 5.5.4 Syntax: AUTH mechanism"
 AUTH_UNKNOWN_MECHANISM = "504 5.5.4 Unrecognized authentication type"
 AUTH_ABORTED = "501 5.7.0 Authentication aborted"
-AUTH_MALFORMED = "501 5.5.2 Error: {reason}"
+AUTH_TOO_LONG = "500 5.5.6 Authentication Exchange line is too long"  # RFC 4954 §6
 # reason: "authentication failure" (a wrong password), or what was malformed.
 AUTH_FAILED = "535 5.7.8 Error: authentication failed: {reason}"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"

@@ -384,14 +384,14 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             self._auth_metric(mechanism, "aborted")
             self.reply(replies.AUTH_ABORTED)
             return
-        except sasl.BadBase64 as error:
+        except sasl.ResponseTooLong:
+            self._auth_metric(mechanism, "malformed")
+            self.reply(replies.AUTH_TOO_LONG)
+            return
+        except sasl.SaslError as error:
             # Counted, logged and slowed down like a wrong password: a client
             # that sends garbage may be guessing too, and fail2ban must see it.
             await self._auth_failed(mechanism, str(error))
-            return
-        except sasl.SaslError as error:
-            self._auth_metric(mechanism, "malformed")
-            self.reply(replies.AUTH_MALFORMED.format(reason=error))
             return
         try:
             ok = await security.sasl.check(user, password)
@@ -448,7 +448,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             line = await self._reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as error:
             await self._discard_long_line(error.consumed)
-            raise sasl.SaslError("response too long") from None
+            raise sasl.ResponseTooLong from None
         except asyncio.IncompleteReadError:
             raise ConnectionResetError("client went away") from None
         self._reset_timeout()

@@ -203,3 +203,27 @@ def test_metrics_count_handshakes_certificates_and_auth(site: SecureSite) -> Non
         'mta_smtpd_auth_total{listener="submissions",mechanism="PLAIN",result="failure"} 1.0',
     ):
         assert line in text, line
+
+
+def test_a_malformed_response_is_a_failure_and_an_over_long_one_is_500(site: SecureSite) -> None:
+    """A PLAIN message without its two NULs, or a name that is not UTF-8, fails
+    the login as Dovecot fails it (535, logged, counted, slowed down); a
+    response longer than line_length_limit gets RFC 4954 §6's 500 5.5.6 and
+    the session goes on."""
+    session = site.starttls(site.submission_port)
+    no_nuls = base64.b64encode(b"alice-and-her-password").decode()
+    assert session.docmd("AUTH", f"PLAIN {no_nuls}") == (
+        535, b"5.7.8 Error: authentication failed: malformed PLAIN response")
+    assert session.docmd("AUTH", "LOGIN") == (334, b"VXNlcm5hbWU6")
+    start = time.monotonic()
+    assert session.docmd(base64.b64encode(b"\xff\xfe").decode()) == (
+        535, b"5.7.8 Error: authentication failed: response is not UTF-8")
+    assert time.monotonic() - start >= 0.5  # the second failure waits (failure_delay 0.5s)
+    assert session.docmd("AUTH", "PLAIN") == (334, b"")
+    assert session.docmd("A" * 5000) == (500, b"5.5.6 Authentication Exchange line is too long")
+    assert session.docmd("NOOP") == (250, b"2.0.0 Ok")  # the line was read to its end
+    session.quit()
+    site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL PLAIN authentication "
+                         r"failed: malformed PLAIN response$")
+    site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL LOGIN authentication "
+                         r"failed: response is not UTF-8$")
