@@ -746,11 +746,13 @@ class SmtpdProtocol(SMTP):
             self.reply(replies.BAD_RECIPIENT_SYNTAX)
             return
         if address.lower() != "postmaster":  # always ours, as for RCPT
+            # Postfix's vrfy_cmd runs smtpd_check_rcpt: the relay and recipient
+            # restrictions as for RCPT, so VRFY tells an outsider no more than
+            # RCPT would (Relay access denied for a foreign address).
             address = addr.qualify(address, self.ctx.config.myorigin)
-            refusal = self.ctx.restrictions._reject_unlisted_recipient(self.client, "",
-                                                                       address)
+            refusal = self.ctx.restrictions.check_recipient(self.client, "", address)
             if refusal:
-                self.reply(refusal)
+                self._reject("VRFY", refusal, None, address)
                 return
         # Postfix's vrfy_cmd answers with the argument as the client wrote it
         # (words collapsed), not a rewritten address.

@@ -119,3 +119,29 @@ async def test_a_message_to_the_bare_postmaster_is_queued(server: SmtpdServer) -
     assert replies[:3] == ["250 2.1.0 Ok", "250 2.1.5 Ok",
                            "354 End data with <CR><LF>.<CR><LF>"]
     assert replies[3].startswith("250 2.0.0 Ok: queued as ")
+
+
+async def test_vrfy_runs_the_recipient_restrictions_as_rcpt_does(
+        tmp_path: Path, maillog_lines: list[str]) -> None:
+    """An outside client (127.0.0.1 not in mynetworks here) learns no more
+    from VRFY than from RCPT: a foreign address is Relay access denied,
+    logged as Postfix logs a VRFY reject."""
+    config = from_text(CF.replace("mynetworks = 127.0.0.0/8", "mynetworks = 192.0.2.0/24")
+                       + f"queue_directory = {tmp_path / 'queue'}\n")
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    ctx = SmtpdContext(
+        config=config, listener=config.listeners[0], spool=spool,
+        restrictions=build_parts(config).restrictions,
+        connections=ConnectionRegistry(config), names=NameCache(False),
+        on_queued=lambda envelope: None, loop=asyncio.get_running_loop())
+    smtpd = SmtpdServer(ctx, SecureSmtpdProtocol)
+    await smtpd.start()
+    try:
+        assert await _converse(smtpd, ["VRFY b@relay.test", "VRFY postmaster"]) == [
+            "554 5.7.1 <b@relay.test>: Relay access denied", "252 2.0.0 postmaster"]
+    finally:
+        smtpd.stop_accepting()
+        spool.close()
+    assert "smtpd: NOQUEUE: reject: VRFY from unknown[127.0.0.1]: 554 5.7.1 <b@relay.test>: " \
+        "Relay access denied; to=<b@relay.test> proto=ESMTP helo=<client.test>" in maillog_lines
