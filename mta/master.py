@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from mta import config as configuration
 from mta import log as maillog
+from mta import pidfile
 from mta.bounce import SpoolBouncer
 from mta.concurrency import FeedbackDestination
 from mta.config import Config
@@ -427,5 +428,16 @@ def main(config_path: str) -> int:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatter
     for warning in config.warnings:
         maillog.warning("master", warning)
-    Path(config.path_of(config.queue_directory)).mkdir(parents=True, exist_ok=True)
+    queue_directory = config.path_of(config.queue_directory)
+    Path(queue_directory).mkdir(parents=True, exist_ok=True)
+    lock = pidfile.MasterLock(queue_directory)
+    try:
+        lock.acquire()  # before anything touches the spool: one master per spool
+    except pidfile.AlreadyRunning:
+        text = "the Postern mail system is already running"
+        maillog.fatal("master", text)
+        sys.stderr.write(f"mta: fatal: {text} ({lock.path} is locked)\n")
+        return 1
+    # Held until the process exits (the kernel drops the lock with the
+    # descriptor), so `mta stop --wait` returns only when nothing is left.
     return asyncio.run(run(config))

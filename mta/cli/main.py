@@ -13,9 +13,9 @@ from mta.errors import ConfigError
 def _commands() -> list[ModuleType]:
     # Each module has register(subparsers): the subcommand, its options and
     # its handler (args.func). Add a module here to add a subcommand.
-    from mta.cli import cert, config_cmd, queue_cmd, sasl_cmd, sendmail, start, tls_check
+    from mta.cli import cert, config_cmd, control, queue_cmd, sasl_cmd, sendmail, start, tls_check
 
-    return [start, config_cmd, queue_cmd, sendmail, cert, tls_check, sasl_cmd]
+    return [start, control, config_cmd, queue_cmd, sendmail, cert, tls_check, sasl_cmd]
 
 
 def common_options() -> argparse.ArgumentParser:
