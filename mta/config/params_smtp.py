@@ -38,7 +38,12 @@ _str("smtp_helo_name", "$myhostname", "The name sent in EHLO and HELO.")
 _bool("smtp_never_send_ehlo", "no", "Send HELO instead of EHLO.")
 _bool("smtp_skip_5xx_greeting", "yes",
       "Try the next server after a 5xx greeting instead of bouncing the mail.")
-_str("smtp_bind_address", "", "The local IPv4 address of outbound connections.")
+_p("smtp_bind_address", "", t.address_of_family(4, "smtp_bind_address6"),
+   "The local address of outbound IPv4 connections (a numerical IPv4 address); IPv6 "
+   "connections use smtp_bind_address6. Empty: the system chooses.", kind="address")
+_p("smtp_bind_address6", "", t.address_of_family(6, "smtp_bind_address"),
+   "The local address of outbound IPv6 connections (a numerical IPv6 address); IPv4 "
+   "connections use smtp_bind_address. Empty: the system chooses.", kind="address")
 _time("smtp_connect_timeout", "30s", "The time limit of a TCP connection attempt.",
       minimum=0.001)
 _time("smtp_helo_timeout", "300s",

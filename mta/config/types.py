@@ -101,6 +101,28 @@ def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Net
     return tuple(networks)
 
 
+def address_of_family(version: int, other: str) -> Callable[[str], str]:
+    """An optional numerical address of one IP version (smtp_bind_address: 4,
+    smtp_bind_address6: 6); other names the parameter for the other version,
+    for the error message. Postfix finds a wrong family only when it connects
+    (msg_fatal in smtp_connect.c); we refuse it at load, before any mail waits."""
+
+    def parse(text: str) -> str:
+        value = text.strip()
+        if not value:
+            return ""
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise BadValue(f"expected a numerical IPv{version} address") from None
+        if address.version != version:
+            raise BadValue(f"expected an IPv{version} address, not IPv{address.version}; "
+                           f"use {other} for IPv{address.version}")
+        return value
+
+    return parse
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()

@@ -252,7 +252,7 @@ class SmtpDelivery:
         pending = list(state.pending)
         try:
             session = await SmtpSession.connect(
-                peer, self.timeouts, local_address=self.config.smtp_bind_address or None,
+                peer, self.timeouts, local_address=self._bind_address(peer.address),
                 connector=self.connector)
         except ConnectFailure as error:
             ATTEMPTS.labels("connect_failed").inc()
@@ -290,6 +290,15 @@ class SmtpDelivery:
         tls = plan.opened(session.tls is not None, fallback=plaintext_only)
         await self._transaction(state, session, tls, key, final)
         return 1
+
+    def _bind_address(self, address: str) -> str | None:
+        """The local address for a connection to address, by its family: Postfix's
+        smtp_bind_address (IPv4) and smtp_bind_address6 (IPv6). One address for
+        both would make every connection of the other family fail, since a
+        socket cannot bind an IPv4 address and connect to an IPv6 one."""
+        if ":" in address:  # the resolver gives numerical addresses; only IPv6 has a colon
+            return self.config.smtp_bind_address6 or None
+        return self.config.smtp_bind_address or None
 
     async def _open(self, state: _Delivery, session: SmtpSession, plan: TlsPlan, peer: Peer,
                     final: bool, plaintext_only: bool, best_mx: bool) -> bool:

@@ -22,8 +22,9 @@ With ``tls=`` (a server SSLContext) EHLO offers STARTTLS and the peer does a
 real handshake; ``inject_after_starttls`` sends plaintext right after the 220
 to test that a client discards it (CVE-2011-0411). Everything is recorded:
 ``raw`` (bytes received in plaintext and, after STARTTLS, as decrypted),
-``commands`` (command lines) and ``messages`` (each DATA, as on the wire and
-dot-unstuffed), per connection.
+``commands`` (command lines), ``messages`` (each DATA, as on the wire and
+dot-unstuffed) and ``client_address``, per connection. ``host`` may be an
+IPv6 address (``"::1"``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Connection:
     tls: bool = False
     tls_version: str | None = None
     server_name: str | None = None  # SNI the client sent, if any
+    client_address: str = ""  # the client's source address (smtp_bind_address tests)
 
 
 class ScriptedPeer(LoopbackServer):
@@ -145,7 +147,7 @@ class ScriptedPeer(LoopbackServer):
         return True
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Connection()
+        conn = Connection(client_address=writer.get_extra_info("peername")[0])
         self.connections.append(conn)
         self.connected.set()
         sender = ""

@@ -98,10 +98,26 @@ def test_myhostname_through_the_default_mydomain_is_a_loop(text: str) -> None:
      r"main.cf:2: unknown parameter 'bogus' in override"),
     ("submission/inet/smtpd_timeout = 1s\n", r"main.cf:1: override for undefined service"),
     ("smtpd_forbid_bare_newline = sometimes\n", r"main.cf:1: .*expected one of normalize"),
+    # Each bind address is for its own family (Postfix: msg_fatal when it connects).
+    ("smtp_bind_address = ::1\n", r"main.cf:1: smtp_bind_address = ::1: expected an IPv4 "
+     r"address, not IPv6; use smtp_bind_address6 for IPv6"),
+    ("smtp_bind_address6 = 127.0.0.1\n", r"main.cf:1: smtp_bind_address6 = 127.0.0.1: "
+     r"expected an IPv6 address, not IPv4; use smtp_bind_address for IPv4"),
+    ("smtp_bind_address = mail.example.com\n",
+     r"main.cf:1: smtp_bind_address = mail.example.com: expected a numerical IPv4 address"),
+    ("smtp_bind_address6 = [::1]\n", r"main.cf:1: .*expected a numerical IPv6 address"),
 ])
 def test_bad_values_name_file_and_line(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         configuration.from_text(text)
+
+
+def test_bind_addresses_of_their_own_family_load() -> None:
+    config = configuration.from_text("smtp_bind_address = 192.0.2.7\n"
+                                     "smtp_bind_address6 = 2001:db8::7\n")
+    assert (config.smtp_bind_address, config.smtp_bind_address6) == ("192.0.2.7", "2001:db8::7")
+    defaults = configuration.from_text("")
+    assert (defaults.smtp_bind_address, defaults.smtp_bind_address6) == ("", "")
 
 
 def test_time_units() -> None:
