@@ -1,12 +1,13 @@
 """The ``smtp`` delivery agent: next hop → servers → one SMTP transaction.
 
 For a request (one message, some recipients, one next hop) the agent finds
-the servers (MX lookup unless the next hop is ``[host]``), tries their
-addresses in order up to smtp_mx_address_limit and smtp_mx_session_limit,
-and answers one result per recipient. The soft/hard rule is Postfix's
-(smtp_trouble.c): a 5xx reply bounces the recipients it concerns; a 4xx
-reply, a timeout or a lost connection leaves them for the next server, and
-only the last server's soft failure defers them.
+the servers (MX lookup unless the next hop is ``[host]``; never one that is
+our own listener, mta/smtp/myself.py), tries their addresses in order up to
+smtp_mx_address_limit and smtp_mx_session_limit, and answers one result per
+recipient. The soft/hard rule is Postfix's (smtp_trouble.c): a 5xx reply
+bounces the recipients it concerns; a 4xx reply, a timeout or a lost
+connection leaves them for the next server, and only the last server's soft
+failure defers them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from mta.smtp.client import (
     Timeouts,
     TlsHandshakeFailed,
 )
+from mta.smtp.myself import Myself
 from mta.smtp.nexthop import parse_nexthop, server_addresses
 from mta.smtp.reply import Reply
 from mta.smtp.tlshook import (
@@ -108,9 +110,14 @@ class SmtpDelivery:
 
     def __init__(self, config: Config, resolver: Resolver, *,
                  tls_policy: TlsPolicy | None = None, connector: Connector | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 myself: Myself | None = None) -> None:
         self.config = config
         self.resolver = resolver
+        # Our listeners, for the mail-loop check before connecting. Built once:
+        # a reload does not rebind the listening sockets, so the ones of the
+        # start are the ones a next hop can reach (reconfigure keeps them).
+        self.myself = myself or Myself.from_config(config)
         self.connector = connector
         self.clock = clock
         self.timeouts = Timeouts.from_config(config)
@@ -204,17 +211,20 @@ class SmtpDelivery:
                                            f"bad next-hop destination: {route.nexthop}"))
             return
         try:
-            servers = await server_addresses(self.resolver, nexthop,
-                                             self.config.smtp_mx_address_limit)
+            servers = await server_addresses(
+                self.resolver, nexthop, self.config.smtp_mx_address_limit,
+                is_self=lambda address: self.myself.listens_at(address, nexthop.port))
         except LookupFailure as failure:
             status = "bounced" if failure.permanent else "deferred"
             dsn = failure.dsn
             relayhost = self.config.relayhost.strip()
             if failure.permanent and relayhost and route.nexthop == relayhost:
-                # Postfix smtp_connect.c: a relayhost that does not resolve is
-                # the configuration's fault, not the recipient's; defer (4.3.5,
-                # same text) instead of bouncing all outbound mail. Compared as
-                # Postfix does, the next hop against $relayhost verbatim.
+                # Postfix smtp_connect.c: a relayhost that does not resolve, or
+                # whose address is our own listener (5.4.6, loops back to
+                # myself), is the configuration's fault, not the recipient's;
+                # defer (4.3.5, same text) instead of bouncing all outbound
+                # mail. Compared as Postfix does, the next hop against
+                # $relayhost verbatim.
                 maillog.warning(self.name, "relayhost configuration problem")
                 status, dsn = "deferred", "4.3.5"
             self._fail_all(state, _Outcome(status, dsn, failure.text))

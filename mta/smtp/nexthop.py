@@ -7,6 +7,7 @@ match) and ``mta tls-check`` all need: ``domain``, ``domain:port``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mta.resolver import LookupFailure, MxHost, Resolver
@@ -57,10 +58,18 @@ def parse_nexthop(text: str) -> NextHop:
     return NextHop(host.lower().rstrip("."), port, mx_lookup)
 
 
-async def server_addresses(resolver: Resolver, nexthop: NextHop,
-                           limit: int = 0) -> list[tuple[MxHost, str]]:
+async def server_addresses(resolver: Resolver, nexthop: NextHop, limit: int = 0,
+                           is_self: Callable[[str], bool] | None = None
+                           ) -> list[tuple[MxHost, str]]:
     """(MX host, address) pairs in the order to try them, at most limit of them
-    (smtp_mx_address_limit; 0: no limit). LookupFailure when there are none."""
+    (smtp_mx_address_limit; 0: no limit). LookupFailure when there are none.
+
+    is_self(address) says whether a server at nexthop's port is this MTA
+    itself (mta/smtp/myself.py). Postfix smtp_addr.c: neither myself nor a
+    server of my preference or worse is tried (as a backup MX we hand mail
+    only to better ones; the others would hand it back); when none better is
+    left the mail loops (5.4.6), unless the better MX hosts merely did not
+    resolve (4.4.4: they may, later)."""
     if nexthop.mx_lookup:
         hosts = await resolver.mx_hosts(nexthop.host)
     else:
@@ -68,6 +77,9 @@ async def server_addresses(resolver: Resolver, nexthop: NextHop,
     servers: list[tuple[MxHost, str]] = []
     failure: LookupFailure | None = None
     for mx in hosts:
+        if limit and len(servers) >= limit and (
+                is_self is None or mx.preference > servers[limit - 1][0].preference):
+            break  # enough; though a host that ties with the last one kept may be myself
         try:
             addresses = await resolver.addresses(mx.hostname)
         except LookupFailure as error:
@@ -75,9 +87,10 @@ async def server_addresses(resolver: Resolver, nexthop: NextHop,
             # name (no MX) not resolving is final for it (RFC 5321 §5.1).
             failure = error
             continue
+        if is_self is not None and any(is_self(address) for address in addresses):
+            servers = _better_than_myself(nexthop, hosts, servers, mx)
+            break
         servers.extend((mx, address) for address in addresses)
-        if limit and len(servers) >= limit:
-            return servers[:limit]
     if not servers:
         assert failure is not None
         if not hosts[0].implicit and failure.permanent:
@@ -85,4 +98,21 @@ async def server_addresses(resolver: Resolver, nexthop: NextHop,
             # its owner may still fix, so defer (Postfix does the same).
             raise LookupFailure("4.4.3", failure.text)
         raise failure
-    return servers
+    return servers[:limit] if limit else servers
+
+
+def _better_than_myself(nexthop: NextHop, hosts: list[MxHost],
+                        servers: list[tuple[MxHost, str]], me: MxHost
+                        ) -> list[tuple[MxHost, str]]:
+    """The servers more preferred than me (an MX host, or the one host of a
+    [host] next hop or an MX-less domain, which has nothing better), or the
+    LookupFailure that none is left. Postfix smtp_find_self and
+    smtp_truncate_self, with the texts of smtp_domain_addr/smtp_host_addr."""
+    better = [(mx, address) for mx, address in servers if mx.preference < me.preference]
+    if better:
+        return better
+    if hosts[0].preference < me.preference:
+        # Better MX hosts exist but none resolved: we are a backup MX, and
+        # the primary may be back later.
+        raise LookupFailure("4.4.4", f"unable to find primary relay for {nexthop.host}")
+    raise LookupFailure("5.4.6", f"mail for {nexthop.host} loops back to myself")

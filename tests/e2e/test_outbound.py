@@ -149,3 +149,28 @@ async def test_expired_mail_is_returned_to_the_sender(daemon_factory: DaemonFact
     assert recipient["Action"] == "failed"
     assert recipient["Status"] == "4.4.1"  # the last reason, as Postfix reports it
     assert "Connection refused" in recipient["Diagnostic-Code"]
+
+
+async def test_a_relayhost_that_is_this_daemon_defers_4_3_5_without_connecting(
+        daemon_factory: DaemonFactory) -> None:
+    # A relayhost at our own listener: Postfix finds itself among the relay's
+    # addresses before it connects, warns, and defers (a configuration problem)
+    # instead of bouncing every outbound message.
+    daemon = daemon_factory()
+    with daemon.config.open("a") as main_cf:
+        main_cf.write(outbound_config(daemon.smtp_port))
+    daemon.start()
+    await asyncio.to_thread(send, daemon, "alice@example.test", ["far@remote.test"],
+                            b"Subject: round\r\n\r\nand round\r\n")
+    deferred = await wait_log(
+        daemon, rf"postern/smtp\[\d+\]: {QID}: to=<far@remote.test>, relay=none, "
+        r"delay=[\d.]+, delays=[\d./]+, dsn=4\.3\.5, status=deferred "
+        r"\(mail for 127\.0\.0\.1 loops back to myself\)")
+    log = daemon.log_text()
+    assert re.search(r"postern/smtp\[\d+\]: warning: relayhost configuration problem", log)
+    # One session only, our submission: the daemon never called itself.
+    assert len(re.findall(r"postern/smtpd\[\d+\]: connect from ", log)) == 1
+    qid = must_search(rf"({QID}): to=", deferred[0]).group(1)
+    await asyncio.to_thread(wait_for, (daemon.queue / "deferred" / qid).exists,
+                            message="the message in deferred/")
+    assert not daemon.maildir("alice")  # no bounce

@@ -540,6 +540,88 @@ async def test_a_relayhost_that_does_not_resolve_defers_4_3_5(maillog: list[str]
     assert by_status(results) == [("bounced", "5.4.4")]
 
 
+# Our own listener, played by a scripted peer that answers EHLO as we would:
+# the mail-loop check by address (Postfix smtp_addr.c) must stop the
+# delivery before any connection, so the peer must see none.
+async def test_a_relayhost_that_is_our_own_listener_defers_4_3_5_unconnected(
+        maillog: list[str]) -> None:
+    async with ScriptedPeer(replies={"EHLO": OWN_EHLO}) as me:
+        relay = f"[127.0.0.1]:{me.port}"
+        listening = f"smtp/inet = 127.0.0.1:{me.port}\n" + SHORT
+        results = await agent(f"relayhost = {relay}\n" + listening).deliver(
+            request(["a@x.test"], relay))
+        # Postfix smtp_connect.c: a configuration problem, not the recipient's.
+        assert by_status(results) == [("deferred", "4.3.5")]
+        assert results[0].text == "mail for 127.0.0.1 loops back to myself"
+        assert results[0].relay == "none"
+        assert maillog.count("smtp: warning: relayhost configuration problem") == 1
+        # The same next hop from a transport map, not the relayhost: bounced.
+        results = await agent(listening).deliver(request(["a@x.test"], relay))
+        assert by_status(results) == [("bounced", "5.4.6")]
+        assert results[0].text == "mail for 127.0.0.1 loops back to myself"
+        assert maillog.count("smtp: warning: relayhost configuration problem") == 1
+        # Our address at another port is another server, not a loop.
+        results = await agent(SHORT + "smtp/inet = 127.0.0.1:1\n").deliver(
+            request(["a@x.test"], relay))
+        assert by_status(results) == [("bounced", "5.4.6")]  # the EHLO check, as before
+        assert results[0].relay == f"127.0.0.1[127.0.0.1]:{me.port}"
+    assert len(me.connections) == 1
+
+
+ME = "smtp/inet = 127.0.0.3:25\n"  # our listener, at the address of an MX host below
+
+
+async def _to_d_test(mx_records: list[tuple[int, str]], extra: str = "",
+                     nexthop: str = "d.test") -> tuple[list[DeliveryResult], ScriptedPeer,
+                                                       ScriptedPeer]:
+    """A delivery to d.test's MX hosts: mx1 (127.0.0.2) refuses connections,
+    me (127.0.0.3) is our listener, mx3 (127.0.0.4) would take the mail, and
+    gone.d.test does not resolve."""
+    dns = FakeDns(mx_records={"d.test": mx_records},
+                  a={"mx1.d.test": ["127.0.0.2", "127.0.0.5"], "me.d.test": ["127.0.0.3"],
+                     "mx3.d.test": ["127.0.0.4"]}, nxdomain={"gone.d.test"})
+    async with ScriptedPeer(host="127.0.0.3", replies={"EHLO": OWN_EHLO}) as me, \
+            ScriptedPeer(host="127.0.0.4") as mx3:
+        smtp = agent(SHORT + ME + extra, dns=dns,
+                     connector=port_map({"127.0.0.3": me.port, "127.0.0.4": mx3.port}))
+        results = await smtp.deliver(request(["a@d.test"], nexthop))
+    return results, me, mx3
+
+
+async def test_mx_hosts_as_good_as_myself_are_never_tried(maillog: list[str]) -> None:
+    # A backup MX: only the better ones are tried; when they fail the mail
+    # waits for them rather than going to me or to worse MX hosts.
+    results, me, mx3 = await _to_d_test([(10, "mx1.d.test"), (20, "me.d.test"),
+                                         (30, "mx3.d.test")])
+    assert by_status(results) == [("deferred", "4.4.1")]
+    assert results[0].text == "connect to mx1.d.test[127.0.0.5]:25: Connection refused"
+    assert me.connections == [] and mx3.connections == []
+    # The best MX: the mail loops, bounced without a connection.
+    for records in ([(10, "me.d.test"), (20, "mx3.d.test")],
+                    [(10, "mx1.d.test"), (10, "me.d.test")]):  # a tie is no better
+        results, me, mx3 = await _to_d_test(records)
+        assert by_status(results) == [("bounced", "5.4.6")]
+        assert results[0].text == "mail for d.test loops back to myself"
+        assert results[0].relay == "none"
+        assert me.connections == [] and mx3.connections == []
+    # A tie found past smtp_mx_address_limit still counts.
+    results, _, _ = await _to_d_test([(10, "mx1.d.test"), (10, "me.d.test")],
+                                     "smtp_mx_address_limit = 1\n")
+    assert by_status(results) == [("bounced", "5.4.6")]
+    # Better MX hosts that do not resolve: they may later, so defer.
+    results, me, _ = await _to_d_test([(10, "gone.d.test"), (20, "me.d.test")])
+    assert by_status(results) == [("deferred", "4.4.4")]
+    assert results[0].text == "unable to find primary relay for d.test"
+    assert me.connections == []
+    assert not any("configuration problem" in line for line in maillog)
+    # The relayhost's best MX is me: the relayhost's problem again.
+    results, _, _ = await _to_d_test([(10, "me.d.test"), (20, "mx3.d.test")],
+                                     "relayhost = d.test\n")
+    assert by_status(results) == [("deferred", "4.3.5")]
+    assert results[0].text == "mail for d.test loops back to myself"
+    assert "smtp: warning: relayhost configuration problem" in maillog
+
+
 async def test_unreadable_content_after_data_closes_the_connection() -> None:
     class Gone(Content):
         async def read_all(self) -> bytes:
