@@ -53,6 +53,10 @@ from mta.smtp.tlshook import (
 
 log = logging.getLogger(__name__)
 
+# The port on which a server that names us in its EHLO reply is a mail loop
+# (Postfix: the smtp service port; see SmtpDelivery._loops_back).
+LOOP_DETECT_PORT = 25
+
 ATTEMPTS = Counter("mta_smtp_connection_attempts",
                    "Outbound server attempts by result: connect_failed, greeting_refused, "
                    "helo_refused, tls_refused, session (an SMTP session was established).",
@@ -324,7 +328,7 @@ class SmtpDelivery:
                                 final or permanent, site_failure=True,
                                 force_soft=not permanent)
             return False
-        if self._loops_back(greeting):
+        if self._loops_back(greeting, peer):
             # Postfix smtp_proto.c warns about the greeting but decides on the
             # EHLO reply (below): a banner is free text.
             maillog.warning(self.name, f"host {peer.relay} greeted me with my own hostname "
@@ -382,7 +386,7 @@ class SmtpDelivery:
                 # RFC 5321 §4.1.4 / §3.2: an old server refuses EHLO; HELO then.
                 command = "HELO"
                 reply = await session.helo(name)
-            elif self._loops_back(reply):
+            elif self._loops_back(reply, peer):
                 await self._loop(state, session, peer, final, best_mx)
                 return False
         if reply.code == 250:
@@ -396,10 +400,17 @@ class SmtpDelivery:
                             site_failure=True)
         return False
 
-    def _loops_back(self, reply: Reply) -> bool:
-        """The reply (EHLO's, or the greeting) names this host first: the next
-        hop is ourselves. Postfix smtp_proto.c compares the first word of the
-        first line with $myhostname, case-insensitively."""
+    def _loops_back(self, reply: Reply, peer: Peer) -> bool:
+        """The reply (EHLO's, or the greeting) of a server on port 25 names
+        this host first: the next hop is ourselves. Postfix smtp_proto.c
+        compares the first word of the first line with $myhostname,
+        case-insensitively, and only on port 25 (SMTP_MISC_FLAG_LOOP_DETECT,
+        smtp_connect.c): on another port the server is usually a content
+        filter or a second instance on this machine, which may well answer
+        with the same name. Our own listeners on any port are found by
+        address before connecting (mta/smtp/myself.py)."""
+        if peer.port != LOOP_DETECT_PORT:
+            return False
         words = re.split(r"[ \t=]+", reply.lines[0].strip()) if reply.lines else []
         return bool(words and words[0]) and \
             words[0].casefold() == self.config.myhostname.casefold()

@@ -444,13 +444,15 @@ OWN_EHLO = "250 CLIENT.test Hello\n250 PIPELINING"
 
 async def test_ehlo_reply_with_my_own_hostname_bounces_the_mail_5_4_6(
         maillog: list[str]) -> None:
+    # Port 25 (the connector takes it to the scripted peer): Postfix checks there only.
     async with ScriptedPeer(replies={"EHLO": OWN_EHLO}) as peer:
-        nexthop = f"[127.0.0.1]:{peer.port}"
-        results = await agent(SHORT).deliver(request(["a@x.test"], nexthop))
+        nexthop = "[127.0.0.1]"
+        results = await agent(SHORT, connector=port_map({"127.0.0.1": peer.port})).deliver(
+            request(["a@x.test"], nexthop))
     assert by_status(results) == [("bounced", "5.4.6")]
     assert results[0].text == f"mail for {nexthop} loops back to myself"
-    assert results[0].relay == f"127.0.0.1[127.0.0.1]:{peer.port}"
-    assert f"smtp: warning: host 127.0.0.1[127.0.0.1]:{peer.port} replied to HELO/EHLO " \
+    assert results[0].relay == "127.0.0.1[127.0.0.1]:25"
+    assert "smtp: warning: host 127.0.0.1[127.0.0.1]:25 replied to HELO/EHLO " \
            "with my own hostname client.test" in maillog
     assert not any(c.startswith("MAIL") for c in peer.commands)
     assert peer.commands[-1] == "QUIT"
@@ -460,11 +462,21 @@ async def test_ehlo_reply_with_my_own_hostname_bounces_the_mail_5_4_6(
                  "250 peer.test says client.test\n250 PIPELINING"):
         async with ScriptedPeer(replies={"EHLO": ehlo,
                                          "GREETING": "220 client.test ESMTP"}) as peer:
-            results = await agent(SHORT).deliver(request(["a@x.test"],
-                                                         f"[127.0.0.1]:{peer.port}"))
+            results = await agent(SHORT, connector=port_map({"127.0.0.1": peer.port})
+                                  ).deliver(request(["a@x.test"], "[127.0.0.1]"))
         assert by_status(results) == [("sent", "2.0.0")]
-        assert f"smtp: warning: host 127.0.0.1[127.0.0.1]:{peer.port} greeted me with my " \
+        assert "smtp: warning: host 127.0.0.1[127.0.0.1]:25 greeted me with my " \
                "own hostname client.test" in maillog
+
+
+async def test_my_own_hostname_on_another_port_is_no_loop(maillog: list[str]) -> None:
+    """A content filter on port 10024, or a second instance, answers with this
+    machine's name: Postfix looks for loops by EHLO name on port 25 only."""
+    async with ScriptedPeer(replies={"EHLO": OWN_EHLO,
+                                     "GREETING": "220 client.test ESMTP"}) as peer:
+        results = await agent(SHORT).deliver(request(["a@x.test"], f"[127.0.0.1]:{peer.port}"))
+    assert by_status(results) == [("sent", "2.0.0")]
+    assert not [line for line in maillog if "my own hostname" in line]
 
 
 async def test_a_loop_at_a_backup_mx_defers_4_4_6_and_the_best_mx_loop_bounces(
@@ -560,10 +572,11 @@ async def test_a_relayhost_that_is_our_own_listener_defers_4_3_5_unconnected(
         assert by_status(results) == [("bounced", "5.4.6")]
         assert results[0].text == "mail for 127.0.0.1 loops back to myself"
         assert maillog.count("smtp: warning: relayhost configuration problem") == 1
-        # Our address at another port is another server, not a loop.
+        # Our address at another port is another server, not a loop; and
+        # off port 25 its EHLO name is no loop either (a second instance).
         results = await agent(SHORT + "smtp/inet = 127.0.0.1:1\n").deliver(
             request(["a@x.test"], relay))
-        assert by_status(results) == [("bounced", "5.4.6")]  # the EHLO check, as before
+        assert by_status(results) == [("sent", "2.0.0")]
         assert results[0].relay == f"127.0.0.1[127.0.0.1]:{me.port}"
     assert len(me.connections) == 1
 
