@@ -80,6 +80,19 @@ class SpoolBouncer(Bouncer):
         NOTICES.labels("delay", "queued").inc()
         return new_qid
 
+    async def _original(self, queue_file: QueueFile) -> bytes:
+        """The original message: kept in memory by the qmgr (small ones), or
+        read from active/, or from hold/ when ``mta queue hold`` moved it
+        during the attempt (its results follow it there; so does its bounce)."""
+        if queue_file.content is not None:
+            return queue_file.content
+        try:
+            return await self.spool.run(self.spool.read_content, "active", queue_file.qid,
+                                        queue_file)
+        except FileNotFoundError:
+            return await self.spool.run(self.spool.read_content, "hold", queue_file.qid,
+                                        queue_file)
+
     async def _queue(self, queue_file: QueueFile,
                      results: list[tuple[Recipient, DeliveryResult]], kind: str, to: str,
                      envelope_sender: str, *, postmaster: bool = False) -> str:
@@ -95,8 +108,7 @@ class SpoolBouncer(Bouncer):
                 diagnostic=result.diagnostic, last_attempt=now,
                 will_retry_until=retry_until if kind == dsn.DELAY else None)
             for recipient, result in results)
-        original = await self.spool.run(self.spool.read_content, "active", original_env.qid,
-                                        queue_file)
+        original = await self._original(queue_file)
         new_qid = self.spool.new_qid()
         notice = dsn.Notice(kind=kind, qid=original_env.qid, new_qid=new_qid,
                             sender=original_env.sender, to=to, arrival=original_env.arrival,

@@ -38,7 +38,7 @@ from mta.errors import CorruptQueueFile
 from mta.metrics import REGISTRY
 from mta.queuefile import QueueFile
 from mta.routing import Router
-from mta.spool import QUEUES, Spool
+from mta.spool import QUEUES, Ending, Spool
 
 log = logging.getLogger(__name__)
 
@@ -504,63 +504,87 @@ class QueueManager:
             bounced.extend(deferred)
             deferred = []
         done = [(r, res) for r, res in outcome if res.status not in ("deferred", "bounced")]
-        recorded = False
-        if bounced:
-            if done:
-                # Recipients already delivered are recorded before the bounce
-                # is tried: if it fails, the retry must not deliver them again
-                # (Postfix marks done recipients as it goes).
-                await self.spool.run(self.spool.append, "active", qid,
-                                     [self._record(res, now) for _, res in done])
-                recorded = True
-            # The DSN is durably queued before the original goes away.
-            if not await self._bounce(attempt, bounced):
-                deferred.extend((r, DeliveryResult(r.index, "deferred", "4.3.0",
-                                                   "bounce or trace service failure"))
-                                for r, _ in bounced)
-                bounced = []
-        if not deferred:
-            if await self.spool.run(self.spool.remove, "active", qid):
-                maillog.removed(qid)
-                REMOVED.inc()
+        # The queue file, open from the first status record of this attempt
+        # to its last, so that mta queue hold cannot divert them (Spool,
+        # "the end of a delivery attempt").
+        fd: int | None = None
+        records: list[dict[str, object]] = []  # a deferral's, and its next attempt time
+        when = now
+        try:
+            if bounced:
+                if done:
+                    # Recipients already delivered are recorded before the bounce
+                    # is tried: if it fails, the retry must not deliver them again
+                    # (Postfix marks done recipients as it goes).
+                    fd = await self.spool.run(self.spool.open_and_record, qid,
+                                              [self._record(res, now) for _, res in done])
+                    if fd is None:
+                        self._ended(qid, "deleted")
+                        return  # deleted by mta queue delete: nothing to bounce
+                # The DSN is durably queued before the original goes away.
+                if not await self._bounce(attempt, bounced):
+                    deferred.extend((r, DeliveryResult(r.index, "deferred", "4.3.0",
+                                                       "bounce or trace service failure"))
+                                    for r, _ in bounced)
+                    bounced = []
+            if deferred:
+                unrecorded = done if fd is None else []
+                records, when = await self._deferral(attempt, unrecorded, bounced, deferred,
+                                                     now)
+            # The spool closes the descriptor from here on, even if this task
+            # is cancelled while it works.
+            handed, fd = fd, None
+            if deferred:
+                ending = await self.spool.run(self.spool.finish_deferred, qid, handed,
+                                              records, when)
             else:
-                await self._moved_away(qid, [self._record(res, now)
-                                             for _, res in (*done, *bounced)])
-            return
-        records = [self._record(res, now) for _, res in bounced]
-        if not recorded:
-            records.extend(self._record(res, now) for _, res in done)
-        when = schedule.next_attempt(envelope.arrival, now, self.config.minimal_backoff_time,
+                # The records are for a file moved out of active/ meanwhile.
+                ending = await self.spool.run(
+                    self.spool.finish_removed, qid, handed,
+                    [self._record(res, now) for _, res in (*done, *bounced)])
+        finally:
+            if fd is not None:  # cancelled (stop) while a notice was being queued
+                os.close(fd)
+        if ending == "deferred":
+            self._note_due(when)
+            if self._next_due == when:
+                self._rearm.set()  # the runner's timer must fire earlier
+        self._ended(qid, ending)
+
+    async def _deferral(self, attempt: _Attempt, unrecorded: list[tuple[Recipient,
+                                                                         DeliveryResult]],
+                        bounced: list[tuple[Recipient, DeliveryResult]],
+                        deferred: list[tuple[Recipient, DeliveryResult]],
+                        now: float) -> tuple[list[dict[str, object]], float]:
+        """The records of an attempt that ends deferred (unrecorded: the done
+        recipients not recorded yet) and its next attempt time; sends the
+        delay warning when it is due."""
+        queue_file = attempt.queue_file
+        records = [self._record(res, now) for _, res in (*bounced, *unrecorded)]
+        when = schedule.next_attempt(queue_file.envelope.arrival, now,
+                                     self.config.minimal_backoff_time,
                                      self.config.maximal_backoff_time)
         for _, result in deferred:
             records.append(self._record(result, now, next_attempt=when))
         await self._maybe_warn(queue_file, deferred, now, records)
-        try:
-            await self.spool.run(self.spool.defer, "active", qid, records, when)
-        except FileNotFoundError:
-            # Held or deleted meanwhile (before the append, or between it and
-            # the move: then the records are in the held file already, and a
-            # second copy of a status record changes nothing).
-            await self._moved_away(qid, records)
-            return
-        self._note_due(when)
-        if self._next_due == when:
-            self._rearm.set()  # the runner's timer must fire earlier
+        return records, when
 
-    async def _moved_away(self, qid: str, records: list[dict[str, object]]) -> None:
-        """The file left active/ while its delivery ran (``mta queue hold`` or
-        ``delete``, as postsuper may do to an active message). Held: the
-        attempt's results go into the held file, so that a release does not
-        deliver to these recipients again. Deleted: as Postfix's qmgr, a
-        warning instead of "removed"."""
-        try:
-            await self.spool.run(self.spool.append, "hold", qid, records)
-        except FileNotFoundError:
+    @staticmethod
+    def _ended(qid: str, ending: Ending) -> None:
+        """Log how the attempt left the queue file. Held or deleted: ``mta
+        queue`` acted on the message while it was being delivered, as
+        postsuper may do to an active message; a held file has the attempt's
+        results, so a release does not deliver to these recipients again,
+        and a deleted one gets Postfix's qmgr warning instead of "removed"."""
+        if ending == "removed":
+            maillog.removed(qid)
+            REMOVED.inc()
+        elif ending == "held":
+            maillog.warning("qmgr", f"{qid}: placed on hold during delivery; "
+                            "its recipients' results are recorded in the held file")
+        elif ending == "deleted":
             maillog.warning("qmgr", f"{qid}: remove {qid} from active: "
                             "No such file or directory")
-            return
-        maillog.warning("qmgr", f"{qid}: placed on hold during delivery; "
-                        "its recipients' results are recorded in the held file")
 
     async def _bounce(self, attempt: _Attempt,
                       bounced: list[tuple[Recipient, DeliveryResult]]) -> bool:

@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from mta import queuefile, queueid
 from mta.diskio import DiskThreads
@@ -45,6 +45,11 @@ WAKEUP_SOCKET = "public/qmgr"
 _BUFFER_LIMIT = 256 * 1024
 _READ_WHOLE = 64 * 1024  # queue files up to this size are read in one piece
 _THREADS = 8  # concurrent fsyncs share journal commits
+# Status records are appended; read-write for the look at the last byte.
+_FOR_RECORDS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+# How a delivery attempt left its queue file (Spool.finish_removed and
+# finish_deferred): held and deleted mean mta queue moved or removed it meanwhile.
+Ending = Literal["removed", "deferred", "held", "deleted"]
 T = TypeVar("T")
 
 
@@ -165,6 +170,11 @@ def _write_all(fd: int, data: bytes, offset: int | None = None) -> None:
         view = view[written:]
 
 
+def _deleted(fd: int) -> bool:
+    """Whether the file open on fd has lost its last name (unlinked)."""
+    return os.fstat(fd).st_nlink == 0
+
+
 def fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -278,11 +288,6 @@ class Spool:
             self.move(qid, source, "active")
         return self.read("active", qid, keep=keep)
 
-    def defer(self, queue: str, qid: str, records: list[dict[str, Any]], when: float) -> None:
-        """Record the attempt's results, then move to deferred/ due at when."""
-        self.append(queue, qid, records)
-        self.move(qid, queue, "deferred", mtime=when)
-
     def read_content(self, queue: str, qid: str, queue_file: QueueFile) -> bytes:
         with open(self.file(queue, qid), "rb") as stream:
             stream.seek(queue_file.content_offset)
@@ -338,6 +343,14 @@ class Spool:
         os.rename(path, self.file(target, qid))
 
     def append(self, queue: str, qid: str, records: list[dict[str, Any]]) -> None:
+        """Append status records to queue/QID (see record)."""
+        fd = os.open(self.file(queue, qid), _FOR_RECORDS)
+        try:
+            self.record(fd, records)
+        finally:
+            os.close(fd)
+
+    def record(self, fd: int, records: list[dict[str, Any]]) -> None:
         """Append status records and make them durable before anything acts on them.
 
         Every byte is written and fsynced, or OSError is raised (the queue
@@ -345,19 +358,96 @@ class Spool:
         disk can leave part of a record behind, which queuefile.parse skips.
         """
         data = b"".join(queuefile.status_record(record) for record in records)
-        fd = os.open(self.file(queue, qid), os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        end = os.fstat(fd).st_size
+        if end and os.pread(fd, 1, end - 1) != b"\n":
+            # An earlier append was cut short (a crash, a full disk). End
+            # its torn line first: a record glued to it would not parse
+            # and would be skipped with it.
+            data = b"\n" + data
+        _write_all(fd, data)
+        if self.fsync:
+            os.fsync(fd)
+
+    # -- the end of a delivery attempt ------------------------------------------------
+    # `mta queue hold` and `delete` act on a message while the queue manager
+    # delivers it, as postsuper does. Its results must still reach the file
+    # wherever the file went, or a release delivers to the same recipients
+    # again. So the queue manager writes an attempt's records through one
+    # descriptor, opened when the first of them is written (as Postfix's
+    # delivery agents mark recipients done through the queue file they hold
+    # open): rename(2) does not invalidate it, so records written after a
+    # hold still land in the held file, and st_nlink tells a deletion. It is
+    # opened only then, not when the message becomes active: up to
+    # qmgr_message_active_limit (20,000) messages wait for delivery slots, one
+    # descriptor each would exhaust the process's limit.
+
+    def open_records(self, qid: str) -> int | None:
+        """The queue file of a message under delivery, opened for its status
+        records: in active/, or in hold/ if it was placed on hold meanwhile;
+        None when it was deleted. (Held and released again between the two
+        looks, it would be missed: two operator commands within microseconds.)"""
+        for queue in ("active", "hold"):
+            with contextlib.suppress(FileNotFoundError):
+                return os.open(self.file(queue, qid), _FOR_RECORDS)
+        return None
+
+    def open_and_record(self, qid: str, records: list[dict[str, Any]]) -> int | None:
+        """open_records, then record: one trip to a disk thread. The caller
+        owns the descriptor and hands it to finish_removed or finish_deferred."""
+        fd = self.open_records(qid)
+        if fd is not None:
+            try:
+                self.record(fd, records)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
+
+    def finish_removed(self, qid: str, fd: int | None,
+                       records: list[dict[str, Any]]) -> Ending:
+        """The last recipient is done: remove active/QID ("removed"). If the
+        file left active/ during the attempt, the records go into it where it
+        is ("held"), unless it was deleted. Closes fd."""
         try:
-            end = os.fstat(fd).st_size
-            if end and os.pread(fd, 1, end - 1) != b"\n":
-                # An earlier append was cut short (a crash, a full disk). End
-                # its torn line first: a record glued to it would not parse
-                # and would be skipped with it.
-                data = b"\n" + data
-            _write_all(fd, data)
-            if self.fsync:
-                os.fsync(fd)
+            try:
+                os.unlink(self.file("active", qid))
+                return "removed"
+            except FileNotFoundError:
+                pass
+            if fd is None:
+                fd = self.open_records(qid)
+                if fd is None:
+                    return "deleted"
+            if _deleted(fd):
+                return "deleted"
+            self.record(fd, records)
+            return "held"
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
+
+    def finish_deferred(self, qid: str, fd: int | None, records: list[dict[str, Any]],
+                        when: float) -> Ending:
+        """Record the attempt's results, then move active/QID to deferred/ due
+        at when ("deferred"); "held" or "deleted" when it left active/ during
+        the attempt (then the records are in it, wherever it is). Closes fd."""
+        try:
+            if fd is None:
+                fd = self.open_records(qid)
+                if fd is None:
+                    return "deleted"
+            self.record(fd, records)
+            # The mtime is set before the rename, so that a scanner never sees
+            # a deferred file with the wrong time.
+            os.utime(fd, (when, when))
+            try:
+                os.rename(self.file("active", qid), self.file("deferred", qid))
+            except FileNotFoundError:
+                return "deleted" if _deleted(fd) else "held"
+            return "deferred"
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def remove(self, queue: str, qid: str) -> bool:
         try:

@@ -5,20 +5,26 @@ no "removed" line is logged for a file the queue manager did not remove."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
-from mta.config import from_text
-from mta.delivery import DeliveryRequest, DeliveryResult
+from mta.bounce import SpoolBouncer
+from mta.config import Config, from_text
+from mta.delivery import DeliveryRequest, DeliveryResult, Recipient
 from mta.mailboxes import Mailboxes
 from mta.qmgr import QueueManager
-from mta.queuefile import Envelope
+from mta.queuefile import Envelope, QueueFile
 from mta.routing import Router
 from mta.spool import Spool
 from tests.helpers import until
+
+T = TypeVar("T")
 
 
 class OperatorMidDelivery:
@@ -81,6 +87,115 @@ async def test_a_message_moved_away_during_delivery(tmp_path: Path, lines: list[
         else:
             assert f"qmgr: warning: {qid}: remove {qid} from active: " \
                 "No such file or directory" in lines
+        assert agent.calls == 1
+    finally:
+        await qmgr.stop(grace=0)
+        spool.close()
+
+
+class OperatorSpool(Spool):
+    """Carries out ``mta queue hold`` (or ``delete``) just before the queue
+    manager's first disk call after the delivery, once armed with a queue id:
+    the moment it records the sent recipients before queueing the bounce."""
+
+    def __init__(self, root: Path, action: str) -> None:
+        super().__init__(root, lane=0, fsync=False)
+        self.action = action
+        self.armed: str | None = None
+
+    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        qid, self.armed = self.armed, None
+        if qid is not None:
+            operate(self, self.action, qid)
+        return await super().run(function, *args, **kwargs)
+
+
+def operate(spool: Spool, action: str, qid: str) -> None:
+    if action == "hold":
+        spool.move(qid, "active", "hold")  # what mta queue hold does
+    else:
+        os.unlink(spool.file("active", qid))  # mta queue delete
+
+
+class SendsAndBounces:
+    """Sends to good@, bounces bad@, then arms the operator."""
+
+    name = "smtp"
+
+    def __init__(self, spool: OperatorSpool, arm: bool) -> None:
+        self.spool = spool
+        self.arm = arm
+        self.calls = 0
+
+    async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
+        self.calls += 1
+        if self.arm:
+            self.spool.armed = request.envelope.qid
+        return [DeliveryResult(r.index, "sent", "2.0.0", "250 2.0.0 Ok")
+                if r.address.startswith("good") else
+                DeliveryResult(r.index, "bounced", "5.1.1", "550 5.1.1 no such user")
+                for r in request.recipients]
+
+
+class OperatorDuringBounce(SpoolBouncer):
+    """Records where the original was when the bounce was asked for; with an
+    action, the operator then acts while the DSN is queued."""
+
+    def __init__(self, config: Config, spool: Spool, action: str | None) -> None:
+        self.notices: list[str] = []
+        super().__init__(config, spool, self.notices.append)
+        self.action = action
+        self.original_in: str | None = None
+
+    async def bounce(self, queue_file: QueueFile,
+                     failed: list[tuple[Recipient, DeliveryResult]]) -> str | None:
+        self.original_in = self.spool.find(queue_file.qid)
+        if self.action is not None:
+            operate(self.spool, self.action, queue_file.qid)
+        return await super().bounce(queue_file, failed)
+
+
+@pytest.mark.parametrize("moment", ["before-the-first-record", "while-the-bounce-is-queued"])
+@pytest.mark.parametrize("action", ["hold", "delete"])
+async def test_a_message_moved_away_around_its_bounce(tmp_path: Path, lines: list[str],
+                                                      action: str, moment: str) -> None:
+    """The sent recipient's record, written before the bounce is queued, and
+    the bounced one's after it, reach the held file wherever the hold falls."""
+    config = from_text("myhostname = mx.test\nmydestination = mx.test\n")
+    spool = OperatorSpool(tmp_path / "queue", action)
+    spool.create()
+    early = moment == "before-the-first-record"
+    agent = SendsAndBounces(spool, arm=early)
+    bouncer = OperatorDuringBounce(config, spool, None if early else action)
+    qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)),
+                        {"smtp": agent}, bouncer=bouncer)
+    await qmgr.start()
+    try:
+        envelope = Envelope(qid=spool.new_qid(), arrival=time.time(), sender="s@mx.test",
+                            recipients=["good@remote.test", "bad@remote.test"])
+        writer = spool.writer(envelope)
+        await writer.write(b"Subject: x\r\n\r\nbody\r\n")
+        await writer.commit()
+        qid = envelope.qid
+        qmgr.queued(qid)
+        await until(lambda: any("warning:" in line for line in lines))
+        await asyncio.wait_for(qmgr.idle.wait(), 5)
+        assert not any("cannot update the queue file" in line for line in lines), lines
+        assert not any(line.endswith(f"{qid}: removed") for line in lines)
+        if action == "hold":
+            assert f"qmgr: warning: {qid}: placed on hold during delivery; its recipients' " \
+                "results are recorded in the held file" in lines
+            statuses = spool.read("hold", qid).statuses
+            assert (statuses[0].status, statuses[1].status) == ("sent", "bounced")
+            # The bounce is queued also when the message was held before it.
+            assert bouncer.original_in == ("hold" if early else "active")
+            [notice] = bouncer.notices
+            assert spool.find(notice) == "incoming"
+        else:
+            assert f"qmgr: warning: {qid}: remove {qid} from active: " \
+                "No such file or directory" in lines
+            # Deleted before anything was recorded: nothing is bounced either.
+            assert len(bouncer.notices) == (0 if early else 1)
         assert agent.calls == 1
     finally:
         await qmgr.stop(grace=0)

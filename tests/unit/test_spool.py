@@ -235,6 +235,54 @@ async def test_moves_set_the_next_attempt_time(spool: Spool) -> None:
     assert spool.find(qid) == "deferred"
 
 
+_SENT = {"r": 0, "s": "sent", "dsn": "2.0.0", "t": 1.0, "text": "250 ok"}
+_LATER = {"r": 1, "s": "deferred", "dsn": "4.4.1", "t": 1.0, "text": "down", "next": 9.0}
+
+
+@pytest.mark.parametrize("finish", ["removed", "deferred"])
+@pytest.mark.parametrize("action", ["none", "hold", "delete"])
+async def test_an_attempts_records_follow_its_file_through_one_descriptor(
+        spool: Spool, action: str, finish: str) -> None:
+    """The descriptor opened for an attempt's first records stays valid when
+    mta queue hold renames the file (later records reach hold/), and a
+    deletion is told by the file's link count, not by a lookup."""
+    qid = await commit(spool, b"Subject: x\r\n\r\nbody\r\n", ["a@x.test", "b@x.test"])
+    spool.move(qid, "incoming", "active")
+    fd = spool.open_and_record(qid, [_SENT])
+    assert fd is not None
+    if action == "hold":
+        spool.move(qid, "active", "hold")
+    elif action == "delete":
+        os.unlink(spool.file("active", qid))
+    if finish == "removed":
+        ending = spool.finish_removed(qid, fd, [_SENT, {**_LATER, "s": "bounced"}])
+    else:
+        ending = spool.finish_deferred(qid, fd, [_LATER], 9.0)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)  # closed by the finish, whatever the ending
+    expected = {"none": finish, "hold": "held", "delete": "deleted"}[action]
+    assert ending == expected
+    assert spool.find(qid) == {"removed": None, "deferred": "deferred",
+                               "held": "hold", "deleted": None}[ending]
+    if ending in ("deferred", "held"):
+        statuses = spool.read(spool.find(qid) or "", qid).statuses
+        assert statuses[0].status == "sent"
+        assert statuses[1].status == ("bounced" if finish == "removed" else "deferred")
+
+
+async def test_an_attempts_first_record_finds_a_held_or_deleted_file(spool: Spool) -> None:
+    qid = await commit(spool, b"Subject: x\r\n\r\nbody\r\n")
+    spool.move(qid, "incoming", "hold")  # held before the attempt's first record
+    fd = spool.open_and_record(qid, [_SENT])
+    assert fd is not None
+    assert spool.finish_deferred(qid, fd, [], 9.0) == "held"
+    assert spool.read("hold", qid).statuses[0].status == "sent"
+    os.unlink(spool.file("hold", qid))
+    assert spool.open_and_record(qid, [_SENT]) is None
+    assert spool.finish_removed(qid, None, [_SENT]) == "deleted"
+    assert spool.finish_deferred(qid, None, [_SENT], 9.0) == "deleted"
+
+
 def test_queue_ids_are_unique_sorted_and_readable() -> None:
     generator = queueid.QueueIdGenerator(lane=7)
     ids = [generator.next() for _ in range(10_000)]
