@@ -177,6 +177,10 @@ class QueueManager:
         # delays (as smtpd keeps its listener's children).
         self._delay_metrics = [DELAY_STAGE.labels(stage) for stage in STAGES]
         self._outcome_metrics: dict[tuple[str, str, str], Counter] = {}
+        # Torn status records already warned of: queue id -> byte offsets.
+        # Rare (a crash or a full disk tore them); forgotten when the message
+        # leaves the queue through us.
+        self._skipped_warned: dict[str, set[int]] = {}
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -371,11 +375,8 @@ class QueueManager:
             CORRUPT.inc()
             await self.spool.run(self.spool.save_corrupt, "active", qid)
             return
-        for offset, sample in queue_file.skipped:
-            # Not corrupt: END and the CRC vouch for envelope and content, and a
-            # lost status record at worst repeats its attempt. Said at every
-            # attempt, while the record is in the file.
-            maillog.skipped_record(f"active/{qid}", offset, sample)
+        if queue_file.skipped:
+            self._warn_skipped(queue_file)
         envelope = queue_file.envelope
         pending = queue_file.pending()
         maillog.queue_active(qid, envelope.sender, envelope.size, len(pending))
@@ -395,6 +396,22 @@ class QueueManager:
         for results in await asyncio.gather(*jobs):
             outcome.extend(results)
         await self._finish(attempt, outcome)
+
+    def _warn_skipped(self, queue_file: QueueFile) -> None:
+        """Warn of torn status records, each once per daemon run.
+
+        Not corrupt: END and the CRC vouch for envelope and content, and a
+        lost status record at worst repeats its attempt. The record stays in
+        the file for good (queue files are appended to and renamed, never
+        rewritten, and rewriting a 25 MB message to drop one line is not
+        worth it), so without this set it was logged at every attempt.
+        Keyed by offset: a record torn later, elsewhere in the file, is news.
+        """
+        warned = self._skipped_warned.setdefault(queue_file.qid, set())
+        for offset, sample in queue_file.skipped:
+            if offset not in warned:
+                warned.add(offset)
+                maillog.skipped_record(f"active/{queue_file.qid}", offset, sample)
 
     def _recipient_limit(self, transport: str) -> int:
         if transport == "local":
@@ -569,13 +586,14 @@ class QueueManager:
         await self._maybe_warn(queue_file, deferred, now, records)
         return records, when
 
-    @staticmethod
-    def _ended(qid: str, ending: Ending) -> None:
+    def _ended(self, qid: str, ending: Ending) -> None:
         """Log how the attempt left the queue file. Held or deleted: ``mta
         queue`` acted on the message while it was being delivered, as
         postsuper may do to an active message; a held file has the attempt's
         results, so a release does not deliver to these recipients again,
         and a deleted one gets Postfix's qmgr warning instead of "removed"."""
+        if ending in ("removed", "deleted"):
+            self._skipped_warned.pop(qid, None)
         if ending == "removed":
             maillog.removed(qid)
             REMOVED.inc()

@@ -14,6 +14,7 @@ import pytest
 
 from mta import log as maillog
 from mta.config import from_text
+from mta.delivery import DeliveryRequest, DeliveryResult
 from mta.local import LocalDelivery, copy_name, deliver_to_maildir
 from mta.mailboxes import Mailboxes
 from mta.qmgr import QueueManager
@@ -21,6 +22,7 @@ from mta.queuefile import Envelope
 from mta.routing import Router
 from mta.spool import Spool
 from tests.fakes.agent import HoldingAgent
+from tests.helpers import until
 
 
 class _LateActiveScan(Spool):
@@ -191,3 +193,48 @@ mydestination = mx.test
     assert os.listdir(tmp_path / "queue" / "corrupt") == []
     assert (f"qmgr: warning: active/{envelope.qid}: skipped a torn or unreadable status "
             f"record at byte {torn_at}: b'R {{\"r\":0,\"s\":\"se'") in lines
+
+
+class _Deferring:
+    """Defers every recipient (the next hop is down), counting the attempts."""
+
+    name = "smtp"
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
+        self.attempts += 1
+        return [DeliveryResult(r.index, "deferred", "4.4.1", "connect to x: refused")
+                for r in request.recipients]
+
+
+async def test_a_torn_status_record_is_warned_of_once_per_run(
+        tmp_path: Path, maillog_lines: list[str]) -> None:
+    """The torn line stays in the file (queue files are never rewritten); the
+    warning is said at the first attempt of this run, not at every one."""
+    config = from_text("myhostname = mx.test\nmydestination = mx.test\n")
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    envelope = Envelope(qid=spool.new_qid(), arrival=time.time(), sender="s@mx.test",
+                        recipients=["r@remote.test"])
+    writer = spool.writer(envelope)
+    await writer.write(b"Subject: x\r\n\r\nbody\r\n")
+    await writer.commit()
+    with open(spool.file("incoming", envelope.qid), "ab") as stream:
+        stream.write(b'R {"r":0,"s":"se')
+    agent = _Deferring()
+    qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)),
+                        {"smtp": agent})
+    await qmgr.start()
+    try:
+        for attempt in (1, 2, 3):
+            if attempt > 1:
+                qmgr.wake(flush=True)
+            await until(lambda: agent.attempts == attempt  # noqa: B023 (polled at once)
+                        and spool.find(envelope.qid) == "deferred" and qmgr.idle.is_set())
+    finally:
+        await qmgr.stop(grace=0)
+        spool.close()
+    warnings = [line for line in maillog_lines if "skipped a torn" in line]
+    assert len(warnings) == 1, warnings
