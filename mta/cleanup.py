@@ -15,8 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
-
-from mta.spool import QueueFileWriter
+from typing import Protocol
 
 _MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)")
 _DATE = re.compile(rb"(?im)^date:")
@@ -88,10 +87,23 @@ def local_received_header(myhostname: str, mail_name: str, uid: int, qid: str,
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
 
 
+class ContentSink(Protocol):
+    """Where cleanup puts the message: a queue file writer (mta.spool), or
+    memory (pickup decides after cleanup whether to queue or bounce)."""
+
+    @property
+    def qid(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+
 class CleanupStream:
     """Feeds one message into a queue file writer, fixing up its header section."""
 
-    def __init__(self, writer: QueueFileWriter, *, received: bytes, add_missing: bool,
+    def __init__(self, writer: ContentSink, *, received: bytes, add_missing: bool,
                  myhostname: str, header_size_limit: int,
                  extra_headers: list[bytes] | None = None) -> None:
         self.writer = writer

@@ -181,7 +181,8 @@ _int("header_size_limit", "102400", "The maximal size of a message header sectio
 _int("hopcount_limit", "50",
      "The maximal number of Received headers a message may carry (ours included); one with "
      "more is refused at the end of DATA (554 5.4.0 Error: too many hops), which stops a mail "
-     "loop that the SMTP client's own-hostname check cannot see.", 1)
+     "loop that the SMTP client's own-hostname check cannot see. Mail from mta sendmail is "
+     "bounced to its sender instead (5.4.0 too many hops), as Postfix's cleanup does.", 1)
 _bool("smtpd_peername_lookup", "yes", "Look up the client hostname in the DNS.")
 _bool("disable_vrfy_command", "no", "Disable the VRFY command.")
 _bool("always_add_missing_headers", "no",

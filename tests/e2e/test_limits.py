@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import Daemon, DaemonFactory, RawSmtp, wait_for
+from tests.helpers import Daemon, DaemonFactory, RawSmtp, run_mta, wait_for
 
 LIMITS = """\
 message_size_limit = 2000
@@ -275,6 +275,24 @@ def test_too_many_hops_is_refused_and_the_session_goes_on(
                     r"554 5\.4\.0 Error: too many hops; from=<bob@example\.org>")
     delivered = daemon.wait_maildir("alice")
     assert [b"Subject: hops 3" in path.read_bytes() for path in delivered] == [True]
+
+
+def test_too_many_hops_from_sendmail_is_bounced_to_the_sender(
+        daemon_factory: DaemonFactory) -> None:
+    """Local mail cannot be refused like an SMTP client: as Postfix's cleanup,
+    pickup bounces it (5.4.0 too many hops), sendmail succeeds, and the
+    notice reaches the sender; the original is never queued."""
+    daemon = daemon_factory("hopcount_limit = 5\n").start()
+    received = b"".join(b"Received: from hop%d.example by x.example; "
+                        b"Thu, 1 Jan 2026 00:00:00 +0000\n" % n for n in range(4))
+    result = run_mta("sendmail", "-f", "alice@example.test", "bob@example.test",
+                     config=daemon.config, input=received + b"Subject: loop?\n\nbody\n")
+    assert result.returncode == 0
+    daemon.wait_log(r"cleanup\[\d+\]: \w+: to=<bob@example\.test>, relay=none, .*"
+                    r"dsn=5\.4\.0, status=bounced \(too many hops\)")
+    [notice] = daemon.wait_maildir("alice")
+    assert b"Subject: Undelivered Mail Returned to Sender" in notice.read_bytes()
+    assert daemon.maildir("bob") == []
 
 
 def test_idle_timeout(daemon_factory: DaemonFactory) -> None:

@@ -59,8 +59,7 @@ class Sink:
 
 async def clean(chunks: list[bytes], add_missing: bool = True) -> tuple[str, CleanupStream]:
     sink = Sink()
-    # Sink fakes a QueueFileWriter: CleanupStream uses only its qid, size and write().
-    stream = CleanupStream(sink, received=b"Received: x\r\n", add_missing=add_missing,  # type: ignore[arg-type]
+    stream = CleanupStream(sink, received=b"Received: x\r\n", add_missing=add_missing,
                            myhostname="mx.example.test", header_size_limit=4096)
     for chunk in chunks:
         await stream.feed(chunk)
