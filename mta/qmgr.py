@@ -16,7 +16,6 @@ import contextlib
 import functools
 import logging
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -214,8 +213,7 @@ class QueueManager:
                 await task
         if self._wakeup is not None:
             self._wakeup.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.spool.wakeup_path)
+            await self.spool.run(self.spool.unbind_wakeup)
         pending = list(self._active.values())
         if pending:
             _done, still = await asyncio.wait(pending, timeout=grace)
@@ -225,9 +223,9 @@ class QueueManager:
                 await asyncio.wait(still)
 
     async def _open_wakeup(self) -> None:
-        path = self.spool.wakeup_path
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        # Bound in a disk thread: binding a unix socket creates a file (after
+        # an unlink of the last run's), and the event loop never waits on the disk.
+        sock = await self.spool.run(self.spool.bind_wakeup)
         loop = asyncio.get_running_loop()
         manager = self
 
@@ -235,9 +233,11 @@ class QueueManager:
             def datagram_received(self, data: bytes, addr: object) -> None:
                 manager.wake(flush=data.startswith(b"F"))
 
-        transport, _ = await loop.create_datagram_endpoint(
-            _Wakeup, local_addr=str(path), family=socket.AF_UNIX)
-        os.chmod(path, 0o622)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(_Wakeup, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         self._wakeup = transport
 
     # -- entry points -----------------------------------------------------------------

@@ -469,6 +469,29 @@ class Spool:
     def wakeup_path(self) -> Path:
         return self.root / WAKEUP_SOCKET
 
+    def bind_wakeup(self) -> socket.socket:
+        """The daemon's end of public/qmgr, bound in place of a stale one.
+
+        Mode 0622: any local user's sendmail may wake the daemon (as Postfix's
+        public/qmgr FIFO), only the daemon's user reads it.
+        """
+        path = str(self.wakeup_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # left by a daemon that did not stop cleanly
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(path)
+            os.chmod(path, 0o622)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def unbind_wakeup(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.wakeup_path)
+
     def wake(self, message: bytes = b"W") -> bool:
         """Tell a running queue manager to look (W: new mail, F: flush deferred).
 
