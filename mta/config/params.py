@@ -179,8 +179,9 @@ _int("line_length_limit", "2048",
      "The maximal length of an SMTP command line (DATA lines may be longer).", 512)
 _int("header_size_limit", "102400", "The maximal size of a message header section.", 1024)
 _int("hopcount_limit", "50",
-     "The maximal number of Received headers a message may carry (ours included); one with "
-     "more is refused at the end of DATA (554 5.4.0 Error: too many hops), which stops a mail "
+     "The hop count at which a message is refused: one with this many Received headers or "
+     "more (ours included, as Postfix counts them) is refused at the end of DATA (554 5.4.0 "
+     "Error: too many hops), which stops a mail "
      "loop that the SMTP client's own-hostname check cannot see. Mail from mta sendmail is "
      "bounced to its sender instead (5.4.0 too many hops), as Postfix's cleanup does.", 1)
 _bool("smtpd_peername_lookup", "yes", "Look up the client hostname in the DNS.")
