@@ -175,6 +175,12 @@ class SmtpdProtocol(SMTP):
         self.reply(text)
         self._hang_up()
 
+    def refuse(self, text: str) -> None:
+        """End the session with a connection limit's 421: at admission, or
+        when the master's count for a session greeted at once comes back
+        (server.py). RFC 5321 §3.8 lets a server send 421 at any time."""
+        self.reply_and_close(text)
+
     # -- the session ------------------------------------------------------------------
     async def _handle_client(self) -> None:
         ctx = self.ctx
@@ -187,9 +193,9 @@ class SmtpdProtocol(SMTP):
         ctx.metrics_connection()
         try:
             admitted = await ctx.connections.admit(host, self.client.peer, ctx.listener.name,
-                                                   refuse_later=self.reply_and_close)
+                                                   refuse_later=self.refuse)
             if isinstance(admitted, str):
-                self.reply_and_close(admitted)
+                self.refuse(admitted)
             else:
                 self._slot = admitted
                 await self._session()

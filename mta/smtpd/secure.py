@@ -112,14 +112,20 @@ class SecureSmtpdProtocol(SmtpdProtocol):
     def _handshake_lost(self) -> None:
         """The client went away mid-handshake: log it as Postfix does
         (aiosmtpd cancels the session task right after this)."""
+        if self._abandon_handshake():
+            HANDSHAKES.labels(self.ctx.listener.name, "none", "none", "failure").inc()
+            maillog.info("smtpd", f"SSL_accept error from {self.client.peer}: lost connection")
+
+    def _abandon_handshake(self) -> bool:
+        """Stop waiting for the handshake under way, if one is (the session
+        ends); a STARTTLS that started it counts as failed."""
         handshake = self._handshake
         if handshake is None or handshake.done.done():
-            return
+            return False
         handshake.done.cancel()
-        HANDSHAKES.labels(self.ctx.listener.name, "none", "none", "failure").inc()
-        maillog.info("smtpd", f"SSL_accept error from {self.client.peer}: lost connection")
         if self.stage == "STARTTLS":
             self._count("starttls", False)
+        return True
 
     def _hang_up(self) -> None:
         transport = self.transport
@@ -130,6 +136,20 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             transport.close(final=data)
             return
         super()._hang_up()
+
+    def refuse(self, text: str) -> None:
+        if self._handshake is None or self.tls is not None:
+            super().refuse(text)
+            return
+        # A client in its TLS handshake (wrapper mode's is from the first
+        # byte, RFC 8314 §3) reads TLS records only: a cleartext 421 would be
+        # garbage to it, so it gets none, and the connection is closed without
+        # a byte of ours. Postfix completes the handshake and sends the 421
+        # inside TLS; we do not, because a refused connection is not counted,
+        # and waiting up to smtpd_starttls_timeout for its handshake would let
+        # one client hold any number of sockets past its limit.
+        self._abandon_handshake()  # a refusal, not a failed handshake: no SSL_accept line
+        self._close()
 
     def _timeout_cb(self) -> None:
         # Never a cleartext reply inside TLS: while a handshake runs only

@@ -277,6 +277,42 @@ def test_client_gone_during_the_handshake(site: SecureSite) -> None:
     wait_lost_after_starttls(site, "lost connection$")
 
 
+# Each limit of the implicit-TLS listener set to one, and what the refusal logs.
+OVER_A_LIMIT = {
+    "per client": ("smtpd_client_event_limit_exceptions =\n"
+                   "submissions/inet/smtpd_client_connection_count_limit = 1\n",
+                   r"warning: Connection concurrency limit exceeded: 2 from "
+                   r"localhost\[127\.0\.0\.1\] for service submissions$"),
+    "listener total": ("receiver_processes = 0\n"
+                       "submissions/inet/smtpd_client_connection_limit = 1\n",
+                       r"warning: Connection limit exceeded: 2 for service submissions$"),
+}
+
+
+@pytest.mark.parametrize("limit", sorted(OVER_A_LIMIT))
+def test_a_client_over_a_limit_of_the_wrapper_mode_listener_gets_no_cleartext(
+        secure_site_factory: SecureSiteFactory, limit: str) -> None:
+    """RFC 8314 §3: the client's first bytes are a ClientHello and it reads
+    TLS records only, so a cleartext 421 would be garbage to it. We close
+    without a byte (docs/smtpd.md, Differences from Postfix)."""
+    settings, warning = OVER_A_LIMIT[limit]
+    site = secure_site_factory(settings).start()
+    first = site.implicit()  # holds the one place
+    try:
+        with socket.create_connection(("127.0.0.1", site.submissions_port), timeout=20) as raw:
+            received, _ = silence_until_closed(raw)
+        assert received == b""
+        with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):
+            site.implicit()  # a real TLS client: its handshake or greeting never comes
+        site.daemon.wait_log(warning, count=2)
+        assert first.noop()[0] == 250
+    finally:
+        first.quit()
+    site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] commands=0/0$", count=2)
+    assert "SSL_accept error" not in site.daemon.log_text()  # a refusal, not a TLS failure
+    site.implicit().quit()  # the place is free again
+
+
 def test_a_large_message_over_tls(site: SecureSite) -> None:
     """8 MB through the TLS engine, then another message in the same session."""
     line = b"x" * 76 + b"\r\n"

@@ -1,0 +1,141 @@
+"""A connection limit's 421 never goes out in cleartext into a TLS handshake.
+
+An in-process receiver on 127.0.0.1 whose connection counts are the
+master's (a fake anvil answered by the test), as with receiver workers: a
+client exempt from the per-client limit is greeted at once, and the count
+that says the listener is full may come back while its TLS handshake is
+under way, in wrapper mode or after STARTTLS. The client then reads TLS
+records only, so it must get no cleartext 421; it is closed without a byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mta.config import from_text
+from mta.master import build_parts
+from mta.sasl import FailureTracker
+from mta.smtpd.secure import SecureSmtpdProtocol
+from mta.smtpd.security import build_security
+from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
+from mta.spool import Spool
+from tests.fakes.certs import TestCA
+from tests.helpers import until
+from tests.unit.test_connection_counts import FakeAnvil
+
+
+class Sessions(SecureSmtpdProtocol):
+    made: list[Sessions] = []
+
+    def __init__(self, ctx: SmtpdContext) -> None:
+        super().__init__(ctx)
+        Sessions.made.append(self)
+
+
+async def start_server(tmp_path: Path, extra: str) -> tuple[SmtpdServer, FakeAnvil]:
+    ca = TestCA(directory=tmp_path)
+    leaf = ca.issue("localhost", stem="server")
+    config = from_text(f"""\
+myhostname = mx.test
+mynetworks = 127.0.0.0/8
+smtpd_peername_lookup = no
+smtp/inet = 127.0.0.1:0
+queue_directory = {tmp_path / 'queue'}
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {leaf.cert_file}
+smtpd_tls_key_file = {leaf.key_file}
+smtpd_client_connection_limit = 1
+{extra}""")
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    security, _ = build_security(config, FailureTracker())
+    connections = ConnectionRegistry(config)
+    anvil = FakeAnvil()
+    connections.anvil = anvil
+    ctx = SmtpdContext(
+        config=config, listener=config.listeners[0], spool=spool,
+        restrictions=build_parts(config).restrictions, connections=connections,
+        names=NameCache(False), on_queued=lambda envelope: None,
+        loop=asyncio.get_running_loop(), security=security)
+    Sessions.made = []
+    smtpd = SmtpdServer(ctx, Sessions)
+    await smtpd.start()
+    return smtpd, anvil
+
+
+@pytest.fixture
+async def wrapper_server(tmp_path: Path) -> AsyncIterator[tuple[SmtpdServer, FakeAnvil]]:
+    smtpd, anvil = await start_server(tmp_path, "smtpd_tls_wrappermode = yes\n")
+    yield smtpd, anvil
+    smtpd.stop_accepting()
+
+
+@pytest.fixture
+async def starttls_server(tmp_path: Path) -> AsyncIterator[tuple[SmtpdServer, FakeAnvil]]:
+    smtpd, anvil = await start_server(tmp_path, "")
+    yield smtpd, anvil
+    smtpd.stop_accepting()
+
+
+async def the_rest(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.read(), 10)
+
+
+def assert_refused(maillog_lines: list[str], counts: str) -> None:
+    """A refusal's lines, and no failed handshake: the client did nothing wrong."""
+    assert maillog_lines[1:] == [
+        "smtpd: warning: Connection limit exceeded: 2 for service smtp",
+        f"smtpd: disconnect from unknown[127.0.0.1] {counts}"], maillog_lines
+
+
+async def test_refused_during_the_wrapper_mode_handshake(
+        wrapper_server: tuple[SmtpdServer, FakeAnvil], maillog_lines: list[str]) -> None:
+    server, anvil = wrapper_server
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    # Admitted without waiting (127.0.0.1 is exempt): the session awaits the
+    # client's ClientHello while the master counts it.
+    await until(lambda: len(anvil.asked) == 1 and Sessions.made
+                and Sessions.made[0]._handshake is not None)
+    anvil.asked[0][1].set_result(("total", 1))
+    assert await the_rest(reader) == b""  # not "421 4.7.0 mx.test Error: too many connections"
+    writer.close()
+    await until(lambda: Sessions.made[0].transport is None)
+    assert_refused(maillog_lines, "commands=0/0")
+
+
+async def test_refused_during_the_starttls_handshake(
+        starttls_server: tuple[SmtpdServer, FakeAnvil], maillog_lines: list[str]) -> None:
+    server, anvil = starttls_server
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    assert (await reader.readline()).startswith(b"220 ")
+    writer.write(b"STARTTLS\r\n")
+    assert await reader.readline() == b"220 2.0.0 Ready to start TLS\r\n"
+    session = Sessions.made[0]
+    await until(lambda: session._handshake is not None)
+    anvil.asked[0][1].set_result(("total", 1))
+    assert await the_rest(reader) == b""
+    writer.close()
+    await until(lambda: session.transport is None)
+    assert_refused(maillog_lines, "starttls=0/1 commands=0/1")
+
+
+async def test_refused_once_tls_is_up_the_421_goes_inside_tls(
+        starttls_server: tuple[SmtpdServer, FakeAnvil], tmp_path: Path) -> None:
+    """After the handshake the 421 is sent as usual, encrypted."""
+    server, anvil = starttls_server
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    assert (await reader.readline()).startswith(b"220 ")
+    writer.write(b"STARTTLS\r\n")
+    assert await reader.readline() == b"220 2.0.0 Ready to start TLS\r\n"
+    await writer.start_tls(context, server_hostname="localhost")
+    session = Sessions.made[0]
+    await until(lambda: session.tls is not None)
+    anvil.asked[0][1].set_result(("total", 1))
+    assert await the_rest(reader) == b"421 4.7.0 mx.test Error: too many connections\r\n"
+    writer.close()
