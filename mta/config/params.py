@@ -165,6 +165,9 @@ _time("smtpd_timeout", "300s",
       "(each read, as in Postfix: a long message that keeps arriving is not cut off).",
       minimum=1)
 _int("smtpd_hard_error_limit", "20", "Errors after which the server disconnects.", 1)
+_int("smtpd_junk_command_limit", "100",
+     "Junk commands (HELO, EHLO, NOOP, RSET, VRFY) a client may send before each further one "
+     "counts as an error toward smtpd_hard_error_limit; a queued message resets the count.", 1)
 _bool("smtpd_helo_required", "no", "Require HELO or EHLO before MAIL.")
 _list("smtpd_relay_restrictions",
       "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",

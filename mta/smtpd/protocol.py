@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 COMMAND_ORDER = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "rset",
                  "noop", "vrfy", "etrn", "quit", "unknown")
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# Commands a client can repeat for ever without a tarpit or a transaction to
+# show for it (smtpd.c's SMTPD_CMD_FLAG_LIMIT; ETRN too, which we lack):
+# smtpd_junk_command_limit bounds them.
+JUNK_COMMANDS = frozenset({"HELO", "EHLO", "RSET", "NOOP", "VRFY"})
 
 
 def sync_verbs(commands: dict[str, Callable[..., Awaitable[None] | None]]) -> frozenset[bytes]:
@@ -81,6 +85,7 @@ class SmtpdProtocol(SMTP):
         self.counts: dict[str, list[int]] = {}
         self.notes: list[str] = []
         self.errors = 0
+        self.junk = 0
         self.stage = "CONNECT"
         # Raw bytes of message content read so far while DATA is being read,
         # else None: Postfix's "lost connection after DATA (N bytes)".
@@ -370,9 +375,20 @@ class SmtpdProtocol(SMTP):
         self.stage = command
         self._last_code = "500"
         result = handler(self, argument)
+        if command in JUNK_COMMANDS:
+            self._junk_command()
         if result is None:
             self._count(command.lower(), self._last_code[:1] in ("2", "3"))
         return result
+
+    def _junk_command(self) -> None:
+        """Postfix's smtpd_junk_command_limit: past it, each junk command is
+        an error, so smtpd_hard_error_limit ends a session that only holds a
+        slot (NOOP for ever, say). As smtpd.c's "junk_cmds++ > limit", a
+        command counts when more than the limit came before it."""
+        if self.junk > self.ctx.config.smtpd_junk_command_limit:
+            self.errors += 1
+        self.junk += 1
 
     # -- commands answered in the protocol callback -------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -707,8 +723,10 @@ class SmtpdProtocol(SMTP):
         ctx.queued(envelope)
         # Postfix's data_cmd: "Forgive any previous client errors". A client
         # that delivers is not counted toward smtpd_hard_error_limit for the
-        # rejected recipients of its earlier messages.
+        # rejected recipients of its earlier messages, nor for its NOOPs
+        # (the junk command count starts again too).
         self.errors = 0
+        self.junk = 0
         self.reply(replies.QUEUED.format(qid=txn.qid))
 
     def _data_progress(self, received: int) -> None:

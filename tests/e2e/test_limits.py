@@ -396,3 +396,47 @@ def test_hard_error_limit(daemon_factory: DaemonFactory) -> None:
         assert wait_for(smtp.closed)
     daemon.wait_log(r"too many errors after UNKNOWN from localhost\[127\.0\.0\.1\]")
     still_works(daemon)
+
+
+JUNK = "smtpd_junk_command_limit = 3\nsmtpd_hard_error_limit = 2\n"
+
+
+def test_junk_commands_past_the_limit_count_as_errors(daemon_factory: DaemonFactory) -> None:
+    """Postfix's smtpd_junk_command_limit: a client that only repeats HELO,
+    EHLO, NOOP, RSET or VRFY is cut off by smtpd_hard_error_limit instead of
+    holding its session for ever. As in smtpd.c, a junk command counts once
+    more than the limit came before it: with 3, the 5th and 6th are the two
+    errors, each still answered, then 421."""
+    daemon = daemon_factory(JUNK).start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        assert smtp.command("EHLO client.example").startswith("250-")
+        assert smtp.command("NOOP") == "250 2.0.0 Ok"
+        assert smtp.command("VRFY alice@example.test") == "252 2.0.0 alice@example.test"
+        assert smtp.command("HELO client.example") == "250 mx.example.test"
+        assert smtp.command("RSET") == "250 2.0.0 Ok"  # the 5th: an error, answered
+        assert smtp.command("NOOP") == "250 2.0.0 Ok"  # the 6th: the second error
+        assert smtp.reply() == "421 4.7.0 mx.example.test Error: too many errors"
+        assert wait_for(smtp.closed)
+    daemon.wait_log(r"too many errors after NOOP from localhost\[127\.0\.0\.1\]$")
+    daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] helo=1 ehlo=1 rset=1 noop=2 "
+                    r"vrfy=1 commands=6$")
+
+
+def test_a_queued_message_resets_the_junk_command_count(daemon_factory: DaemonFactory) -> None:
+    """Postfix's data_cmd resets the junk count with the error count: a client
+    that delivers mail may NOOP between its messages."""
+    daemon = daemon_factory(JUNK).start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        smtp.command("EHLO client.example")
+        for n in range(3):
+            for _ in range(3):
+                assert smtp.command("NOOP") == "250 2.0.0 Ok"
+            assert smtp.command("MAIL FROM:<bob@example.org>") == "250 2.1.0 Ok"
+            assert smtp.command("RCPT TO:<alice@example.test>") == "250 2.1.5 Ok"
+            assert smtp.command("DATA").startswith("354")
+            assert smtp.command(f"Subject: {n}\r\n\r\nbody\r\n.").startswith(
+                "250 2.0.0 Ok: queued as ")
+        assert smtp.command("QUIT") == "221 2.0.0 Bye"
+    daemon.wait_maildir("alice", 3)

@@ -138,5 +138,20 @@ async def test_the_hard_error_limit_hangs_up_from_the_callback(server: SmtpdServ
     writer.close()
 
 
+async def test_a_noop_flood_is_cut_off_by_the_junk_command_limit(server: SmtpdServer) -> None:
+    """The defaults, smtpd_junk_command_limit = 100 and smtpd_hard_error_limit
+    = 20: EHLO is the first junk command, a junk command is an error once
+    more than 100 came before it, so the 121st is the 20th error."""
+    reader, writer = await _session(server)
+    writer.write(b"EHLO client.test\r\n" + b"NOOP\r\n" * 200)
+    codes = []
+    while line := await asyncio.wait_for(reader.readline(), 10):
+        if line[3:4] != b"-":
+            codes.append(line[:3])
+    assert codes == [b"250"] * 121 + [b"421"]
+    assert RecordingSession.sessions[0].task_lines == []
+    writer.close()
+
+
 async def _wait_closed(session: RecordingSession) -> None:
     await until(lambda: session.transport is None)
