@@ -21,8 +21,10 @@ NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"
 NEED_MAIL = "503 5.5.1 Error: need MAIL command"
 NEED_RCPT = "503 5.5.1 Error: need RCPT command"
 NO_VALID_RECIPIENTS = "554 5.5.1 Error: no valid recipients"
-HELO_SYNTAX = "501 5.5.4 Syntax: HELO hostname"
-EHLO_SYNTAX = "501 5.5.4 Syntax: EHLO hostname"
+# RFC 2034: every reply carries an enhanced status code except the greeting
+# and the replies to HELO and EHLO; Postfix's helo_cmd and ehlo_cmd send none.
+HELO_SYNTAX = "501 Syntax: HELO hostname"
+EHLO_SYNTAX = "501 Syntax: EHLO hostname"
 MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM:<address>"
 RCPT_SYNTAX = "501 5.5.4 Syntax: RCPT TO:<address>"
 DATA_SYNTAX = "501 5.5.4 Syntax: DATA"

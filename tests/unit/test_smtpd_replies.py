@@ -113,6 +113,25 @@ async def test_vrfy_replies(server: SmtpdServer, command: str, reply: str) -> No
     assert await _converse(server, [command]) == [reply]
 
 
+@pytest.mark.parametrize(("command", "reply"), [
+    # RFC 2034: no enhanced status code in a reply to HELO or EHLO (Postfix's
+    # helo_cmd and ehlo_cmd), and nothing appended to the text.
+    ("HELO", "501 Syntax: HELO hostname"),
+    ("HELO ", "501 Syntax: HELO hostname"),
+    ("EHLO", "501 Syntax: EHLO hostname"),
+    ("ehlo  ", "501 Syntax: EHLO hostname"),
+    ("HELO client.test", "250 mx.test"),
+])
+async def test_helo_and_ehlo_replies(server: SmtpdServer, command: str, reply: str) -> None:
+    assert await _converse(server, [command]) == [reply]
+
+
+async def test_a_refused_helo_leaves_the_session_as_it_was(server: SmtpdServer) -> None:
+    """The EHLO before it still counts: MAIL is accepted, and ESMTP parameters too."""
+    assert await _converse(server, ["EHLO", "MAIL FROM:<a@client.test> SIZE=10"]) == \
+        ["501 Syntax: EHLO hostname", "250 2.1.0 Ok"]
+
+
 async def test_a_message_to_the_bare_postmaster_is_queued(server: SmtpdServer) -> None:
     replies = await _converse(server, ["MAIL FROM:<>", "RCPT TO:<Postmaster>", "DATA",
                                        "Subject: bounce\r\n\r\nx\r\n."])
