@@ -366,11 +366,9 @@ class SmtpDelivery:
     async def _hello(self, state: _Delivery, session: SmtpSession, peer: Peer,
                      final: bool, best_mx: bool) -> bool:
         name = self.config.smtp_helo_name
-        command = "HELO"
         if self.config.smtp_never_send_ehlo:
             reply = await session.helo(name)
         else:
-            command = "EHLO"
             reply = await session.ehlo(name)
             if reply.code == 421:
                 # Postfix smtp_proto.c (smtp_helo): a 421 to EHLO is the server
@@ -384,16 +382,16 @@ class SmtpDelivery:
                 return False
             if reply.code != 250:
                 # RFC 5321 §4.1.4 / §3.2: an old server refuses EHLO; HELO then.
-                command = "HELO"
                 reply = await session.helo(name)
             elif self._loops_back(reply, peer):
                 await self._loop(state, session, peer, final, best_mx)
                 return False
         if reply.code == 250:
             return True
-        text = f"host {peer.name} refused to talk to me: {reply} (in reply to {command} command)"
-        if not reply.permanent:
-            text = f"host {peer.name} said: {reply} (in reply to {command} command)"
+        # Postfix's smtp_helo words a refused HELO as a refused greeting, soft
+        # or hard alike, and names no command: "(in reply to HELO command)"
+        # is for the commands of a transaction.
+        text = f"host {peer.name} refused to talk to me: {reply}"
         await session.quit()
         ATTEMPTS.labels("helo_refused").inc()
         self._reply_failure(state, list(state.pending), reply, text, peer, final,

@@ -125,6 +125,18 @@ STAGES = [
      "host peer.test[127.0.0.1] refused to talk to me: 421 4.3.2 busy"),
     ({"GREETING": "554 5.7.1 go away"}, "deferred", "4.7.1",
      "host peer.test[127.0.0.1] refused to talk to me: 554 5.7.1 go away"),
+    # A refused HELO (after EHLO was refused) is worded as Postfix's smtp_helo
+    # words it, soft or hard: no "(in reply to HELO command)".
+    ({"HELO": "504 5.5.2 <client.test>: Helo command rejected: need fully-qualified hostname",
+      "EHLO": "502 5.5.2 Error: command not recognized"},
+     "bounced", "5.5.2",
+     "host peer.test[127.0.0.1] refused to talk to me: 504 5.5.2 <client.test>: "
+     "Helo command rejected: need fully-qualified hostname"),
+    ({"HELO": "450 4.7.1 <client.test>: Helo command rejected: Host not found",
+      "EHLO": "502 5.5.2 Error: command not recognized"},
+     "deferred", "4.7.1",
+     "host peer.test[127.0.0.1] refused to talk to me: 450 4.7.1 <client.test>: "
+     "Helo command rejected: Host not found"),
     ({"MAIL": "451 4.3.0 try later"}, "deferred", "4.3.0",
      "host peer.test[127.0.0.1] said: 451 4.3.0 try later (in reply to MAIL FROM command)"),
     ({"MAIL": "553 5.7.1 sender refused"}, "bounced", "5.7.1",
