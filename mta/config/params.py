@@ -164,6 +164,12 @@ _time("smtpd_timeout", "300s",
       "How long the server waits for the client's next command or its next piece of DATA "
       "(each read, as in Postfix: a long message that keeps arriving is not cut off).",
       minimum=1)
+_int("smtpd_soft_error_limit", "10",
+     "Errors after which every reply to the client is delayed by smtpd_error_sleep_time, "
+     "until it delivers a message (the tarpit).", 1)
+_time("smtpd_error_sleep_time", "1s",
+      "The delay of each reply once smtpd_soft_error_limit errors were made; 0 turns the "
+      "tarpit off.", minimum=0)
 _int("smtpd_hard_error_limit", "20", "Errors after which the server disconnects.", 1)
 _int("smtpd_junk_command_limit", "100",
      "Junk commands (HELO, EHLO, NOOP, RSET, VRFY) a client may send before each further one "

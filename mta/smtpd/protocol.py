@@ -86,6 +86,7 @@ class SmtpdProtocol(SMTP):
         self.notes: list[str] = []
         self.errors = 0
         self.junk = 0
+        self._delay = 0.0  # the tarpit's wait before the next flush
         self.stage = "CONNECT"
         # Raw bytes of message content read so far while DATA is being read,
         # else None: Postfix's "lost connection after DATA (N bytes)".
@@ -141,12 +142,25 @@ class SmtpdProtocol(SMTP):
     def reply(self, text: str, *, counts_as_error: bool = True) -> None:
         """Queue a reply; it goes out when the client has nothing more pipelined."""
         self._out.append(text.encode("utf-8", "surrogateescape") + b"\r\n")
+        if self._tarpitted():
+            # Postfix's smtpd_chat_reply: once the client has made
+            # smtpd_soft_error_limit errors, each reply waits
+            # smtpd_error_sleep_time (a guesser or a broken client slows down;
+            # the reply to the error that reaches the limit goes out at once).
+            self._delay += self.ctx.config.smtpd_error_sleep_time
         code = text[:3]
         if code[:1] in ("4", "5") and counts_as_error:
             self.errors += 1
         self._last_code = code
 
+    def _tarpitted(self) -> bool:
+        config = self.ctx.config
+        return self.errors >= config.smtpd_soft_error_limit and config.smtpd_error_sleep_time > 0
+
     async def flush(self) -> None:
+        if self._delay:
+            delay, self._delay = self._delay, 0.0
+            await asyncio.sleep(delay)  # the tarpit (reply); the client waits for us
         if self._out and self.transport is not None and not self.transport.is_closing():
             data, self._out = b"".join(self._out), []
             self._writer.write(data)
@@ -438,9 +452,10 @@ class SmtpdProtocol(SMTP):
         return data[start:] if start else data
 
     def _may_answer_at_once(self) -> bool:
-        """Whether commands may be answered without the session task (a TLS
-        listener says no while it must refuse them; see secure.py)."""
-        return True
+        """Whether commands may be answered without the session task: not
+        in the tarpit, whose delays the task's flush makes; a TLS listener
+        also says no while it must refuse them (see secure.py)."""
+        return not self._tarpitted()
 
     # -- HELO, EHLO ---------------------------------------------------------------------
     def cmd_helo(self, argument: str) -> None:

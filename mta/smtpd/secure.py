@@ -196,7 +196,8 @@ class SecureSmtpdProtocol(SmtpdProtocol):
     def _may_answer_at_once(self) -> bool:
         # The refusals _dispatch makes (a client certificate refused, or
         # commands before STARTTLS at the encrypt level) are the task's.
-        return self._ccert_refusal is None and (self.tls_level != ENCRYPT or self.tls_active)
+        return (self._ccert_refusal is None and (self.tls_level != ENCRYPT or self.tls_active)
+                and super()._may_answer_at_once())
 
     def tls_keywords(self) -> list[str]:
         keywords = []

@@ -1,0 +1,104 @@
+"""The error tarpit (Postfix's smtpd_soft_error_limit and
+smtpd_error_sleep_time): once a client has made the soft limit's errors,
+every reply waits, until it delivers a message.
+
+An in-process receiver on 127.0.0.1 with a low soft limit (3) and a short
+sleep (0.3 s); the waits are measured as lower bounds on the loop's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mta.config import from_text
+from mta.master import build_parts
+from mta.smtpd.secure import SecureSmtpdProtocol
+from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
+from mta.spool import Spool
+from tests.helpers import IN_PROCESS_CF
+
+SLEEP = 0.3
+CF = IN_PROCESS_CF + f"""\
+smtpd_soft_error_limit = 3
+smtpd_error_sleep_time = {SLEEP}s
+"""
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[SmtpdServer]:
+    config = from_text(CF + f"queue_directory = {tmp_path / 'queue'}\n")
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    ctx = SmtpdContext(
+        config=config, listener=config.listeners[0], spool=spool,
+        restrictions=build_parts(config).restrictions,
+        connections=ConnectionRegistry(config), names=NameCache(False),
+        on_queued=lambda envelope: None, loop=asyncio.get_running_loop())
+    smtpd = SmtpdServer(ctx, SecureSmtpdProtocol)
+    await smtpd.start()
+    yield smtpd
+    smtpd.stop_accepting()
+    spool.close()
+
+
+class Client:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def reply(self) -> str:
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), 10)
+            assert line, "connection closed"
+            if line[3:4] != b"-":
+                return line.decode().rstrip("\r\n")
+
+    async def timed(self, *lines: str) -> tuple[list[str], float]:
+        """Send lines in one write (pipelined); their replies and how long they took."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        self.writer.write("".join(line + "\r\n" for line in lines).encode())
+        replies = [await self.reply() for _ in lines]
+        return replies, loop.time() - start
+
+
+@pytest.fixture
+async def client(server: SmtpdServer) -> AsyncIterator[Client]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    session = Client(reader, writer)
+    assert (await session.reply()).startswith("220 ")
+    replies, _ = await session.timed("EHLO client.test")
+    assert replies[0].startswith("250 ")
+    yield session
+    writer.close()
+
+
+async def test_replies_wait_once_the_soft_limit_is_reached(client: Client) -> None:
+    # Three errors, each answered at once: the tarpit starts after them.
+    for _ in range(3):
+        replies, took = await client.timed("XYZZY")
+        assert replies == ["502 5.5.2 Error: command not recognized"]
+        assert took < SLEEP
+    # Now every reply waits, errors and successes alike.
+    replies, took = await client.timed("NOOP")
+    assert replies == ["250 2.0.0 Ok"] and took >= SLEEP
+    # A pipelined group waits once per reply, as Postfix sleeps before each.
+    replies, took = await client.timed("NOOP", "RSET", "NOOP")
+    assert replies == ["250 2.0.0 Ok"] * 3 and took >= 3 * SLEEP
+
+
+async def test_a_queued_message_ends_the_tarpit(client: Client) -> None:
+    for _ in range(3):
+        await client.timed("XYZZY")
+    replies, took = await client.timed("MAIL FROM:<a@client.test>", "RCPT TO:<b@relay.test>",
+                                       "DATA")
+    assert [reply[:3] for reply in replies] == ["250", "250", "354"]
+    assert took >= 3 * SLEEP
+    replies, _ = await client.timed("Subject: x\r\n\r\nbody\r\n.")
+    assert replies[0].startswith("250 2.0.0 Ok: queued as ")
+    # Postfix's "forgive any previous client errors": no more waiting.
+    replies, took = await client.timed("NOOP")
+    assert replies == ["250 2.0.0 Ok"] and took < SLEEP
