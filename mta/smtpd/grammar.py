@@ -101,6 +101,22 @@ def parse_path(argument: str, keyword: str, *, allow_empty: bool,
     return Path(path_text, params, texts)
 
 
+# Postfix's smtpd.c NEUTER_CHARACTERS: what a HELO name may not carry into
+# the Received header and the maillog's helo=<...> (a space, brackets that
+# would end helo=<>, quotes, a semicolon that would start a new field).
+_HELO_NEUTER = str.maketrans({c: "?" for c in ' <>()\\";@'})
+
+
+def helo_name(argument: str) -> str:
+    """The HELO/EHLO name as Postfix keeps it: every word (collapse_args, one
+    space between them), unprintable characters and the NEUTER_CHARACTERS
+    replaced with "?" (printable() and neuter() in helo_cmd)."""
+    name = " ".join(argument.split())
+    if not name.isprintable():
+        name = "".join(c if c.isprintable() else "?" for c in name)
+    return name.translate(_HELO_NEUTER)
+
+
 def parse_vrfy(argument: str) -> str:
     """The address in VRFY's argument, with or without angle brackets.
 

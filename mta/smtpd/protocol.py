@@ -28,7 +28,7 @@ from mta.queuefile import Envelope
 from mta.smtpd import replies
 from mta.smtpd.checks import ClientFacts
 from mta.smtpd.data import read_data
-from mta.smtpd.grammar import PathError, parse_path, parse_vrfy
+from mta.smtpd.grammar import PathError, helo_name, parse_path, parse_vrfy
 
 if TYPE_CHECKING:
     from mta.smtpd.server import Slot, SmtpdContext
@@ -462,7 +462,7 @@ class SmtpdProtocol(SMTP):
         if not argument:
             self.reply(replies.HELO_SYNTAX)
             return
-        self.helo = argument.split()[0]
+        self.helo = helo_name(argument)
         self.esmtp = False
         self.txn = Transaction()
         self.reply(f"250 {self.hostname}")
@@ -471,7 +471,7 @@ class SmtpdProtocol(SMTP):
         if not argument:
             self.reply(replies.EHLO_SYNTAX)
             return
-        self.helo = argument.split()[0]
+        self.helo = helo_name(argument)
         self.esmtp = True
         self.txn = Transaction()
         lines = [self.hostname, *self.ehlo_keywords()]

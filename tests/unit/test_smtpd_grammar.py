@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mta.smtpd.grammar import PathError, parse_path, parse_vrfy
+from mta.smtpd.grammar import PathError, helo_name, parse_path, parse_vrfy
 
 
 @pytest.mark.parametrize(("argument", "address", "params"), [
@@ -74,3 +74,20 @@ def test_vrfy_addresses(argument: str, address: str) -> None:
 def test_bad_vrfy_addresses(argument: str) -> None:
     with pytest.raises(PathError):
         parse_vrfy(argument)
+
+
+@pytest.mark.parametrize(("argument", "kept"), [
+    ("client.test", "client.test"),
+    ("[192.0.2.1]", "[192.0.2.1]"),
+    ("[IPv6:2001:db8::1]", "[IPv6:2001:db8::1]"),
+    # Every word, one space between them, and the space neutered as Postfix does.
+    ("mail  example   com", "mail?example?com"),
+    # What would end helo=<...>, start a new maillog field or break the
+    # Received header's "from NAME (host [ip])" becomes "?".
+    ("x<y>(z);\"w\"@v\\u", "x?y??z???w??v?u"),
+    ("bad\x01name\x7f", "bad?name?"),
+    ("café.example", "café.example"),  # printable UTF-8 stays (SMTPUTF8)
+    ("\udcff.example", "?.example"),  # an undecodable byte
+])
+def test_helo_name_is_kept_as_postfix_keeps_it(argument: str, kept: str) -> None:
+    assert helo_name(argument) == kept
