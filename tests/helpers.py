@@ -15,11 +15,16 @@ import time
 from collections.abc import Callable
 from email.message import EmailMessage, Message
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
 
 from tests.runenv import free_port, mta_env
+
+if TYPE_CHECKING:
+    from mta.config import Config
+    from mta.smtpd.server import SmtpdContext, SmtpdServer
+    from mta.spool import Spool
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -34,6 +39,28 @@ relayhost = [127.0.0.1]:9
 smtpd_peername_lookup = no
 smtp/inet = 127.0.0.1:0
 """
+
+
+async def start_in_process_smtpd(config: Config, spool: Spool,
+                                 protocol: Callable[[SmtpdContext], asyncio.Protocol] | None = None,
+                                 **context: Any) -> SmtpdServer:
+    """An SmtpdServer for config's first listener on spool, started in the
+    test's event loop (protocol: the session class, SecureSmtpdProtocol by
+    default; context: SmtpdContext fields to override, such as security,
+    connections or on_queued). The caller stops it (stop_accepting)."""
+    from mta.master import build_parts
+    from mta.smtpd.secure import SecureSmtpdProtocol
+    from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
+
+    fields: dict[str, Any] = {
+        "restrictions": build_parts(config).restrictions,
+        "connections": ConnectionRegistry(config), "names": NameCache(False),
+        "on_queued": lambda envelope: None, "loop": asyncio.get_running_loop()}
+    fields.update(context)
+    ctx = SmtpdContext(config=config, listener=config.listeners[0], spool=spool, **fields)
+    smtpd = SmtpdServer(ctx, protocol or SecureSmtpdProtocol)
+    await smtpd.start()
+    return smtpd
 
 
 async def until(predicate: Callable[[], object], timeout: float = 5.0,

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from mta.config import from_text
-from mta.master import build_parts
 from mta.smtpd.secure import SecureSmtpdProtocol
-from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
+from mta.smtpd.server import SmtpdContext, SmtpdServer
 from mta.spool import Spool
-from tests.helpers import IN_PROCESS_CF, until
+from tests.helpers import IN_PROCESS_CF, start_in_process_smtpd, until
 
 CF = IN_PROCESS_CF
 
@@ -45,15 +44,9 @@ async def server(tmp_path: Path) -> AsyncIterator[SmtpdServer]:
     spool = Spool(tmp_path / "queue", lane=0, fsync=False)
     spool.create()
     queued: list[str] = []
-    ctx = SmtpdContext(
-        config=config, listener=config.listeners[0], spool=spool,
-        restrictions=build_parts(config).restrictions,
-        connections=ConnectionRegistry(config), names=NameCache(False),
-        on_queued=lambda envelope: queued.append(envelope.qid),
-        loop=asyncio.get_running_loop())
     RecordingSession.sessions = []
-    smtpd = SmtpdServer(ctx, RecordingSession)
-    await smtpd.start()
+    smtpd = await start_in_process_smtpd(
+        config, spool, RecordingSession, on_queued=lambda envelope: queued.append(envelope.qid))
     yield smtpd
     smtpd.stop_accepting()
     spool.close()

@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 
 from mta.config import from_text
-from mta.master import build_parts
-from mta.smtpd.secure import SecureSmtpdProtocol
-from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
+from mta.smtpd.server import SmtpdServer
 from mta.spool import Spool
-from tests.helpers import IN_PROCESS_CF
+from tests.helpers import IN_PROCESS_CF, start_in_process_smtpd
 
 SLEEP = 0.3
 CF = IN_PROCESS_CF + f"""\
@@ -33,13 +31,7 @@ async def server(tmp_path: Path) -> AsyncIterator[SmtpdServer]:
     config = from_text(CF + f"queue_directory = {tmp_path / 'queue'}\n")
     spool = Spool(tmp_path / "queue", lane=0, fsync=False)
     spool.create()
-    ctx = SmtpdContext(
-        config=config, listener=config.listeners[0], spool=spool,
-        restrictions=build_parts(config).restrictions,
-        connections=ConnectionRegistry(config), names=NameCache(False),
-        on_queued=lambda envelope: None, loop=asyncio.get_running_loop())
-    smtpd = SmtpdServer(ctx, SecureSmtpdProtocol)
-    await smtpd.start()
+    smtpd = await start_in_process_smtpd(config, spool)
     yield smtpd
     smtpd.stop_accepting()
     spool.close()

@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 
 from mta.config import from_text
-from mta.master import build_parts
 from mta.sasl import FailureTracker
 from mta.smtpd.secure import SecureSmtpdProtocol
 from mta.smtpd.security import build_security
-from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
+from mta.smtpd.server import ConnectionRegistry, SmtpdContext, SmtpdServer
 from mta.spool import Spool
 from tests.fakes.certs import TestCA
-from tests.helpers import until
+from tests.helpers import start_in_process_smtpd, until
 from tests.unit.test_connection_counts import FakeAnvil
 
 
@@ -57,14 +56,9 @@ smtpd_client_connection_limit = 1
     connections = ConnectionRegistry(config)
     anvil = FakeAnvil()
     connections.anvil = anvil
-    ctx = SmtpdContext(
-        config=config, listener=config.listeners[0], spool=spool,
-        restrictions=build_parts(config).restrictions, connections=connections,
-        names=NameCache(False), on_queued=lambda envelope: None,
-        loop=asyncio.get_running_loop(), security=security)
     Sessions.made = []
-    smtpd = SmtpdServer(ctx, Sessions)
-    await smtpd.start()
+    smtpd = await start_in_process_smtpd(config, spool, Sessions, connections=connections,
+                                         security=security)
     return smtpd, anvil
 
 

@@ -18,14 +18,13 @@ from typing import Any
 import pytest
 
 from mta.config import from_text
-from mta.master import build_parts
 from mta.sasl import FailureTracker
 from mta.smtpd.secure import SecureSmtpdProtocol
 from mta.smtpd.security import build_security
-from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
+from mta.smtpd.server import SmtpdServer
 from mta.spool import Spool
 from tests.fakes.certs import TestCA
-from tests.helpers import until
+from tests.helpers import start_in_process_smtpd, until
 
 
 class CountingTransport:
@@ -70,14 +69,8 @@ smtpd_tls_key_file = {leaf.key_file}
     spool = Spool(tmp_path / "queue", lane=0, fsync=False)
     spool.create()
     security, _ = build_security(config, FailureTracker())
-    ctx = SmtpdContext(
-        config=config, listener=config.listeners[0], spool=spool,
-        restrictions=build_parts(config).restrictions,
-        connections=ConnectionRegistry(config), names=NameCache(False),
-        on_queued=lambda envelope: None, loop=asyncio.get_running_loop(), security=security)
     CountingSession.writes = []
-    smtpd = SmtpdServer(ctx, CountingSession)
-    await smtpd.start()
+    smtpd = await start_in_process_smtpd(config, spool, CountingSession, security=security)
     yield smtpd, ca
     smtpd.stop_accepting()
     spool.close()
