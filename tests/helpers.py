@@ -4,6 +4,7 @@ free ports, polling (never sleeping for something we can poll), peers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -61,6 +62,28 @@ async def start_in_process_smtpd(config: Config, spool: Spool,
     smtpd = SmtpdServer(ctx, protocol or SecureSmtpdProtocol)
     await smtpd.start()
     return smtpd
+
+
+@contextlib.asynccontextmanager
+async def in_process_smtpd(tmp_path: Path, main_cf: str,
+                           protocol: Callable[[SmtpdContext], asyncio.Protocol] | None = None,
+                           **context: Any) -> AsyncIterator[SmtpdServer]:
+    """An in-process listener on main_cf (IN_PROCESS_CF and changes) with a
+    spool in tmp_path/queue (no fsync), stopped and closed at the end."""
+    from mta.config import from_text
+    from mta.spool import Spool
+
+    config = from_text(main_cf + f"queue_directory = {tmp_path / 'queue'}\n")
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    try:
+        smtpd = await start_in_process_smtpd(config, spool, protocol, **context)
+        try:
+            yield smtpd
+        finally:
+            smtpd.stop_accepting()
+    finally:
+        spool.close()
 
 
 async def until(predicate: Callable[[], object], timeout: float = 5.0,

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mta.config import from_text
 from mta.smtpd.secure import SecureSmtpdProtocol
 from mta.smtpd.server import SmtpdContext, SmtpdServer
-from mta.spool import Spool
-from tests.helpers import IN_PROCESS_CF, start_in_process_smtpd, until
+from tests.helpers import IN_PROCESS_CF, in_process_smtpd, until
 
 CF = IN_PROCESS_CF
 
@@ -40,16 +38,11 @@ class RecordingSession(SecureSmtpdProtocol):
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[SmtpdServer]:
-    config = from_text(CF + f"queue_directory = {tmp_path / 'queue'}\n")
-    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
-    spool.create()
     queued: list[str] = []
     RecordingSession.sessions = []
-    smtpd = await start_in_process_smtpd(
-        config, spool, RecordingSession, on_queued=lambda envelope: queued.append(envelope.qid))
-    yield smtpd
-    smtpd.stop_accepting()
-    spool.close()
+    async with in_process_smtpd(tmp_path, CF, RecordingSession,
+                                on_queued=lambda envelope: queued.append(envelope.qid)) as smtpd:
+        yield smtpd
 
 
 async def _replies(reader: asyncio.StreamReader, count: int) -> list[bytes]:

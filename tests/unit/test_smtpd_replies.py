@@ -12,23 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from mta.config import from_text
 from mta.smtpd.server import SmtpdServer
-from mta.spool import Spool
-from tests.helpers import IN_PROCESS_CF, start_in_process_smtpd
+from tests.helpers import IN_PROCESS_CF, in_process_smtpd
 
 CF = IN_PROCESS_CF
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[SmtpdServer]:
-    config = from_text(CF + f"queue_directory = {tmp_path / 'queue'}\n")
-    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
-    spool.create()
-    smtpd = await start_in_process_smtpd(config, spool)
-    yield smtpd
-    smtpd.stop_accepting()
-    spool.close()
+    async with in_process_smtpd(tmp_path, CF) as smtpd:
+        yield smtpd
 
 
 async def _reply(reader: asyncio.StreamReader) -> str:
@@ -137,16 +130,9 @@ async def test_vrfy_runs_the_recipient_restrictions_as_rcpt_does(
     """An outside client (127.0.0.1 not in mynetworks here) learns no more
     from VRFY than from RCPT: a foreign address is Relay access denied,
     logged as Postfix logs a VRFY reject."""
-    config = from_text(CF.replace("mynetworks = 127.0.0.0/8", "mynetworks = 192.0.2.0/24")
-                       + f"queue_directory = {tmp_path / 'queue'}\n")
-    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
-    spool.create()
-    smtpd = await start_in_process_smtpd(config, spool)
-    try:
+    outside = CF.replace("mynetworks = 127.0.0.0/8", "mynetworks = 192.0.2.0/24")
+    async with in_process_smtpd(tmp_path, outside) as smtpd:
         assert await _converse(smtpd, ["VRFY b@relay.test", "VRFY postmaster"]) == [
             "554 5.7.1 <b@relay.test>: Relay access denied", "252 2.0.0 postmaster"]
-    finally:
-        smtpd.stop_accepting()
-        spool.close()
     assert "smtpd: NOQUEUE: reject: VRFY from unknown[127.0.0.1]: 554 5.7.1 <b@relay.test>: " \
         "Relay access denied; to=<b@relay.test> proto=ESMTP helo=<client.test>" in maillog_lines

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mta.config import from_text
 from mta.smtpd.server import SmtpdServer
-from mta.spool import Spool
-from tests.helpers import IN_PROCESS_CF, start_in_process_smtpd
+from tests.helpers import IN_PROCESS_CF, in_process_smtpd
 
 SLEEP = 0.3
 CF = IN_PROCESS_CF + f"""\
@@ -28,13 +26,8 @@ smtpd_error_sleep_time = {SLEEP}s
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[SmtpdServer]:
-    config = from_text(CF + f"queue_directory = {tmp_path / 'queue'}\n")
-    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
-    spool.create()
-    smtpd = await start_in_process_smtpd(config, spool)
-    yield smtpd
-    smtpd.stop_accepting()
-    spool.close()
+    async with in_process_smtpd(tmp_path, CF) as smtpd:
+        yield smtpd
 
 
 class Client:
