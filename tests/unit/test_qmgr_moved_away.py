@@ -58,6 +58,16 @@ def lines(maillog_lines: list[str]) -> list[str]:
     return maillog_lines
 
 
+async def _queue(spool: Spool, recipients: list[str]) -> str:
+    """A small message from s@mx.test committed to incoming/; its queue id."""
+    envelope = Envelope(qid=spool.new_qid(), arrival=time.time(), sender="s@mx.test",
+                        recipients=recipients)
+    writer = spool.writer(envelope)
+    await writer.write(b"Subject: x\r\n\r\nbody\r\n")
+    await writer.commit()
+    return envelope.qid
+
+
 @pytest.mark.parametrize("defer_last", [False, True], ids=["all-done", "one-deferred"])
 @pytest.mark.parametrize("action", ["hold", "delete"])
 async def test_a_message_moved_away_during_delivery(tmp_path: Path, lines: list[str],
@@ -70,12 +80,7 @@ async def test_a_message_moved_away_during_delivery(tmp_path: Path, lines: list[
                         {"smtp": agent})
     await qmgr.start()
     try:
-        envelope = Envelope(qid=spool.new_qid(), arrival=time.time(), sender="s@mx.test",
-                            recipients=["a@remote.test", "b@remote.test"])
-        writer = spool.writer(envelope)
-        await writer.write(b"Subject: x\r\n\r\nbody\r\n")
-        await writer.commit()
-        qid = envelope.qid
+        qid = await _queue(spool, ["a@remote.test", "b@remote.test"])
         qmgr.queued(qid)
         await until(lambda: any("warning:" in line for line in lines))
         assert not any(line.endswith(f"{qid}: removed") for line in lines)
@@ -171,12 +176,7 @@ async def test_a_message_moved_away_around_its_bounce(tmp_path: Path, lines: lis
                         {"smtp": agent}, bouncer=bouncer)
     await qmgr.start()
     try:
-        envelope = Envelope(qid=spool.new_qid(), arrival=time.time(), sender="s@mx.test",
-                            recipients=["good@remote.test", "bad@remote.test"])
-        writer = spool.writer(envelope)
-        await writer.write(b"Subject: x\r\n\r\nbody\r\n")
-        await writer.commit()
-        qid = envelope.qid
+        qid = await _queue(spool, ["good@remote.test", "bad@remote.test"])
         qmgr.queued(qid)
         await until(lambda: any("warning:" in line for line in lines))
         await asyncio.wait_for(qmgr.idle.wait(), 5)
