@@ -166,6 +166,37 @@ def timeout(stage: str, peer: str, received: int | None = None) -> None:
     emit("smtpd", f"timeout after {stage}{detail} from {peer}")
 
 
+def escaped(data: bytes, limit: int = 100) -> str:
+    """Client bytes for a log line as Postfix shows them: the first limit
+    bytes, CR, LF and TAB as \\r, \\n, \\t, a backslash doubled, other
+    bytes outside printable ASCII in octal (\\026); nothing a client sends
+    can start a line of its own or hide itself."""
+    out = []
+    for byte in data[:limit]:
+        if byte == 0x5C:
+            out.append("\\\\")
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(_ESCAPES.get(byte) or f"\\{byte:03o}")
+    return "".join(out)
+
+
+_ESCAPES = {0x0D: "\\r", 0x0A: "\\n", 0x09: "\\t"}
+
+
+def improper_pipelining(stage: str, peer: str, pending: bytes) -> None:
+    """``improper command pipelining after EHLO from host[ip]: MAIL FROM:<a@b>\\r\\n``:
+    what the client sent before it had our reply (fail2ban's postfix filters
+    match this line)."""
+    emit("smtpd", f"improper command pipelining after {stage} from {peer}: "
+                  f"{escaped(pending)}")
+
+
+def non_smtp_command(peer: str, line: bytes) -> None:
+    warning("smtpd", f"non-SMTP command from {peer}: {escaped(line)}")
+
+
 def too_many_errors(stage: str, peer: str) -> None:
     emit("smtpd", f"too many errors after {stage} from {peer}")
 

@@ -164,6 +164,15 @@ _time("smtpd_timeout", "300s",
       "How long the server waits for the client's next command or its next piece of DATA "
       "(each read, as in Postfix: a long message that keeps arriving is not cut off).",
       minimum=1)
+_bool("smtpd_forbid_unauth_pipelining", "yes",
+      "Disconnect a client that sends commands before the greeting, pipelines without "
+      "EHLO (which announces PIPELINING), or sends more after a command it must wait for "
+      "(HELO, EHLO, DATA, NOOP, VRFY; RFC 2920): 554 5.5.0 Error: SMTP protocol "
+      "synchronization (Postfix 3.9 and later; no logs the violation only).")
+_list("smtpd_forbidden_commands", "CONNECT GET POST",
+      "Command names (any case) that end the session with 221 2.7.0 (an HTTP client, say); "
+      "a line that starts like a header (Subject:) or not with a letter always does, as "
+      "Postfix's is_header test and the regexp:{{/^[^A-Z]/ Bogus}} of its default.")
 _int("smtpd_soft_error_limit", "10",
      "Errors after which every reply to the client is delayed by smtpd_error_sleep_time, "
      "until it delivers a message (the tarpit).", 1)

@@ -15,6 +15,7 @@ import asyncio
 import errno
 import inspect
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,13 @@ _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # show for it (smtpd.c's SMTPD_CMD_FLAG_LIMIT; ETRN too, which we lack):
 # smtpd_junk_command_limit bounds them.
 JUNK_COMMANDS = frozenset({"HELO", "EHLO", "RSET", "NOOP", "VRFY"})
+# RFC 2920 §3.1: commands whose reply the client must have before it sends
+# more, even with PIPELINING (Postfix's smtpd checks these; QUIT is exempt,
+# and STARTTLS drops what follows it, secure.py).
+MUST_BE_LAST = frozenset({"HELO", "EHLO", "DATA", "NOOP", "VRFY"})
+# Postfix's is_header(): a first word such as "Subject:" is message content
+# sent as commands (the client believes a refused DATA was accepted).
+_HEADER_LABEL = re.compile(rb"[!-9;-~]+:")
 
 
 def sync_verbs(commands: dict[str, Callable[..., Awaitable[None] | None]]) -> frozenset[bytes]:
@@ -86,6 +94,7 @@ class SmtpdProtocol(SMTP):
         self.notes: list[str] = []
         self.errors = 0
         self.junk = 0
+        self._ill_pipelining = False  # logged once per session, as Postfix
         self._delay = 0.0  # the tarpit's wait before the next flush
         self.stage = "CONNECT"
         # Raw bytes of message content read so far while DATA is being read,
@@ -239,6 +248,13 @@ class SmtpdProtocol(SMTP):
             self.transport.close()
 
     async def _session(self) -> None:
+        # RFC 5321 §3.1: the client waits for the greeting. Bytes already
+        # here spoke first (a spambot's shortcut); wrapper mode's TLS
+        # handshake is no such talk.
+        pending = self._reader._buffer  # type: ignore[attr-defined]
+        if pending and not self.tls_active and self._pipelined_improperly("CONNECT", pending):
+            self.reply_and_close(replies.PROTOCOL_SYNCHRONIZATION)
+            return
         self.reply(f"220 {self.ctx.config.expanded('smtpd_banner')}")
         while self.transport is not None and not self._closing:
             line = await self._read_command()
@@ -285,9 +301,15 @@ class SmtpdProtocol(SMTP):
             if "bare_lf" not in self.notes:
                 self.notes.append("bare_lf")
         if b"\r" in line or b"\0" in line:
-            # A bare CR or a NUL inside a command is never valid SMTP.
+            # A bare CR or a NUL inside a command is never valid SMTP; a line
+            # that does not even start like one (a TLS ClientHello) ends it.
             self._count("unknown", False)
-            self.reply(replies.BAD_SYNTAX)
+            verb = line.partition(b" ")[0]
+            known = verb.upper().decode("ascii", "replace") in self._commands
+            if not known and self._forbidden(verb):
+                self._non_smtp_command(line)
+            else:
+                self.reply(replies.BAD_SYNTAX)
             return None
         return line
 
@@ -363,16 +385,17 @@ class SmtpdProtocol(SMTP):
             entry[0] += 1
 
     async def _dispatch(self, line: bytes) -> None:
-        result = self._run_command(line)
+        result = self._run_command(line, self._reader._buffer)  # type: ignore[attr-defined]
         if result is not None:
             name = self.stage.lower()  # the command's, before it runs on
             await result
             self._count(name, self._last_code[:1] in ("2", "3"))
 
-    def _run_command(self, line: bytes) -> Awaitable[None] | None:
+    def _run_command(self, line: bytes, pending: bytes | bytearray = b"") -> Awaitable[None] | None:
         """Run a command line's handler. Most answer at once and are counted
         here; an asynchronous one (DATA, STARTTLS, AUTH) comes back as an
-        awaitable, and the caller counts it when it is done."""
+        awaitable, and the caller counts it when it is done. pending: what
+        the client sent after this line, already here."""
         if not line:
             self._count("unknown", False)
             self.reply(replies.BAD_SYNTAX)
@@ -383,7 +406,19 @@ class SmtpdProtocol(SMTP):
         if handler is None:
             self.stage = "UNKNOWN"
             self._count("unknown", False)
-            self.reply(replies.NOT_RECOGNIZED)
+            if self._forbidden(verb):
+                self._non_smtp_command(line)
+            else:
+                self.reply(replies.NOT_RECOGNIZED)
+            return None
+        if pending and command != "QUIT" and (command in MUST_BE_LAST or not self.esmtp) \
+                and self._pipelined_improperly(command, pending):
+            # The command is not run: its reply would answer a client that
+            # is out of step with us (Postfix's smtpd_forbid_unauth_pipelining).
+            self.stage = command
+            self._count(command.lower(), False)
+            self.ctx.metrics_reject(command, "554")
+            self.reply_and_close(replies.PROTOCOL_SYNCHRONIZATION)
             return None
         argument = arg_bytes.strip(b" ").decode("utf-8", "surrogateescape")
         self.stage = command
@@ -394,6 +429,32 @@ class SmtpdProtocol(SMTP):
         if result is None:
             self._count(command.lower(), self._last_code[:1] in ("2", "3"))
         return result
+
+    def _pipelined_improperly(self, stage: str, pending: bytes | bytearray) -> bool:
+        """The client sent pending before it had the reply it must wait for
+        (after stage: CONNECT for the greeting, or a command in MUST_BE_LAST,
+        or any command when no EHLO announced PIPELINING). Logged once per
+        session, as Postfix does; True when the session must end for it."""
+        if self._ill_pipelining:
+            return False
+        self._ill_pipelining = True
+        maillog.improper_pipelining(stage, self.client.peer, bytes(pending))
+        return bool(self.ctx.config.smtpd_forbid_unauth_pipelining)
+
+    def _forbidden(self, verb: bytes) -> bool:
+        """Not a command at all (Postfix's smtpd_forbidden_commands, its
+        is_header test and the regexp:{{/^[^A-Z]/ Bogus}} of its default):
+        an HTTP request, message content, or binary such as a ClientHello."""
+        if not b"A" <= verb[:1].upper() <= b"Z" or _HEADER_LABEL.match(verb):
+            return True
+        name = verb.upper().decode("ascii", "replace")
+        return any(name == forbidden.upper()
+                   for forbidden in self.ctx.config.smtpd_forbidden_commands)
+
+    def _non_smtp_command(self, line: bytes) -> None:
+        maillog.non_smtp_command(self.client.peer, line)
+        self.ctx.metrics_reject("UNKNOWN", "221")
+        self.reply_and_close(replies.NON_SMTP_COMMAND)
 
     def _junk_command(self) -> None:
         """Postfix's smtpd_junk_command_limit: past it, each junk command is
@@ -443,8 +504,8 @@ class SmtpdProtocol(SMTP):
             if verb not in immediate:
                 break
             self._reset_timeout()
-            self._run_command(line)
             start = end + 1
+            self._run_command(line, data[start:] if start < size else b"")
             self._too_many_errors()
         self._write_replies()
         if self._closing:

@@ -14,6 +14,13 @@ BYE = "221 2.0.0 Bye"
 QUEUED = "250 2.0.0 Ok: queued as {qid}"
 
 NOT_RECOGNIZED = "502 5.5.2 Error: command not recognized"
+# Postfix's smtpd_forbid_unauth_pipelining: a client that did not wait for a
+# reply it must wait for (RFC 2920 §3.1, RFC 5321 §4.3.1: the greeting too).
+PROTOCOL_SYNCHRONIZATION = "554 5.5.0 Error: SMTP protocol synchronization"
+# Postfix's answer to smtpd_forbidden_commands, a header line or a line that
+# does not start with a letter: an HTTP client, or message content sent as
+# commands (a DATA the client thought accepted).
+NON_SMTP_COMMAND = "221 2.7.0 Error: I can break rules, too. Goodbye."
 BAD_SYNTAX = "500 5.5.2 Error: bad syntax"
 LINE_TOO_LONG = "500 5.5.2 Error: command line too long"
 NEED_HELO = "503 5.5.1 Error: send HELO/EHLO first"

@@ -131,9 +131,11 @@ def before_the_handshake(port: int) -> Iterator[socket.socket]:
     with socket.create_connection(("127.0.0.1", port), timeout=20) as raw, \
             raw.makefile("rb") as reader:  # the socket closes only when its file object does
         reader.readline()
-        raw.sendall(b"EHLO x\r\nSTARTTLS\r\n")
-        while not reader.readline().startswith(b"220 2.0.0"):
-            pass
+        raw.sendall(b"EHLO x\r\n")  # its reply before STARTTLS (RFC 2920 §3.1)
+        while not (line := reader.readline()).startswith(b"250 "):
+            assert line, "closed before the EHLO reply"
+        raw.sendall(b"STARTTLS\r\n")
+        assert reader.readline().startswith(b"220 2.0.0")
         yield raw
 
 

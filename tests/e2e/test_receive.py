@@ -136,9 +136,10 @@ def test_ehlo_advertises_what_the_spine_promises(daemon: Daemon) -> None:
 def test_pipelined_transaction_gets_all_replies_in_order(daemon: Daemon) -> None:
     with RawSmtp(daemon.smtp_port) as smtp:
         smtp.reply()
-        smtp.send("EHLO client.example\r\nMAIL FROM:<bob@example.org>\r\n"
+        # RFC 2920 §3.1: EHLO's reply first (it announces PIPELINING), then a group.
+        assert smtp.command("EHLO client.example").startswith("250-mx.example.test")
+        smtp.send("MAIL FROM:<bob@example.org>\r\n"
                   "RCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nDATA\r\n")
-        assert smtp.reply().startswith("250-mx.example.test")
         assert smtp.reply() == "250 2.1.0 Ok"
         assert smtp.reply() == "250 2.1.5 Ok"
         assert smtp.reply().startswith("550 5.1.1 <nobody@example.test>")

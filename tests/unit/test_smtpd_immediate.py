@@ -18,7 +18,10 @@ from mta.smtpd.secure import SecureSmtpdProtocol
 from mta.smtpd.server import SmtpdContext, SmtpdServer
 from tests.helpers import IN_PROCESS_CF, in_process_smtpd, until
 
-CF = IN_PROCESS_CF
+# These tests pipeline freely (NOOP, VRFY and EHLO followed by more) to see
+# which path answers what; the pipelining rules themselves are
+# test_smtpd_pipelining.py's.
+CF = IN_PROCESS_CF + "smtpd_forbid_unauth_pipelining = no\n"
 
 
 class RecordingSession(SecureSmtpdProtocol):
