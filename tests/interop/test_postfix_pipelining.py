@@ -78,7 +78,7 @@ VIOLATION = re.compile(r"(improper command pipelining after \w+|warning: non-SMT
 
 
 def violations(log: str) -> list[tuple[str, str]]:
-    return [match.groups() for line in log.splitlines()
+    return [(match.group(1), match.group(2)) for line in log.splitlines()
             if (match := VIOLATION.search(line))]
 
 
