@@ -191,6 +191,14 @@ _list("smtpd_relay_restrictions",
       "holds reject_unauth_destination, defer_unauth_destination or reject before any "
       "unconditional permit (no open relay by mistake).")
 _list("smtpd_recipient_restrictions", "", "Further restrictions on RCPT TO.")
+_list("smtpd_helo_restrictions", "",
+      "Restrictions on the HELO/EHLO name: permit_mynetworks, permit_sasl_authenticated, "
+      "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, "
+      "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname. Skipped for a client "
+      "that sent no HELO/EHLO.")
+_bool("smtpd_delay_reject", "yes",
+      "Evaluate smtpd_helo_restrictions at RCPT TO (and VRFY), so that the refusal is the "
+      "reply to RCPT and is logged with the sender and recipient, rather than at HELO/EHLO.")
 _p("smtpd_forbid_bare_newline", "normalize", t.choice("normalize", "reject", "no"),
    "Bare LF (or CR) line endings: normalize them to CRLF, or reject the session.")
 _int("line_length_limit", "2048",

@@ -1,10 +1,12 @@
-"""smtpd restrictions: relay control and recipient checks, as pure decisions.
+"""smtpd restrictions: HELO, relay control and recipient checks, as pure decisions.
 
 The lists are Postfix's: ``smtpd_relay_restrictions`` is evaluated for every
 RCPT, then ``smtpd_recipient_restrictions``, then the implicit
-``reject_unlisted_recipient`` for local domains. Each restriction answers
-permit, reject (with its reply) or "dunno" (go on); the first answer that is
-not dunno ends the list. The protocol asks; this module decides.
+``reject_unlisted_recipient`` for local domains; ``smtpd_helo_restrictions``
+judge the HELO/EHLO name, at RCPT with ``smtpd_delay_reject`` (the default)
+or at HELO/EHLO itself. Each restriction answers permit, reject (with its
+reply) or "dunno" (go on); the first answer that is not dunno ends the list.
+The protocol asks; this module decides.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from mta import address as addr
 from mta.config import Config
 from mta.errors import ConfigError
 from mta.mailboxes import Mailboxes
-from mta.smtpd import replies
+from mta.smtpd import hostnames, replies
 
 PERMIT = "permit"
 DUNNO = None
@@ -60,6 +62,7 @@ class ClientFacts:
 
 Decision = str | None  # PERMIT, a reject reply, or DUNNO
 Restriction = Callable[[ClientFacts, str, str], Decision]
+HeloRestriction = Callable[[ClientFacts, str], Decision]  # (client, HELO name)
 
 
 class Restrictions:
@@ -83,11 +86,19 @@ class Restrictions:
             "reject_unlisted_recipient": self._reject_unlisted_recipient,
             "permit": lambda client, sender, rcpt: PERMIT,
             "reject": lambda client, sender, rcpt: replies.ACCESS_DENIED.format(
-                address=rcpt, what="Recipient"),
+                address=rcpt, what="Recipient address"),
         }
         self.relay = self._compile("smtpd_relay_restrictions")
         self.recipient = self._compile("smtpd_recipient_restrictions")
         self._refuse_open_relay()
+        self.helo = self._compile_helo()
+        # Postfix's smtpd_delay_reject: the HELO restrictions wait for RCPT
+        # (and VRFY), so that the reject is logged with the sender and the
+        # recipient, and a client is not turned away before it says whom it
+        # writes to; or they answer HELO/EHLO itself. Two flags, so that each
+        # caller's cost with the empty default is one attribute test.
+        self.helo_at_helo = bool(self.helo) and not config.smtpd_delay_reject
+        self.helo_at_rcpt = bool(self.helo) and config.smtpd_delay_reject
 
     def _refuse_open_relay(self) -> None:
         """Postfix refuses to start (smtpd_check.c) unless one of the two
@@ -116,9 +127,58 @@ class Restrictions:
             compiled.append(function)
         return compiled
 
+    def _compile_helo(self) -> list[HeloRestriction]:
+        name = "smtpd_helo_restrictions"
+        known = self._helo_known()
+        compiled = []
+        for item in self.config.get(name):
+            function = known.get(item.lower())
+            if function is None:
+                raise ConfigError(f"{self.config.where(name)}: {name}: unknown restriction "
+                                  f"{item!r}")
+            compiled.append(function)
+        return compiled
+
+    def _helo_known(self) -> dict[str, HeloRestriction]:
+        def about_client(restriction: Restriction) -> HeloRestriction:
+            return lambda client, helo: restriction(client, "", "")
+
+        return {
+            "permit_mynetworks": about_client(self._permit_mynetworks),
+            "permit_sasl_authenticated": about_client(self._permit_sasl_authenticated),
+            "permit_tls_all_clientcerts": about_client(self._permit_tls_all_clientcerts),
+            "permit_tls_clientcerts": about_client(self._permit_tls_clientcerts),
+            "permit": lambda client, helo: PERMIT,
+            "reject": lambda client, helo: replies.ACCESS_DENIED.format(
+                address=helo, what="Helo command"),
+            "reject_invalid_helo_hostname": reject_invalid_helo_hostname,
+            "reject_non_fqdn_helo_hostname": reject_non_fqdn_helo_hostname,
+            # The names before Postfix 2.3, which Postfix still takes.
+            "reject_invalid_hostname": reject_invalid_helo_hostname,
+            "reject_non_fqdn_hostname": reject_non_fqdn_helo_hostname,
+        }
+
     # -- the questions ------------------------------------------------------------
-    def check_recipient(self, client: ClientFacts, sender: str, recipient: str) -> str | None:
-        """None to accept the recipient, else the reject reply."""
+    def check_helo(self, client: ClientFacts, helo: str) -> str | None:
+        """None to let the HELO name pass, else the reject reply (a permit
+        ends only this list, as in Postfix: the recipient is judged next)."""
+        for restriction in self.helo:
+            decision = restriction(client, helo)
+            if decision is PERMIT:
+                return None
+            if decision is not DUNNO:
+                return decision
+        return None
+
+    def check_recipient(self, client: ClientFacts, sender: str, recipient: str,
+                        helo: str | None = None) -> str | None:
+        """None to accept the recipient, else the reject reply. helo is the
+        session's HELO name as kept; without one the HELO restrictions are
+        skipped, as Postfix's smtpd_check_helo() skips a missing name."""
+        if self.helo_at_rcpt and helo is not None:
+            refusal = self.check_helo(client, helo)
+            if refusal is not None:
+                return refusal
         for restrictions in (self.relay, self.recipient):
             for restriction in restrictions:
                 decision = restriction(client, sender, recipient)
@@ -179,3 +239,33 @@ class Restrictions:
         if domain and self.mailboxes.is_local_domain(domain) and not self.mailboxes.exists(rcpt):
             return replies.USER_UNKNOWN.format(address=rcpt)
         return DUNNO
+
+
+# -- the HELO name restrictions (smtpd_check.c) ----------------------------------------
+def reject_invalid_helo_hostname(client: ClientFacts, helo: str) -> Decision:
+    """A name that is neither a hostname nor an IP address, or an address
+    literal that is not a valid address. A bare address passes, as Postfix
+    lets it ("XXX back compat"); one trailing dot is allowed."""
+    if helo.startswith("["):
+        return _reject_invalid_address_literal(helo)
+    name = hostnames.without_root_dot(helo)
+    if hostnames.valid_hostname(name) or hostnames.valid_hostaddr(name):
+        return DUNNO
+    return replies.HELO_INVALID.format(name=helo)
+
+
+def reject_non_fqdn_helo_hostname(client: ClientFacts, helo: str) -> Decision:
+    """A name that is not a valid hostname with a dot in it (a bare IP
+    address fails too); an address literal is judged as an address."""
+    if helo.startswith("["):
+        return _reject_invalid_address_literal(helo)
+    name = hostnames.without_root_dot(helo)
+    if hostnames.valid_hostname(name) and "." in name:
+        return DUNNO
+    return replies.HELO_NOT_FQDN.format(name=helo)
+
+
+def _reject_invalid_address_literal(helo: str) -> Decision:
+    if hostnames.valid_address_literal(helo):
+        return DUNNO
+    return replies.HELO_INVALID_ADDRESS.format(name=helo)

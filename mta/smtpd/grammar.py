@@ -107,14 +107,24 @@ def parse_path(argument: str, keyword: str, *, allow_empty: bool,
 _HELO_NEUTER = str.maketrans({c: "?" for c in ' <>()\\";@'})
 
 
+def helo_argument(argument: str) -> str:
+    """The HELO/EHLO name as sent: every word, one space between them
+    (Postfix's collapse_args). HELO restrictions at HELO time judge this."""
+    return " ".join(argument.split())
+
+
+def printable(text: str) -> str:
+    """Unprintable characters replaced with "?" (Postfix's printable())."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def helo_name(argument: str) -> str:
     """The HELO/EHLO name as Postfix keeps it: every word (collapse_args, one
     space between them), unprintable characters and the NEUTER_CHARACTERS
     replaced with "?" (printable() and neuter() in helo_cmd)."""
-    name = " ".join(argument.split())
-    if not name.isprintable():
-        name = "".join(c if c.isprintable() else "?" for c in name)
-    return name.translate(_HELO_NEUTER)
+    return printable(helo_argument(argument)).translate(_HELO_NEUTER)
 
 
 def parse_vrfy(argument: str) -> str:

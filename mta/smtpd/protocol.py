@@ -29,7 +29,7 @@ from mta.queuefile import Envelope
 from mta.smtpd import replies
 from mta.smtpd.checks import ClientFacts
 from mta.smtpd.data import read_data
-from mta.smtpd.grammar import PathError, helo_name, parse_path, parse_vrfy
+from mta.smtpd.grammar import PathError, helo_argument, helo_name, parse_path, parse_vrfy, printable
 
 if TYPE_CHECKING:
     from mta.smtpd.server import Slot, SmtpdContext
@@ -523,6 +523,8 @@ class SmtpdProtocol(SMTP):
         if not argument:
             self.reply(replies.HELO_SYNTAX)
             return
+        if self.ctx.restrictions.helo_at_helo and self._helo_refused("HELO", argument):
+            return
         self.helo = helo_name(argument)
         self.esmtp = False
         self.txn = Transaction()
@@ -532,6 +534,8 @@ class SmtpdProtocol(SMTP):
         if not argument:
             self.reply(replies.EHLO_SYNTAX)
             return
+        if self.ctx.restrictions.helo_at_helo and self._helo_refused("EHLO", argument):
+            return
         self.helo = helo_name(argument)
         self.esmtp = True
         self.txn = Transaction()
@@ -539,6 +543,28 @@ class SmtpdProtocol(SMTP):
         for line in lines[:-1]:
             self.reply(f"250-{line}")
         self.reply(f"250 {lines[-1]}")
+
+    def _helo_refused(self, command: str, argument: str) -> bool:
+        """smtpd_helo_restrictions at HELO/EHLO (smtpd_delay_reject = no).
+
+        As Postfix's helo_cmd, the name judged is the one sent, not the
+        neutered copy kept for Received and the log, and a refusal leaves the
+        session as it was: the earlier HELO/EHLO name, protocol and any
+        transaction stand. The reject line names that name as helo=<…> and
+        the protocol so far (SMTP before a first EHLO), as Postfix's does.
+        """
+        name = helo_argument(argument)
+        refusal = self.ctx.restrictions.check_helo(self.client, name)
+        if refusal is None:
+            return False
+        # Postfix's log writer makes the whole line printable; the reply
+        # goes out as it is, the name as the client wrote it.
+        maillog.reject(self.txn.qid, command, self.client.peer, printable(refusal),
+                       self.txn.sender, None, "ESMTP" if self.esmtp else "SMTP",
+                       printable(name))
+        self.ctx.metrics_reject(command, refusal[:3])
+        self.reply(refusal)
+        return True
 
     def ehlo_keywords(self) -> list[str]:
         keywords = ["PIPELINING"]
@@ -667,7 +693,7 @@ class SmtpdProtocol(SMTP):
                        > self.ctx.config.smtpd_recipient_overshoot_limit)
             return
         refusal = None if postmaster else self.ctx.restrictions.check_recipient(
-            self.client, self.txn.sender, recipient)
+            self.client, self.txn.sender, recipient, self.helo)
         if refusal:
             self._reject("RCPT", refusal, self.txn.sender, recipient)
             return
@@ -850,7 +876,7 @@ class SmtpdProtocol(SMTP):
             # restrictions as for RCPT, so VRFY tells an outsider no more than
             # RCPT would (Relay access denied for a foreign address).
             address = addr.qualify(address, self.ctx.config.myorigin)
-            refusal = self.ctx.restrictions.check_recipient(self.client, "", address)
+            refusal = self.ctx.restrictions.check_recipient(self.client, "", address, self.helo)
             if refusal:
                 self._reject("VRFY", refusal, None, address)
                 return

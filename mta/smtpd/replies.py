@@ -57,7 +57,14 @@ RELAY_DENIED = "554 5.7.1 <{address}>: Relay access denied"
 RELAY_DEFERRED = "454 4.7.1 <{address}>: Relay access denied"
 USER_UNKNOWN = ("550 5.1.1 <{address}>: Recipient address rejected: "
                 "User unknown in local recipient table")
-ACCESS_DENIED = "554 5.7.1 <{address}>: {what} address rejected: Access denied"
+# what: Postfix's reply class, "Recipient address" or "Helo command".
+ACCESS_DENIED = "554 5.7.1 <{address}>: {what} rejected: Access denied"
+# The HELO restrictions (smtpd_check.c), with Postfix's default
+# invalid_hostname_reject_code (501) and non_fqdn_reject_code (504); name is
+# the HELO name as it was judged.
+HELO_INVALID = "501 5.5.2 <{name}>: Helo command rejected: Invalid name"
+HELO_INVALID_ADDRESS = "501 5.5.2 <{name}>: Helo command rejected: invalid ip address"
+HELO_NOT_FQDN = "504 5.5.2 <{name}>: Helo command rejected: need fully-qualified hostname"
 
 TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Error: too many connections from {address}"
 SERVER_BUSY = "421 4.7.0 {host} Error: too many connections"

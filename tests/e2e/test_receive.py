@@ -214,3 +214,25 @@ def test_null_sender_and_postmaster_are_accepted(daemon: Daemon) -> None:
         assert smtp.command("Subject: bounce\r\n\r\nx\r\n.").startswith("250 2.0.0 Ok")
     text = daemon.wait_maildir("postmaster")[0].read_text()
     assert text.startswith("Return-Path: <>\nDelivered-To: postmaster@example.test\n")
+
+
+@pytest.mark.parametrize(("delay", "refused", "logged"), [
+    # smtpd_delay_reject = yes (Postfix's default): the refusal answers RCPT.
+    ("yes", "RCPT", "RCPT from localhost[127.0.0.1]: {reply}; from=<bob@example.org> "
+                    "to=<alice@example.test> proto=ESMTP helo=<localhost>"),
+    ("no", "EHLO", "EHLO from localhost[127.0.0.1]: {reply}; proto=SMTP helo=<localhost>"),
+], ids=["delayed-to-rcpt", "at-ehlo"])
+def test_helo_restrictions_refuse_and_log_as_postfix(
+        daemon_factory: DaemonFactory, delay: str, refused: str, logged: str) -> None:
+    reply = "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
+    daemon = daemon_factory(
+        "smtpd_helo_restrictions = reject_invalid_helo_hostname, "
+        f"reject_non_fqdn_helo_hostname\nsmtpd_delay_reject = {delay}\n").start()
+    with RawSmtp(daemon.smtp_port) as smtp:
+        smtp.reply()
+        answers = {"EHLO": smtp.command("EHLO localhost").splitlines()[-1],
+                   "MAIL": smtp.command("MAIL FROM:<bob@example.org>"),
+                   "RCPT": smtp.command("RCPT TO:<alice@example.test>")}
+    assert answers.pop(refused) == reply
+    assert all(answer.startswith("250 ") for answer in answers.values()), answers
+    daemon.wait_log(re.escape("NOQUEUE: reject: " + logged.format(reply=reply)) + "$")
