@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from mta import address as addr
 from mta.config import Config
@@ -63,6 +64,7 @@ class ClientFacts:
 Decision = str | None  # PERMIT, a reject reply, or DUNNO
 Restriction = Callable[[ClientFacts, str, str], Decision]
 HeloRestriction = Callable[[ClientFacts, str], Decision]  # (client, HELO name)
+_R = TypeVar("_R", Restriction, HeloRestriction)
 
 
 class Restrictions:
@@ -88,10 +90,10 @@ class Restrictions:
             "reject": lambda client, sender, rcpt: replies.ACCESS_DENIED.format(
                 address=rcpt, what="Recipient address"),
         }
-        self.relay = self._compile("smtpd_relay_restrictions")
-        self.recipient = self._compile("smtpd_recipient_restrictions")
+        self.relay = self._compile("smtpd_relay_restrictions", self._known)
+        self.recipient = self._compile("smtpd_recipient_restrictions", self._known)
         self._refuse_open_relay()
-        self.helo = self._compile_helo()
+        self.helo = self._compile("smtpd_helo_restrictions", self._helo_known())
         # Postfix's smtpd_delay_reject: the HELO restrictions wait for RCPT
         # (and VRFY), so that the reject is logged with the sender and the
         # recipient, and a client is not turned away before it says whom it
@@ -117,19 +119,9 @@ class Restrictions:
             "one working instance of: reject_unauth_destination, defer_unauth_destination "
             "or reject")
 
-    def _compile(self, name: str) -> list[Restriction]:
-        compiled = []
-        for item in self.config.get(name):
-            function = self._known.get(item.lower())
-            if function is None:
-                raise ConfigError(f"{self.config.where(name)}: {name}: unknown restriction "
-                                  f"{item!r}")
-            compiled.append(function)
-        return compiled
-
-    def _compile_helo(self) -> list[HeloRestriction]:
-        name = "smtpd_helo_restrictions"
-        known = self._helo_known()
+    def _compile(self, name: str, known: Mapping[str, _R]) -> list[_R]:
+        """The list named name, each item looked up in known; an unknown
+        item stops start and reload."""
         compiled = []
         for item in self.config.get(name):
             function = known.get(item.lower())

@@ -214,3 +214,15 @@ async def test_an_undelayed_refusal_leaves_the_session_as_it_was(
     assert ("smtpd: NOQUEUE: reject: HELO from unknown[127.0.0.1]: 504 5.5.2 <localhost>: "
             "Helo command rejected: need fully-qualified hostname; from=<a@client.test> "
             "proto=ESMTP helo=<localhost>") in maillog_lines
+
+
+def test_reject_names_its_reply_class() -> None:
+    """`reject` shares Postfix's "<%s>: %s rejected: Access denied" between
+    the lists; the class is "Helo command" or "Recipient address"."""
+    restrictions = build_parts(from_text(
+        IN_PROCESS_CF + "smtpd_helo_restrictions = reject\n"
+        "smtpd_recipient_restrictions = reject\n")).restrictions
+    assert restrictions.check_helo(CLIENT, "mail.example") == \
+        "554 5.7.1 <mail.example>: Helo command rejected: Access denied"
+    assert restrictions.check_recipient(CLIENT, "a@client.test", "b@mx.test") == \
+        "554 5.7.1 <b@mx.test>: Recipient address rejected: Access denied"
