@@ -15,6 +15,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mta import config as configuration
@@ -105,6 +106,25 @@ def _targets(spool: Spool, qids: list[str], queues: tuple[str, ...]) -> list[tup
     return found
 
 
+def _chase(spool: Spool, qid: str, queue: str, queues: tuple[str, ...],
+           act: Callable[[str, str], bool]) -> bool:
+    """act(queue, qid) on a message the running queue manager may be moving
+    meanwhile (deferred/ to active/ for a retry, back after it): when the
+    file is gone from where it was found, look again, a few times, as long
+    as it is in one of queues. False when it is gone for good."""
+    for _ in range(5):
+        try:
+            if act(queue, qid):
+                return True
+        except FileNotFoundError:
+            pass
+        found = spool.find(qid)
+        if found is None or found not in queues:
+            return False
+        queue = found
+    return False
+
+
 def _plural(count: int) -> str:
     return f"{count} message{'s' if count != 1 else ''}"
 
@@ -112,9 +132,9 @@ def _plural(count: int) -> str:
 def delete(args: argparse.Namespace) -> int:
     _, spool = _open(args)
     count = 0
-    for qid, queue in _targets(spool, args.qids, ("incoming", "active", "deferred", "hold",
-                                                   "corrupt")):
-        if spool.remove(queue, qid):
+    queues = ("incoming", "active", "deferred", "hold", "corrupt")
+    for qid, queue in _targets(spool, args.qids, queues):
+        if _chase(spool, qid, queue, queues, spool.remove):
             count += 1
             maillog.removed(qid, program="postsuper")
             print(f"postsuper: {qid}: removed", file=sys.stderr)
@@ -125,9 +145,14 @@ def delete(args: argparse.Namespace) -> int:
 def hold(args: argparse.Namespace) -> int:
     _, spool = _open(args)
     count = 0
-    for qid, queue in _targets(spool, args.qids, ("incoming", "active", "deferred")):
-        with contextlib.suppress(FileNotFoundError):
-            spool.move(qid, queue, "hold")
+    queues = ("incoming", "active", "deferred")
+
+    def to_hold(queue: str, qid: str) -> bool:
+        spool.move(qid, queue, "hold")
+        return True
+
+    for qid, queue in _targets(spool, args.qids, queues):
+        if _chase(spool, qid, queue, queues, to_hold):
             count += 1
             maillog.held(qid)
             print(f"postsuper: {qid}: placed on hold", file=sys.stderr)
