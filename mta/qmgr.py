@@ -555,10 +555,10 @@ class QueueManager:
                 ending = await self.spool.run(self.spool.finish_deferred, qid, handed,
                                               records, when)
             else:
-                # The records are for a file moved out of active/ meanwhile.
+                # The records, made only for a file moved out of active/ meanwhile.
                 ending = await self.spool.run(
                     self.spool.finish_removed, qid, handed,
-                    [self._record(res, now) for _, res in (*done, *bounced)])
+                    lambda: [self._record(res, now) for _, res in (*done, *bounced)])
         finally:
             if fd is not None:  # cancelled (stop) while a notice was being queued
                 os.close(fd)

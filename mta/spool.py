@@ -404,10 +404,13 @@ class Spool:
         return fd
 
     def finish_removed(self, qid: str, fd: int | None,
-                       records: list[dict[str, Any]]) -> Ending:
+                       records: list[dict[str, Any]] | Callable[[], list[dict[str, Any]]]
+                       ) -> Ending:
         """The last recipient is done: remove active/QID ("removed"). If the
         file left active/ during the attempt, the records go into it where it
-        is ("held"), unless it was deleted. Closes fd."""
+        is ("held"), unless it was deleted. Closes fd. records may be a
+        function that makes them: they are needed only in that rare case, and
+        this runs once per delivered message."""
         try:
             try:
                 os.unlink(self.file("active", qid))
@@ -420,7 +423,7 @@ class Spool:
                     return "deleted"
             if _deleted(fd):
                 return "deleted"
-            self.record(fd, records)
+            self.record(fd, records() if callable(records) else records)
             return "held"
         finally:
             if fd is not None:
