@@ -24,16 +24,29 @@ from mta.config import Config
 _ANY: dict[str, int | None] = {"": None, "0.0.0.0": 4, "::": 6}
 
 
-def bindable(address: str) -> bool:
-    """True when address belongs to this machine: the kernel binds a socket to
-    it only then (all of 127/8 counts, as the loopback interface has it)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+def this_machines(address: str) -> bool:
+    """True when address belongs to this machine: all of 127/8 and ::1 (the
+    loopback interface's), or an address the kernel routes to itself, which
+    it then also picks as the source of a datagram socket connected to it
+    (no packet is sent). Not a test bind(): with net.ipv4.ip_nonlocal_bind
+    = 1, usual on hosts that carry floating service addresses, any address
+    binds, and every server on the Internet would look like us. Postfix reads
+    the interface list (inet_addr_local); the kernel's own answer is the
+    same fact without parsing it."""
     try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.bind((address, 0))
-    except OSError:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
         return False
-    return True
+    if ip.is_loopback:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((address, 9))
+            source = str(sock.getsockname()[0]).partition("%")[0]
+    except OSError:
+        return False  # no route: certainly not ours
+    return ipaddress.ip_address(source) == ip
 
 
 def _numeric(host: str) -> list[str]:
@@ -55,7 +68,7 @@ class Myself:
     on which every local address (of one IP version, or of both) is ours."""
 
     def __init__(self, endpoints: Iterable[tuple[str, int]], *,
-                 is_local: Callable[[str], bool] = bindable) -> None:
+                 is_local: Callable[[str], bool] = this_machines) -> None:
         self._exact: set[tuple[str, int]] = set()
         self._any: dict[int, set[int | None]] = {}  # port -> IP versions (None: both)
         self._is_local = is_local
@@ -69,7 +82,7 @@ class Myself:
 
     @classmethod
     def from_config(cls, config: Config, *,
-                    is_local: Callable[[str], bool] = bindable) -> Myself:
+                    is_local: Callable[[str], bool] = this_machines) -> Myself:
         """The smtpd listeners of config (the names resolved once, here)."""
         return cls(((listener.address.host, listener.address.port)
                     for listener in config.listeners), is_local=is_local)
@@ -85,7 +98,7 @@ class Myself:
         versions = self._any.get(port)
         if not versions or not (None in versions or ip.version in versions):
             return False
-        # Asked afresh each time (a socket and a bind, some microseconds next
+        # Asked afresh each time (a socket and a connect, some microseconds next
         # to the connection that follows), so an address the machine gains or
         # loses while we run is judged right; Postfix reads its list once.
         return self._is_local(str(ip))

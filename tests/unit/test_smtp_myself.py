@@ -1,11 +1,17 @@
-"""Which servers are our own listeners (mta/smtp/myself.py): a table, and the real bind test."""
+"""Which servers are our own listeners (mta/smtp/myself.py): a table, and
+the real test of this machine's addresses."""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from mta.config import from_text
-from mta.smtp.myself import Myself, bindable
+from mta.smtp.myself import Myself, this_machines
+from tests.helpers import REPO
 
 LOCAL = {"127.0.0.1", "192.0.2.10", "2001:db8::10", "::1"}  # the fake machine's addresses
 
@@ -37,7 +43,35 @@ def test_listener_names_are_resolved_once() -> None:
     assert not myself.listens_at("127.0.0.1", 2527)
 
 
-def test_bindable_is_true_only_for_this_machines_addresses() -> None:
-    assert bindable("127.0.0.1")
-    assert bindable("127.0.0.2")  # all of 127/8 is the loopback interface's
-    assert not bindable("192.0.2.1")  # TEST-NET-1, nobody's
+def test_only_this_machines_addresses_are_ours() -> None:
+    assert this_machines("127.0.0.1")
+    assert this_machines("127.0.0.2")  # all of 127/8 is the loopback interface's
+    assert this_machines("::1")
+    assert not this_machines("203.0.113.7")  # TEST-NET-3, nobody's
+    assert not this_machines("not an address")
+
+
+NONLOCAL_BIND = """
+import sys
+from mta.smtp.myself import this_machines
+print(this_machines("203.0.113.7"), this_machines("127.0.0.1"))
+"""
+
+
+def test_a_host_that_binds_any_address_still_knows_its_own() -> None:
+    """With net.ipv4.ip_nonlocal_bind = 1 (hosts with floating service
+    addresses) a test bind succeeds for any address; in a network namespace
+    of its own with that setting, a remote server must still not be us
+    (else every delivery would bounce "loops back to myself")."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare(1) is not installed")
+    # A default route (through lo) makes the remote address routable, so the
+    # answer is the kernel's choice of source, not a missing route.
+    script = ("echo 1 > /proc/sys/net/ipv4/ip_nonlocal_bind && ip link set lo up && "
+              f"ip route add default dev lo && {sys.executable} -c '{NONLOCAL_BIND}'")
+    result = subprocess.run([unshare, "-rn", "sh", "-c", script], capture_output=True,
+                            text=True, timeout=60, cwd=REPO)
+    if result.returncode != 0 and "Operation not permitted" in result.stderr:
+        pytest.skip(f"no network namespace here: {result.stderr.strip()}")
+    assert result.stdout.split() == ["False", "True"], result.stderr
