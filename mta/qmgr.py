@@ -600,6 +600,9 @@ class QueueManager:
         elif ending == "held":
             maillog.warning("qmgr", f"{qid}: placed on hold during delivery; "
                             "its recipients' results are recorded in the held file")
+        elif ending == "moved":
+            maillog.warning("qmgr", f"{qid}: held and released during delivery; "
+                            "its recipients' results are recorded in the queue file")
         elif ending == "deleted":
             maillog.warning("qmgr", f"{qid}: remove {qid} from active: "
                             "No such file or directory")

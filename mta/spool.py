@@ -48,8 +48,9 @@ _THREADS = 8  # concurrent fsyncs share journal commits
 # Status records are appended; read-write for the look at the last byte.
 _FOR_RECORDS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
 # How a delivery attempt left its queue file (Spool.finish_removed and
-# finish_deferred): held and deleted mean mta queue moved or removed it meanwhile.
-Ending = Literal["removed", "deferred", "held", "deleted"]
+# finish_deferred): held, moved (held and released again) and deleted mean mta queue
+# acted on it meanwhile.
+Ending = Literal["removed", "deferred", "held", "moved", "deleted"]
 T = TypeVar("T")
 
 
@@ -383,13 +384,21 @@ class Spool:
 
     def open_records(self, qid: str) -> int | None:
         """The queue file of a message under delivery, opened for its status
-        records: in active/, or in hold/ if it was placed on hold meanwhile;
-        None when it was deleted. (Held and released again between the two
-        looks, it would be missed: two operator commands within microseconds.)"""
-        for queue in ("active", "hold"):
+        records: in active/, or wherever mta queue moved it meanwhile (hold/,
+        or deferred/ when it was held and released during the attempt); None
+        when it was deleted. The queue manager does not start a message that
+        is under delivery, so no other attempt writes to it meanwhile. (Moved
+        between two of these looks it would be missed: two operator commands
+        within microseconds.)"""
+        for queue in ("active", "hold", "deferred", "incoming"):
             with contextlib.suppress(FileNotFoundError):
                 return os.open(self.file(queue, qid), _FOR_RECORDS)
         return None
+
+    def _moved_ending(self, qid: str) -> Ending:
+        """How to report a file mta queue moved during its attempt: held, or
+        moved (released from hold again, now in deferred/)."""
+        return "held" if self.find(qid) == "hold" else "moved"
 
     def open_and_record(self, qid: str, records: list[dict[str, Any]]) -> int | None:
         """open_records, then record: one trip to a disk thread. The caller
@@ -424,7 +433,7 @@ class Spool:
             if _deleted(fd):
                 return "deleted"
             self.record(fd, records() if callable(records) else records)
-            return "held"
+            return self._moved_ending(qid)
         finally:
             if fd is not None:
                 os.close(fd)
@@ -446,7 +455,7 @@ class Spool:
             try:
                 os.rename(self.file("active", qid), self.file("deferred", qid))
             except FileNotFoundError:
-                return "deleted" if _deleted(fd) else "held"
+                return "deleted" if _deleted(fd) else self._moved_ending(qid)
             return "deferred"
         finally:
             if fd is not None:

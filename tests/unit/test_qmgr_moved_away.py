@@ -43,6 +43,9 @@ class OperatorMidDelivery:
         qid = request.envelope.qid
         if self.action == "hold":
             self.spool.move(qid, "active", "hold")  # what mta queue hold does
+        elif self.action == "hold-release":
+            self.spool.move(qid, "active", "hold")
+            self.spool.move(qid, "hold", "deferred", mtime=time.time())  # mta queue release
         else:
             os.unlink(self.spool.file("active", qid))  # mta queue delete
         results = [DeliveryResult(r.index, "sent", "2.0.0", "250 2.0.0 Ok")
@@ -69,7 +72,7 @@ async def _queue(spool: Spool, recipients: list[str]) -> str:
 
 
 @pytest.mark.parametrize("defer_last", [False, True], ids=["all-done", "one-deferred"])
-@pytest.mark.parametrize("action", ["hold", "delete"])
+@pytest.mark.parametrize("action", ["hold", "hold-release", "delete"])
 async def test_a_message_moved_away_during_delivery(tmp_path: Path, lines: list[str],
                                                     action: str, defer_last: bool) -> None:
     config = from_text("myhostname = mx.test\nmydestination = mx.test\n")
@@ -89,6 +92,11 @@ async def test_a_message_moved_away_during_delivery(tmp_path: Path, lines: list[
                 "results are recorded in the held file" in lines
             # Released, only what was deferred is delivered again.
             assert spool.read("hold", qid).pending() == ([1] if defer_last else [])
+        elif action == "hold-release":
+            # Released while the attempt ran: its results still reach the file.
+            assert f"qmgr: warning: {qid}: held and released during delivery; its " \
+                "recipients' results are recorded in the queue file" in lines
+            assert spool.read("deferred", qid).pending() == ([1] if defer_last else [])
         else:
             assert f"qmgr: warning: {qid}: remove {qid} from active: " \
                 "No such file or directory" in lines
