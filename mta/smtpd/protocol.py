@@ -169,7 +169,10 @@ class SmtpdProtocol(SMTP):
     async def flush(self) -> None:
         if self._delay:
             delay, self._delay = self._delay, 0.0
-            await asyncio.sleep(delay)  # the tarpit (reply); the client waits for us
+            # The tarpit; the client waits for us, so the idle timer must not
+            # count this as its silence (smtpd_timeout starts after it).
+            self._reset_timeout(delay + self._timeout_duration)
+            await asyncio.sleep(delay)
         if self._out and self.transport is not None and not self.transport.is_closing():
             data, self._out = b"".join(self._out), []
             self._writer.write(data)
@@ -396,6 +399,9 @@ class SmtpdProtocol(SMTP):
         here; an asynchronous one (DATA, STARTTLS, AUTH) comes back as an
         awaitable, and the caller counts it when it is done. pending: what
         the client sent after this line, already here."""
+        # Postfix's smtpd_token skips leading blanks: " MAIL FROM:<a>" is
+        # MAIL, and a line of blanks is an empty command.
+        line = line.lstrip(b" \t")
         if not line:
             self._count("unknown", False)
             self.reply(replies.BAD_SYNTAX)
@@ -445,6 +451,8 @@ class SmtpdProtocol(SMTP):
         """Not a command at all (Postfix's smtpd_forbidden_commands, its
         is_header test and the regexp:{{/^[^A-Z]/ Bogus}} of its default):
         an HTTP request, message content, or binary such as a ClientHello."""
+        if not verb:
+            return False  # leading blanks: not a word at all, let alone a forbidden one
         if not b"A" <= verb[:1].upper() <= b"Z" or _HEADER_LABEL.match(verb):
             return True
         name = verb.upper().decode("ascii", "replace")

@@ -129,6 +129,13 @@ async def test_non_smtp_commands_end_the_session(server: SmtpdServer, maillog_li
         in maillog_lines
 
 
+async def test_leading_blanks_are_skipped_as_postfix_skips_them(server: SmtpdServer) -> None:
+    steps = [(EHLO, OK_EHLO), (b" MAIL FROM:<a@b.test>\r\n", ["250 2.1.0 Ok"]),
+             (b"   \r\n", ["500 5.5.2 Error: bad syntax"]), (b"\tRSET\r\n", ["250 2.0.0 Ok"]),
+             (b" \x00\r\n", ["500 5.5.2 Error: bad syntax"])]
+    assert await converse(server, *steps) == [expected for _, expected in steps]
+
+
 async def test_an_unknown_command_is_still_only_unknown(server: SmtpdServer) -> None:
     steps = [(b"XYZZY\r\n", ["502 5.5.2 Error: command not recognized"]),
              (b"NOOP\r\n", ["250 2.0.0 Ok"])]

@@ -87,3 +87,19 @@ async def test_a_queued_message_ends_the_tarpit(client: Client) -> None:
     # Postfix's "forgive any previous client errors": no more waiting.
     replies, took = await client.timed("NOOP")
     assert replies == ["250 2.0.0 Ok"] and took < SLEEP
+
+
+async def test_the_tarpit_is_not_the_clients_silence(tmp_path: Path) -> None:
+    """Sleeping for a pipelined group past the soft limit can take longer
+    than smtpd_timeout: that is our wait, not the client's idleness."""
+    cf = CF.replace("smtpd_soft_error_limit = 3", "smtpd_soft_error_limit = 1") \
+        + "smtpd_timeout = 1s\n"
+    async with in_process_smtpd(tmp_path, cf) as smtpd:
+        reader, writer = await asyncio.open_connection("127.0.0.1", smtpd.port)
+        client = Client(reader, writer)
+        assert (await client.reply()).startswith("220 ")
+        await client.timed("EHLO client.test")
+        await client.timed("XYZZY")  # the one error: every reply waits from now on
+        replies, took = await client.timed("RSET", "RSET", "RSET", "RSET")  # 4 × 0.3s > 1s
+        assert replies == ["250 2.0.0 Ok"] * 4 and took >= 4 * SLEEP
+        writer.close()
