@@ -24,6 +24,7 @@ from tests.runenv import free_port, mta_env
 
 if TYPE_CHECKING:
     from mta.config import Config
+    from tests.fakes.certs import TestCA
     from mta.smtpd.server import SmtpdContext, SmtpdServer
     from mta.spool import Spool
 
@@ -64,6 +65,18 @@ async def start_in_process_smtpd(config: Config, spool: Spool,
     return smtpd
 
 
+def in_process_tls_cf(tmp_path: Path, extra: str = "") -> tuple[str, TestCA]:
+    """main.cf text for an in-process listener that offers STARTTLS with a
+    certificate for localhost from a new test CA (returned too)."""
+    from tests.fakes.certs import TestCA
+
+    ca = TestCA(directory=tmp_path)
+    leaf = ca.issue("localhost", stem="server")
+    return (IN_PROCESS_CF + "smtpd_tls_security_level = may\n"
+            f"smtpd_tls_cert_file = {leaf.cert_file}\nsmtpd_tls_key_file = {leaf.key_file}\n"
+            + extra), ca
+
+
 @contextlib.asynccontextmanager
 async def in_process_smtpd(tmp_path: Path, main_cf: str,
                            protocol: Callable[[SmtpdContext], asyncio.Protocol] | None = None,
@@ -74,6 +87,11 @@ async def in_process_smtpd(tmp_path: Path, main_cf: str,
     from mta.spool import Spool
 
     config = from_text(main_cf + f"queue_directory = {tmp_path / 'queue'}\n")
+    if "security" not in context and config.smtpd_tls_security_level != "none":
+        from mta.sasl import FailureTracker
+        from mta.smtpd.security import build_security
+
+        context["security"], _ = build_security(config, FailureTracker())
     spool = Spool(tmp_path / "queue", lane=0, fsync=False)
     spool.create()
     try:

@@ -11,6 +11,7 @@ records only, so it must get no cleartext 421; it is closed without a byte.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,13 +19,9 @@ from pathlib import Path
 import pytest
 
 from mta.config import from_text
-from mta.sasl import FailureTracker
 from mta.smtpd.secure import SecureSmtpdProtocol
-from mta.smtpd.security import build_security
 from mta.smtpd.server import ConnectionRegistry, SmtpdContext, SmtpdServer
-from mta.spool import Spool
-from tests.fakes.certs import TestCA
-from tests.helpers import start_in_process_smtpd, until
+from tests.helpers import in_process_smtpd, in_process_tls_cf, until
 from tests.unit.test_connection_counts import FakeAnvil
 
 
@@ -36,44 +33,29 @@ class Sessions(SecureSmtpdProtocol):
         Sessions.made.append(self)
 
 
-async def start_server(tmp_path: Path, extra: str) -> tuple[SmtpdServer, FakeAnvil]:
-    ca = TestCA(directory=tmp_path)
-    leaf = ca.issue("localhost", stem="server")
-    config = from_text(f"""\
-myhostname = mx.test
-mynetworks = 127.0.0.0/8
-smtpd_peername_lookup = no
-smtp/inet = 127.0.0.1:0
-queue_directory = {tmp_path / 'queue'}
-smtpd_tls_security_level = may
-smtpd_tls_cert_file = {leaf.cert_file}
-smtpd_tls_key_file = {leaf.key_file}
-smtpd_client_connection_limit = 1
-{extra}""")
-    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
-    spool.create()
-    security, _ = build_security(config, FailureTracker())
-    connections = ConnectionRegistry(config)
+@contextlib.asynccontextmanager
+async def tls_server(tmp_path: Path, extra: str
+                     ) -> AsyncIterator[tuple[SmtpdServer, FakeAnvil]]:
+    """A TLS listener of one connection whose count the test's anvil decides."""
+    cf, _ca = in_process_tls_cf(tmp_path, "smtpd_client_connection_limit = 1\n" + extra)
+    connections = ConnectionRegistry(from_text(cf))
     anvil = FakeAnvil()
     connections.anvil = anvil
     Sessions.made = []
-    smtpd = await start_in_process_smtpd(config, spool, Sessions, connections=connections,
-                                         security=security)
-    return smtpd, anvil
+    async with in_process_smtpd(tmp_path, cf, Sessions, connections=connections) as smtpd:
+        yield smtpd, anvil
 
 
 @pytest.fixture
 async def wrapper_server(tmp_path: Path) -> AsyncIterator[tuple[SmtpdServer, FakeAnvil]]:
-    smtpd, anvil = await start_server(tmp_path, "smtpd_tls_wrappermode = yes\n")
-    yield smtpd, anvil
-    smtpd.stop_accepting()
+    async with tls_server(tmp_path, "smtpd_tls_wrappermode = yes\n") as served:
+        yield served
 
 
 @pytest.fixture
 async def starttls_server(tmp_path: Path) -> AsyncIterator[tuple[SmtpdServer, FakeAnvil]]:
-    smtpd, anvil = await start_server(tmp_path, "")
-    yield smtpd, anvil
-    smtpd.stop_accepting()
+    async with tls_server(tmp_path, "") as served:
+        yield served
 
 
 async def the_rest(reader: asyncio.StreamReader) -> bytes:

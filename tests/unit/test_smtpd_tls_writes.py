@@ -17,14 +17,10 @@ from typing import Any
 
 import pytest
 
-from mta.config import from_text
-from mta.sasl import FailureTracker
 from mta.smtpd.secure import SecureSmtpdProtocol
-from mta.smtpd.security import build_security
 from mta.smtpd.server import SmtpdServer
-from mta.spool import Spool
 from tests.fakes.certs import TestCA
-from tests.helpers import start_in_process_smtpd, until
+from tests.helpers import in_process_smtpd, in_process_tls_cf, until
 
 
 class CountingTransport:
@@ -54,26 +50,10 @@ class CountingSession(SecureSmtpdProtocol):
 
 @pytest.fixture
 async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[SmtpdServer, TestCA]]:
-    ca = TestCA(directory=tmp_path)
-    leaf = ca.issue("localhost", stem="server")
-    config = from_text(f"""\
-myhostname = mx.test
-mynetworks = 127.0.0.0/8
-smtpd_peername_lookup = no
-smtp/inet = 127.0.0.1:0
-queue_directory = {tmp_path / 'queue'}
-smtpd_tls_security_level = may
-smtpd_tls_cert_file = {leaf.cert_file}
-smtpd_tls_key_file = {leaf.key_file}
-""")
-    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
-    spool.create()
-    security, _ = build_security(config, FailureTracker())
+    cf, ca = in_process_tls_cf(tmp_path)
     CountingSession.writes = []
-    smtpd = await start_in_process_smtpd(config, spool, CountingSession, security=security)
-    yield smtpd, ca
-    smtpd.stop_accepting()
-    spool.close()
+    async with in_process_smtpd(tmp_path, cf, CountingSession) as smtpd:
+        yield smtpd, ca
 
 
 async def _reply(reader: asyncio.StreamReader) -> bytes:
