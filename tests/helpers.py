@@ -24,9 +24,9 @@ from tests.runenv import free_port, mta_env
 
 if TYPE_CHECKING:
     from mta.config import Config
-    from tests.fakes.certs import TestCA
     from mta.smtpd.server import SmtpdContext, SmtpdServer
     from mta.spool import Spool
+    from tests.fakes.certs import TestCA
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
