@@ -104,6 +104,16 @@ async def in_process_smtpd(tmp_path: Path, main_cf: str,
         spool.close()
 
 
+async def read_reply(reader: asyncio.StreamReader) -> str:
+    """The last line of the next (possibly multi-line) reply; fails when the
+    server closed instead."""
+    while True:
+        line = await asyncio.wait_for(reader.readline(), 10)
+        assert line, "connection closed"
+        if line[3:4] != b"-":
+            return line.decode().rstrip("\r\n")
+
+
 async def until(predicate: Callable[[], object], timeout: float = 5.0,
                 interval: float = 0.005) -> None:
     """Poll predicate on the running event loop (in-process servers); fail after timeout."""

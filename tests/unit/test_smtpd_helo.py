@@ -22,10 +22,7 @@ from mta.smtpd.checks import (
     reject_invalid_helo_hostname,
     reject_non_fqdn_helo_hostname,
 )
-from mta.smtpd.secure import SecureSmtpdProtocol
-from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
-from mta.spool import Spool
-from tests.helpers import IN_PROCESS_CF
+from tests.helpers import IN_PROCESS_CF, in_process_smtpd, read_reply
 
 CLIENT = ClientFacts(address="192.0.2.1")
 STRICT = "smtpd_helo_restrictions = reject_invalid_helo_hostname, " \
@@ -91,42 +88,20 @@ Converse = Callable[[list[str]], Awaitable[list[str]]]
 async def receiver(tmp_path: Path, extra: str) -> AsyncIterator[Converse]:
     """An in-process receiver with IN_PROCESS_CF plus extra; yields a function
     that sends commands one at a time and returns the last line of each reply."""
-    config = from_text(IN_PROCESS_CF + extra + f"queue_directory = {tmp_path / 'queue'}\n")
-    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
-    spool.create()
-    ctx = SmtpdContext(
-        config=config, listener=config.listeners[0], spool=spool,
-        restrictions=build_parts(config).restrictions,
-        connections=ConnectionRegistry(config), names=NameCache(False),
-        on_queued=lambda envelope: None, loop=asyncio.get_running_loop())
-    smtpd = SmtpdServer(ctx, SecureSmtpdProtocol)
-    await smtpd.start()
+    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + extra) as smtpd:
+        async def converse(commands: list[str]) -> list[str]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", smtpd.port)
+            try:
+                await read_reply(reader)  # the greeting
+                answers = []
+                for command in commands:
+                    writer.write(command.encode() + b"\r\n")
+                    answers.append(await read_reply(reader))
+                return answers
+            finally:
+                writer.close()
 
-    async def converse(commands: list[str]) -> list[str]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", smtpd.port)
-        try:
-            await _reply(reader)  # the greeting
-            answers = []
-            for command in commands:
-                writer.write(command.encode() + b"\r\n")
-                answers.append(await _reply(reader))
-            return answers
-        finally:
-            writer.close()
-
-    try:
         yield converse
-    finally:
-        smtpd.stop_accepting()
-        spool.close()
-
-
-async def _reply(reader: asyncio.StreamReader) -> str:
-    while True:
-        line = await asyncio.wait_for(reader.readline(), 10)
-        assert line, "connection closed"
-        if line[3:4] != b"-":
-            return line.decode().rstrip("\r\n")
 
 
 TRANSACTION = ["MAIL FROM:<a@client.test>", "RCPT TO:<b@relay.test>"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mta.smtpd.server import SmtpdServer
-from tests.helpers import IN_PROCESS_CF, in_process_smtpd
+from tests.helpers import IN_PROCESS_CF, in_process_smtpd, read_reply
 
 CF = IN_PROCESS_CF
 
@@ -24,24 +24,15 @@ async def server(tmp_path: Path) -> AsyncIterator[SmtpdServer]:
         yield smtpd
 
 
-async def _reply(reader: asyncio.StreamReader) -> str:
-    """The last line of the next reply."""
-    while True:
-        line = await asyncio.wait_for(reader.readline(), 10)
-        assert line, "connection closed"
-        if line[3:4] != b"-":
-            return line.decode().rstrip("\r\n")
-
-
 async def _converse(server: SmtpdServer, commands: list[str]) -> list[str]:
     """The replies to EHLO and then to commands, one at a time."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
-        assert (await _reply(reader)).startswith("220 ")
+        assert (await read_reply(reader)).startswith("220 ")
         replies = []
         for command in ["EHLO client.test", *commands]:
             writer.write(command.encode() + b"\r\n")
-            replies.append(await _reply(reader))
+            replies.append(await read_reply(reader))
         return replies[1:]
     finally:
         writer.close()
