@@ -533,8 +533,8 @@ class QueueManager:
                     # Recipients already delivered are recorded before the bounce
                     # is tried: if it fails, the retry must not deliver them again
                     # (Postfix marks done recipients as it goes).
-                    fd = await self.spool.run(self.spool.open_and_record, qid,
-                                              [self._record(res, now) for _, res in done])
+                    fd = await self._open_and_record(
+                        qid, [self._record(res, now) for _, res in done])
                     if fd is None:
                         self._ended(qid, "deleted")
                         return  # deleted by mta queue delete: nothing to bounce
@@ -567,6 +567,17 @@ class QueueManager:
             if self._next_due == when:
                 self._rearm.set()  # the runner's timer must fire earlier
         self._ended(qid, ending)
+
+    async def _open_and_record(self, qid: str, records: list[dict[str, object]]) -> int | None:
+        """Spool.open_and_record, whose descriptor is closed even when this
+        task is cancelled (at stop) while the disk thread is opening it: the
+        call then goes on, shielded, and its result is closed when it comes."""
+        opening = asyncio.ensure_future(self.spool.run(self.spool.open_and_record, qid, records))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)
+            raise
 
     async def _deferral(self, attempt: _Attempt, unrecorded: list[tuple[Recipient,
                                                                          DeliveryResult]],
@@ -664,3 +675,11 @@ class QueueManager:
         if next_attempt is not None:
             record["next"] = round(next_attempt, 3)
         return record
+
+
+def _close_opened(opening: asyncio.Future[int | None]) -> None:
+    """Close the descriptor a cancelled _open_and_record got after all."""
+    if not opening.cancelled() and opening.exception() is None:
+        fd = opening.result()
+        if fd is not None:
+            os.close(fd)

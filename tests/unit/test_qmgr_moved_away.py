@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -207,4 +208,49 @@ async def test_a_message_moved_away_around_its_bounce(tmp_path: Path, lines: lis
         assert agent.calls == 1
     finally:
         await qmgr.stop(grace=0)
+        spool.close()
+
+
+class SlowToOpen(Spool):
+    """open_and_record waits, in its disk thread, until the test lets it go."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entered = threading.Event()
+        self.go = threading.Event()
+        self.opened: int | None = None
+
+    def open_and_record(self, qid: str, records: list[dict[str, Any]]) -> int | None:
+        self.entered.set()
+        self.go.wait(10)
+        self.opened = super().open_and_record(qid, records)
+        return self.opened
+
+
+def _closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+async def test_a_first_record_cancelled_at_stop_leaves_no_descriptor_open(
+        tmp_path: Path) -> None:
+    config = from_text("myhostname = mx.test\nmydestination = mx.test\n")
+    spool = SlowToOpen(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)), {})
+    try:
+        qid = await _queue(spool, ["a@remote.test"])
+        spool.move(qid, "incoming", "active")
+        opening = asyncio.ensure_future(qmgr._open_and_record(qid, []))
+        await until(spool.entered.is_set)
+        opening.cancel()  # the queue manager stopped meanwhile
+        spool.go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        await until(lambda: spool.opened is not None and _closed(spool.opened))
+    finally:
+        spool.go.set()
         spool.close()
