@@ -78,6 +78,8 @@ def build_parts(config: Config) -> Parts:
     mailboxes = Mailboxes.from_config(config)
     restrictions = Restrictions(config, mailboxes,
                                 relay_clientcerts=relay_clientcerts_lookup(config))
+    for warning in restrictions.warnings:
+        maillog.warning("master", warning)
     return Parts(mailboxes, restrictions, Router(config, mailboxes))
 
 

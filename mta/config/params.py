@@ -196,9 +196,21 @@ _list("smtpd_helo_restrictions", "",
       "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, "
       "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname. Skipped for a client "
       "that sent no HELO/EHLO.")
+_list("smtpd_sender_restrictions", "",
+      "Restrictions on the MAIL FROM address: permit_mynetworks, permit_sasl_authenticated, "
+      "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, "
+      "reject_sender_login_mismatch, reject_authenticated_sender_login_mismatch, "
+      "reject_unauthenticated_sender_login_mismatch (the last three judge "
+      "smtpd_sender_login_maps, and are ignored with a warning where "
+      "smtpd_sasl_auth_enable = no). The null sender skips the login checks.")
+_str("smtpd_sender_login_maps", "",
+     "Tables from envelope sender to the SASL login names that own it (separated by commas "
+     "or spaces), looked up as user+ext@domain, user@domain, user+ext and user (local "
+     "domains only), then @domain.")
 _bool("smtpd_delay_reject", "yes",
-      "Evaluate smtpd_helo_restrictions at RCPT TO (and VRFY), so that the refusal is the "
-      "reply to RCPT and is logged with the sender and recipient, rather than at HELO/EHLO.")
+      "Evaluate smtpd_helo_restrictions and smtpd_sender_restrictions at RCPT TO (the HELO "
+      "ones at VRFY too), so that the refusal is the reply to RCPT and is logged with the "
+      "sender and recipient, rather than at HELO/EHLO and MAIL FROM.")
 _p("smtpd_forbid_bare_newline", "normalize", t.choice("normalize", "reject", "no"),
    "Bare LF (or CR) line endings: normalize them to CRLF, or reject the session.")
 _int("line_length_limit", "2048",

@@ -1,10 +1,11 @@
-"""smtpd restrictions: HELO, relay control and recipient checks, as pure decisions.
+"""smtpd restrictions: HELO, sender, relay control and recipient checks, as pure decisions.
 
 The lists are Postfix's: ``smtpd_relay_restrictions`` is evaluated for every
 RCPT, then ``smtpd_recipient_restrictions``, then the implicit
 ``reject_unlisted_recipient`` for local domains; ``smtpd_helo_restrictions``
 judge the HELO/EHLO name, at RCPT with ``smtpd_delay_reject`` (the default)
-or at HELO/EHLO itself. Each restriction answers permit, reject (with its
+or at HELO/EHLO itself; ``smtpd_sender_restrictions`` likewise judge the
+envelope sender at RCPT or at MAIL. Each restriction answers permit, reject (with its
 reply) or "dunno" (go on); the first answer that is not dunno ends the list.
 The protocol asks; this module decides.
 """
@@ -15,13 +16,16 @@ import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from mta import address as addr
 from mta.config import Config
 from mta.errors import ConfigError
 from mta.mailboxes import Mailboxes
+from mta.maps import TableList, open_tables
 from mta.smtpd import hostnames, replies
+from mta.smtpd.sender_login import SenderLogins, access_denied
 
 PERMIT = "permit"
 DUNNO = None
@@ -64,7 +68,10 @@ class ClientFacts:
 Decision = str | None  # PERMIT, a reject reply, or DUNNO
 Restriction = Callable[[ClientFacts, str, str], Decision]
 HeloRestriction = Callable[[ClientFacts, str], Decision]  # (client, HELO name)
-_R = TypeVar("_R", Restriction, HeloRestriction)
+SenderRestriction = Callable[[ClientFacts, str], Decision]  # (client, MAIL FROM address)
+_R = TypeVar("_R", Restriction, HeloRestriction, SenderRestriction)
+_LOGIN_MISMATCH = ("reject_sender_login_mismatch", "reject_authenticated_sender_login_mismatch",
+                   "reject_unauthenticated_sender_login_mismatch")
 
 
 class Restrictions:
@@ -101,6 +108,15 @@ class Restrictions:
         # caller's cost with the empty default is one attribute test.
         self.helo_at_helo = bool(self.helo) and not config.smtpd_delay_reject
         self.helo_at_rcpt = bool(self.helo) and config.smtpd_delay_reject
+        maps = config.smtpd_sender_login_maps
+        self.sender_logins = SenderLogins(
+            open_tables(maps, Path(config.directory)) if maps else TableList([]),
+            config.recipient_delimiter, mailboxes.is_local_domain)
+        self.warnings: list[str] = []  # logged by whoever builds the restrictions
+        self.sender = self._compile("smtpd_sender_restrictions", self._sender_known())
+        # The same two moments as the HELO restrictions (smtpd_delay_reject).
+        self.sender_at_mail = bool(self.sender) and not config.smtpd_delay_reject
+        self.sender_at_rcpt = bool(self.sender) and config.smtpd_delay_reject
 
     def _refuse_open_relay(self) -> None:
         """Postfix refuses to start (smtpd_check.c) unless one of the two
@@ -150,6 +166,38 @@ class Restrictions:
             "reject_non_fqdn_hostname": reject_non_fqdn_helo_hostname,
         }
 
+    def _sender_known(self) -> dict[str, SenderRestriction]:
+        def about_client(restriction: Restriction) -> SenderRestriction:
+            return lambda client, sender: restriction(client, sender, "")
+
+        known: dict[str, SenderRestriction] = {
+            "permit_mynetworks": about_client(self._permit_mynetworks),
+            "permit_sasl_authenticated": about_client(self._permit_sasl_authenticated),
+            "permit_tls_all_clientcerts": about_client(self._permit_tls_all_clientcerts),
+            "permit_tls_clientcerts": about_client(self._permit_tls_clientcerts),
+            "permit": lambda client, sender: PERMIT,
+            "reject": lambda client, sender: access_denied(sender),
+            "reject_authenticated_sender_login_mismatch": self._reject_authenticated_mismatch,
+            "reject_unauthenticated_sender_login_mismatch":
+                self._reject_unauthenticated_mismatch,
+            "reject_sender_login_mismatch": lambda client, sender: (
+                self._reject_authenticated_mismatch(client, sender)
+                or self._reject_unauthenticated_mismatch(client, sender)),
+        }
+        if not self.config.smtpd_sasl_auth_enable:
+            # As Postfix's "restriction `...' ignored: no SASL support": on a
+            # listener without AUTH nobody can log in, so "not logged in"
+            # would refuse every listed sender (port 25 mail from outside).
+            used = [item for item in self.config.get("smtpd_sender_restrictions")
+                    if item.lower() in _LOGIN_MISMATCH]
+            for item in used:
+                self.warnings.append(f"{self.config.where('smtpd_sender_restrictions')}: "
+                                     f"restriction {item!r} ignored: smtpd_sasl_auth_enable "
+                                     "= no")
+            for name in _LOGIN_MISMATCH:
+                known[name] = lambda client, sender: DUNNO
+        return known
+
     # -- the questions ------------------------------------------------------------
     def check_helo(self, client: ClientFacts, helo: str) -> str | None:
         """None to let the HELO name pass, else the reject reply (a permit
@@ -162,15 +210,33 @@ class Restrictions:
                 return decision
         return None
 
-    def check_recipient(self, client: ClientFacts, sender: str, recipient: str,
+    def check_sender(self, client: ClientFacts, sender: str) -> str | None:
+        """None to let the MAIL FROM address pass, else the reject reply (a
+        permit ends only this list, as for the HELO restrictions)."""
+        for restriction in self.sender:
+            decision = restriction(client, sender)
+            if decision is PERMIT:
+                return None
+            if decision is not DUNNO:
+                return decision
+        return None
+
+    def check_recipient(self, client: ClientFacts, sender: str | None, recipient: str,
                         helo: str | None = None) -> str | None:
         """None to accept the recipient, else the reject reply. helo is the
         session's HELO name as kept; without one the HELO restrictions are
-        skipped, as Postfix's smtpd_check_helo() skips a missing name."""
+        skipped, as Postfix's smtpd_check_helo() skips a missing name.
+        sender is None outside a transaction (VRFY): the sender restrictions
+        are skipped then, as Postfix's smtpd_check_mail() skips no sender."""
         if self.helo_at_rcpt and helo is not None:
             refusal = self.check_helo(client, helo)
             if refusal is not None:
                 return refusal
+        if self.sender_at_rcpt and sender is not None:
+            refusal = self.check_sender(client, sender)
+            if refusal is not None:
+                return refusal
+        sender = sender or ""
         for restrictions in (self.relay, self.recipient):
             for restriction in restrictions:
                 decision = restriction(client, sender, recipient)
@@ -224,6 +290,19 @@ class Restrictions:
     def _permit_auth_destination(self, client: ClientFacts, sender: str,
                                  rcpt: str) -> Decision:
         return PERMIT if self.is_auth_destination(rcpt) else DUNNO
+
+    def _reject_authenticated_mismatch(self, client: ClientFacts, sender: str) -> Decision:
+        # Postfix skips the null sender and an empty smtpd_sender_login_maps.
+        if not sender or not self.sender_logins.table:
+            return DUNNO
+        return self.sender_logins.authenticated_mismatch(
+            client.sasl_username, addr.qualify(sender, self.config.myorigin), sender)
+
+    def _reject_unauthenticated_mismatch(self, client: ClientFacts, sender: str) -> Decision:
+        if not sender or not self.sender_logins.table:
+            return DUNNO
+        return self.sender_logins.unauthenticated_mismatch(
+            client.sasl_username, addr.qualify(sender, self.config.myorigin), sender)
 
     def _reject_unlisted_recipient(self, client: ClientFacts, sender: str,
                                    rcpt: str) -> Decision:

@@ -638,9 +638,7 @@ class SmtpdProtocol(SMTP):
         if not self._enough_space(size):
             self._reject("MAIL", replies.INSUFFICIENT_STORAGE, path.address, None)
             return
-        refusal = self.check_sender(path.address)
-        if refusal:
-            self._reject("MAIL", refusal, path.address, None)
+        if self.ctx.restrictions.sender_at_mail and self._sender_refused(path.address):
             return
         self.txn.sender = addr.qualify(path.address, self.ctx.config.myorigin)
         self.txn.declared_size = size
@@ -660,9 +658,14 @@ class SmtpdProtocol(SMTP):
             return False
         return True
 
-    def check_sender(self, sender: str) -> str | None:
-        """A hook for sender restrictions; none in the default policy."""
-        return None
+    def _sender_refused(self, sender: str) -> bool:
+        """smtpd_sender_restrictions at MAIL (smtpd_delay_reject = no); at
+        RCPT they run inside check_recipient. The sender is judged as sent."""
+        refusal = self.ctx.restrictions.check_sender(self.client, sender)
+        if refusal is None:
+            return False
+        self._reject("MAIL", refusal, sender, None)
+        return True
 
     def cmd_rcpt(self, argument: str) -> None:
         if self.txn.sender is None:
@@ -884,7 +887,8 @@ class SmtpdProtocol(SMTP):
             # restrictions as for RCPT, so VRFY tells an outsider no more than
             # RCPT would (Relay access denied for a foreign address).
             address = addr.qualify(address, self.ctx.config.myorigin)
-            refusal = self.ctx.restrictions.check_recipient(self.client, "", address, self.helo)
+            refusal = self.ctx.restrictions.check_recipient(self.client, None, address,
+                                                            self.helo)
             if refusal:
                 self._reject("VRFY", refusal, None, address)
                 return

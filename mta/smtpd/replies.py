@@ -57,8 +57,13 @@ RELAY_DENIED = "554 5.7.1 <{address}>: Relay access denied"
 RELAY_DEFERRED = "454 4.7.1 <{address}>: Relay access denied"
 USER_UNKNOWN = ("550 5.1.1 <{address}>: Recipient address rejected: "
                 "User unknown in local recipient table")
-# what: Postfix's reply class, "Recipient address" or "Helo command".
+# what: Postfix's reply class, "Recipient address", "Sender address" or
+# "Helo command".
 ACCESS_DENIED = "554 5.7.1 <{address}>: {what} rejected: Access denied"
+# reject_*_sender_login_mismatch (smtpd_check.c); sender as the client sent
+# it, login the SASL login name of the session.
+SENDER_NOT_OWNED = "553 5.7.1 <{sender}>: Sender address rejected: not owned by user {login}"
+SENDER_NOT_LOGGED_IN = "553 5.7.1 <{sender}>: Sender address rejected: not logged in"
 # The HELO restrictions (smtpd_check.c), with Postfix's default
 # invalid_hostname_reject_code (501) and non_fqdn_reject_code (504); name is
 # the HELO name as it was judged.
