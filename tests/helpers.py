@@ -114,6 +114,21 @@ async def read_reply(reader: asyncio.StreamReader) -> str:
             return line.decode().rstrip("\r\n")
 
 
+async def one_at_a_time(port: int, commands: list[str]) -> list[str]:
+    """A session with the listener on port: after the greeting, each command
+    once the previous one is answered; the last line of each reply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await read_reply(reader)  # the greeting
+        answers = []
+        for command in commands:
+            writer.write(command.encode() + b"\r\n")
+            answers.append(await read_reply(reader))
+        return answers
+    finally:
+        writer.close()
+
+
 async def until(predicate: Callable[[], object], timeout: float = 5.0,
                 interval: float = 0.005) -> None:
     """Poll predicate on the running event loop (in-process servers); fail after timeout."""

@@ -202,24 +202,12 @@ class Restrictions:
     def check_helo(self, client: ClientFacts, helo: str) -> str | None:
         """None to let the HELO name pass, else the reject reply (a permit
         ends only this list, as in Postfix: the recipient is judged next)."""
-        for restriction in self.helo:
-            decision = restriction(client, helo)
-            if decision is PERMIT:
-                return None
-            if decision is not DUNNO:
-                return decision
-        return None
+        return _refusal(self.helo, client, helo)
 
     def check_sender(self, client: ClientFacts, sender: str) -> str | None:
         """None to let the MAIL FROM address pass, else the reject reply (a
         permit ends only this list, as for the HELO restrictions)."""
-        for restriction in self.sender:
-            decision = restriction(client, sender)
-            if decision is PERMIT:
-                return None
-            if decision is not DUNNO:
-                return decision
-        return None
+        return _refusal(self.sender, client, sender)
 
     def check_recipient(self, client: ClientFacts, sender: str | None, recipient: str,
                         helo: str | None = None) -> str | None:
@@ -310,6 +298,18 @@ class Restrictions:
         if domain and self.mailboxes.is_local_domain(domain) and not self.mailboxes.exists(rcpt):
             return replies.USER_UNKNOWN.format(address=rcpt)
         return DUNNO
+
+
+def _refusal(restrictions: list[HeloRestriction], client: ClientFacts, what: str) -> str | None:
+    """The first answer of one list that is not dunno: None for a permit (it
+    ends only this list) or the end of the list, else the reject reply."""
+    for restriction in restrictions:
+        decision = restriction(client, what)
+        if decision is PERMIT:
+            return None
+        if decision is not DUNNO:
+            return decision
+    return None
 
 
 # -- the HELO name restrictions (smtpd_check.c) ----------------------------------------

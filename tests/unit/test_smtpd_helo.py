@@ -6,7 +6,7 @@ sessions run an in-process receiver on 127.0.0.1 with its own main.cf.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +22,7 @@ from mta.smtpd.checks import (
     reject_invalid_helo_hostname,
     reject_non_fqdn_helo_hostname,
 )
-from tests.helpers import IN_PROCESS_CF, in_process_smtpd, read_reply
+from tests.helpers import IN_PROCESS_CF, in_process_smtpd, one_at_a_time
 
 CLIENT = ClientFacts(address="192.0.2.1")
 STRICT = "smtpd_helo_restrictions = reject_invalid_helo_hostname, " \
@@ -89,19 +89,7 @@ async def receiver(tmp_path: Path, extra: str) -> AsyncIterator[Converse]:
     """An in-process receiver with IN_PROCESS_CF plus extra; yields a function
     that sends commands one at a time and returns the last line of each reply."""
     async with in_process_smtpd(tmp_path, IN_PROCESS_CF + extra) as smtpd:
-        async def converse(commands: list[str]) -> list[str]:
-            reader, writer = await asyncio.open_connection("127.0.0.1", smtpd.port)
-            try:
-                await read_reply(reader)  # the greeting
-                answers = []
-                for command in commands:
-                    writer.write(command.encode() + b"\r\n")
-                    answers.append(await read_reply(reader))
-                return answers
-            finally:
-                writer.close()
-
-        yield converse
+        yield functools.partial(one_at_a_time, smtpd.port)
 
 
 TRANSACTION = ["MAIL FROM:<a@client.test>", "RCPT TO:<b@relay.test>"]

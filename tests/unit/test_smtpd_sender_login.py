@@ -8,8 +8,8 @@ the channel).
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +24,7 @@ from mta.sasl import FailureTracker
 from mta.smtpd import replies
 from mta.smtpd.checks import ClientFacts
 from mta.smtpd.security import build_security
-from tests.helpers import IN_PROCESS_CF, in_process_smtpd, read_reply
+from tests.helpers import IN_PROCESS_CF, in_process_smtpd, one_at_a_time
 
 LOGINS = ("smtpd_sender_login_maps = inline:{ bob@mx.test=bob, "
           "shared@mx.test=alice bob, @partner.test=carol }\n")
@@ -51,19 +51,7 @@ async def receiver(tmp_path: Path, extra: str) -> AsyncIterator[Converse]:
     main_cf = auth_cf(tmp_path) + extra
     security, _ = build_security(from_text(main_cf), FailureTracker())
     async with in_process_smtpd(tmp_path, main_cf, security=security) as smtpd:
-        async def converse(commands: list[str]) -> list[str]:
-            reader, writer = await asyncio.open_connection("127.0.0.1", smtpd.port)
-            try:
-                await read_reply(reader)  # the greeting
-                answers = []
-                for command in commands:
-                    writer.write(command.encode() + b"\r\n")
-                    answers.append(await read_reply(reader))
-                return answers
-            finally:
-                writer.close()
-
-        yield converse
+        yield functools.partial(one_at_a_time, smtpd.port)
 
 
 def send_as(sender: str) -> list[str]:
