@@ -280,17 +280,17 @@ class Restrictions:
         return PERMIT if self.is_auth_destination(rcpt) else DUNNO
 
     def _reject_authenticated_mismatch(self, client: ClientFacts, sender: str) -> Decision:
+        return self._login_mismatch(self.sender_logins.authenticated_mismatch, client, sender)
+
+    def _reject_unauthenticated_mismatch(self, client: ClientFacts, sender: str) -> Decision:
+        return self._login_mismatch(self.sender_logins.unauthenticated_mismatch, client, sender)
+
+    def _login_mismatch(self, verdict: Callable[[str | None, str, str], str | None],
+                        client: ClientFacts, sender: str) -> Decision:
         # Postfix skips the null sender and an empty smtpd_sender_login_maps.
         if not sender or not self.sender_logins.table:
             return DUNNO
-        return self.sender_logins.authenticated_mismatch(
-            client.sasl_username, addr.qualify(sender, self.config.myorigin), sender)
-
-    def _reject_unauthenticated_mismatch(self, client: ClientFacts, sender: str) -> Decision:
-        if not sender or not self.sender_logins.table:
-            return DUNNO
-        return self.sender_logins.unauthenticated_mismatch(
-            client.sasl_username, addr.qualify(sender, self.config.myorigin), sender)
+        return verdict(client.sasl_username, addr.qualify(sender, self.config.myorigin), sender)
 
     def _reject_unlisted_recipient(self, client: ClientFacts, sender: str,
                                    rcpt: str) -> Decision:

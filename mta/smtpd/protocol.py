@@ -163,6 +163,10 @@ class SmtpdProtocol(SMTP):
         self._last_code = code
 
     def _tarpitted(self) -> bool:
+        # Asked at every reply and every immediate command: a session
+        # without errors answers from its own counter, without the config.
+        if not self.errors:
+            return False
         config = self.ctx.config
         return self.errors >= config.smtpd_soft_error_limit and config.smtpd_error_sleep_time > 0
 
