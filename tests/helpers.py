@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage, Message
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 import pytest
 
@@ -260,6 +260,7 @@ class Daemon:
         self._pick_ports()
         (root / "mailboxes").write_text(mailboxes)
         self.process: subprocess.Popen[bytes] | None = None
+        self._stderr: BinaryIO | None = None
         self.stderr_path = root / "stderr.log"
 
     def _pick_ports(self) -> None:
@@ -296,7 +297,7 @@ class Daemon:
         return self
 
     def _spawn(self) -> None:
-        if self.process is not None:
+        if self._stderr is not None:
             self._stderr.close()
         self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(
@@ -323,7 +324,9 @@ class Daemon:
         try:
             code = self.process.wait(timeout=timeout)
         finally:
-            self._stderr.close()
+            if self._stderr is not None:
+                self._stderr.close()
+                self._stderr = None
         self.process = None
         return code
 
