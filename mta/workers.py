@@ -20,7 +20,9 @@ worker's metric samples every second, ``F``/``S`` for AUTH failures and
 successes (relayed to the other workers), and the connection counts:
 ``A<serial> listener address limits`` before each greeting, answered by the
 master's ``a<serial> verdict count``, and ``R listener address`` when a
-session ends (the master is the one anvil for all workers). A worker notices
+session ends (the master is the one anvil for all workers); ``V<serial>
+listener address event count`` asks for a client's rate of MAIL, RCPT, AUTH
+or new TLS sessions, answered ``a<serial> ok rate``. A worker notices
 the master's death by EOF on that socket and exits; the master restarts a
 worker that dies, with a delay, like Postfix's master does.
 """
@@ -47,6 +49,7 @@ from prometheus_client.samples import Sample
 from mta import log as maillog
 from mta.config import Config, ListenerSpec
 from mta.metrics import REGISTRY
+from mta.smtpd.rates import ClientRates
 from mta.smtpd.server import decide
 
 _SNAPSHOT_INTERVAL = 1.0
@@ -164,6 +167,7 @@ class Supervisor:
         self.workers: list[_Worker] = []
         self._totals: dict[str, int] = {}  # open connections per listener
         self._clients: dict[tuple[str, str], int] = {}  # and per client address
+        self._rates = ClientRates()  # per listener and client address, for all workers
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
 
@@ -236,6 +240,8 @@ class Supervisor:
                 self._relay(worker, message)
             elif kind == b"A":
                 self._admit(worker, body.decode())
+            elif kind == b"V":
+                self._rate(worker, body.decode())
             elif kind == b"R":
                 listener, address = body.decode().split("\t")
                 if worker.connections.get((listener, address)):
@@ -260,17 +266,31 @@ class Supervisor:
     def _admit(self, worker: _Worker, request: str) -> None:
         """Postfix's anvil: one count of connections per listener and client
         address over all workers, asked before each greeting."""
-        serial, listener, address, total_limit, client_limit = request.split("\t")
+        serial, listener, address, total_limit, client_limit, rate_limit = request.split("\t")
         key = (listener, address)
         total = self._totals.get(listener, 0)
         count = self._clients.get(key, 0)
-        verdict = decide(total, count, int(total_limit), int(client_limit))
+        rate = self._rates.event(listener, address, "connection",
+                                 self.config.anvil_rate_time_unit) if int(rate_limit) else 0
+        verdict = decide(total, count, int(total_limit), int(client_limit), rate,
+                         int(rate_limit))
         if verdict == "ok":
             self._count(worker, key, 1)
-        answer = f"a{serial}\t{verdict}\t{total if verdict == 'total' else count}"
+        self._answer(worker, serial, verdict,
+                     {"total": total, "rate": rate}.get(verdict, count))
+
+    def _rate(self, worker: _Worker, request: str) -> None:
+        """Postfix's anvil: a client's rate of one event (mta.smtpd.rates)
+        over all workers, counting this one unless only asked."""
+        serial, listener, address, event, count = request.split("\t")
+        rate = self._rates.event(listener, address, event, self.config.anvil_rate_time_unit,
+                                 count == "1")
+        self._answer(worker, serial, "ok", rate)
+
+    def _answer(self, worker: _Worker, serial: str, verdict: str, count: int) -> None:
         if worker.channel is not None:
             with contextlib.suppress(OSError):
-                worker.channel.send(answer.encode())
+                worker.channel.send(f"a{serial}\t{verdict}\t{count}".encode())
 
     def _count(self, worker: _Worker, key: tuple[str, str], delta: int) -> None:
         _bump(worker.connections, key, delta)
@@ -382,11 +402,11 @@ class AnvilLink:
         self._pending: dict[int, asyncio.Future[tuple[str, int]]] = {}
         self._serial = 0
 
-    def ask(self, request: str) -> asyncio.Future[tuple[str, int]]:
+    def ask(self, request: str, kind: bytes = b"A") -> asyncio.Future[tuple[str, int]]:
         self._serial += 1
         answer = asyncio.get_running_loop().create_future()
         self._pending[self._serial] = answer
-        self.send(b"A", f"{self._serial}\t{request}".encode())
+        self.send(kind, f"{self._serial}\t{request}".encode())
         return answer
 
     def answer(self, text: str) -> None:
@@ -411,14 +431,27 @@ class AnvilClient:
         self.link = link
         self.listener = listener
 
-    def ask(self, address: str, total_limit: int,
-            client_limit: int) -> asyncio.Future[tuple[str, int]]:
+    def ask(self, address: str, total_limit: int, client_limit: int,
+            rate_limit: int) -> asyncio.Future[tuple[str, int]]:
         """The master's verdict on one more connection, counted if "ok"."""
-        return self.link.ask(f"{self.listener}\t{address}\t{total_limit}\t{client_limit}")
+        return self.link.ask(f"{self.listener}\t{address}\t{total_limit}\t{client_limit}"
+                             f"\t{rate_limit}")
 
-    async def admit(self, address: str, total_limit: int,
-                    client_limit: int) -> tuple[str, int]:
-        answer = self.ask(address, total_limit, client_limit)
+    async def event(self, address: str, event: str, count: bool) -> int:
+        """The master's count of the client's event in this time unit (this
+        one included when count); 0, so no refusal, if it does not answer."""
+        answer = self.link.ask(f"{self.listener}\t{address}\t{event}\t{int(count)}", b"V")
+        try:
+            async with asyncio.timeout(_ANVIL_TIMEOUT):
+                return (await answer)[1]
+        except TimeoutError:
+            maillog.warning("smtpd", f"problem talking to the master: no {event} rate "
+                            f"after {_ANVIL_TIMEOUT:g}s; not limiting {address}")
+            return 0
+
+    async def admit(self, address: str, total_limit: int, client_limit: int,
+                    rate_limit: int) -> tuple[str, int]:
+        answer = self.ask(address, total_limit, client_limit, rate_limit)
         try:
             async with asyncio.timeout(_ANVIL_TIMEOUT):
                 return await asyncio.shield(answer)
@@ -478,7 +511,7 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
                 pass
             except OSError:  # the master is gone; from_master sees the EOF
                 outbox.clear()
-        if kind in b"ARFSk":
+        if kind in b"AVRFSk":
             # Connection counts must arrive (an unanswered request would hold
             # a session, a lost release would leak its slot), and so should
             # AUTH failures and a reload's acknowledgement (the master's reload

@@ -158,8 +158,29 @@ _int("smtpd_client_connection_count_limit", "50",
 _int("smtpd_client_connection_limit", "1000",
      "Postern: the maximal number of simultaneous connections to one listener.", 1)
 _p("smtpd_client_event_limit_exceptions", "$mynetworks", t.parse_networks,
-   "Clients exempt from the per-client connection limit (with receiver workers also "
-   "greeted without waiting for the master's connection count).", kind="networks")
+   "Clients exempt from the per-client connection limit and the smtpd_client_*_rate_limit "
+   "limits (with receiver workers also greeted without waiting for the master's "
+   "connection count).", kind="networks")
+_int("smtpd_client_connection_rate_limit", "0",
+     "The maximal number of connections one client address may make to one service per "
+     "anvil_rate_time_unit (0: no limit); past it, 421 4.7.0 and the connection ends.")
+_int("smtpd_client_message_rate_limit", "0",
+     "The maximal number of MAIL commands one client address may send to one service per "
+     "anvil_rate_time_unit, whether they succeed or not (0: no limit); past it, 450 4.7.1.")
+_int("smtpd_client_recipient_rate_limit", "0",
+     "The maximal number of RCPT commands one client address may send to one service per "
+     "anvil_rate_time_unit, whether they succeed or not (0: no limit); past it, 450 4.7.1.")
+_int("smtpd_client_new_tls_session_rate_limit", "0",
+     "The maximal number of new TLS sessions (full handshakes) one client address may "
+     "negotiate with one service per anvil_rate_time_unit (0: no limit); past it, STARTTLS "
+     "gets 454 4.7.0, and the handshake that exceeds it is answered with 421 4.7.0.")
+_int("smtpd_client_auth_rate_limit", "0",
+     "The maximal number of AUTH commands one client address may send to one service per "
+     "anvil_rate_time_unit (0: no limit); past it, 450 4.7.1.")
+_time("anvil_rate_time_unit", "60s",
+      "The time unit of the smtpd_client_*_rate_limit limits: a client's counts start over "
+      "at its first event after a whole unit has passed since the first of the last unit.",
+      minimum=1)
 _time("smtpd_timeout", "300s",
       "How long the server waits for the client's next command or its next piece of DATA "
       "(each read, as in Postfix: a long message that keeps arriving is not cut off).",

@@ -30,6 +30,7 @@ from mta.smtpd import replies
 from mta.smtpd.checks import ClientFacts
 from mta.smtpd.data import read_data
 from mta.smtpd.grammar import PathError, helo_argument, helo_name, parse_path, parse_vrfy, printable
+from mta.smtpd.rates import LIMITS
 
 if TYPE_CHECKING:
     from mta.smtpd.server import Slot, SmtpdContext
@@ -44,6 +45,14 @@ _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # show for it (smtpd.c's SMTPD_CMD_FLAG_LIMIT; ETRN too, which we lack):
 # smtpd_junk_command_limit bounds them.
 JUNK_COMMANDS = frozenset({"HELO", "EHLO", "RSET", "NOOP", "VRFY"})
+# The smtpd_client_*_rate_limit refusals of commands: Postfix's warning and
+# reply for each event (rates.LIMITS), and the verb it limits.
+RATE_REFUSALS = {
+    "message": ("MAIL", "Message delivery request rate limit exceeded", replies.TOO_MUCH_MAIL),
+    "recipient": ("RCPT", "Recipient address rate limit exceeded",
+                  replies.TOO_MANY_RECIPIENTS_RATE),
+    "auth": ("AUTH", "AUTH command rate limit exceeded", replies.TOO_MANY_AUTH),
+}
 # RFC 2920 §3.1: commands whose reply the client must have before it sends
 # more, even with PIPELINING (Postfix's smtpd checks these; QUIT is exempt,
 # and STARTTLS drops what follows it, secure.py).
@@ -104,6 +113,9 @@ class SmtpdProtocol(SMTP):
         self._slot: Slot | None = None
         self._closing = False
         self._awaiting_command = False
+        # The smtpd_client_*_rate_limit limits on this client (rates.LIMITS):
+        # event -> limit, set once the connection is admitted.
+        self.rate_limits: dict[str, int] = {}
 
     def _init_aiosmtpd(self, ctx: SmtpdContext) -> None:
         """The state aiosmtpd 1.4's SMTP.__init__ sets up, without its
@@ -233,11 +245,44 @@ class SmtpdProtocol(SMTP):
                 self.refuse(admitted)
             else:
                 self._slot = admitted
+                self._note_rate_limits(host)
                 await self._session()
         except (asyncio.CancelledError, ConnectionError):
             pass
         finally:
             self._end_session()
+
+    def _note_rate_limits(self, address: str) -> None:
+        """The event rate limits that apply to this client. MAIL and RCPT
+        under a limit wait for the master's count, so they leave the
+        commands answered in the protocol callback."""
+        config = self.ctx.config
+        limits = {event: limit for event, name in LIMITS.items()
+                  if event != "connection" and (limit := getattr(config, name))}
+        if not limits or self.ctx.connections.exempt(address):
+            return
+        self.rate_limits = limits
+        waiting = {RATE_REFUSALS[event][0].encode() for event in limits
+                   if event in ("message", "recipient")}
+        if waiting:
+            self._immediate = self._immediate - waiting
+
+    async def rate_limited(self, event: str) -> bool:
+        """Count one event of this client (rates.LIMITS) and refuse the
+        command if that passes its limit (True)."""
+        rate = await self.ctx.connections.event_rate(self.client.address, event)
+        if rate <= self.rate_limits[event]:
+            return False
+        verb, warning, reply = RATE_REFUSALS[event]
+        maillog.warning("smtpd", f"{warning}: {rate} from {self.client.peer} "
+                        f"for service {self.ctx.listener.name}")
+        self.ctx.metrics_reject(verb, reply[:3])
+        self.reply(reply.format(address=self.client.address))
+        return True
+
+    async def _unless_rate_limited(self, event: str, command: Callable[[], None]) -> None:
+        if not await self.rate_limited(event):
+            command()
 
     def _end_session(self) -> None:
         if self._slot is not None:
@@ -601,12 +646,21 @@ class SmtpdProtocol(SMTP):
             return True
         return False
 
-    def cmd_mail(self, argument: str) -> None:
+    def cmd_mail(self, argument: str) -> Awaitable[None] | None:
         if self._needs_helo():
-            return
+            return None
         if self.txn.sender is not None:
             self.reply(replies.NESTED_MAIL)
-            return
+            return None
+        if "message" in self.rate_limits and argument[:5].upper() == "FROM:" \
+                and argument[5:].strip():
+            # Where Postfix's mail_cmd asks anvil: after the state and the
+            # "FROM:" checks, before the address is parsed.
+            return self._unless_rate_limited("message", lambda: self._mail(argument))
+        self._mail(argument)
+        return None
+
+    def _mail(self, argument: str) -> None:
         try:
             path = parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
         except PathError as error:
@@ -671,10 +725,17 @@ class SmtpdProtocol(SMTP):
         self._reject("MAIL", refusal, sender, None)
         return True
 
-    def cmd_rcpt(self, argument: str) -> None:
+    def cmd_rcpt(self, argument: str) -> Awaitable[None] | None:
         if self.txn.sender is None:
             self.reply(replies.NEED_MAIL)
-            return
+            return None
+        if "recipient" in self.rate_limits and argument[:3].upper() == "TO:" \
+                and argument[3:].strip():
+            return self._unless_rate_limited("recipient", lambda: self._rcpt(argument))
+        self._rcpt(argument)
+        return None
+
+    def _rcpt(self, argument: str) -> None:
         self.txn.rcpt_attempts += 1
         try:
             path = parse_path(argument, "TO:", allow_empty=False, smtputf8=False)

@@ -72,6 +72,13 @@ HELO_INVALID_ADDRESS = "501 5.5.2 <{name}>: Helo command rejected: invalid ip ad
 HELO_NOT_FQDN = "504 5.5.2 <{name}>: Helo command rejected: need fully-qualified hostname"
 
 TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Error: too many connections from {address}"
+# The smtpd_client_*_rate_limit refusals (smtpd.c, smtpd_sasl_proto.c): the
+# client's address, and for TLS its name[address], as Postfix words them.
+TOO_MUCH_MAIL = "450 4.7.1 Error: too much mail from {address}"
+TOO_MANY_RECIPIENTS_RATE = "450 4.7.1 Error: too many recipients from {address}"
+TOO_MANY_AUTH = "450 4.7.1 Error: too many AUTH commands from {address}"
+TLS_RATE_REFUSED = "454 4.7.0 Error: too many new TLS sessions from {peer}"
+TOO_MANY_NEW_TLS = "421 4.7.0 {host} Error: too many new TLS sessions from {peer}"
 SERVER_BUSY = "421 4.7.0 {host} Error: too many connections"
 TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded"
 TOO_MANY_ERRORS = "421 4.7.0 {host} Error: too many errors"

@@ -35,6 +35,8 @@ from mta.tls.server import SessionTls
 from mta.tls.summary import TlsSummary
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from mta.smtpd.server import SmtpdContext
 
 # Commands a client may give before STARTTLS when TLS is required (Postfix's
@@ -176,8 +178,38 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             self.tls_level = security.policy.level_for(self.client.address)
             if security.policy.wrappermode:
                 # RFC 8314: the handshake comes before the greeting.
+                if await self._new_tls_refused():
+                    maillog.warning("smtpd", f"Refusing TLS service request from "
+                                    f"{self.client.peer} for service {self.ctx.listener.name}")
+                    self.refuse("")  # in its handshake: closed without a byte (refuse)
+                    return
                 await self._finish_handshake()
+                if self._closing:
+                    return
         await super()._session()
+
+    async def _new_tls_refused(self) -> bool:
+        """smtpd_client_new_tls_session_rate_limit, before a handshake: is
+        the client's count already past it? (Postfix's anvil status query;
+        the handshake is counted once it succeeds, _count_new_tls.)"""
+        limit = self.rate_limits.get("newtls")
+        return limit is not None and await self.ctx.connections.event_rate(
+            self.client.address, "newtls", count=False) > limit
+
+    async def _count_new_tls(self) -> None:
+        """A new TLS session was made (this server resumes none: its session
+        cache is off, tls/server.py): count it, and end the session inside
+        TLS when that passes the limit, as Postfix does."""
+        limit = self.rate_limits.get("newtls")
+        if not limit:
+            return
+        rate = await self.ctx.connections.event_rate(self.client.address, "newtls")
+        if rate > limit:
+            maillog.warning("smtpd", f"New TLS session rate limit exceeded: {rate} from "
+                            f"{self.client.peer} for service {self.ctx.listener.name}")
+            self.ctx.metrics_reject(self.stage, "421")
+            self.reply_and_close(replies.TOO_MANY_NEW_TLS.format(host=self.hostname,
+                                                                 peer=self.client.peer))
 
     async def _dispatch(self, line: bytes) -> None:
         if self._ccert_refusal is not None:
@@ -229,6 +261,12 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             return
         if self.security.tls is None:
             self.reply(replies.TLS_NOT_AVAILABLE)
+            return
+        if await self._new_tls_refused():
+            maillog.warning("smtpd", f"Refusing STARTTLS request from {self.client.peer} "
+                            f"for service {self.ctx.listener.name}")
+            self.ctx.metrics_reject("STARTTLS", "454")
+            self.reply(replies.TLS_RATE_REFUSED.format(peer=self.client.peer))
             return
         self.reply(replies.STARTTLS_READY)
         # CVE-2011-0411: whatever the client pipelined behind STARTTLS was
@@ -306,6 +344,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
                 else replies.CCERT_NOT_TRUSTED
             maillog.info("smtpd", f"NOQUEUE: abort: TLS from {self.client.peer}: "
                          f"{self._ccert_refusal}")
+        await self._count_new_tls()
 
     def _note_client(self, peer: PeerCertificate | None) -> None:
         """Tell the restrictions what the handshake established."""
@@ -362,12 +401,12 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         return None, None
 
     # -- MAIL with AUTH= ------------------------------------------------------------------
-    def cmd_mail(self, argument: str) -> None:
+    def cmd_mail(self, argument: str) -> Awaitable[None] | None:
         # RFC 4954 §5: clients that authenticated may name the submitter with
         # MAIL FROM:<…> AUTH=<…>; accepted (and not otherwise used) when AUTH is on.
         if self.security is not None and self.security.sasl is not None:
             argument = _AUTH_PARAM.sub("", argument)
-        SmtpdProtocol.cmd_mail(self, argument)
+        return SmtpdProtocol.cmd_mail(self, argument)
 
     # -- AUTH -----------------------------------------------------------------------------
     async def cmd_auth(self, argument: str) -> None:
@@ -386,6 +425,8 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             return
         if self.client.sasl_username:
             self.reply(replies.AUTH_ALREADY)
+            return
+        if "auth" in self.rate_limits and await self.rate_limited("auth"):
             return
         words = argument.split()
         if not 1 <= len(words) <= 2:

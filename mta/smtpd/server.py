@@ -24,6 +24,7 @@ from mta.metrics import REGISTRY
 from mta.queuefile import Envelope
 from mta.smtpd import replies
 from mta.smtpd.checks import ClientFacts, Restrictions, client_ip
+from mta.smtpd.rates import ClientRates
 from mta.smtpd.security import ListenerSecurity
 from mta.smtpd.space import FreeSpace
 from mta.spool import Spool
@@ -53,13 +54,15 @@ class Anvil(Protocol):
     """The one place that counts connections when receiver workers share a
     listener (the master, like Postfix's anvil(8) server)."""
 
-    async def admit(self, address: str, total_limit: int,
-                    client_limit: int) -> tuple[str, int]: ...
+    async def admit(self, address: str, total_limit: int, client_limit: int,
+                    rate_limit: int) -> tuple[str, int]: ...
 
-    def ask(self, address: str, total_limit: int,
-            client_limit: int) -> asyncio.Future[tuple[str, int]]: ...
+    def ask(self, address: str, total_limit: int, client_limit: int,
+            rate_limit: int) -> asyncio.Future[tuple[str, int]]: ...
 
     def release(self, address: str) -> None: ...
+
+    async def event(self, address: str, event: str, count: bool) -> int: ...
 
 
 @dataclass(eq=False)
@@ -76,13 +79,18 @@ class Slot:
     released: bool = False
 
 
-def decide(total: int, count: int, total_limit: int, client_limit: int) -> str:
+def decide(total: int, count: int, total_limit: int, client_limit: int,
+           rate: int = 0, rate_limit: int = 0) -> str:
     """``ok``, or which limit a new connection would exceed: ``total`` (the
-    listener's) or ``client`` (one client address's; 0 is no limit)."""
+    listener's), ``client`` (one client address's open connections) or
+    ``rate`` (its connections in this time unit, this one included); a
+    limit of 0 is none. Postfix's smtpd checks the count before the rate."""
     if total >= total_limit:
         return "total"
     if client_limit and count >= client_limit:
         return "client"
+    if rate_limit and rate > rate_limit:
+        return "rate"
     return "ok"
 
 
@@ -108,10 +116,15 @@ class ConnectionRegistry:
         self.per_client: dict[str, int] = {}
         self.total = 0
         self.anvil: Anvil | None = None
+        # Without an anvil (one process): this listener's alone, so keyed by
+        # client address only (listener "").
+        self.rates = ClientRates()
         self.drained = asyncio.Event()
         self.drained.set()
 
-    def _exempt(self, address: str) -> bool:
+    def exempt(self, address: str) -> bool:
+        """In smtpd_client_event_limit_exceptions: no per-client limit or
+        rate applies (Postfix's smtpd does not ask anvil about it)."""
         ip = client_ip(address)
         if ip is None:
             return False
@@ -124,22 +137,27 @@ class ConnectionRegistry:
         else the 421 reply. With refuse_later, a client that only the
         listener's total can refuse is admitted at once, and refuse_later
         gets the 421 if the master's count then says no."""
-        total_limit = self.config.smtpd_client_connection_limit
-        client_limit = self.config.smtpd_client_connection_count_limit
-        if client_limit and self._exempt(address):
-            client_limit = 0
+        config = self.config
+        total_limit = config.smtpd_client_connection_limit
+        client_limit = config.smtpd_client_connection_count_limit
+        rate_limit = config.smtpd_client_connection_rate_limit
+        if (client_limit or rate_limit) and self.exempt(address):
+            client_limit = rate_limit = 0
         if self.anvil is None:
             mine = self.per_client.get(address, 0)
-            verdict = decide(self.total, mine, total_limit, client_limit)
-            count = self.total if verdict == "total" else mine
-        elif not client_limit and refuse_later is not None:
+            rate = self.rates.event("", address, "connection",
+                                    config.anvil_rate_time_unit) if rate_limit else 0
+            verdict = decide(self.total, mine, total_limit, client_limit, rate, rate_limit)
+            count = {"total": self.total, "rate": rate}.get(verdict, mine)
+        elif not client_limit and not rate_limit and refuse_later is not None:
             slot = self._take(address)
-            slot.counted = self.anvil.ask(address, total_limit, client_limit)
+            slot.counted = self.anvil.ask(address, total_limit, client_limit, 0)
             slot.counted.add_done_callback(
                 functools.partial(self._counted, slot, peer, service, refuse_later))
             return slot
         else:
-            verdict, count = await self.anvil.admit(address, total_limit, client_limit)
+            verdict, count = await self.anvil.admit(address, total_limit, client_limit,
+                                                    rate_limit)
         refusal = self._refusal(verdict, count, address, peer, service)
         return refusal if refusal is not None else self._take(address)
 
@@ -162,7 +180,19 @@ class ConnectionRegistry:
                             f"from {peer} for service {service}")
             CONNECTION_LIMITS.labels(service, "client").inc()
             return replies.TOO_MANY_CONNECTIONS.format(host=host, address=address)
+        if verdict == "rate":
+            maillog.warning("smtpd", f"Connection rate limit exceeded: {count} "
+                            f"from {peer} for service {service}")
+            CONNECTION_LIMITS.labels(service, "rate").inc()
+            return replies.TOO_MANY_CONNECTIONS.format(host=host, address=address)
         return None
+
+    async def event_rate(self, address: str, event: str, count: bool = True) -> int:
+        """The client's rate of event (rates.LIMITS) in this time unit, this
+        one included when count: the master's, or this process's own."""
+        if self.anvil is not None:
+            return await self.anvil.event(address, event, count)
+        return self.rates.event("", address, event, self.config.anvil_rate_time_unit, count)
 
     def _counted(self, slot: Slot, peer: str, service: str,
                  refuse_later: Callable[[str], None],

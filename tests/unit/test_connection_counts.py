@@ -23,18 +23,21 @@ class FakeAnvil:
         self.asked: list[tuple[str, asyncio.Future[tuple[str, int]]]] = []
         self.released: list[str] = []
 
-    def ask(self, address: str, total_limit: int,
-            client_limit: int) -> asyncio.Future[tuple[str, int]]:
+    def ask(self, address: str, total_limit: int, client_limit: int,
+            rate_limit: int) -> asyncio.Future[tuple[str, int]]:
         answer: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
         self.asked.append((address, answer))
         return answer
 
-    async def admit(self, address: str, total_limit: int,
-                    client_limit: int) -> tuple[str, int]:
-        return await self.ask(address, total_limit, client_limit)
+    async def admit(self, address: str, total_limit: int, client_limit: int,
+                    rate_limit: int) -> tuple[str, int]:
+        return await self.ask(address, total_limit, client_limit, rate_limit)
 
     def release(self, address: str) -> None:
         self.released.append(address)
+
+    async def event(self, address: str, event: str, count: bool) -> int:
+        raise AssertionError("no event rate is limited in these tests")
 
 
 def registry(extra: str = "") -> tuple[ConnectionRegistry, FakeAnvil]:
