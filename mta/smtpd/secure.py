@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 # SMTPD_CMD_FLAG_PRE_TLS, plus RSET and HELP which reveal nothing).
 PRE_TLS = frozenset({"EHLO", "HELO", "STARTTLS", "NOOP", "RSET", "HELP", "QUIT"})
 _AUTH_PARAM = re.compile(r"(?i)[ \t]+AUTH=\S*")
+_HELD_LIMIT = 1 << 16  # a ClientHello is a few hundred bytes, at most 2^14 + headers
 
 
 class _Aborted(Exception):
@@ -68,6 +69,11 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         self._handshake: _Handshake | None = None
         self._raw: asyncio.Transport | None = None
         self._ccert_refusal: str | None = None
+        # Wrapper mode: the client's first bytes (its ClientHello) wait here
+        # until the connection is admitted, so that a client refused by a
+        # connection limit or the new TLS session rate costs no handshake and
+        # gets no byte of ours (Postfix checks before it starts TLS, too).
+        self._held: bytearray | None = None
 
     # -- transport plumbing ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,10 +82,17 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         security = self.security
         if security is not None and security.policy.wrappermode and security.tls is not None:
             # RFC 8314: the client's first bytes are its ClientHello, which
-            # may arrive while we look up its name: route them to TLS now.
+            # may arrive while we look up its name and count it: hold them
+            # for the TLS engine until it is admitted.
             self._begin_handshake()
+            self._held = bytearray()
 
     def data_received(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held += data
+            if len(self._held) > _HELD_LIMIT and self._raw is not None:
+                self._raw.abort()  # no ClientHello is this long
+            return
         handshake = self._handshake
         if handshake is None:
             super().data_received(data)
@@ -183,6 +196,9 @@ class SecureSmtpdProtocol(SmtpdProtocol):
                                     f"{self.client.peer} for service {self.ctx.listener.name}")
                     self.refuse("")  # in its handshake: closed without a byte (refuse)
                     return
+                held, self._held = self._held, None
+                if held:
+                    self.data_received(bytes(held))
                 await self._finish_handshake()
                 if self._closing:
                     return

@@ -115,3 +115,34 @@ async def test_refused_once_tls_is_up_the_421_goes_inside_tls(
     anvil.asked[0][1].set_result(("total", 1))
     assert await the_rest(reader) == b"421 4.7.0 mx.test Error: too many connections\r\n"
     writer.close()
+
+
+def client_hello() -> bytes:
+    """A real TLS ClientHello, as the first flight of an implicit-TLS client."""
+    client = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(),
+                                                   server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.do_handshake()
+    return outgoing.read()
+
+
+async def test_a_refused_wrapper_mode_client_costs_no_handshake(
+        tmp_path: Path, maillog_lines: list[str]) -> None:
+    """A client with a limit of its own waits for the master's count; its
+    ClientHello, already sent, waits with it, so a refusal gets not even a
+    ServerHello (and costs no signature)."""
+    async with tls_server(tmp_path, "smtpd_tls_wrappermode = yes\n"
+                          "smtpd_client_event_limit_exceptions =\n") as (server, anvil):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(client_hello())
+        await until(lambda: len(anvil.asked) == 1)
+        session = Sessions.made[0]
+        # The ClientHello has arrived: held (or, were it not, answered).
+        await until(lambda: session._held or reader._buffer)  # type: ignore[attr-defined]
+        anvil.asked[0][1].set_result(("client", 2))
+        assert await the_rest(reader) == b""
+        writer.close()
+        await until(lambda: session.transport is None)
+        assert not session._handshake or not session._handshake.engine.connection.get_cipher_name()
+    assert "warning: Connection concurrency limit exceeded: 3 from unknown[127.0.0.1]" \
+        in " ".join(maillog_lines)

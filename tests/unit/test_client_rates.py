@@ -1,0 +1,99 @@
+"""Client event rates (mta/smtpd/rates.py): anvil's fixed window per client,
+and the limits in one receiver process (no master to ask)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from mta.smtpd.rates import ClientRates
+from tests.helpers import IN_PROCESS_CF, in_process_smtpd, one_at_a_time
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_unit_starts_at_the_first_event_and_every_rate_starts_over() -> None:
+    clock = Clock()
+    rates = ClientRates(clock)
+    assert [rates.event("smtp", "192.0.2.1", "message", 60) for _ in range(3)] == [1, 2, 3]
+    assert rates.event("smtp", "192.0.2.1", "recipient", 60) == 1
+    clock.now += 60  # a whole unit is not yet over at its last instant
+    assert rates.event("smtp", "192.0.2.1", "message", 60) == 4
+    clock.now += 0.5
+    assert rates.event("smtp", "192.0.2.1", "message", 60) == 1
+    assert rates.event("smtp", "192.0.2.1", "recipient", 60) == 1
+
+
+def test_clients_and_listeners_are_counted_apart() -> None:
+    rates = ClientRates(Clock())
+    rates.event("smtp", "192.0.2.1", "connection", 60)
+    assert rates.event("smtp", "192.0.2.2", "connection", 60) == 1
+    assert rates.event("submission", "192.0.2.1", "connection", 60) == 1
+    assert rates.event("smtp", "192.0.2.1", "connection", 60) == 2
+
+
+def test_a_look_does_not_count() -> None:
+    rates = ClientRates(Clock())
+    assert rates.event("smtp", "192.0.2.1", "newtls", 60, count=False) == 0
+    rates.event("smtp", "192.0.2.1", "newtls", 60)
+    assert rates.event("smtp", "192.0.2.1", "newtls", 60, count=False) == 1
+
+
+def test_clients_of_past_units_are_forgotten() -> None:
+    clock = Clock()
+    rates = ClientRates(clock)
+    for n in range(100):
+        rates.event("smtp", f"192.0.2.{n}", "connection", 60)
+    clock.now += 61
+    rates.event("smtp", "198.51.100.1", "connection", 60)
+    assert len(rates) == 1
+
+
+CF = IN_PROCESS_CF + "smtpd_client_event_limit_exceptions =\n"
+
+
+async def test_one_process_counts_connections_itself(tmp_path: Path,
+                                                     maillog_lines: list[str]) -> None:
+    async with in_process_smtpd(tmp_path, CF + "smtpd_client_connection_rate_limit = 2\n"
+                                ) as smtpd:
+        said = [await one_at_a_time(smtpd.port, ["NOOP"]) for _ in range(2)]
+        assert said == [["250 2.0.0 Ok"]] * 2
+        refused = await greeting(smtpd.port)
+    assert refused == "421 4.7.0 mx.test Error: too many connections from 127.0.0.1"
+    assert ("smtpd: warning: Connection rate limit exceeded: 3 from unknown[127.0.0.1] "
+            "for service smtp") in maillog_lines
+
+
+async def greeting(port: int) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        return (await asyncio.wait_for(reader.readline(), 10)).decode().rstrip()
+    finally:
+        writer.close()
+
+
+async def test_one_process_counts_mail_and_rcpt_itself(tmp_path: Path,
+                                                      maillog_lines: list[str]) -> None:
+    async with in_process_smtpd(tmp_path, CF + "smtpd_client_message_rate_limit = 1\n"
+                                "smtpd_client_recipient_rate_limit = 1\n") as smtpd:
+        said = await one_at_a_time(smtpd.port, [
+            "EHLO client.example", "MAIL FROM:<a@example.org>", "RCPT TO:<postmaster>",
+            "RCPT TO:<postmaster>", "RSET", "MAIL FROM:<a@example.org>",
+            # Not counted: refused before the rate is asked (RFC 5321 order).
+            "MAIL FROM:", "RCPT TO:<x@mx.test>"])
+    assert said[1:] == [
+        "250 2.1.0 Ok", "250 2.1.5 Ok", "450 4.7.1 Error: too many recipients from 127.0.0.1",
+        "250 2.0.0 Ok", "450 4.7.1 Error: too much mail from 127.0.0.1",
+        "501 5.5.4 Syntax: MAIL FROM:<address>", "503 5.5.1 Error: need MAIL command"]
+    warnings = [line for line in maillog_lines if "rate limit exceeded" in line]
+    assert warnings == [
+        "smtpd: warning: Recipient address rate limit exceeded: 2 from unknown[127.0.0.1] "
+        "for service smtp",
+        "smtpd: warning: Message delivery request rate limit exceeded: 2 from "
+        "unknown[127.0.0.1] for service smtp"]
