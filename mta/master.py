@@ -74,25 +74,39 @@ class Parts:
     router: Router
 
 
-def build_parts(config: Config) -> Parts:
+def build_parts(config: Config, warn: bool = True) -> Parts:
     mailboxes = Mailboxes.from_config(config)
     restrictions = Restrictions(config, mailboxes,
                                 relay_clientcerts=relay_clientcerts_lookup(config))
-    for warning in restrictions.warnings:
-        maillog.warning("master", warning)
+    if warn:
+        for warning in restrictions.warnings:
+            maillog.warning("master", warning)
     return Parts(mailboxes, restrictions, Router(config, mailboxes))
 
 
-def build_listener_security(config: Config, tracker: FailureTracker) -> dict[
-        str, ListenerSecurity]:
+def build_listener_security(config: Config, tracker: FailureTracker, warn: bool = True
+                            ) -> dict[str, ListenerSecurity]:
     """TLS contexts and AUTH of every listener; ConfigError if any is unusable."""
     built = {}
     for listener in config.listeners:
         security, warnings = build_security(config.for_listener(listener), tracker)
-        for warning in warnings:
+        for warning in warnings if warn else ():
             maillog.warning("master", f"service {listener.name}: {warning}")
         built[listener.name] = security
     return built
+
+
+def check_listeners(config: Config) -> None:
+    """Build what every listener builds (TLS, AUTH, the restrictions of a
+    listener with overrides of its own) and log its warnings, once: the
+    receivers, in this process or in the workers, build theirs silently, so
+    a warning is not repeated by every process nor at every reload of each.
+    ConfigError if anything is unusable."""
+    build_listener_security(config, FailureTracker())
+    for listener in config.listeners:
+        view = config.for_listener(listener)
+        if view is not config:
+            build_parts(view)
 
 
 def build_smtp_agent(config: Config) -> SmtpDelivery:
@@ -130,11 +144,12 @@ class Receiver:
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
-        security = build_listener_security(config, self.sasl_failures)
-        parts = build_parts(config)
+        # The master logged their warnings (check_listeners).
+        security = build_listener_security(config, self.sasl_failures, warn=False)
+        parts = build_parts(config, warn=False)
         for listener in config.listeners:
             view = config.for_listener(listener)
-            view_parts = parts if view is config else build_parts(view)
+            view_parts = parts if view is config else build_parts(view, warn=False)
             ctx = SmtpdContext(
                 config=view, listener=listener, spool=self.spool,
                 restrictions=view_parts.restrictions,
@@ -155,13 +170,13 @@ class Receiver:
         restrictions, certificates and keys. It reads files and does key
         work, so reloads call it in a thread (load_in_thread), never on the
         event loop; ConfigError if anything cannot be built."""
-        parts = build_parts(new)
-        security = build_listener_security(new, self.sasl_failures)
+        parts = build_parts(new, warn=False)
+        security = build_listener_security(new, self.sasl_failures, warn=False)
         restrictions = {}
         for listener in new.listeners:
             view = new.for_listener(listener)
-            restrictions[listener.name] = (view, (parts if view is new
-                                                  else build_parts(view)).restrictions)
+            restrictions[listener.name] = (view, (parts if view is new else
+                                                  build_parts(view, warn=False)).restrictions)
         return ListenersBuild(new, restrictions, security)
 
     def apply(self, build: ListenersBuild) -> None:
@@ -251,7 +266,7 @@ class Daemon:
         try:
             # Built here once even with workers, so a bad certificate or
             # password file stops the start instead of failing in each worker.
-            build_listener_security(config, FailureTracker())
+            check_listeners(config)
         except ConfigError as error:
             maillog.fatal("master", str(error))
             raise
@@ -300,12 +315,10 @@ class Daemon:
         parts = build_parts(new)
         tls_policy = tlshook.default_policy(new)  # checks smtp_tls_policy_maps again
         key_warnings = expiry.check_keys(new)
-        if self.receiver is not None:
-            listeners: ListenersBuild | None = self.receiver.prepare(new)
-        else:
-            # The workers build their own; a bad key or file stops it here.
-            build_listener_security(new, FailureTracker())
-            listeners = None
+        # Warnings once; a bad key or file stops the reload here.
+        check_listeners(new)
+        # The workers build their own.
+        listeners = self.receiver.prepare(new) if self.receiver is not None else None
         return _Reload(new, parts, tls_policy, key_warnings, listeners)
 
     async def _reload(self) -> None:

@@ -10,8 +10,10 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.secure_env import SecureSiteFactory
-from tests.helpers import Daemon, DaemonFactory, RawSmtp, wait_for
+from tests.helpers import Daemon, DaemonFactory, RawSmtp, must_search, wait_for
 
 
 def worker_pids(daemon: Daemon) -> list[int]:
@@ -309,3 +311,25 @@ def test_a_dead_workers_connections_are_forgotten(daemon_factory: DaemonFactory)
     finally:
         for smtp in held:
             smtp.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_configuration_warning_is_logged_once_per_load(daemon_factory: DaemonFactory,
+                                                         workers: int) -> None:
+    """The master logs what the listeners' restrictions and TLS warn about;
+    the receivers (its own, or each worker) build theirs silently."""
+    daemon = daemon_factory(f"receiver_processes = {workers}\n"
+                            "smtpd_sender_restrictions = reject_sender_login_mismatch\n"
+                            "smtpd_sasl_auth_enable = no\n"
+                            "submission/inet = 127.0.0.1:0\n"
+                            "submission/inet/smtpd_sender_restrictions = "
+                            "reject_unauthenticated_sender_login_mismatch\n").start()
+    wait_for(lambda: len(worker_pids(daemon)) == workers, message=f"{workers} workers")
+    ignored = r"warning: .*restriction '(\w+)' ignored: smtpd_sasl_auth_enable = no"
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"reload -- configuration")
+    lines = [must_search(ignored, line)[1] for line in daemon.log_text().splitlines()
+             if re.search(ignored, line)]
+    assert sorted(lines) == ["reject_sender_login_mismatch"] * 2 + [
+        "reject_unauthenticated_sender_login_mismatch"] * 2, lines
