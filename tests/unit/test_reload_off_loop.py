@@ -54,10 +54,10 @@ async def test_the_build_runs_in_a_thread_while_the_loop_goes_on(
     threads: list[threading.Thread] = []
     real = master.build_parts
 
-    def slow_build_parts(config: Config) -> master.Parts:
+    def slow_build_parts(config: Config, warn: bool = True) -> master.Parts:
         threads.append(threading.current_thread())
         time.sleep(0.3)  # a slow map or disk: it must not hold the loop
-        return real(config)
+        return real(config, warn)
 
     monkeypatch.setattr(master, "build_parts", slow_build_parts)
     write_cf(tmp_path, 7)
