@@ -426,6 +426,10 @@ class SecureSmtpdProtocol(SmtpdProtocol):
 
     # -- AUTH -----------------------------------------------------------------------------
     async def cmd_auth(self, argument: str) -> None:
+        # Postfix counts every AUTH command, whatever the state (one where
+        # AUTH is not even offered included), before anything else.
+        if "auth" in self.rate_limits and await self.rate_limited("auth"):
+            return
         security = self.security
         if self.helo is None:
             self.reply(replies.NEED_HELO)
@@ -441,8 +445,6 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             return
         if self.client.sasl_username:
             self.reply(replies.AUTH_ALREADY)
-            return
-        if "auth" in self.rate_limits and await self.rate_limited("auth"):
             return
         words = argument.split()
         if not 1 <= len(words) <= 2:
