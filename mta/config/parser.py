@@ -8,7 +8,8 @@ The grammar is Postfix's (postconf(5)):
 - the last definition of a name wins;
 - ``$name``, ``${name}`` and ``$(name)`` expand to another parameter's value,
   ``${name?text}`` to text when name is non-empty, ``${name:text}`` to text
-  when name is empty, and ``$$`` to a literal dollar.
+  when name is empty, ``${name?{text1}:{text2}}`` to text1 or text2 (Postfix
+  3.0), and ``$$`` to a literal dollar.
 """
 
 from __future__ import annotations
@@ -77,46 +78,124 @@ def parse_main_cf(text: str, path: str) -> dict[str, Setting]:
     return settings
 
 
-_REF = re.compile(
-    r"\$(?:\{([A-Za-z0-9_]+)(?:([?:])([^}]*))?\}"  # ${name}, ${name?text}, ${name:text}
-    r"|\(([A-Za-z0-9_]+)\)"  # $(name)
-    r"|([A-Za-z0-9_]+)"  # $name
-    r"|(\$))"  # $$
-)
+_NAME_AT = re.compile(r"[A-Za-z0-9_]+")
+# For references(): every $name, ${name...} and $(name), $$ skipped.
+_REF = re.compile(r"\$(?:\$|\{([A-Za-z0-9_]+)|\(([A-Za-z0-9_]+)|([A-Za-z0-9_]+))")
 
 
 def expand(value: str, lookup: Callable[[str], str | None], *, _depth: int = 0) -> str:
     """Expand $name references in value; lookup returns None for an undefined name.
 
     Undefined names expand to the empty string, as in Postfix. Recursion is
-    bounded so that ``a = $b`` / ``b = $a`` fails instead of looping.
+    bounded so that ``a = $b`` / ``b = $a`` fails instead of looping. Besides
+    ``${name?text}`` and ``${name:text}``, Postfix 3.0's
+    ``${name?{text1}:{text2}}`` (text1 when name is non-empty, else text2)
+    and ``${name?{text}}`` / ``${name:{text}}``: the form of its
+    stress-dependent defaults, ``${stress?{10}:{300}}s``. Anything that is no
+    reference is kept as written.
     """
     if "$" not in value:
         return value
     if _depth > 20:
         raise ConfigError(f"parameter expansion is nested too deeply (a loop?): {value!r}")
 
-    def one(match: re.Match[str]) -> str:
-        if match.group(6):
-            return "$"
-        name = match.group(1) or match.group(4) or match.group(5)
+    def resolve(name: str) -> str:
         text = lookup(name)
-        resolved = "" if text is None else expand(text, lookup, _depth=_depth + 1)
-        operator = match.group(2)
-        if operator == "?":
-            return expand(match.group(3), lookup, _depth=_depth + 1) if resolved else ""
-        if operator == ":":
-            return resolved or expand(match.group(3), lookup, _depth=_depth + 1)
-        return resolved
+        return "" if text is None else expand(text, lookup, _depth=_depth + 1)
 
-    return _REF.sub(one, value)
+    def sub(text: str) -> str:
+        return expand(text, lookup, _depth=_depth + 1)
+
+    out: list[str] = []
+    i, size = 0, len(value)
+    while i < size:
+        dollar = value.find("$", i)
+        if dollar == -1:
+            out.append(value[i:])
+            break
+        out.append(value[i:dollar])
+        following = value[dollar + 1:dollar + 2]
+        if following == "$":
+            out.append("$")
+            i = dollar + 2
+        elif following == "{":
+            close = _closing_brace(value, dollar + 1)
+            conditional = None if close == -1 else _conditional(value[dollar + 2:close])
+            if conditional is None:
+                out.append("$")  # not a reference: kept as written
+                i = dollar + 1
+                continue
+            name, operator, when_set, when_empty = conditional
+            resolved = resolve(name)
+            if operator == "":
+                out.append(resolved)
+            elif resolved:
+                out.append(sub(when_set) if when_set is not None else "")
+            else:
+                out.append(sub(when_empty) if when_empty is not None else "")
+            i = close + 1
+        elif following == "(":
+            close = value.find(")", dollar + 2)
+            name = value[dollar + 2:close] if close != -1 else ""
+            if not _NAME_AT.fullmatch(name):
+                out.append("$")
+                i = dollar + 1
+                continue
+            out.append(resolve(name))
+            i = close + 1
+        else:
+            match = _NAME_AT.match(value, dollar + 1)
+            if match is None:
+                out.append("$")
+                i = dollar + 1
+                continue
+            out.append(resolve(match.group()))
+            i = match.end()
+    return "".join(out)
+
+
+def _closing_brace(value: str, opening: int) -> int:
+    """Index of the brace that closes the one at opening, or -1."""
+    depth = 0
+    for index in range(opening, len(value)):
+        char = value[index]
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return index
+    return -1
+
+
+def _conditional(inner: str) -> tuple[str, str, str | None, str | None] | None:
+    """The parts of what is between ``${`` and its ``}``: name, operator ("",
+    "?" or ":"), the text when the name is set and the text when it is empty
+    (None where there is none); None when it is no reference."""
+    match = _NAME_AT.match(inner)
+    if match is None:
+        return None
+    name, rest = match.group(), inner[match.end():]
+    if not rest:
+        return name, "", None, None
+    operator, text = rest[0], rest[1:]
+    if operator not in "?:":
+        return None
+    if not text.startswith("{"):  # the classic ${name?text} and ${name:text}
+        return (name, operator, text, None) if operator == "?" else (name, operator, None, text)
+    close = _closing_brace(text, 0)
+    if close == -1:
+        return None
+    first, after = text[1:close], text[close + 1:]
+    if not after:
+        return (name, operator, first, None) if operator == "?" else (name, operator, None, first)
+    if operator == "?" and after.startswith(":{") and _closing_brace(after, 1) == len(after) - 1:
+        return name, operator, first, after[2:-1]
+    return None
 
 
 def references(value: str) -> list[str]:
-    """Names that value refers to, for warnings about undefined parameters."""
-    names = []
-    for match in _REF.finditer(value):
-        name = match.group(1) or match.group(4) or match.group(5)
-        if name:
-            names.append(name)
-    return names
+    """Names that value refers to (in any branch of a conditional), for
+    warnings about undefined parameters."""
+    return [name for match in _REF.finditer(value)
+            if (name := match.group(1) or match.group(2) or match.group(3))]

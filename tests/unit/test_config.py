@@ -40,7 +40,13 @@ def test_later_definition_wins() -> None:
     ("${myhostname?yes}", "yes"),
     ("${relay_domains?yes}", ""),
     ("${relay_domains:empty}", "empty"),
-    ("${myhostname:empty}", "mx.example.test"),
+    # As Postfix's postconf -x: ":" gives its text when the name is empty,
+    # and nothing otherwise (not the name's value).
+    ("${myhostname:empty}", ""),
+    ("${myhostname?{set}:{empty}}", "set"),
+    ("${relay_domains?{set}:{empty}}", "empty"),
+    ("${myhostname?{${relay_domains:{$myhostname}}}}", "mx.example.test"),
+    ("${myhostname?{x}:y}", "${myhostname?{x}:y}"),
     ("$$myhostname", "$myhostname"),
     ("$undefined_thing", ""),
 ])
