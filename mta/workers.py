@@ -22,7 +22,8 @@ successes (relayed to the other workers), and the connection counts:
 master's ``a<serial> verdict count``, and ``R listener address`` when a
 session ends (the master is the one anvil for all workers); ``V<serial>
 listener address event count`` asks for a client's rate of MAIL, RCPT, AUTH
-or new TLS sessions, answered ``a<serial> ok rate``. A worker notices
+or new TLS sessions, answered ``a<serial> ok rate``; ``T listener 1|0``
+from the master says a listener is (no longer) under stress. A worker notices
 the master's death by EOF on that socket and exits; the master restarts a
 worker that dies, with a delay, like Postfix's master does.
 """
@@ -50,7 +51,7 @@ from mta import log as maillog
 from mta.config import Config, ListenerSpec
 from mta.metrics import REGISTRY
 from mta.smtpd.rates import ClientRates
-from mta.smtpd.server import decide
+from mta.smtpd.server import decide, stress_began, stress_ended, stress_is_over
 
 _SNAPSHOT_INTERVAL = 1.0
 _RESTART_DELAY = 1.0
@@ -168,6 +169,9 @@ class Supervisor:
         self._totals: dict[str, int] = {}  # open connections per listener
         self._clients: dict[tuple[str, str], int] = {}  # and per client address
         self._rates = ClientRates()  # per listener and client address, for all workers
+        # Listeners under stress (docs/smtpd.md "Stress"), with their total
+        # limit as the last request said, which the end of stress is judged by.
+        self._stressed: dict[str, int] = {}
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
 
@@ -218,6 +222,9 @@ class Supervisor:
         mine.setblocking(False)
         worker.channel = mine
         loop.add_reader(mine.fileno(), self._readable, worker)
+        for listener in self._stressed:  # a worker (re)started under stress
+            with contextlib.suppress(OSError):
+                mine.send(f"T{listener}\t1".encode())
 
     def _readable(self, worker: _Worker) -> None:
         assert worker.channel is not None
@@ -276,6 +283,10 @@ class Supervisor:
                          int(rate_limit))
         if verdict == "ok":
             self._count(worker, key, 1)
+        elif verdict == "total" and listener not in self._stressed:
+            self._stressed[listener] = int(total_limit)
+            stress_began(listener, int(total_limit))
+            self._relay(None, f"T{listener}\t1".encode())
         self._answer(worker, serial, verdict,
                      {"total": total, "rate": rate}.get(verdict, count))
 
@@ -296,6 +307,14 @@ class Supervisor:
         _bump(worker.connections, key, delta)
         _bump(self._clients, key, delta)
         _bump(self._totals, key[0], delta)
+        listener = key[0]
+        limit = self._stressed.get(listener)
+        if limit is not None and delta < 0:
+            total = self._totals.get(listener, 0)
+            if stress_is_over(total, limit):
+                del self._stressed[listener]
+                stress_ended(listener, limit, total)
+                self._relay(None, f"T{listener}\t0".encode())
 
     def _forget(self, worker: _Worker) -> None:
         """A dead worker's sessions died with it."""
@@ -570,6 +589,12 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
                 receiver.sasl_failures.learn(message[1:].decode())
             elif message[:1] == b"a":
                 anvil.answer(message[1:].decode())
+            elif message[:1] == b"T":
+                # The master's verdict on a listener's stress (it counts the
+                # sessions of all workers).
+                listener, _, flag = message[1:].decode().partition("\t")
+                if listener in registries:
+                    registries[listener].set_stress(flag == "1")
             elif message[:1] == b"P":
                 notify(b"M", json.dumps(snapshot()).encode())
             elif message[:1] == b"K":

@@ -141,6 +141,24 @@ class Config:
     def set_names(self) -> Iterator[str]:
         return iter(self._settings)
 
+    def under_stress(self) -> Config:
+        """This configuration with stress = yes, as Postfix's master starts
+        the smtpd processes of a service at its process limit with -o
+        stress=yes: the ${stress?{…}:{…}} defaults take their stress values.
+        A stress set in main.cf or by the listener wins (forced on, or off
+        when empty). Built once per configuration."""
+        view = self.__dict__.get("_stressed")
+        if view is None:
+            if self.is_set("stress"):
+                view = self
+            else:
+                view = Config(self._settings, self.path,
+                              {"stress": Setting("stress", "yes", "(under stress)", 0)})
+                view.listeners = self.listeners
+                view.text = self.text
+            self.__dict__["_stressed"] = view
+        return view
+
     # -- per-listener view -------------------------------------------------------------
     def for_listener(self, listener: ListenerSpec) -> Config:
         """This configuration with the listener's -o overrides applied."""

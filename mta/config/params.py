@@ -181,10 +181,24 @@ _time("anvil_rate_time_unit", "60s",
       "The time unit of the smtpd_client_*_rate_limit limits: a client's counts start over "
       "at its first event after a whole unit has passed since the first of the last unit.",
       minimum=1)
-_time("smtpd_timeout", "300s",
-      "How long the server waits for the client's next command or its next piece of DATA "
-      "(each read, as in Postfix: a long message that keeps arriving is not cut off).",
+_p("stress", "", str,
+   "Set to yes by Postern, per listener, while the listener is overloaded (from the moment "
+   "smtpd_client_connection_limit refuses a connection until its sessions are below three "
+   "quarters of it), as Postfix's master sets it for a service at its process limit; the "
+   "${stress?{…}:{…}} defaults read it. Set it (yes, or empty) in main.cf or per listener "
+   "to force the stress values on or off.")
+_time("smtpd_timeout", "${stress?{10}:{300}}s",
+      "How long the server waits for the client's next command line, or its next piece of "
+      "DATA (each read, as in Postfix: a long message that keeps arriving is not cut off; "
+      "see smtpd_per_request_deadline). 10s under stress.",
       minimum=1)
+_bool("smtpd_per_request_deadline", "${stress?{yes}:{no}}",
+      "Make smtpd_timeout a deadline for a whole command line or a whole message's DATA "
+      "(extended by what arrives, at smtpd_min_data_rate), not for each read: a client "
+      "that dribbles a byte now and then cannot hold its session. On under stress.")
+_int("smtpd_min_data_rate", "500",
+     "With smtpd_per_request_deadline: each byte of message content received extends the "
+     "DATA deadline by 1/rate seconds.", 1)
 _bool("smtpd_forbid_unauth_pipelining", "yes",
       "Disconnect a client that sends commands before the greeting, pipelines without "
       "EHLO (which announces PIPELINING), or sends more after a command it must wait for "
@@ -200,10 +214,12 @@ _int("smtpd_soft_error_limit", "10",
 _time("smtpd_error_sleep_time", "1s",
       "The delay of each reply once smtpd_soft_error_limit errors were made; 0 turns the "
       "tarpit off.", minimum=0)
-_int("smtpd_hard_error_limit", "20", "Errors after which the server disconnects.", 1)
-_int("smtpd_junk_command_limit", "100",
+_int("smtpd_hard_error_limit", "${stress?{1}:{20}}",
+     "Errors after which the server disconnects (1 under stress).", 1)
+_int("smtpd_junk_command_limit", "${stress?{1}:{100}}",
      "Junk commands (HELO, EHLO, NOOP, RSET, VRFY) a client may send before each further one "
-     "counts as an error toward smtpd_hard_error_limit; a queued message resets the count.", 1)
+     "counts as an error toward smtpd_hard_error_limit; a queued message resets the count "
+     "(1 under stress).", 1)
 _bool("smtpd_helo_required", "no", "Require HELO or EHLO before MAIL.")
 _list("smtpd_relay_restrictions",
       "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",

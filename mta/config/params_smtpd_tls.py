@@ -64,7 +64,8 @@ _str("relay_clientcerts", "",
 _str("tls_server_sni_maps", "",
      "Tables from server name (SNI) to PEM files holding a private key and its "
      "certificate chain; .domain keys match subdomains.")
-_time("smtpd_starttls_timeout", "300s", "The time limit of a TLS handshake.", minimum=1)
+_time("smtpd_starttls_timeout", "${stress?{10}:{300}}s",
+      "The time limit of a TLS handshake (10s under stress).", minimum=1)
 
 # --- AUTH -----------------------------------------------------------------------------
 _bool("smtpd_sasl_auth_enable", "no", "Offer AUTH (PLAIN, LOGIN) on this listener.")

@@ -113,6 +113,7 @@ class SmtpdProtocol(SMTP):
         self._slot: Slot | None = None
         self._closing = False
         self._awaiting_command = False
+        self._data_started = 0.0  # when the DATA being read began (loop time)
         # The smtpd_client_*_rate_limit limits on this client (rates.LIMITS):
         # event -> limit, set once the connection is admitted.
         self.rate_limits: dict[str, int] = {}
@@ -140,7 +141,7 @@ class SmtpdProtocol(SMTP):
         self.hostname = config.myhostname
         self.tls_context = None
         self.require_starttls = False
-        self._timeout_duration = config.smtpd_timeout
+        self._timeout_duration = config.smtpd_timeout  # aiosmtpd's; ours is limits'
         self._timeout_handle: asyncio.TimerHandle | None = None
         self._idle_deadline = 0.0
         self._tls_handshake_okay = True
@@ -187,7 +188,7 @@ class SmtpdProtocol(SMTP):
             delay, self._delay = self._delay, 0.0
             # The tarpit; the client waits for us, so the idle timer must not
             # count this as its silence (smtpd_timeout starts after it).
-            self._reset_timeout(delay + self._timeout_duration)
+            self._reset_timeout(delay + self.ctx.connections.limits.smtpd_timeout)
             await asyncio.sleep(delay)
         if self._out and self.transport is not None and not self.transport.is_closing():
             data, self._out = b"".join(self._out), []
@@ -246,6 +247,7 @@ class SmtpdProtocol(SMTP):
             else:
                 self._slot = admitted
                 self._note_rate_limits(host)
+                ctx.connections.sessions.add(self)
                 await self._session()
         except (asyncio.CancelledError, ConnectionError):
             pass
@@ -284,7 +286,18 @@ class SmtpdProtocol(SMTP):
         if not await self.rate_limited(event):
             command()
 
+    def stress_began(self) -> None:
+        """The listener came under stress: an idle timer armed for the longer
+        smtpd_timeout runs out at the stress one from now at the latest (a
+        stopped timer, during a TLS handshake, stays stopped)."""
+        handle = self._timeout_handle
+        timeout = self.ctx.connections.limits.smtpd_timeout
+        if handle is not None and not handle.cancelled() \
+                and self._idle_deadline > self.loop.time() + timeout:
+            self._reset_timeout(timeout)
+
     def _end_session(self) -> None:
+        self.ctx.connections.sessions.discard(self)
         if self._slot is not None:
             self.ctx.connections.release(self._slot)
             self._slot = None
@@ -318,7 +331,7 @@ class SmtpdProtocol(SMTP):
     def _too_many_errors(self) -> bool:
         """Postfix's smtpd_hard_error_limit: 421 and hang up (the reply is
         queued and the transport closed once it is written)."""
-        if self.errors < self.ctx.config.smtpd_hard_error_limit or self._closing:
+        if self.errors < self.ctx.connections.limits.smtpd_hard_error_limit or self._closing:
             return False
         maillog.too_many_errors(self.stage, self.client.peer)
         self.reply(replies.TOO_MANY_ERRORS.format(host=self.hostname))
@@ -387,7 +400,7 @@ class SmtpdProtocol(SMTP):
         itself for what is left when it fires early. aiosmtpd cancels and
         creates a timer on every command, which was 4% of a receiver's time.
         """
-        deadline = self.loop.time() + (duration or self._timeout_duration)
+        deadline = self.loop.time() + (duration or self.ctx.connections.limits.smtpd_timeout)
         self._idle_deadline = deadline
         handle = self._timeout_handle
         if handle is None or handle.cancelled() or handle.when() > deadline:
@@ -518,7 +531,7 @@ class SmtpdProtocol(SMTP):
         an error, so smtpd_hard_error_limit ends a session that only holds a
         slot (NOOP for ever, say). As smtpd.c's "junk_cmds++ > limit", a
         command counts when more than the limit came before it."""
-        if self.junk > self.ctx.config.smtpd_junk_command_limit:
+        if self.junk > self.ctx.connections.limits.smtpd_junk_command_limit:
             self.errors += 1
         self.junk += 1
 
@@ -846,6 +859,7 @@ class SmtpdProtocol(SMTP):
 
         self.stage = "DATA"
         self._data_bytes = 0
+        self._data_started = self.loop.time()
         try:
             result = await read_data(self._reader, sink, config.message_size_limit,
                                      self._data_progress)
@@ -908,10 +922,24 @@ class SmtpdProtocol(SMTP):
         self.reply(replies.QUEUED.format(qid=txn.qid))
 
     def _data_progress(self, received: int) -> None:
-        """A read of message content: count its bytes, restart the idle timer."""
-        if self._data_bytes is not None:
-            self._data_bytes += received
-        self._reset_timeout()
+        """A read of message content: count its bytes, restart the idle timer.
+
+        With smtpd_per_request_deadline (on under stress) the timer is not
+        restarted by every read: the whole DATA has smtpd_timeout, extended
+        by 1/smtpd_min_data_rate seconds for each byte received (Postfix
+        3.7), so a client that sends a byte now and then is cut off while one
+        that sends at a useful rate is not."""
+        if self._data_bytes is None:
+            self._reset_timeout()
+            return
+        self._data_bytes += received
+        limits = self.ctx.connections.limits
+        if not limits.smtpd_per_request_deadline:
+            self._reset_timeout()
+            return
+        deadline = (self._data_started + limits.smtpd_timeout
+                    + self._data_bytes / limits.smtpd_min_data_rate)
+        self._reset_timeout(max(deadline - self.loop.time(), 0.001))
 
     def received_tls_lines(self) -> list[str]:
         """The TLS clause of the Received header (see tls/); none in plaintext."""

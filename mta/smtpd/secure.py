@@ -321,8 +321,13 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         security = self.security
         assert handshake is not None and security is not None and self._raw is not None
         listener = self.ctx.listener.name
+        connections = self.ctx.connections
+        # Under stress, the stress value (smtpd_starttls_timeout's default
+        # ${stress?{10}:{300}}s), else what the listener's security was built with.
+        timeout = (connections.limits.smtpd_starttls_timeout if connections.stressed
+                   else security.starttls_timeout)
         try:
-            async with asyncio.timeout(security.starttls_timeout):  # wait_for made a task
+            async with asyncio.timeout(timeout):  # wait_for made a task
                 await handshake.done
         except TimeoutError:
             # As Postfix's tls_server_start after its read_wait() gives up

@@ -119,8 +119,29 @@ class ConnectionRegistry:
         # Without an anvil (one process): this listener's alone, so keyed by
         # client address only (listener "").
         self.rates = ClientRates()
+        # Stress (docs/smtpd.md "Stress"): decided here in one process, by
+        # the master with workers (set_stress). The live sessions are known
+        # so that the stress timeouts reach them at once.
+        self.stressed = False
+        self.service = "smtp"  # the listener's name, for the stress lines
+        self.sessions: set[StressAware] = set()
         self.drained = asyncio.Event()
         self.drained.set()
+
+    @property
+    def limits(self) -> Config:
+        """The configuration the sessions' stress-dependent limits come from
+        (smtpd_timeout, smtpd_hard_error_limit, ...): the listener's, with
+        stress = yes while the listener is under stress."""
+        return self.config.under_stress() if self.stressed else self.config
+
+    def set_stress(self, on: bool) -> None:
+        if on == self.stressed:
+            return
+        self.stressed = on
+        if on:
+            for session in list(self.sessions):
+                session.stress_began()
 
     def exempt(self, address: str) -> bool:
         """In smtpd_client_event_limit_exceptions: no per-client limit or
@@ -174,6 +195,10 @@ class ConnectionRegistry:
             maillog.warning("smtpd", f"Connection limit exceeded: {count + 1} "
                             f"for service {service}")
             CONNECTION_LIMITS.labels(service, "total").inc()
+            if self.anvil is None and not self.stressed:  # else the master's decision
+                self.service = service
+                stress_began(service, self.config.smtpd_client_connection_limit)
+                self.set_stress(True)
             return replies.SERVER_BUSY.format(host=host)
         if verdict == "client":
             maillog.warning("smtpd", f"Connection concurrency limit exceeded: {count + 1} "
@@ -223,12 +248,44 @@ class ConnectionRegistry:
         self.total = max(0, self.total - 1)
         if self.total == 0:
             self.drained.set()
+        if self.stressed and self.anvil is None and stress_is_over(
+                self.total, self.config.smtpd_client_connection_limit):
+            stress_ended(self.service, self.config.smtpd_client_connection_limit, self.total)
+            self.set_stress(False)
         if self.anvil is None:
             return
         if slot.counted is None or _counted_by_master(slot.counted):
             self.anvil.release(address)
         # Otherwise the master has not counted it (yet): _counted gives it
         # back if its answer turns out "ok".
+
+
+class StressAware(Protocol):
+    """A session, told when its listener comes under stress."""
+
+    def stress_began(self) -> None: ...
+
+
+def stress_began(service: str, limit: int) -> None:
+    """The listener reached smtpd_client_connection_limit: Postfix's master
+    words for a service at its process limit, and what changes now."""
+    maillog.warning("master", f'service "{service}" has reached its connection limit '
+                    f'"{limit}": new clients are refused until sessions end')
+    maillog.warning("master", "to avoid this condition, increase "
+                    "smtpd_client_connection_limit or reduce the service time per client; "
+                    "until then the stress-dependent settings apply (stress = yes)")
+
+
+def stress_is_over(total: int, limit: int) -> bool:
+    """Stress ends once the sessions are below three quarters of the limit,
+    not at the first one that ends: else every refusal would switch it on
+    and the next session's end off again."""
+    return total * 4 < limit * 3
+
+
+def stress_ended(service: str, limit: int, total: int) -> None:
+    maillog.info("master", f'service "{service}": stress is over: {total} of {limit} '
+                 "connections")
 
 
 def _counted_by_master(answer: asyncio.Future[tuple[str, int]]) -> bool:
