@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage, Message
 from pathlib import Path
@@ -335,6 +336,12 @@ class Daemon:
 
     def wait_log(self, pattern: str, count: int = 1, timeout: float = 15) -> list[str]:
         return wait_lines(self.log_text, pattern, count, timeout, "maillog line")
+
+    def metrics(self) -> str:
+        """What a Prometheus scrape of the daemon gets now."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
 
     def maildir(self, user: str) -> list[Path]:
         return maildir_messages(self.root / "mail" / user)

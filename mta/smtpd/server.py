@@ -45,6 +45,9 @@ REJECTS = Counter("mta_smtpd_rejects", "Commands rejected by policy or limits.",
 CONNECTION_LIMITS = Counter("mta_smtpd_connection_limit_refusals",
                             "Connections refused with 421 by a connection limit.",
                             ["listener", "limit"], registry=REGISTRY)
+STRESS = Gauge("mta_smtpd_stress",
+               "1 while the listener is under stress (it reached "
+               "smtpd_client_connection_limit), else 0.", ["listener"], registry=REGISTRY)
 WRITE_ERRORS = Counter("mta_smtpd_queue_write_errors",
                        "Messages refused because the queue file could not be written.",
                        ["listener"], registry=REGISTRY)
@@ -268,7 +271,9 @@ class StressAware(Protocol):
 
 def stress_began(service: str, limit: int) -> None:
     """The listener reached smtpd_client_connection_limit: Postfix's master
-    words for a service at its process limit, and what changes now."""
+    words for a service at its process limit, and what changes now (logged
+    and shown by whoever decides: the master, or the one receiver)."""
+    STRESS.labels(service).set(1)
     maillog.warning("master", f'service "{service}" has reached its connection limit '
                     f'"{limit}": new clients are refused until sessions end')
     maillog.warning("master", "to avoid this condition, increase "
@@ -284,6 +289,7 @@ def stress_is_over(total: int, limit: int) -> bool:
 
 
 def stress_ended(service: str, limit: int, total: int) -> None:
+    STRESS.labels(service).set(0)
     maillog.info("master", f'service "{service}": stress is over: {total} of {limit} '
                  "connections")
 

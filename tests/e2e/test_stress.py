@@ -37,3 +37,4 @@ def test_the_master_puts_every_worker_under_stress(daemon_factory: DaemonFactory
                     r"connections$")
     # Every session then timed out after its own second, whichever worker had it.
     assert len(daemon.wait_log(r"timeout after CONNECT from", 3)) == 3
+    assert 'mta_smtpd_stress{listener="smtp"} 0.0' in daemon.metrics()
