@@ -155,6 +155,9 @@ class _Worker:
     baseline: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
     polled: asyncio.Future[None] | None = None  # a scrape waits for a fresh snapshot
     reloaded: asyncio.Future[None] | None = None  # a reload waits for its switch-over
+    # Until the worker says "r" it has no SIGHUP handler, and a SIGHUP would
+    # end it (the signal's default action): the master does not send it one.
+    ready: bool = False
 
 
 class Supervisor:
@@ -201,6 +204,7 @@ class Supervisor:
 
     async def _spawn(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
+        worker.ready = False
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = ",".join(f"{name}={sock.fileno()}" for name, sock in self.sockets.items())
         # The worker runs the main.cf text the master runs, not whatever the
@@ -253,6 +257,8 @@ class Supervisor:
                 listener, address = body.decode().split("\t")
                 if worker.connections.get((listener, address)):
                     self._count(worker, (listener, address), -1)
+            elif kind == b"r":
+                worker.ready = True
             elif kind == b"k":
                 # The worker has switched to the configuration sent (or kept
                 # its own when that failed there: it logged why).
@@ -391,6 +397,8 @@ class Supervisor:
 
     def signal(self, signum: int) -> None:
         for worker in self.workers:
+            if signum == signal.SIGHUP and not worker.ready:
+                continue  # it reopens the maillog when it gets ready
             if worker.process is not None and worker.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     worker.process.send_signal(signum)
@@ -530,7 +538,7 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
                 pass
             except OSError:  # the master is gone; from_master sees the EOF
                 outbox.clear()
-        if kind in b"AVRFSk":
+        if kind in b"AVRFSkr":
             # Connection counts must arrive (an unanswered request would hold
             # a session, a lost release would leak its slot), and so should
             # AUTH failures and a reload's acknowledgement (the master's reload
@@ -618,6 +626,10 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
     # SIGHUP (forwarded by the master) reopens the maillog after a rotation;
     # the configuration comes over the channel, once the master has loaded it.
     loop.add_signal_handler(signal.SIGHUP, maillog.reopen)
+    # Ready for the master's SIGHUPs from now on; a rotation that came while
+    # this worker started (and was not passed on to it) is caught up here.
+    maillog.reopen()
+    notify(b"r", b"")
 
     async def report() -> None:
         while True:

@@ -333,3 +333,18 @@ def test_a_configuration_warning_is_logged_once_per_load(daemon_factory: DaemonF
              if re.search(ignored, line)]
     assert sorted(lines) == ["reject_sender_login_mismatch"] * 2 + [
         "reject_unauthenticated_sender_login_mismatch"] * 2, lines
+
+
+def test_a_sighup_while_workers_start_does_not_kill_them(daemon_factory: DaemonFactory) -> None:
+    """A maillog rotation (SIGHUP) right after the start, while the workers
+    are still starting up, must not end them (the default action of SIGHUP
+    in a process that has no handler for it yet)."""
+    daemon = daemon_factory("receiver_processes = 2\n").start()
+    assert daemon.process is not None
+    for count in range(1, 4):  # one at a time: pending signals of a kind coalesce
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_log(r"reload -- configuration", count)
+    wait_for(lambda: len(worker_pids(daemon)) == 2, message="two workers")
+    send(daemon, 2)
+    daemon.wait_maildir("alice", 2)
+    assert "killed by signal" not in daemon.log_text()
