@@ -227,19 +227,24 @@ _list("smtpd_relay_restrictions",
       "Postfix, a configuration is refused unless this list or smtpd_recipient_restrictions "
       "holds reject_unauth_destination, defer_unauth_destination or reject before any "
       "unconditional permit (no open relay by mistake).")
-_list("smtpd_recipient_restrictions", "", "Further restrictions on RCPT TO.")
+_list("smtpd_recipient_restrictions", "",
+      "Further restrictions on RCPT TO (those of smtpd_relay_restrictions, and "
+      "check_client_access, check_helo_access, check_sender_access and "
+      "check_recipient_access with a type:table each).")
 _list("smtpd_helo_restrictions", "",
       "Restrictions on the HELO/EHLO name: permit_mynetworks, permit_sasl_authenticated, "
       "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, "
-      "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname. Skipped for a client "
-      "that sent no HELO/EHLO.")
+      "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname, check_client_access "
+      "type:table, check_helo_access type:table. Skipped for a client that sent no "
+      "HELO/EHLO.")
 _list("smtpd_sender_restrictions", "",
       "Restrictions on the MAIL FROM address: permit_mynetworks, permit_sasl_authenticated, "
       "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, "
       "reject_sender_login_mismatch, reject_authenticated_sender_login_mismatch, "
       "reject_unauthenticated_sender_login_mismatch (the last three judge "
       "smtpd_sender_login_maps, and are ignored with a warning where "
-      "smtpd_sasl_auth_enable = no). The null sender skips the login checks.")
+      "smtpd_sasl_auth_enable = no), check_client_access type:table, check_sender_access "
+      "type:table. The null sender skips the login checks.")
 _str("smtpd_sender_login_maps", "",
      "Tables from envelope sender to the SASL login names that own it (separated by commas "
      "or spaces), looked up as user+ext@domain, user@domain, user+ext and user (local "

@@ -7,7 +7,8 @@ judge the HELO/EHLO name, at RCPT with ``smtpd_delay_reject`` (the default)
 or at HELO/EHLO itself; ``smtpd_sender_restrictions`` likewise judge the
 envelope sender at RCPT or at MAIL. Each restriction answers permit, reject (with its
 reply) or "dunno" (go on); the first answer that is not dunno ends the list.
-The protocol asks; this module decides.
+The check_*_access restrictions take the next item of the list as their
+table (access.py reads it). The protocol asks; this module decides.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from mta import address as addr
 from mta.config import Config
 from mta.errors import ConfigError
 from mta.mailboxes import Mailboxes
-from mta.maps import TableList, open_tables
-from mta.smtpd import hostnames, replies
+from mta.maps import TableList, open_tables, split_specs
+from mta.smtpd import access, hostnames, replies
+from mta.smtpd.access import AccessMap
 from mta.smtpd.sender_login import SenderLogins, access_denied
 
 PERMIT = "permit"
@@ -33,6 +35,21 @@ DUNNO = None
 # do not implement: defer, defer_if_permit, check_relay_domains).
 _RELAY_STOPPERS = frozenset({"reject_unauth_destination", "defer_unauth_destination",
                              "reject"})
+_RELAY_LISTS = ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
+_ALL_LISTS = (*_RELAY_LISTS, "smtpd_helo_restrictions", "smtpd_sender_restrictions")
+# The access restrictions: what each judges (the reply's class), and the
+# lists that can ask it. The HELO and sender lists are judged without the
+# rest of the envelope (check_helo and check_sender have only their own
+# subject), so they take the client and their own subject only.
+_ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "check_client_access": (access.CLIENT, _ALL_LISTS),
+    "check_helo_access": (access.HELO, (*_RELAY_LISTS, "smtpd_helo_restrictions")),
+    "check_sender_access": (access.SENDER, (*_RELAY_LISTS, "smtpd_sender_restrictions")),
+    "check_recipient_access": (access.RECIPIENT, _RELAY_LISTS),
+}
+# What the client chooses freely: an OK for it before the relay control
+# lets anyone who says so relay.
+_FORGEABLE = {"check_helo_access": "HELO name", "check_sender_access": "sender address"}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -66,10 +83,13 @@ class ClientFacts:
 
 
 Decision = str | None  # PERMIT, a reject reply, or DUNNO
-Restriction = Callable[[ClientFacts, str, str], Decision]
+# (client, sender: None outside a transaction (VRFY), recipient, the HELO
+# name: None when the client sent none)
+Restriction = Callable[[ClientFacts, str | None, str, str | None], Decision]
 HeloRestriction = Callable[[ClientFacts, str], Decision]  # (client, HELO name)
 SenderRestriction = Callable[[ClientFacts, str], Decision]  # (client, MAIL FROM address)
 _R = TypeVar("_R", Restriction, HeloRestriction, SenderRestriction)
+AccessBuilders = Mapping[str, Callable[[AccessMap], _R]]
 _LOGIN_MISMATCH = ("reject_sender_login_mismatch", "reject_authenticated_sender_login_mismatch",
                    "reject_unauthenticated_sender_login_mismatch")
 
@@ -81,6 +101,10 @@ class Restrictions:
                  relay_clientcerts: Callable[[tuple[str, ...]], bool] | None = None) -> None:
         self.config = config
         self.mailboxes = mailboxes
+        self.warnings: list[str] = []  # logged by whoever builds the restrictions
+        # The access maps of the relay and recipient lists by (list, item
+        # position), for the open-relay check.
+        self._access_maps: dict[tuple[str, int], AccessMap] = {}
         self.mynetworks = config.mynetworks
         self.relay_domains = config.relay_domains
         self._relay_clientcerts = relay_clientcerts or (lambda fingerprints: False)
@@ -93,14 +117,17 @@ class Restrictions:
             "defer_unauth_destination": self._defer_unauth_destination,
             "permit_auth_destination": self._permit_auth_destination,
             "reject_unlisted_recipient": self._reject_unlisted_recipient,
-            "permit": lambda client, sender, rcpt: PERMIT,
-            "reject": lambda client, sender, rcpt: replies.ACCESS_DENIED.format(
+            "permit": lambda client, sender, rcpt, helo: PERMIT,
+            "reject": lambda client, sender, rcpt, helo: replies.ACCESS_DENIED.format(
                 address=rcpt, what="Recipient address"),
         }
-        self.relay = self._compile("smtpd_relay_restrictions", self._known)
-        self.recipient = self._compile("smtpd_recipient_restrictions", self._known)
+        recipient_access = self._access_in_recipient_lists()
+        self.relay = self._compile("smtpd_relay_restrictions", self._known, recipient_access)
+        self.recipient = self._compile("smtpd_recipient_restrictions", self._known,
+                                       recipient_access)
         self._refuse_open_relay()
-        self.helo = self._compile("smtpd_helo_restrictions", self._helo_known())
+        self.helo = self._compile("smtpd_helo_restrictions", self._helo_known(),
+                                  self._access_in_helo_list())
         # Postfix's smtpd_delay_reject: the HELO restrictions wait for RCPT
         # (and VRFY), so that the reject is logged with the sender and the
         # recipient, and a client is not turned away before it says whom it
@@ -112,8 +139,8 @@ class Restrictions:
         self.sender_logins = SenderLogins(
             open_tables(maps, Path(config.directory)) if maps else TableList([]),
             config.recipient_delimiter, mailboxes.is_local_domain)
-        self.warnings: list[str] = []  # logged by whoever builds the restrictions
-        self.sender = self._compile("smtpd_sender_restrictions", self._sender_known())
+        self.sender = self._compile("smtpd_sender_restrictions", self._sender_known(),
+                                    self._access_in_sender_list())
         # The same two moments as the HELO restrictions (smtpd_delay_reject).
         self.sender_at_mail = bool(self.sender) and not config.smtpd_delay_reject
         self.sender_at_rcpt = bool(self.sender) and config.smtpd_delay_reject
@@ -121,35 +148,159 @@ class Restrictions:
     def _refuse_open_relay(self) -> None:
         """Postfix refuses to start (smtpd_check.c) unless one of the two
         lists can refuse mail for other domains before an unconditional
-        permit: a list without one makes an open relay."""
-        for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions"):
-            for item in self.config.get(name):
-                item = item.lower()
+        permit: a list without one makes an open relay. An access map is no
+        such refusal (it refuses what it lists, and its OK relays), so a map
+        of HELO names or senders that can answer OK where it decides relaying
+        gets a warning: the client writes those."""
+        before_stopper: list[tuple[str, int]] = []
+        for name in _RELAY_LISTS:
+            for index, item in self._restrictions_of(name):
                 if item == "permit":
                     break  # what follows it is never reached
                 if item in _RELAY_STOPPERS:
+                    self._warn_forgeable_ok(before_stopper, item)
                     return
+                before_stopper.append((name, index))
         raise ConfigError(
             f"{self.config.where('smtpd_relay_restrictions')}: in parameters "
             "smtpd_relay_restrictions and smtpd_recipient_restrictions, specify at least "
             "one working instance of: reject_unauth_destination, defer_unauth_destination "
             "or reject")
 
-    def _compile(self, name: str, known: Mapping[str, _R]) -> list[_R]:
-        """The list named name, each item looked up in known; an unknown
-        item stops start and reload."""
+    def _warn_forgeable_ok(self, positions: list[tuple[str, int]], stopper: str) -> None:
+        for name, index in positions:
+            table = self._access_maps.get((name, index))
+            if table is None or table.restriction not in _FORGEABLE or not table.can_permit:
+                continue
+            self.warnings.append(
+                f"{self.config.where(name)}: {name}: {table.restriction} {table.spec} can "
+                f"answer OK before {stopper}: any client that sends a listed "
+                f"{_FORGEABLE[table.restriction]} may relay; use DUNNO to make an exception, "
+                f"or place it after {stopper}")
+
+    def _items(self, name: str) -> list[str]:
+        """The items of a restriction list, a table such as inline:{ a=b, c=d }
+        one item with its commas and spaces (Postfix splits lists so)."""
+        return split_specs(self.config.expanded(name))
+
+    def _restrictions_of(self, name: str) -> list[tuple[int, str]]:
+        """(position, lowercased name) of each restriction of a list, without
+        the tables that follow the access restrictions."""
+        found = []
+        items = self._items(name)
+        index = 0
+        while index < len(items):
+            item = items[index].lower()
+            found.append((index, item))
+            index += 2 if item in _ACCESS else 1
+        return found
+
+    def _compile(self, name: str, known: Mapping[str, _R],
+                 access_checks: AccessBuilders[_R]) -> list[_R]:
+        """The list named name, each item looked up in known, an access
+        restriction with the table after it; an unknown item, a missing or
+        unusable table stop start and reload."""
         compiled = []
-        for item in self.config.get(name):
-            function = known.get(item.lower())
+        items = self._items(name)
+        where = f"{self.config.where(name)}: {name}"
+        for index, item in self._restrictions_of(name):
+            if item in _ACCESS:
+                what, lists = _ACCESS[item]
+                spec = items[index + 1] if index + 1 < len(items) else None
+                if spec is None:
+                    raise ConfigError(f"{where}: unknown restriction {items[index]!r} without "
+                                      f"a table: write {item} type:name")
+                if ":" not in spec:
+                    raise ConfigError(f"{where}: restriction {item}: bad argument {spec!r}: "
+                                      "need type:name")
+                if name not in lists:
+                    raise ConfigError(f"{where}: {item} judges no {what.lower()} here: it "
+                                      f"works in {', '.join(lists)}")
+                table = self._access_map(where, item, spec, what)
+                if name in _RELAY_LISTS:
+                    self._access_maps[name, index] = table
+                compiled.append(access_checks[item](table))
+                continue
+            function = known.get(item)
             if function is None:
-                raise ConfigError(f"{self.config.where(name)}: {name}: unknown restriction "
-                                  f"{item!r}")
+                raise ConfigError(f"{where}: unknown restriction {items[index]!r}")
             compiled.append(function)
         return compiled
 
+    def _access_map(self, where: str, restriction: str, spec: str, what: str) -> AccessMap:
+        try:
+            tables = open_tables(spec, Path(self.config.directory))
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {restriction} {spec}: {error}") from None
+        table = AccessMap(restriction, spec, tables, what)
+        self.warnings += [w for w in table.warnings if w not in self.warnings]
+        return table
+
+    # -- the access restrictions, one builder per kind of list -----------------------
+    def _judge(self, table: AccessMap, keys: list[access.Key], name: str,
+               client: ClientFacts) -> Decision:
+        """An access map's answer as a restriction's: permit, a refusal
+        (451 4.3.5 for an action Postern cannot carry out), or dunno."""
+        action = table.answer(keys, name, client.peer)
+        if action is None or action.verdict in (access.DUNNO, access.LOG):
+            return DUNNO
+        if action.verdict == access.PERMIT:
+            return PERMIT
+        return action.reply(name, table.what)
+
+    def _client_access(self, table: AccessMap, client: ClientFacts) -> Decision:
+        return self._judge(table, access.client_keys(client.hostname, client.address),
+                           client.peer, client)
+
+    def _sender_access(self, table: AccessMap, client: ClientFacts, sender: str) -> Decision:
+        """The sender as sent names it in the refusal; looked up as
+        user@$myorigin when unqualified, as Postfix looks up its rewritten form."""
+        keys = access.mail_keys(addr.qualify(sender, self.config.myorigin),
+                                self.config.recipient_delimiter)
+        return self._judge(table, keys, sender, client)
+
+    def _access_in_recipient_lists(self) -> dict[str, Callable[[AccessMap], Restriction]]:
+        def by_client(table: AccessMap) -> Restriction:
+            return lambda client, sender, rcpt, helo: self._client_access(table, client)
+
+        def by_helo(table: AccessMap) -> Restriction:
+            # As Postfix's: no HELO/EHLO, no lookup.
+            return lambda client, sender, rcpt, helo: DUNNO if helo is None else self._judge(
+                table, access.domain_keys(helo), helo, client)
+
+        def by_sender(table: AccessMap) -> Restriction:
+            # No sender outside a transaction (VRFY); "" is the null sender.
+            return lambda client, sender, rcpt, helo: (
+                DUNNO if sender is None else self._sender_access(table, client, sender))
+
+        def by_recipient(table: AccessMap) -> Restriction:
+            return lambda client, sender, rcpt, helo: self._judge(
+                table, access.mail_keys(rcpt, self.config.recipient_delimiter), rcpt, client)
+
+        return {"check_client_access": by_client, "check_helo_access": by_helo,
+                "check_sender_access": by_sender, "check_recipient_access": by_recipient}
+
+    def _access_in_helo_list(self) -> dict[str, Callable[[AccessMap], HeloRestriction]]:
+        def by_client(table: AccessMap) -> HeloRestriction:
+            return lambda client, helo: self._client_access(table, client)
+
+        def by_helo(table: AccessMap) -> HeloRestriction:
+            return lambda client, helo: self._judge(table, access.domain_keys(helo), helo, client)
+
+        return {"check_client_access": by_client, "check_helo_access": by_helo}
+
+    def _access_in_sender_list(self) -> dict[str, Callable[[AccessMap], SenderRestriction]]:
+        def by_client(table: AccessMap) -> SenderRestriction:
+            return lambda client, sender: self._client_access(table, client)
+
+        def by_sender(table: AccessMap) -> SenderRestriction:
+            return lambda client, sender: self._sender_access(table, client, sender)
+
+        return {"check_client_access": by_client, "check_sender_access": by_sender}
+
     def _helo_known(self) -> dict[str, HeloRestriction]:
         def about_client(restriction: Restriction) -> HeloRestriction:
-            return lambda client, helo: restriction(client, "", "")
+            return lambda client, helo: restriction(client, "", "", helo)
 
         return {
             "permit_mynetworks": about_client(self._permit_mynetworks),
@@ -168,7 +319,7 @@ class Restrictions:
 
     def _sender_known(self) -> dict[str, SenderRestriction]:
         def about_client(restriction: Restriction) -> SenderRestriction:
-            return lambda client, sender: restriction(client, sender, "")
+            return lambda client, sender: restriction(client, sender, "", None)
 
         known: dict[str, SenderRestriction] = {
             "permit_mynetworks": about_client(self._permit_mynetworks),
@@ -224,10 +375,9 @@ class Restrictions:
             refusal = self.check_sender(client, sender)
             if refusal is not None:
                 return refusal
-        sender = sender or ""
         for restrictions in (self.relay, self.recipient):
             for restriction in restrictions:
-                decision = restriction(client, sender, recipient)
+                decision = restriction(client, sender, recipient, helo)
                 if decision is PERMIT:
                     break
                 if decision is not DUNNO:
@@ -249,34 +399,36 @@ class Restrictions:
             domain, self.relay_domains, subdomains=True)
 
     # -- the restrictions ---------------------------------------------------------
-    def _permit_mynetworks(self, client: ClientFacts, sender: str, rcpt: str) -> Decision:
+    def _permit_mynetworks(self, client: ClientFacts, sender: str | None, rcpt: str,
+                           helo: str | None = None) -> Decision:
         return PERMIT if self.in_mynetworks(client.address) else DUNNO
 
-    def _permit_sasl_authenticated(self, client: ClientFacts, sender: str,
-                                   rcpt: str) -> Decision:
+    def _permit_sasl_authenticated(self, client: ClientFacts, sender: str | None,
+                                   rcpt: str, helo: str | None = None) -> Decision:
         return PERMIT if client.sasl_username else DUNNO
 
-    def _permit_tls_all_clientcerts(self, client: ClientFacts, sender: str,
-                                    rcpt: str) -> Decision:
+    def _permit_tls_all_clientcerts(self, client: ClientFacts, sender: str | None,
+                                    rcpt: str, helo: str | None = None) -> Decision:
         return PERMIT if client.ccert_trusted else DUNNO
 
-    def _permit_tls_clientcerts(self, client: ClientFacts, sender: str, rcpt: str) -> Decision:
+    def _permit_tls_clientcerts(self, client: ClientFacts, sender: str | None, rcpt: str,
+                                helo: str | None = None) -> Decision:
         if client.ccert_fingerprints and self._relay_clientcerts(client.ccert_fingerprints):
             return PERMIT
         return DUNNO
 
-    def _reject_unauth_destination(self, client: ClientFacts, sender: str,
-                                   rcpt: str) -> Decision:
+    def _reject_unauth_destination(self, client: ClientFacts, sender: str | None,
+                                   rcpt: str, helo: str | None = None) -> Decision:
         return DUNNO if self.is_auth_destination(rcpt) else replies.RELAY_DENIED.format(
             address=rcpt)
 
-    def _defer_unauth_destination(self, client: ClientFacts, sender: str,
-                                  rcpt: str) -> Decision:
+    def _defer_unauth_destination(self, client: ClientFacts, sender: str | None,
+                                  rcpt: str, helo: str | None = None) -> Decision:
         return DUNNO if self.is_auth_destination(rcpt) else replies.RELAY_DEFERRED.format(
             address=rcpt)
 
-    def _permit_auth_destination(self, client: ClientFacts, sender: str,
-                                 rcpt: str) -> Decision:
+    def _permit_auth_destination(self, client: ClientFacts, sender: str | None,
+                                 rcpt: str, helo: str | None = None) -> Decision:
         return PERMIT if self.is_auth_destination(rcpt) else DUNNO
 
     def _reject_authenticated_mismatch(self, client: ClientFacts, sender: str) -> Decision:
@@ -292,8 +444,8 @@ class Restrictions:
             return DUNNO
         return verdict(client.sasl_username, addr.qualify(sender, self.config.myorigin), sender)
 
-    def _reject_unlisted_recipient(self, client: ClientFacts, sender: str,
-                                   rcpt: str) -> Decision:
+    def _reject_unlisted_recipient(self, client: ClientFacts, sender: str | None,
+                                   rcpt: str, helo: str | None = None) -> Decision:
         domain = addr.domain_of(rcpt)
         if domain and self.mailboxes.is_local_domain(domain) and not self.mailboxes.exists(rcpt):
             return replies.USER_UNKNOWN.format(address=rcpt)

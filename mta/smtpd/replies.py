@@ -64,6 +64,17 @@ ACCESS_DENIED = "554 5.7.1 <{address}>: {what} rejected: Access denied"
 # it, login the SASL login name of the session.
 SENDER_NOT_OWNED = "553 5.7.1 <{sender}>: Sender address rejected: not owned by user {login}"
 SENDER_NOT_LOGGED_IN = "553 5.7.1 <{sender}>: Sender address rejected: not logged in"
+# check_client_access, check_helo_access, check_sender_access and
+# check_recipient_access (smtpd_check.c check_table_result): code and
+# enhanced code from the table's action (REJECT: access_map_reject_code 554
+# and 5.7.1; DEFER: access_map_defer_code 450 and 4.7.1; or the action's own
+# 4NN/5NN and X.Y.Z), name the client as host[address] or the HELO name,
+# sender or recipient, what "Client host", "Helo command", "Sender address"
+# or "Recipient address", text the action's text or ACCESS_MAP_TEXT.
+ACCESS_MAP_REFUSED = "{code} {dsn} <{name}>: {what} rejected: {text}"
+ACCESS_MAP_TEXT = "Access denied"
+# Postfix's reject_server_error: a table action it cannot carry out.
+SERVER_CONFIGURATION_ERROR = "451 4.3.5 Server configuration error"
 # The HELO restrictions (smtpd_check.c), with Postfix's default
 # invalid_hostname_reject_code (501) and non_fqdn_reject_code (504); name is
 # the HELO name as it was judged.

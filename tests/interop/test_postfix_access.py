@@ -1,0 +1,90 @@
+"""Access maps: Postfix's smtpd and ours, the same tables, the same answers.
+
+The same texthash tables and the same smtpd_recipient_restrictions are given
+to a private Postfix (smtpd_peername_lookup = no, so the client is
+unknown[127.0.0.1] to both) and to an in-process Postern receiver; each
+conversation must get the same replies to MAIL and RCPT, and each refusal the
+same reject line. The cases cover parent-domain keys, the null sender,
+user@ keys, DEFER, numeric replies, enhanced codes fitted to what is refused,
+the all-numeric OK, and the client key ``unknown``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import IN_PROCESS_CF, in_process_smtpd, one_at_a_time
+from tests.interop.postfix import PostfixFactory
+
+pytestmark = pytest.mark.interop
+
+TABLES = {
+    "helo": ("bad.test        REJECT\n"
+             "defer.test      DEFER\n"
+             "code.test       450 5.7.2 soft\n"
+             "dsn.test        REJECT 5.1.1 custom\n"
+             "numeric.test    550\n"),
+    "senders": ("<>              REJECT no bounces\n"
+                "s.test          REJECT 5.1.1 sender dsn\n"
+                "user@           REJECT localpart\n"),
+    "recipients": "r.test          REJECT 5.1.7 recipient dsn\n",
+    "clients": "unknown         REJECT\n",
+}
+RESTRICTIONS = ("smtpd_recipient_restrictions = check_helo_access texthash:{dir}/helo, "
+                "check_sender_access texthash:{dir}/senders, "
+                "check_recipient_access texthash:{dir}/recipients, "
+                "check_client_access texthash:{dir}/clients\n")
+ELSEWHERE = "x@elsewhere.test"  # relayed for 127.0.0.1 (mynetworks) by both
+CASES = [  # (HELO name, sender, recipient)
+    ("mail.bad.test", "a@b.test", ELSEWHERE),
+    ("defer.test", "a@b.test", ELSEWHERE),
+    ("code.test", "a@b.test", ELSEWHERE),
+    ("dsn.test", "a@b.test", ELSEWHERE),
+    ("numeric.test", "a@b.test", ELSEWHERE),
+    ("c.test", "", ELSEWHERE),
+    ("c.test", "a@mx.s.test", ELSEWHERE),
+    ("c.test", "user@any.test", ELSEWHERE),
+    ("c.test", "a@b.test", "x@r.test"),
+    ("c.test", "a@b.test", ELSEWHERE),
+]
+REJECTED = re.compile(r"NOQUEUE: reject: (RCPT from .*)$")
+
+
+def rejects(lines: list[str]) -> list[str]:
+    """The reject lines from "RCPT from" on (the prefixes name each program)."""
+    return [match.group(1) for line in lines if (match := REJECTED.search(line))]
+
+
+def write_tables(directory: Path) -> None:
+    for name, text in TABLES.items():
+        (directory / name).write_text(text)
+
+
+async def replies(port: int) -> list[list[str]]:
+    return [(await one_at_a_time(port, [f"EHLO {helo}", f"MAIL FROM:<{sender}>",
+                                        f"RCPT TO:<{recipient}>", "QUIT"]))[1:3]
+            for helo, sender, recipient in CASES]
+
+
+async def test_postern_answers_access_maps_as_postfix_does(
+        postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
+    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + RESTRICTIONS.format(
+        dir="$config_directory"))
+    write_tables(postfix.conf)
+    postfix.start()
+    write_tables(tmp_path)
+    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + RESTRICTIONS.format(dir=tmp_path)) \
+            as smtpd:
+        ours = await replies(smtpd.port)
+    theirs = await replies(postfix.port)
+    assert ours == theirs
+    # Not a vacuous comparison: each kind of answer is among them.
+    assert ["250 2.1.0 Ok", "250 2.1.5 Ok"] in ours
+    assert ["250 2.1.0 Ok", "554 5.1.3 <x@r.test>: Recipient address rejected: "
+                            "recipient dsn"] in ours
+    refusals = [reply for _, reply in ours if reply[0] in "45"]
+    postfix.wait_log(r"NOQUEUE: reject: .*", count=len(refusals))
+    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
