@@ -26,6 +26,7 @@ _RECIPIENT_INDENT = 17 + 1 + 8 + 1 + 19 + 1
 class Listed:
     queue: str
     queue_file: QueueFile
+    mtime: float = 0.0  # in deferred/, when the next attempt is due (spool.py)
 
 
 def walk(spool: Spool, errors: list[str] | None = None) -> Iterator[Listed]:
@@ -39,7 +40,7 @@ def walk(spool: Spool, errors: list[str] | None = None) -> Iterator[Listed]:
                 if errors is not None:
                     errors.append(str(error))
                 continue
-            yield Listed(queue, queue_file)
+            yield Listed(queue, queue_file, entry.mtime)
 
 
 def _arrival(when: float) -> str:
@@ -96,16 +97,15 @@ def format_json(items: list[Listed]) -> str:
             if reason:
                 row["delay_reason"] = reason
             recipients.append(row)
-        next_attempt = None
-        for status in item.queue_file.statuses.values():
-            if status.next_attempt:
-                next_attempt = max(next_attempt or 0.0, status.next_attempt)
         record = {"queue_name": item.queue, "queue_id": envelope.qid,
                   "arrival_time": int(envelope.arrival), "message_size": envelope.size,
                   "forced_expire": False, "sender": envelope.sender,
                   "recipients": recipients}
-        if next_attempt is not None and item.queue == "deferred":
-            record["next_attempt_time"] = int(next_attempt)
+        if item.queue == "deferred" and item.mtime:
+            # The file's time is the schedule the queue manager keeps: the
+            # status records' planned time goes stale once mta queue flush,
+            # release or a move sets it anew.
+            record["next_attempt_time"] = int(item.mtime)
         out.append(json.dumps(record))
     return "".join(line + "\n" for line in out)
 

@@ -150,6 +150,12 @@ def test_flush_queue_ids_makes_only_those_due(daemon_factory: DaemonFactory) -> 
     assert before - 1 <= mtime(daemon, three) <= time.time()
     assert mtime(daemon, two) == mtime(daemon, four) == LATER
     assert where(daemon, *held) == ["hold"]
+    # The listing shows the schedule as it is now, not as planned at the
+    # last attempt.
+    listing = run_mta("queue", "list", "--json", config=daemon.config).stdout.decode()
+    due = {row["queue_id"]: row.get("next_attempt_time") for row in map(json.loads,
+                                                                    listing.splitlines())}
+    assert due[one] == int(mtime(daemon, one)) and due[two] == int(LATER)
 
     # Ids from an empty standard input flush nothing (not everything).
     assert mta(daemon, "flush", "-") == ""
