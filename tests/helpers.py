@@ -396,8 +396,17 @@ class RawSmtp:
         return self.reply()
 
     def closed(self) -> bool:
-        """True once the server has closed the connection."""
+        """True once the server has closed the connection (what it sent
+        before is read and dropped); never waits, so it can be polled."""
+        timeout = self.sock.gettimeout()
+        self.sock.setblocking(False)
         try:
-            return self.sock.recv(1) == b""
+            while True:
+                if not self.sock.recv(65536):
+                    return True
+        except BlockingIOError:
+            return False
         except OSError:
-            return True
+            return True  # reset
+        finally:
+            self.sock.settimeout(timeout)

@@ -146,6 +146,51 @@ def test_a_flood_of_connections(daemon_factory: DaemonFactory) -> None:
     healthy(daemon)
 
 
+def test_a_full_listener_sheds_idle_and_dribbling_clients(daemon_factory: DaemonFactory) -> None:
+    """Slowloris at the listener's limit: half the sessions sit idle after
+    EHLO, half dribble a message a byte every half second (each read would
+    restart a per-read timer). The refused client puts the listener under
+    stress: the idle ones get the stress timeout, the dribblers the per-request
+    deadline, and the client that was refused gets in on its next try."""
+    daemon = daemon_factory("smtpd_client_connection_limit = 10\n"
+                            "smtpd_timeout = ${stress?{1}:{300}}s\n").start()
+    hostile = [open_session(daemon) for _ in range(10)]
+    for smtp in hostile[5:]:
+        for line in ("MAIL FROM:<slow@example.org>", "RCPT TO:<alice@example.test>", "DATA"):
+            assert smtp.command(line)[:1] in "23"
+    stop = threading.Event()
+
+    def dribble(smtp: RawSmtp) -> None:
+        while not stop.wait(0.5):
+            try:
+                smtp.send(b"x")
+            except OSError:
+                return  # shed
+
+    threads = [threading.Thread(target=dribble, args=(smtp,), daemon=True)
+               for smtp in hostile[5:]]
+    for thread in threads:
+        thread.start()
+    try:
+        with RawSmtp(daemon.smtp_port) as refused:
+            assert refused.reply() == "220 mx.example.test ESMTP Postern"  # exempt: greeted,
+            assert refused.reply() == "421 4.7.0 mx.example.test Error: too many connections"
+        wait_for(lambda: all(smtp.closed() for smtp in hostile), timeout=20,
+                 message="the idle and the dribbling sessions to be shed")
+        with smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=10) as client:
+            assert client.sendmail("bob@example.org", ["alice@example.test"],
+                                   b"Subject: in\r\n\r\nin\r\n") == {}
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for smtp in hostile:
+            smtp.close()
+    assert len(daemon.wait_log(r"timeout after EHLO from", 5)) == 5
+    assert len(daemon.wait_log(r"timeout after DATA \(\d+ bytes\) from", 5)) == 5
+    daemon.wait_maildir("alice", 1)
+
+
 class _Session:
     """A throwaway session for the property test (one per example)."""
 
