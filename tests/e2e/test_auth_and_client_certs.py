@@ -116,14 +116,11 @@ def test_a_response_that_is_not_base64_is_a_failure(site: SecureSite) -> None:
                          r"failed: Invalid base64 data in continued response$")
     site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=2 starttls=1 "
                          r"auth=0/2 quit=1 commands=4/6$")
-    import urllib.request
-
-    url = f"http://127.0.0.1:{site.daemon.metrics_port}/metrics"
     lines = [f'mta_smtpd_auth_total{{listener="submission",mechanism="{mechanism}",'
              'result="failure"} 1.0' for mechanism in ("PLAIN", "LOGIN")]
 
     def counted() -> bool:
-        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        text = site.daemon.metrics()
         return all(line in text for line in lines)
 
     wait_for(counted, message="the AUTH failures in the metrics")
@@ -173,7 +170,6 @@ def test_pinned_certificate_in_received_header(site: SecureSite) -> None:
 
 
 def test_metrics_count_handshakes_certificates_and_auth(site: SecureSite) -> None:
-    import urllib.request
 
     for client in (site.laptop, site.pinned, site.stranger, None):
         site.starttls(site.submission_port, client).quit()
@@ -181,10 +177,8 @@ def test_metrics_count_handshakes_certificates_and_auth(site: SecureSite) -> Non
     session.docmd("AUTH", f"PLAIN {plain(ALICE, 'wrong')}")
     session.login(ALICE, USERS[ALICE])
     session.quit()
-    url = f"http://127.0.0.1:{site.daemon.metrics_port}/metrics"
-
     def metrics() -> str:
-        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        text = site.daemon.metrics()
         return text if 'mta_smtpd_auth_total{listener="submissions",mechanism="PLAIN",' \
                        'result="success"} 1.0' in text else ""
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import signal
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,9 +31,7 @@ def set_passphrase(root: Path, text: str) -> None:
 
 
 def expiry_metric(daemon: Daemon, role: str = "smtpd") -> float | None:
-    url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
+    text = daemon.metrics()
     match = re.search(rf'^mta_tls_certificate_expiry_seconds\{{role="{role}"\}} (\S+)$',
                       text, re.M)
     return float(match.group(1)) if match else None

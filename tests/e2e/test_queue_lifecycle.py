@@ -6,7 +6,6 @@ import asyncio
 import re
 import signal
 import smtplib
-import urllib.request
 from pathlib import Path
 
 from mta.queuefile import Envelope
@@ -159,8 +158,7 @@ def test_metrics_count_what_happened(daemon: Daemon) -> None:
     with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as client:
         client.sendmail("bob@example.org", ["alice@example.test"], b"Subject: x\r\n\r\nx\r\n")
     daemon.wait_log(rf"{QID}: removed")
-    url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    text = daemon.metrics()
     assert 'mta_smtpd_connections_total{listener="smtp"} 1.0' in text
     assert 'mta_smtpd_messages_received_total{listener="smtp"} 1.0' in text
     assert 'mta_deliveries_total{dsn_class="2",status="sent",transport="local"} 1.0' in text

@@ -7,7 +7,6 @@ import re
 import signal
 import smtplib
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -43,12 +42,8 @@ def test_workers_receive_and_the_master_delivers(daemon_factory: DaemonFactory) 
     assert daemon.process is not None
     assert qmgr_pids == {daemon.process.pid}
 
-    def metrics() -> str:
-        url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
-        return urllib.request.urlopen(url, timeout=10).read().decode()
-
     # A scrape asks every worker for its counters now; the master sums them.
-    assert 'mta_smtpd_messages_received_total{listener="smtp"} 20.0' in metrics()
+    assert 'mta_smtpd_messages_received_total{listener="smtp"} 20.0' in daemon.metrics()
     assert daemon.stop() == 0
     assert all(not os.path.exists(f"/proc/{pid}") for pid in pids)
 
@@ -59,16 +54,15 @@ def test_a_dead_worker_is_restarted_and_counters_do_not_go_back(
     first = wait_for(lambda: worker_pids(daemon), message="a worker")[0]
     send(daemon, 3)
     daemon.wait_maildir("alice", 3)
-    url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
     wait_for(lambda: 'mta_smtpd_messages_received_total{listener="smtp"} 3.0'
-             in urllib.request.urlopen(url, timeout=10).read().decode(), message="3 counted")
+             in daemon.metrics(), message="3 counted")
     os.kill(first, signal.SIGKILL)
     daemon.wait_log(rf"warning: process postern/smtpd pid {first} killed by signal 9")
     wait_for(lambda: (p := worker_pids(daemon)) and p[0] != first, message="a new worker")
     send(daemon, 2)
     daemon.wait_maildir("alice", 5)
     wait_for(lambda: 'mta_smtpd_messages_received_total{listener="smtp"} 5.0'
-             in urllib.request.urlopen(url, timeout=10).read().decode(), message="5 counted")
+             in daemon.metrics(), message="5 counted")
 
 
 def test_a_restarted_worker_runs_the_masters_configuration(daemon_factory: DaemonFactory) -> None:
