@@ -231,6 +231,13 @@ _list("smtpd_recipient_restrictions", "",
       "Further restrictions on RCPT TO (those of smtpd_relay_restrictions, and "
       "check_client_access, check_helo_access, check_sender_access and "
       "check_recipient_access with a type:table each).")
+_list("smtpd_client_restrictions", "",
+      "Restrictions on the client's name and address: permit_mynetworks, "
+      "permit_sasl_authenticated, permit_tls_clientcerts, permit_tls_all_clientcerts, "
+      "permit, reject, check_client_access type:table. Judged at RCPT TO and VRFY before "
+      "smtpd_helo_restrictions, or with smtpd_delay_reject = no once at connect, where a "
+      "refusal replaces the greeting and every later command but QUIT gets 503 5.7.0 "
+      "Error: access denied for host[address].")
 _list("smtpd_helo_restrictions", "",
       "Restrictions on the HELO/EHLO name: permit_mynetworks, permit_sasl_authenticated, "
       "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, "
@@ -250,9 +257,10 @@ _str("smtpd_sender_login_maps", "",
      "or spaces), looked up as user+ext@domain, user@domain, user+ext and user (local "
      "domains only), then @domain.")
 _bool("smtpd_delay_reject", "yes",
-      "Evaluate smtpd_helo_restrictions and smtpd_sender_restrictions at RCPT TO (the HELO "
-      "ones at VRFY too), so that the refusal is the reply to RCPT and is logged with the "
-      "sender and recipient, rather than at HELO/EHLO and MAIL FROM.")
+      "Evaluate smtpd_client_restrictions, smtpd_helo_restrictions and "
+      "smtpd_sender_restrictions at RCPT TO (the client and HELO ones at VRFY too), so that "
+      "the refusal is the reply to RCPT and is logged with the sender and recipient, rather "
+      "than at connect, HELO/EHLO and MAIL FROM.")
 _p("smtpd_forbid_bare_newline", "normalize", t.choice("normalize", "reject", "no"),
    "Bare LF (or CR) line endings: normalize them to CRLF, or reject the session.")
 _int("line_length_limit", "2048",

@@ -1,10 +1,11 @@
-"""smtpd restrictions: HELO, sender, relay control and recipient checks, as pure decisions.
+"""smtpd restrictions: client, HELO, sender, relay control and recipient checks, as pure decisions.
 
 The lists are Postfix's: ``smtpd_relay_restrictions`` is evaluated for every
 RCPT, then ``smtpd_recipient_restrictions``, then the implicit
-``reject_unlisted_recipient`` for local domains; ``smtpd_helo_restrictions``
-judge the HELO/EHLO name, at RCPT with ``smtpd_delay_reject`` (the default)
-or at HELO/EHLO itself; ``smtpd_sender_restrictions`` likewise judge the
+``reject_unlisted_recipient`` for local domains; ``smtpd_client_restrictions``
+judge the client, at RCPT with ``smtpd_delay_reject`` (the default) or once
+at connect; ``smtpd_helo_restrictions`` judge the HELO/EHLO name, at RCPT or
+at HELO/EHLO itself; ``smtpd_sender_restrictions`` likewise judge the
 envelope sender at RCPT or at MAIL. Each restriction answers permit, reject (with its
 reply) or "dunno" (go on); the first answer that is not dunno ends the list.
 The check_*_access restrictions take the next item of the list as their
@@ -36,11 +37,13 @@ DUNNO = None
 _RELAY_STOPPERS = frozenset({"reject_unauth_destination", "defer_unauth_destination",
                              "reject"})
 _RELAY_LISTS = ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
-_ALL_LISTS = (*_RELAY_LISTS, "smtpd_helo_restrictions", "smtpd_sender_restrictions")
+_ALL_LISTS = (*_RELAY_LISTS, "smtpd_client_restrictions", "smtpd_helo_restrictions",
+              "smtpd_sender_restrictions")
 # The access restrictions: what each judges (the reply's class), and the
-# lists that can ask it. The HELO and sender lists are judged without the
-# rest of the envelope (check_helo and check_sender have only their own
-# subject), so they take the client and their own subject only.
+# lists that can ask it. The client, HELO and sender lists are judged
+# without the rest of the envelope (with smtpd_delay_reject = no there is
+# none yet: the client list runs at connect), so they take the client and
+# their own subject only.
 _ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
     "check_client_access": (access.CLIENT, _ALL_LISTS),
     "check_helo_access": (access.HELO, (*_RELAY_LISTS, "smtpd_helo_restrictions")),
@@ -86,9 +89,11 @@ Decision = str | None  # PERMIT, a reject reply, or DUNNO
 # (client, sender: None outside a transaction (VRFY), recipient, the HELO
 # name: None when the client sent none)
 Restriction = Callable[[ClientFacts, str | None, str, str | None], Decision]
+# (client, its name[address]: what Postfix's generic_checks names in the reply)
+ClientRestriction = Callable[[ClientFacts, str], Decision]
 HeloRestriction = Callable[[ClientFacts, str], Decision]  # (client, HELO name)
 SenderRestriction = Callable[[ClientFacts, str], Decision]  # (client, MAIL FROM address)
-_R = TypeVar("_R", Restriction, HeloRestriction, SenderRestriction)
+_R = TypeVar("_R", Restriction, ClientRestriction, HeloRestriction, SenderRestriction)
 AccessBuilders = Mapping[str, Callable[[AccessMap], _R]]
 _LOGIN_MISMATCH = ("reject_sender_login_mismatch", "reject_authenticated_sender_login_mismatch",
                    "reject_unauthenticated_sender_login_mismatch")
@@ -126,6 +131,13 @@ class Restrictions:
         self.recipient = self._compile("smtpd_recipient_restrictions", self._known,
                                        recipient_access)
         self._refuse_open_relay()
+        self.client = self._compile("smtpd_client_restrictions", self._client_known(),
+                                    self._access_in_client_list())
+        # Postfix's smtpd_delay_reject again: judged at each RCPT and VRFY
+        # (before the HELO restrictions), or once when the client connects,
+        # its refusal then taking the greeting's place (protocol.py).
+        self.client_at_connect = bool(self.client) and not config.smtpd_delay_reject
+        self.client_at_rcpt = bool(self.client) and config.smtpd_delay_reject
         self.helo = self._compile("smtpd_helo_restrictions", self._helo_known(),
                                   self._access_in_helo_list())
         # Postfix's smtpd_delay_reject: the HELO restrictions wait for RCPT
@@ -280,6 +292,12 @@ class Restrictions:
         return {"check_client_access": by_client, "check_helo_access": by_helo,
                 "check_sender_access": by_sender, "check_recipient_access": by_recipient}
 
+    def _access_in_client_list(self) -> dict[str, Callable[[AccessMap], ClientRestriction]]:
+        def by_client(table: AccessMap) -> ClientRestriction:
+            return lambda client, name: self._client_access(table, client)
+
+        return {"check_client_access": by_client}
+
     def _access_in_helo_list(self) -> dict[str, Callable[[AccessMap], HeloRestriction]]:
         def by_client(table: AccessMap) -> HeloRestriction:
             return lambda client, helo: self._client_access(table, client)
@@ -297,6 +315,20 @@ class Restrictions:
             return lambda client, sender: self._sender_access(table, client, sender)
 
         return {"check_client_access": by_client, "check_sender_access": by_sender}
+
+    def _client_known(self) -> dict[str, ClientRestriction]:
+        def about_client(restriction: Restriction) -> ClientRestriction:
+            return lambda client, name: restriction(client, None, "", None)
+
+        return {
+            "permit_mynetworks": about_client(self._permit_mynetworks),
+            "permit_sasl_authenticated": about_client(self._permit_sasl_authenticated),
+            "permit_tls_all_clientcerts": about_client(self._permit_tls_all_clientcerts),
+            "permit_tls_clientcerts": about_client(self._permit_tls_clientcerts),
+            "permit": lambda client, name: PERMIT,
+            "reject": lambda client, name: replies.ACCESS_DENIED.format(
+                address=name, what=access.CLIENT),
+        }
 
     def _helo_known(self) -> dict[str, HeloRestriction]:
         def about_client(restriction: Restriction) -> HeloRestriction:
@@ -350,6 +382,12 @@ class Restrictions:
         return known
 
     # -- the questions ------------------------------------------------------------
+    def check_client(self, client: ClientFacts) -> str | None:
+        """None to let the client pass, else the reject reply (a permit ends
+        only this list, as in Postfix: the HELO name and the rest are judged
+        next)."""
+        return _refusal(self.client, client, client.peer)
+
     def check_helo(self, client: ClientFacts, helo: str) -> str | None:
         """None to let the HELO name pass, else the reject reply (a permit
         ends only this list, as in Postfix: the recipient is judged next)."""
@@ -366,7 +404,13 @@ class Restrictions:
         session's HELO name as kept; without one the HELO restrictions are
         skipped, as Postfix's smtpd_check_helo() skips a missing name.
         sender is None outside a transaction (VRFY): the sender restrictions
-        are skipped then, as Postfix's smtpd_check_mail() skips no sender."""
+        are skipped then, as Postfix's smtpd_check_mail() skips no sender.
+        The client restrictions come first, in Postfix's order (client,
+        HELO, sender, then the recipient lists)."""
+        if self.client_at_rcpt:
+            refusal = self.check_client(client)
+            if refusal is not None:
+                return refusal
         if self.helo_at_rcpt and helo is not None:
             refusal = self.check_helo(client, helo)
             if refusal is not None:

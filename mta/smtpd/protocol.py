@@ -117,6 +117,10 @@ class SmtpdProtocol(SMTP):
         # The smtpd_client_*_rate_limit limits on this client (rates.LIMITS):
         # event -> limit, set once the connection is admitted.
         self.rate_limits: dict[str, int] = {}
+        # The refusal smtpd_client_restrictions gave at connect, when they
+        # are judged there (smtpd_delay_reject = no): Postfix's
+        # state->access_denied, which answers every command but QUIT.
+        self.access_denied: str | None = None
 
     def _init_aiosmtpd(self, ctx: SmtpdContext) -> None:
         """The state aiosmtpd 1.4's SMTP.__init__ sets up, without its
@@ -313,20 +317,57 @@ class SmtpdProtocol(SMTP):
             self.transport.close()
 
     async def _session(self) -> None:
-        # RFC 5321 §3.1: the client waits for the greeting. Bytes already
-        # here spoke first (a spambot's shortcut); wrapper mode's TLS
-        # handshake is no such talk.
-        pending = self._reader._buffer  # type: ignore[attr-defined]
-        if pending and not self.tls_active and self._pipelined_improperly("CONNECT", pending):
-            self.reply_and_close(replies.PROTOCOL_SYNCHRONIZATION)
+        if self.ctx.restrictions.client_at_connect and self._client_refused():
+            pass  # the refusal took the greeting's place
+        elif not self._greet():
             return
-        self.reply(f"220 {self.ctx.config.expanded('smtpd_banner')}")
         while self.transport is not None and not self._closing:
             line = await self._read_command()
             if line is None:
                 continue
             await self._dispatch(line)
             self._too_many_errors()
+
+    def _greet(self) -> bool:
+        """The 220 greeting; False when the client spoke first and the
+        session ended for it."""
+        # RFC 5321 §3.1: the client waits for the greeting. Bytes already
+        # here spoke first (a spambot's shortcut); wrapper mode's TLS
+        # handshake is no such talk.
+        pending = self._reader._buffer  # type: ignore[attr-defined]
+        if pending and not self.tls_active and self._pipelined_improperly("CONNECT", pending):
+            self.reply_and_close(replies.PROTOCOL_SYNCHRONIZATION)
+            return False
+        self.reply(f"220 {self.ctx.config.expanded('smtpd_banner')}")
+        return True
+
+    def _client_refused(self) -> bool:
+        """smtpd_client_restrictions at connect (smtpd_delay_reject = no).
+
+        As Postfix 3.7's smtpd_proto (compared on the wire,
+        tests/interop/test_postfix_client_restrictions.py): the refusal is
+        sent instead of the greeting, counts as an error and is logged as a
+        reject of CONNECT; the session goes on, every command but QUIT
+        answered 503 (_client_denied), so a client that keeps talking meets
+        smtpd_hard_error_limit, slowed by the tarpit on the way. Talk
+        before the refusal is not improper pipelining: Postfix looks for it
+        only before a 220. A table's 421 ends the session (_refusal_reply).
+        """
+        refusal = self.ctx.restrictions.check_client(self.client)
+        if refusal is None:
+            return False
+        self.access_denied = refusal
+        self._reject("CONNECT", refusal, None, None)
+        return True
+
+    def _client_denied(self, command: str) -> None:
+        """A command from a client refused at connect: 503 in place of
+        running it, before its pipelining is looked at, and without moving
+        the stage (Postfix logs "too many errors after CONNECT"); counted
+        as failed in the disconnect line, as Postfix counts it."""
+        self._count(command.lower(), False)
+        self.ctx.metrics_reject(command, "503")
+        self.reply(replies.SESSION_ACCESS_DENIED.format(peer=self.client.peer))
 
     def _too_many_errors(self) -> bool:
         """Postfix's smtpd_hard_error_limit: 421 and hang up (the reply is
@@ -471,6 +512,11 @@ class SmtpdProtocol(SMTP):
         verb, _, arg_bytes = line.partition(b" ")
         command = verb.upper().decode("ascii", "replace")
         handler = self._commands.get(command)
+        if self.access_denied is not None and command != "QUIT" \
+                and (handler is not None or not self._forbidden(verb)):
+            # A non-SMTP command still ends the session (221), as in Postfix.
+            self._client_denied(command if handler is not None else "UNKNOWN")
+            return None
         if handler is None:
             self.stage = "UNKNOWN"
             self._count("unknown", False)
@@ -633,7 +679,7 @@ class SmtpdProtocol(SMTP):
                        self.txn.sender, None, "ESMTP" if self.esmtp else "SMTP",
                        printable(name))
         self.ctx.metrics_reject(command, refusal[:3])
-        self.reply(refusal)
+        self._refusal_reply(refusal)
         return True
 
     def ehlo_keywords(self) -> list[str]:
@@ -802,7 +848,15 @@ class SmtpdProtocol(SMTP):
         maillog.reject(self.txn.qid, command, self.client.peer, reply, sender, recipient,
                        "ESMTP" if self.esmtp else "SMTP", self.helo)
         self.ctx.metrics_reject(command, reply[:3])
+        self._refusal_reply(reply)
+
+    def _refusal_reply(self, reply: str) -> None:
+        """A refusal's reply; a 421 (an access map's "421 text") ends the
+        session after it, as Postfix's smtpd hangs up after any 421: the
+        code says the server is closing the channel (RFC 5321 §4.2.3)."""
         self.reply(reply)
+        if reply[:3] == "421":
+            self._hang_up()
 
     @property
     def protocol_name(self) -> str:

@@ -57,9 +57,13 @@ RELAY_DENIED = "554 5.7.1 <{address}>: Relay access denied"
 RELAY_DEFERRED = "454 4.7.1 <{address}>: Relay access denied"
 USER_UNKNOWN = ("550 5.1.1 <{address}>: Recipient address rejected: "
                 "User unknown in local recipient table")
-# what: Postfix's reply class, "Recipient address", "Sender address" or
-# "Helo command".
+# what: Postfix's reply class, "Recipient address", "Sender address",
+# "Helo command" or "Client host".
 ACCESS_DENIED = "554 5.7.1 <{address}>: {what} rejected: Access denied"
+# smtpd_client_restrictions refused the client at connect (smtpd_delay_reject
+# = no): the answer to every later command but QUIT (Postfix's smtpd.c, "RFC
+# 2821 Sec 3.1"); peer is host[address].
+SESSION_ACCESS_DENIED = "503 5.7.0 Error: access denied for {peer}"
 # reject_*_sender_login_mismatch (smtpd_check.c); sender as the client sent
 # it, login the SASL login name of the session.
 SENDER_NOT_OWNED = "553 5.7.1 <{sender}>: Sender address rejected: not owned by user {login}"

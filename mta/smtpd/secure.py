@@ -232,7 +232,9 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             self.reply_and_close(replies.CCERT_REFUSED.format(
                 host=self.hostname, reason=self._ccert_refusal))
             return
-        if self.tls_level == ENCRYPT and not self.tls_active:
+        # A client refused at connect gets its 503 for these too (Postfix
+        # answers access_denied before it asks for TLS).
+        if self.tls_level == ENCRYPT and not self.tls_active and self.access_denied is None:
             verb = line.partition(b" ")[0].upper().decode("ascii", "replace")
             if verb in self._commands and verb not in PRE_TLS:
                 self._count(verb.lower(), False)
