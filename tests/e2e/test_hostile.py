@@ -255,22 +255,28 @@ def _replies_one_at_a_time(port: int, lines: list[bytes]) -> tuple[list[str], by
     SMTP command; and a "." to end a message the lines left open)."""
     codes = []
     in_data = False
+    # Only <CR><LF>.<CR><LF> ends a message: a "." line after a line that
+    # ended in a bare LF or CR is content (SMTP smuggling, docs/smtpd.md).
+    after_crlf = True
     sent: list[bytes] = []
     with RawSmtp(port, timeout=10) as smtp:
         assert smtp.reply().startswith("220 ")
         for line in lines:
             smtp.send(line)
             sent.append(line)
-            if in_data and line != b".\r\n":
+            if in_data and not (line == b".\r\n" and after_crlf):
+                after_crlf = line.endswith(b"\r\n")
                 continue
             reply = smtp.reply()
             codes.append(reply.split("\n")[-1][:9])
             in_data = reply.startswith("354")
+            after_crlf = True  # the DATA line's end, for a "." first
             if reply.startswith("221"):
                 return codes, b"".join(sent)
         if in_data:
-            smtp.send(b".\r\n")
-            sent.append(b".\r\n")
+            end = b".\r\n" if after_crlf else b"\r\n.\r\n"
+            smtp.send(end)
+            sent.append(end)
             codes.append(smtp.reply()[:9])
     return codes, b"".join(sent)
 
