@@ -82,7 +82,6 @@ class Transaction:
     def __init__(self) -> None:
         self.sender: str | None = None
         self.recipients: list[str] = []
-        self.rcpt_attempts = 0
         self.qid: str | None = None
         self.declared_size = 0
         self.body_type = ""
@@ -795,7 +794,6 @@ class SmtpdProtocol(SMTP):
         return None
 
     def _rcpt(self, argument: str) -> None:
-        self.txn.rcpt_attempts += 1
         try:
             path = parse_path(argument, "TO:", allow_empty=False, smtputf8=False)
         except PathError as error:
@@ -875,12 +873,11 @@ class SmtpdProtocol(SMTP):
         if argument:
             self.reply(replies.DATA_SYNTAX)
             return
-        if self.txn.sender is None:
-            self.reply(replies.NEED_MAIL)
-            return
         if not self.txn.recipients:
-            self.reply(replies.NO_VALID_RECIPIENTS if self.txn.rcpt_attempts
-                       else replies.NEED_RCPT)
+            # Postfix's data_cmd, as it answers on the wire: "need RCPT"
+            # outside a transaction, "no valid recipients" inside one.
+            self.reply(replies.NEED_RCPT if self.txn.sender is None
+                       else replies.NO_VALID_RECIPIENTS)
             return
         txn, self.txn = self.txn, Transaction()
         assert txn.qid is not None

@@ -13,7 +13,7 @@ START_DATA = "354 End data with <CR><LF>.<CR><LF>"
 BYE = "221 2.0.0 Bye"
 QUEUED = "250 2.0.0 Ok: queued as {qid}"
 
-NOT_RECOGNIZED = "502 5.5.2 Error: command not recognized"
+NOT_RECOGNIZED = "500 5.5.2 Error: command not recognized"  # Postfix 3.7, on the wire
 # Postfix's smtpd_forbid_unauth_pipelining: a client that did not wait for a
 # reply it must wait for (RFC 2920 §3.1, RFC 5321 §4.3.1: the greeting too).
 PROTOCOL_SYNCHRONIZATION = "554 5.5.0 Error: SMTP protocol synchronization"

@@ -93,7 +93,7 @@ def test_tls_required_on_submission(site: SecureSite) -> None:
         assert session.docmd(command) == (530, b"5.7.0 Must issue a STARTTLS command first")
     assert session.docmd("NOOP")[0] == 250
     assert session.docmd("RSET")[0] == 250
-    assert session.docmd("FOO")[0] == 502  # unknown commands: as always
+    assert session.docmd("FOO")[0] == 500  # unknown commands: as always
     session.starttls(context=site.context())
     session.ehlo()
     assert session.has_extn("auth") and session.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]

@@ -388,9 +388,9 @@ def test_hard_error_limit(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory("smtpd_hard_error_limit = 3\n").start()
     with RawSmtp(daemon.smtp_port) as smtp:
         smtp.reply()
-        assert smtp.command("BOGUS1").startswith("502")
-        assert smtp.command("BOGUS2").startswith("502")
-        assert smtp.command("BOGUS3") == "502 5.5.2 Error: command not recognized"
+        assert smtp.command("BOGUS1").startswith("500")
+        assert smtp.command("BOGUS2").startswith("500")
+        assert smtp.command("BOGUS3") == "500 5.5.2 Error: command not recognized"
         assert smtp.reply() == "421 4.7.0 mx.example.test Error: too many errors"
         assert wait_for(smtp.closed)
     daemon.wait_log(r"too many errors after UNKNOWN from localhost\[127\.0\.0\.1\]")

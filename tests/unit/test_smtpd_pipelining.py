@@ -137,7 +137,7 @@ async def test_leading_blanks_are_skipped_as_postfix_skips_them(server: SmtpdSer
 
 
 async def test_an_unknown_command_is_still_only_unknown(server: SmtpdServer) -> None:
-    steps = [(b"XYZZY\r\n", ["502 5.5.2 Error: command not recognized"]),
+    steps = [(b"XYZZY\r\n", ["500 5.5.2 Error: command not recognized"]),
              (b"NOOP\r\n", ["250 2.0.0 Ok"])]
     assert await converse(server, *steps) == [expected for _, expected in steps]
 

@@ -65,7 +65,7 @@ async def test_replies_wait_once_the_soft_limit_is_reached(client: Client) -> No
     # Three errors, each answered at once: the tarpit starts after them.
     for _ in range(3):
         replies, took = await client.timed("XYZZY")
-        assert replies == ["502 5.5.2 Error: command not recognized"]
+        assert replies == ["500 5.5.2 Error: command not recognized"]
         assert took < SLEEP
     # Now every reply waits, errors and successes alike.
     replies, took = await client.timed("NOOP")
