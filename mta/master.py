@@ -196,10 +196,13 @@ class Receiver:
         self.config = build.config
 
     async def shutdown(self, grace: float | None = None) -> None:
-        """Stop accepting and let open sessions finish (up to smtpd_timeout,
-        or grace seconds)."""
+        """Stop accepting and let open sessions finish what they are doing
+        (up to smtpd_timeout, or grace seconds): a session waiting for a
+        command is closed with a 421 at once, one in a command (DATA, a TLS
+        handshake) when that command is done."""
         for server in self.servers:
             server.stop_accepting()
+            server.ctx.connections.shut_down()
         for server in self.servers:
             await server.wait_closed()
         await _wait_sessions(self.servers, timeout=self.config.smtpd_timeout

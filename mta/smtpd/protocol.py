@@ -113,6 +113,7 @@ class SmtpdProtocol(SMTP):
         self._closing = False
         self._awaiting_command = False
         self._data_started = 0.0  # when the DATA being read began (loop time)
+        self._shutting_down = False  # the daemon stops: no command after this one
         # The smtpd_client_*_rate_limit limits on this client (rates.LIMITS):
         # event -> limit, set once the connection is admitted.
         self.rate_limits: dict[str, int] = {}
@@ -289,6 +290,16 @@ class SmtpdProtocol(SMTP):
         if not await self.rate_limited(event):
             command()
 
+    def shutting_down(self) -> None:
+        """The daemon stops. Waiting for a command, the session ends now with
+        a 421 (RFC 5321 §3.8); in a command (DATA, a TLS handshake, a slow
+        check) it finishes that command, so nothing a client sent in good
+        faith is lost, and ends when it would wait for the next one. What
+        the client pipelined after it is left unanswered, as after any 421."""
+        self._shutting_down = True
+        if self._awaiting_command and not self._closing:
+            self.reply_and_close(replies.SHUTTING_DOWN.format(host=self.hostname))
+
     def stress_began(self) -> None:
         """The listener came under stress: an idle timer armed for the longer
         smtpd_timeout runs out at the stress one from now at the latest (a
@@ -383,6 +394,9 @@ class SmtpdProtocol(SMTP):
         answered here (too long, bare newline, bad bytes)."""
         if not self._reader._buffer:  # type: ignore[attr-defined]
             await self.flush()  # RFC 2920: reply when the client waits for us
+        if self._shutting_down:  # (also if it came during the tarpit's wait)
+            self.reply_and_close(replies.SHUTTING_DOWN.format(host=self.hostname))
+            return None
         self._awaiting_command = True
         try:
             line = await self._reader.readuntil(b"\n")

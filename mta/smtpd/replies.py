@@ -96,6 +96,9 @@ TLS_RATE_REFUSED = "454 4.7.0 Error: too many new TLS sessions from {peer}"
 TOO_MANY_NEW_TLS = "421 4.7.0 {host} Error: too many new TLS sessions from {peer}"
 SERVER_BUSY = "421 4.7.0 {host} Error: too many connections"
 TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded"
+# The daemon stops (mta stop): RFC 5321 §3.8's 421; 4.3.2, system not
+# accepting network messages (RFC 3463). Postfix's smtpd just exits.
+SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, closing transmission channel"
 TOO_MANY_ERRORS = "421 4.7.0 {host} Error: too many errors"
 BARE_NEWLINE = "521 5.5.2 {host} Error: bare <LF> received"
 # Ours: Postfix has no reply for a bare CR, which it does not see as a line end.

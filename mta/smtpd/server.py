@@ -138,6 +138,12 @@ class ConnectionRegistry:
         stress = yes while the listener is under stress."""
         return self.config.under_stress() if self.stressed else self.config
 
+    def shut_down(self) -> None:
+        """The daemon is stopping: every session ends at its next wait for a
+        command (SmtpdProtocol.shutting_down)."""
+        for session in list(self.sessions):
+            session.shutting_down()
+
     def set_stress(self, on: bool) -> None:
         if on == self.stressed:
             return
@@ -264,9 +270,12 @@ class ConnectionRegistry:
 
 
 class StressAware(Protocol):
-    """A session, told when its listener comes under stress."""
+    """A session, told when its listener comes under stress, and when the
+    daemon stops."""
 
     def stress_began(self) -> None: ...
+
+    def shutting_down(self) -> None: ...
 
 
 def stress_began(service: str, limit: int) -> None:
