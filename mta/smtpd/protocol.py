@@ -291,13 +291,15 @@ class SmtpdProtocol(SMTP):
             command()
 
     def shutting_down(self) -> None:
-        """The daemon stops. Waiting for a command, the session ends now with
-        a 421 (RFC 5321 §3.8); in a command (DATA, a TLS handshake, a slow
-        check) it finishes that command, so nothing a client sent in good
-        faith is lost, and ends when it would wait for the next one. What
-        the client pipelined after it is left unanswered, as after any 421."""
+        """The daemon stops. Waiting for a command outside a transaction, the
+        session ends now with a 421 (RFC 5321 §3.8); in a transaction (after
+        MAIL) or in a command (a TLS handshake) it goes on until the message
+        is queued or the transaction ends, so nothing a client sent in good
+        faith is lost, and ends when it next waits for a command outside
+        one. What the client pipelined then is left unanswered, as after
+        any 421."""
         self._shutting_down = True
-        if self._awaiting_command and not self._closing:
+        if self._awaiting_command and self.txn.sender is None and not self._closing:
             self.reply_and_close(replies.SHUTTING_DOWN.format(host=self.hostname))
 
     def stress_began(self) -> None:
@@ -394,7 +396,7 @@ class SmtpdProtocol(SMTP):
         answered here (too long, bare newline, bad bytes)."""
         if not self._reader._buffer:  # type: ignore[attr-defined]
             await self.flush()  # RFC 2920: reply when the client waits for us
-        if self._shutting_down:  # (also if it came during the tarpit's wait)
+        if self._shutting_down and self.txn.sender is None:  # (also during the tarpit's wait)
             self.reply_and_close(replies.SHUTTING_DOWN.format(host=self.hostname))
             return None
         self._awaiting_command = True
