@@ -316,15 +316,20 @@ class Restrictions:
 
         return {"check_client_access": by_client, "check_sender_access": by_sender}
 
+    def _client_permits(self, adapt: Callable[[Restriction], _R]) -> dict[str, _R]:
+        """The permits every list has, which judge the client alone, in the
+        shape of one list's restrictions (adapt)."""
+        return {"permit_mynetworks": adapt(self._permit_mynetworks),
+                "permit_sasl_authenticated": adapt(self._permit_sasl_authenticated),
+                "permit_tls_all_clientcerts": adapt(self._permit_tls_all_clientcerts),
+                "permit_tls_clientcerts": adapt(self._permit_tls_clientcerts)}
+
     def _client_known(self) -> dict[str, ClientRestriction]:
         def about_client(restriction: Restriction) -> ClientRestriction:
             return lambda client, name: restriction(client, None, "", None)
 
         return {
-            "permit_mynetworks": about_client(self._permit_mynetworks),
-            "permit_sasl_authenticated": about_client(self._permit_sasl_authenticated),
-            "permit_tls_all_clientcerts": about_client(self._permit_tls_all_clientcerts),
-            "permit_tls_clientcerts": about_client(self._permit_tls_clientcerts),
+            **self._client_permits(about_client),
             "permit": lambda client, name: PERMIT,
             "reject": lambda client, name: replies.ACCESS_DENIED.format(
                 address=name, what=access.CLIENT),
@@ -335,10 +340,7 @@ class Restrictions:
             return lambda client, helo: restriction(client, "", "", helo)
 
         return {
-            "permit_mynetworks": about_client(self._permit_mynetworks),
-            "permit_sasl_authenticated": about_client(self._permit_sasl_authenticated),
-            "permit_tls_all_clientcerts": about_client(self._permit_tls_all_clientcerts),
-            "permit_tls_clientcerts": about_client(self._permit_tls_clientcerts),
+            **self._client_permits(about_client),
             "permit": lambda client, helo: PERMIT,
             "reject": lambda client, helo: replies.ACCESS_DENIED.format(
                 address=helo, what="Helo command"),
@@ -354,10 +356,7 @@ class Restrictions:
             return lambda client, sender: restriction(client, sender, "", None)
 
         known: dict[str, SenderRestriction] = {
-            "permit_mynetworks": about_client(self._permit_mynetworks),
-            "permit_sasl_authenticated": about_client(self._permit_sasl_authenticated),
-            "permit_tls_all_clientcerts": about_client(self._permit_tls_all_clientcerts),
-            "permit_tls_clientcerts": about_client(self._permit_tls_clientcerts),
+            **self._client_permits(about_client),
             "permit": lambda client, sender: PERMIT,
             "reject": lambda client, sender: access_denied(sender),
             "reject_authenticated_sender_login_mismatch": self._reject_authenticated_mismatch,
