@@ -287,6 +287,10 @@ class Supervisor:
                                  self.config.anvil_rate_time_unit) if int(rate_limit) else 0
         verdict = decide(total, count, int(total_limit), int(client_limit), rate,
                          int(rate_limit))
+        if listener in self._stressed:
+            # The limit as configured now (a reload may have changed it): the
+            # end of stress is judged against it.
+            self._stressed[listener] = int(total_limit)
         if verdict == "ok":
             self._count(worker, key, 1)
         elif verdict == "total" and listener not in self._stressed:

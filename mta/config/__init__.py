@@ -171,9 +171,15 @@ class Config:
         return view
 
     def validate(self) -> None:
-        """Convert every parameter once so a bad value stops the start."""
+        """Convert every parameter once so a bad value stops the start: also
+        under stress, where ${stress?{…}:{…}} may give another value, so that
+        no bad value waits for the first overload to break the listener."""
         for name in PARAMS:
             self.get(name)
+        stressed = self.under_stress()
+        if stressed is not self:
+            for name in PARAMS:
+                stressed.get(name)
 
 
 def find_config(explicit: str | None = None) -> str:

@@ -114,6 +114,12 @@ def mail_keys(address: str, delimiter: str) -> list[Key]:
     local, at, domain = address.rpartition("@")
     if not at:
         return [(address, False)]  # not qualified: cannot happen after qualify()
+    if domain.endswith("."):
+        # As Postfix's trivial-rewrite before the lookup (and as relay
+        # control judges the domain): "a@bad.example." is a@bad.example, or
+        # one dot would get a listed address past its REJECT.
+        domain = domain[:-1]
+        address = f"{local}@{domain}"
     base = addr.strip_extension(local, delimiter)
     keys = [(address, False)]
     if base != local:

@@ -252,6 +252,9 @@ class SmtpdProtocol(SMTP):
                 self._slot = admitted
                 self._note_rate_limits(host)
                 ctx.connections.sessions.add(self)
+                # Admitted while the daemon began to stop (its name lookup or
+                # count took that long): it gets the 421, not the greeting.
+                self._shutting_down = ctx.connections.shutting_down
                 await self._session()
         except (asyncio.CancelledError, ConnectionError):
             pass
@@ -329,6 +332,9 @@ class SmtpdProtocol(SMTP):
             self.transport.close()
 
     async def _session(self) -> None:
+        if self._shutting_down:
+            self.reply_and_close(replies.SHUTTING_DOWN.format(host=self.hostname))
+            return
         if self.ctx.restrictions.client_at_connect and self._client_refused():
             pass  # the refusal took the greeting's place
         elif not self._greet():
@@ -645,9 +651,10 @@ class SmtpdProtocol(SMTP):
 
     def _may_answer_at_once(self) -> bool:
         """Whether commands may be answered without the session task: not
-        in the tarpit, whose delays the task's flush makes; a TLS listener
-        also says no while it must refuse them (see secure.py)."""
-        return not self._tarpitted()
+        in the tarpit, whose delays the task's flush makes, nor while the
+        daemon stops (the task ends the session once a transaction is over);
+        a TLS listener also says no while it must refuse them (secure.py)."""
+        return not self._tarpitted() and not self._shutting_down
 
     # -- HELO, EHLO ---------------------------------------------------------------------
     def cmd_helo(self, argument: str) -> None:

@@ -127,6 +127,7 @@ class ConnectionRegistry:
         # so that the stress timeouts reach them at once.
         self.stressed = False
         self.service = "smtp"  # the listener's name, for the stress lines
+        self.shutting_down = False  # the daemon stops (shut_down)
         self.sessions: set[StressAware] = set()
         self.drained = asyncio.Event()
         self.drained.set()
@@ -140,7 +141,9 @@ class ConnectionRegistry:
 
     def shut_down(self) -> None:
         """The daemon is stopping: every session ends at its next wait for a
-        command (SmtpdProtocol.shutting_down)."""
+        command outside a transaction (SmtpdProtocol.shutting_down), and one
+        admitted from now on at once."""
+        self.shutting_down = True
         for session in list(self.sessions):
             session.shutting_down()
 

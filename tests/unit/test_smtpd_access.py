@@ -432,3 +432,8 @@ async def test_a_client_listed_ok_may_relay_on_the_wire(tmp_path: Path) -> None:
         assert (await converse(["EHLO c.test", "MAIL FROM:<a@b.test>",
                                 "RCPT TO:<x@elsewhere.test>"]))[-1] == \
             "554 5.7.1 <x@elsewhere.test>: Relay access denied"
+
+
+def test_a_trailing_dot_is_no_way_around_a_listed_address() -> None:
+    """a@bad.example. is a@bad.example (relay control strips the dot too)."""
+    assert access.mail_keys("a@bad.example.", "+") == access.mail_keys("a@bad.example", "+")

@@ -8,8 +8,14 @@ import asyncio
 import time
 from pathlib import Path
 
-from mta.config import from_text
+import pytest
+
+from mta.config import ConfigError, from_text
+from mta.smtpd.server import SmtpdServer
+from mta.workers import Supervisor, _Worker
 from tests.helpers import IN_PROCESS_CF, in_process_smtpd, read_reply, until
+
+SHUTTING_DOWN = "421 4.3.2 mx.test Service shutting down, closing transmission channel"
 
 
 def test_the_stress_values_are_postfix_defaults() -> None:
@@ -103,3 +109,61 @@ async def test_without_it_each_read_restarts_the_timer(tmp_path: Path) -> None:
     async with in_process_smtpd(tmp_path, IN_PROCESS_CF + "smtpd_timeout = 1s\n") as smtpd:
         reply = await dribble_message(smtpd.port, 0.1, 30)
     assert reply.startswith("250 2.0.0 Ok: queued as "), reply
+
+
+def test_a_bad_stress_value_stops_the_load() -> None:
+    """Every value is converted at load under stress too: a bad one must not
+    wait for the first overload to break the listener."""
+    with pytest.raises(ConfigError, match="smtpd_timeout = xs"):
+        from_text("smtpd_timeout = ${stress?{x}:{300}}s\n")
+
+
+def test_the_master_ends_stress_by_the_limit_as_configured_now(
+        maillog_lines: list[str]) -> None:
+    """With workers the master keeps the limit that stress is judged by; a
+    reload that raises it must not keep the listener under stress."""
+    supervisor = Supervisor(from_text("smtp/inet = 127.0.0.1:2525\n"), 1, lambda qid: None)
+    worker = _Worker(1)
+    for n in range(4):
+        supervisor._admit(worker, f"{n}\tsmtp\t192.0.2.{n}\t4\t0\t0")
+    supervisor._admit(worker, "9\tsmtp\t192.0.2.9\t4\t0\t0")  # refused: stress
+    assert "smtp" in supervisor._stressed
+    supervisor._admit(worker, "10\tsmtp\t192.0.2.10\t1000\t0\t0")  # after a reload
+    supervisor._count(worker, ("smtp", "192.0.2.0"), -1)  # 4 of 1000 open
+    assert "smtp" not in supervisor._stressed
+    assert 'master: service "smtp": stress is over: 4 of 1000 connections' in maillog_lines
+
+
+async def transaction_then_shutdown(smtpd: SmtpdServer, after: bytes) -> list[str]:
+    """A session in a transaction when the daemon stops; what it gets for
+    after, sent once the stop began, up to the end of the connection."""
+    reader, writer = await idle_session(smtpd.port)
+    try:
+        writer.write(b"EHLO client.example\r\n")
+        await read_reply(reader)
+        writer.write(b"MAIL FROM:<a@example.org>\r\n")
+        assert await read_reply(reader) == "250 2.1.0 Ok"
+        smtpd.ctx.connections.shut_down()
+        writer.write(after)
+        lines = []
+        while line := await asyncio.wait_for(reader.readline(), 5):
+            lines.append(line.decode().rstrip())
+        return lines
+    finally:
+        writer.close()
+
+
+async def test_a_transaction_ended_at_stop_gets_the_421(tmp_path: Path) -> None:
+    """RSET (answered in the protocol callback otherwise) ends the
+    transaction; the MAIL pipelined behind it must not start another."""
+    async with in_process_smtpd(tmp_path, IN_PROCESS_CF) as smtpd:
+        said = await transaction_then_shutdown(smtpd, b"RSET\r\nMAIL FROM:<b@example.org>\r\n")
+    assert said == ["250 2.0.0 Ok", SHUTTING_DOWN]
+
+
+async def test_a_client_admitted_while_stopping_is_not_greeted(tmp_path: Path) -> None:
+    async with in_process_smtpd(tmp_path, IN_PROCESS_CF) as smtpd:
+        smtpd.ctx.connections.shut_down()  # its name lookup or count outlasted the stop
+        reader, writer = await asyncio.open_connection("127.0.0.1", smtpd.port)
+        assert await read_reply(reader) == SHUTTING_DOWN
+        writer.close()
