@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mta import address as addr
 from mta import config as configuration
 from mta import log as maillog
 from mta import queueid
@@ -277,11 +278,6 @@ def release(args: argparse.Namespace) -> int:
     return 0
 
 
-def _domain(address: str) -> str:
-    _, at, domain = address.rpartition("@")
-    return domain.lower() if at else ""
-
-
 def _for_sites(spool: Spool, sites: set[str]) -> list[str]:
     """Deferred messages with a recipient still to deliver in one of the
     domains. Postfix's postqueue -s asks the flush service, which knows only
@@ -296,7 +292,7 @@ def _for_sites(spool: Spool, sites: set[str]) -> list[str]:
             print(f"mta queue: warning: {error}", file=sys.stderr)
             continue
         recipients = queue_file.envelope.recipients
-        if any(_domain(recipients[index]) in sites for index in queue_file.pending()):
+        if any(addr.domain_of(recipients[index]) in sites for index in queue_file.pending()):
             found.append(entry.qid)
     return found
 

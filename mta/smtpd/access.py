@@ -111,15 +111,13 @@ def mail_keys(address: str, delimiter: str) -> list[Key]:
     domains, user+ext@, user@. The null sender is the key ``<>``."""
     if not address:
         return [(NULL_SENDER_KEY, False)]
-    local, at, domain = address.rpartition("@")
-    if not at:
+    if "@" not in address:
         return [(address, False)]  # not qualified: cannot happen after qualify()
-    if domain.endswith("."):
-        # As Postfix's trivial-rewrite before the lookup (and as relay
-        # control judges the domain): "a@bad.example." is a@bad.example, or
-        # one dot would get a listed address past its REJECT.
-        domain = domain[:-1]
-        address = f"{local}@{domain}"
+    # The domain as relay control judges it (addr.split: a trailing dot off,
+    # as Postfix's trivial-rewrite takes it off before the lookup), or
+    # "a@bad.example." would get a listed address past its REJECT.
+    local, domain = addr.split(address)
+    address = f"{local}@{domain}"
     base = addr.strip_extension(local, delimiter)
     keys = [(address, False)]
     if base != local:
