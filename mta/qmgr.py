@@ -614,6 +614,10 @@ class QueueManager:
         elif ending == "moved":
             maillog.warning("qmgr", f"{qid}: held and released during delivery; "
                             "its recipients' results are recorded in the queue file")
+            # The release's wake-up came while the message was active, and
+            # the scan it caused passed it over; scan again, or the released
+            # file would wait for queue_run_delay.
+            self.wake()
         elif ending == "deleted":
             maillog.warning("qmgr", f"{qid}: remove {qid} from active: "
                             "No such file or directory")
