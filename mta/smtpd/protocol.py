@@ -54,8 +54,9 @@ RATE_REFUSALS = {
     "auth": ("AUTH", "AUTH command rate limit exceeded", replies.TOO_MANY_AUTH),
 }
 # RFC 2920 §3.1: commands whose reply the client must have before it sends
-# more, even with PIPELINING (Postfix's smtpd checks these; QUIT is exempt,
-# and STARTTLS drops what follows it, secure.py).
+# more, even with PIPELINING (Postfix's smtpd checks these; QUIT after EHLO
+# is exempt, and STARTTLS drops what follows it, secure.py). Without EHLO no
+# command may be followed by more, QUIT included (as Postfix 3.7.11 answers).
 MUST_BE_LAST = frozenset({"HELO", "EHLO", "DATA", "NOOP", "VRFY"})
 # Postfix's is_header(): a first word such as "Subject:" is message content
 # sent as commands (the client believes a refused DATA was accepted).
@@ -546,7 +547,7 @@ class SmtpdProtocol(SMTP):
             else:
                 self.reply(replies.NOT_RECOGNIZED)
             return None
-        if pending and command != "QUIT" and (command in MUST_BE_LAST or not self.esmtp) \
+        if pending and (command in MUST_BE_LAST or not self.esmtp) \
                 and self._pipelined_improperly(command, pending):
             # The command is not run: its reply would answer a client that
             # is out of step with us (Postfix's smtpd_forbid_unauth_pipelining).

@@ -33,6 +33,9 @@ CASES: dict[str, list[tuple[bytes, int]]] = {
     "allowed": [(EHLO, 1), (b"RSET\r\n" + TRANSACTION + b"DATA\r\n", 4),
                 (b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n", 2)],
     "quit-then-more": [(EHLO, 1), (b"QUIT\r\nNOOP\r\n", 1)],
+    # Without EHLO no PIPELINING was announced: QUIT is no exception.
+    "quit-then-more-first": [(b"QUIT\r\nNOOP\r\n", 1)],
+    "quit-then-more-after-helo": [(b"HELO client.example\r\n", 1), (b"QUIT\r\nNOOP\r\n", 1)],
     "http": [(b"GET / HTTP/1.0\r\n", 1)],
     "header": [(EHLO, 1), (b"Subject: hi\r\n", 1)],
     "binary": [(b"\x16\x03\x01\x00\x05hello\r\n", 1)],
