@@ -528,7 +528,8 @@ class SmtpdProtocol(SMTP):
         # MAIL, and a line of blanks is an empty command.
         line = line.lstrip(b" \t")
         if not line:
-            self._count("unknown", False)
+            # Refused, but not counted as a command: Postfix's disconnect line
+            # leaves an empty line out (the error still counts for the limits).
             self.reply(replies.BAD_SYNTAX)
             return None
         verb, _, arg_bytes = line.partition(b" ")
@@ -665,7 +666,8 @@ class SmtpdProtocol(SMTP):
         if self.ctx.restrictions.helo_at_helo and self._helo_refused("HELO", argument):
             return
         self.helo = helo_name(argument)
-        self.esmtp = False
+        # A HELO after an EHLO keeps the session ESMTP, as Postfix 3.7.11's
+        # does: pipelining stays allowed, and proto= and Received say ESMTP.
         self.txn = Transaction()
         self.reply(f"250 {self.hostname}")
 
@@ -753,9 +755,8 @@ class SmtpdProtocol(SMTP):
             else:
                 self.reply(replies.BAD_SENDER_SYNTAX)
             return
-        if path.params and not self.esmtp:
-            self.reply(replies.MAIL_SYNTAX)
-            return
+        # Postfix's mail_cmd takes the parameters after HELO too (no
+        # extension is refused for want of an EHLO), and so do we.
         size = 0
         # Postfix's mail_cmd: SIZE= must be all digits; BODY=7BIT and
         # BODY=8BITMIME are the only BODY values; anything else, "SIZE" without
@@ -1055,10 +1056,13 @@ class SmtpdProtocol(SMTP):
             # restrictions as for RCPT, so VRFY tells an outsider no more than
             # RCPT would (Relay access denied for a foreign address).
             address = addr.qualify(address, self.ctx.config.myorigin)
-            refusal = self.ctx.restrictions.check_recipient(self.client, None, address,
+            # Inside a transaction its sender is judged and logged too, as
+            # Postfix's smtpd_check_rcpt sees the session's sender.
+            sender = self.txn.sender
+            refusal = self.ctx.restrictions.check_recipient(self.client, sender, address,
                                                             self.helo)
             if refusal:
-                self._reject("VRFY", refusal, None, address)
+                self._reject("VRFY", refusal, sender, address)
                 return
         # Postfix's vrfy_cmd answers with the argument as the client wrote it
         # (words collapsed), not a rewritten address.

@@ -104,7 +104,8 @@ async def test_by_default_any_helo_name_is_taken(tmp_path: Path) -> None:
 async def test_delayed_helo_refusal_is_the_rcpt_reply(
         tmp_path: Path, maillog_lines: list[str]) -> None:
     """smtpd_delay_reject = yes (the default): EHLO and MAIL are accepted, the
-    refusal answers RCPT and is logged with sender and recipient."""
+    refusal answers RCPT and is logged with sender and recipient; a VRFY in
+    the transaction is logged with its sender too, as Postfix's is."""
     async with receiver(tmp_path, STRICT) as converse:
         assert await converse(["EHLO localhost", *TRANSACTION, "VRFY b@relay.test"]) == [
             "250 8BITMIME", "250 2.1.0 Ok", NOT_FQDN.format("localhost"),
@@ -113,8 +114,8 @@ async def test_delayed_helo_refusal_is_the_rcpt_reply(
             "Helo command rejected: need fully-qualified hostname; from=<a@client.test> "
             "to=<b@relay.test> proto=ESMTP helo=<localhost>") in maillog_lines
     assert ("smtpd: NOQUEUE: reject: VRFY from unknown[127.0.0.1]: 504 5.5.2 <localhost>: "
-            "Helo command rejected: need fully-qualified hostname; to=<b@relay.test> "
-            "proto=ESMTP helo=<localhost>") in maillog_lines
+            "Helo command rejected: need fully-qualified hostname; from=<a@client.test> "
+            "to=<b@relay.test> proto=ESMTP helo=<localhost>") in maillog_lines
 
 
 async def test_delayed_restrictions_judge_the_name_as_kept(tmp_path: Path) -> None:
