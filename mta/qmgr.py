@@ -166,6 +166,7 @@ class QueueManager:
         self._scan_now = asyncio.Event()
         self._rearm = asyncio.Event()
         self._flush = False
+        self._forced: set[str] = set()  # deferred queue ids a flush named
         self._next_due: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wakeup: asyncio.DatagramTransport | None = None
@@ -231,7 +232,10 @@ class QueueManager:
 
         class _Wakeup(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: object) -> None:
-                manager.wake(flush=data.startswith(b"F"))
+                if data.startswith(b"I"):  # mta queue flush QID… / --site: I\nQID\n…
+                    manager.flush_ids(data.decode("ascii", "replace").split()[1:])
+                else:
+                    manager.wake(flush=data.startswith(b"F"))
 
         try:
             transport, _ = await loop.create_datagram_endpoint(_Wakeup, sock=sock)
@@ -250,6 +254,16 @@ class QueueManager:
         """Look at incoming/ (and deferred/ when flushing) now."""
         if flush:
             self._flush = True
+        self._scan_now.set()
+
+    def flush_ids(self, qids: list[str]) -> None:
+        """Deliver these deferred messages now (``mta queue flush QID…`` and
+        ``--site``, Postfix's postqueue -i and -s): as for a whole flush,
+        defer_transports do not hold them back and every suspended
+        destination is tried again (Postfix's flush server asks the queue
+        manager to flush its dead destinations with them); the rest of
+        deferred/ waits for its time."""
+        self._forced.update(qids)
         self._scan_now.set()
 
     # -- the activation pipeline -----------------------------------------------------
@@ -298,8 +312,9 @@ class QueueManager:
             await self._wait_for_scan()
             self._scan_now.clear()
             flush, self._flush = self._flush, False
+            forced, self._forced = self._forced, set()
             self._next_due = None
-            if flush:
+            if flush or forced:
                 for destination in self.destinations.values():
                     destination.resume()
             # Incoming first: a wake-up from another process (sendmail) names no id.
@@ -308,11 +323,12 @@ class QueueManager:
                     self._incoming.put_nowait(entry.qid)
             now = self.clock()
             for entry in await self.spool.run(self.spool.scan, "deferred"):
-                if not flush and entry.mtime > now:
+                named = flush or entry.qid in forced
+                if not named and entry.mtime > now:
                     self._note_due(entry.mtime)
                     continue
                 if entry.qid not in self._active:
-                    await self._admit(entry.qid, forced=flush, source="deferred")
+                    await self._admit(entry.qid, forced=named, source="deferred")
             await self.spool.run(self._update_gauges)
 
     def _note_due(self, when: float) -> None:

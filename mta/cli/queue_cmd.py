@@ -41,6 +41,9 @@ from mta.spool import Spool
 DELETE_QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
 HOLD_QUEUES = ("incoming", "active", "deferred")
 RELEASE_QUEUES = ("hold",)
+# Queue ids named in one wake-up datagram (13 bytes each): well inside what
+# an AF_UNIX datagram carries.
+FLUSH_IDS_PER_WAKEUP = 1000
 # Where the running queue manager moves mail from incoming/, active/ and
 # deferred/ while a command acts on it: to active/, on to deferred/ when
 # delivery is deferred, back to active/ for a retry.
@@ -319,13 +322,16 @@ def flush_queue(args: argparse.Namespace) -> int:
         spool.set_next_attempt(queue, qid, now)
         return True
 
-    # Due now, and a plain wake-up: the queue manager's next look at deferred/
-    # takes these with the mail that is due anyway. Not F, which would take
+    # Due now (so that a daemon started later takes them too), and named to
+    # the queue manager, which delivers them as a flush does: past
+    # defer_transports and suspended destinations. Not F, which would take
     # every deferred message. A message the queue manager took for a retry
     # meanwhile (to active/) is under way already and left alone.
-    touched = sum(_chase(spool, qid, "deferred", ("deferred",), make_due) for qid in chosen)
-    if touched:
-        spool.wake(b"W")
+    touched = [qid for qid in chosen
+               if _chase(spool, qid, "deferred", ("deferred",), make_due)]
+    for start in range(0, len(touched), FLUSH_IDS_PER_WAKEUP):
+        spool.wake(b"\n".join([b"I", *(qid.encode() for qid in
+                                        touched[start:start + FLUSH_IDS_PER_WAKEUP])]))
     return 0
 
 

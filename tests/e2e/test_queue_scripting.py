@@ -209,3 +209,26 @@ def test_a_running_daemon_delivers_only_the_flushed_mail(daemon_factory: DaemonF
     assert where(daemon, other) == ["deferred"]
     assert mtime(daemon, other) == LATER
     assert f"{other}:" not in daemon.log_text()
+
+
+def test_a_flushed_message_goes_past_defer_transports(daemon_factory: DaemonFactory) -> None:
+    """defer_transports hold mail "unless someone issues sendmail -q or
+    equivalent": postqueue -i and -s are such requests, as -f is; the mail
+    they do not name stays held."""
+    daemon = daemon_factory("defer_transports = local\n")
+    named, for_bob = seed(daemon.queue, "deferred", [["alice@example.test"],
+                                                     ["bob@example.test"]])
+    daemon.start()
+
+    mta(daemon, "flush", named)
+    daemon.wait_log(rf"postern/qmgr\[\d+\]: {named}: removed")
+    assert len(daemon.wait_maildir("alice")) == 1
+    mta(daemon, "flush", "--site", "example.test")
+    daemon.wait_log(rf"postern/qmgr\[\d+\]: {for_bob}: removed")
+    assert len(daemon.wait_maildir("bob")) == 1
+
+    # New mail for the transport is still held back by defer_transports.
+    [fresh] = seed(daemon.queue, "incoming", [["alice@example.test"]])
+    Spool(daemon.queue).wake(b"W")
+    daemon.wait_log(rf"{fresh}: to=<alice@example.test>.*status=deferred \(deferred transport\)")
+    assert len(daemon.maildir("alice")) == 1

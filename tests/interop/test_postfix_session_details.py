@@ -93,5 +93,6 @@ async def test_session_details_as_postfix_has_them(
     assert ours[1][3:5] == ["250 2.1.0 Ok", "554 5.7.1 <x@elsewhere.test>: Relay access denied"]
     assert ours[2][2:5] == ["250 2.1.0 Ok", "250 2.0.0 Ok", "250 2.1.0 Ok"]
     assert any(line.endswith("noop=1 quit=1 commands=2") for line in logged)
-    assert "NOQUEUE: reject: VRFY from unknown[127.0.0.1]: 554 5.7.1 <x@elsewhere.test>: Relay access " \
-        "denied; from=<a@b.test> to=<x@elsewhere.test> proto=ESMTP helo=<a.test>" in logged
+    assert "NOQUEUE: reject: VRFY from unknown[127.0.0.1]: 554 5.7.1 <x@elsewhere.test>: " \
+        "Relay access denied; from=<a@b.test> to=<x@elsewhere.test> proto=ESMTP " \
+        "helo=<a.test>" in logged

@@ -17,6 +17,7 @@ from mta.qmgr import QueueManager
 from mta.queuefile import Envelope
 from mta.routing import Router
 from mta.spool import Spool
+from tests.helpers import until
 
 REFUSED = "connect to mx.dead.test[192.0.2.1]:25: Connection timed out"
 
@@ -102,6 +103,50 @@ async def test_defer_transports_are_logged_from_qmgr(tmp_path: Path, lines: list
         [line] = [line for line in lines if "to=<r@remote.test>" in line]
         assert line.startswith(f"qmgr: {qid}: to=<r@remote.test>, relay=none, ")
         assert line.endswith("dsn=4.3.2, status=deferred (deferred transport)")
+    finally:
+        await qmgr.stop(grace=0)
+        spool.close()
+
+
+class RevivingAgent(DeadSiteAgent):
+    """Dead until revived, then delivers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alive = False
+
+    async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
+        if not self.alive:
+            return await super().deliver(request)
+        self.calls += 1
+        return [DeliveryResult(r.index, "sent", "2.0.0", "250 2.0.0 Ok")
+                for r in request.recipients]
+
+
+async def test_a_named_flush_tries_a_suspended_destination_again(
+        tmp_path: Path, lines: list[str]) -> None:
+    """mta queue flush QID (postqueue -i) revives dead destinations, as
+    Postfix's flush server asks the queue manager to; only the named
+    message goes, the other keeps its time."""
+    config = from_text("myhostname = mx.test\nmydestination = mx.test\n")
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    agent = RevivingAgent()
+    qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)),
+                        {"smtp": agent},
+                        destination_factory=lambda key, limit: FeedbackDestination(
+                            key, limit, initial=1, cohort_limit=1, suspend_for=300))
+    await qmgr.start()
+    try:
+        named = await _queue(spool, qmgr, "a@dead.test")
+        other = await _queue(spool, qmgr, "b@dead.test")
+        await _wait_deferred(spool, 2)
+        assert agent.calls == 1  # the second was deferred by the suspension
+        agent.alive = True
+        qmgr.flush_ids([named])
+        await until(lambda: f"qmgr: {named}: removed" in lines)
+        assert agent.calls == 2
+        assert [entry.qid for entry in spool.scan("deferred")] == [other]
     finally:
         await qmgr.stop(grace=0)
         spool.close()

@@ -122,7 +122,7 @@ async def test_delete_all_hold_does_not_follow_a_release(
     assert capsys.readouterr().err == "postsuper: Deleted: 0 messages\n"
 
 
-async def test_flush_by_id_makes_it_due_and_wakes_without_flushing_all(
+async def test_flush_by_id_makes_it_due_and_names_it_without_flushing_all(
         spool: Spool, cli: list[bytes]) -> None:
     flushed, other = await deferred(spool), await deferred(spool)
     before = time.time()
@@ -130,8 +130,8 @@ async def test_flush_by_id_makes_it_due_and_wakes_without_flushing_all(
     assert before <= spool.scan("deferred")[0].mtime <= time.time()
     assert spool.scan("deferred")[1].mtime == 2e9
     assert [e.qid for e in spool.scan("deferred")] == [flushed, other]
-    # W: the queue manager takes what is due; F would take every deferred message.
-    assert cli == [b"W"]
+    # I names the message to the queue manager; F would take every deferred one.
+    assert cli == [b"I\n" + flushed.encode()]
 
 
 async def test_flush_leaves_a_message_a_retry_took_meanwhile(
