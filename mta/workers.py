@@ -155,9 +155,13 @@ class _Worker:
     baseline: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
     polled: asyncio.Future[None] | None = None  # a scrape waits for a fresh snapshot
     reloaded: asyncio.Future[None] | None = None  # a reload waits for its switch-over
-    # Until the worker says "r" it has no SIGHUP handler, and a SIGHUP would
-    # end it (the signal's default action): the master does not send it one.
+    # Until the worker says "r" it may have no SIGHUP handler yet, and a
+    # SIGHUP would end it (the signal's default action): the master does not
+    # send it one then, but remembers it and sends it on the "r". The worker
+    # reopens the maillog itself before it says "r"; a rotation between that
+    # reopen and the master's reading of the "r" would be missed otherwise.
     ready: bool = False
+    reopen_missed: bool = False
 
 
 class Supervisor:
@@ -205,6 +209,7 @@ class Supervisor:
     async def _spawn(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
         worker.ready = False
+        worker.reopen_missed = False
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = ",".join(f"{name}={sock.fileno()}" for name, sock in self.sockets.items())
         # The worker runs the main.cf text the master runs, not whatever the
@@ -259,6 +264,9 @@ class Supervisor:
                     self._count(worker, (listener, address), -1)
             elif kind == b"r":
                 worker.ready = True
+                if worker.reopen_missed:
+                    worker.reopen_missed = False
+                    self._send(worker, signal.SIGHUP)
             elif kind == b"k":
                 # The worker has switched to the configuration sent (or kept
                 # its own when that failed there: it logged why).
@@ -402,10 +410,15 @@ class Supervisor:
     def signal(self, signum: int) -> None:
         for worker in self.workers:
             if signum == signal.SIGHUP and not worker.ready:
-                continue  # it reopens the maillog when it gets ready
-            if worker.process is not None and worker.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.send_signal(signum)
+                worker.reopen_missed = True  # sent when it says it is ready
+                continue
+            self._send(worker, signum)
+
+    @staticmethod
+    def _send(worker: _Worker, signum: int) -> None:
+        if worker.process is not None and worker.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signum)
 
     async def stop(self, timeout: float) -> None:
         """SIGTERM to every worker: they stop accepting, finish sessions, exit."""
