@@ -107,6 +107,12 @@ def check_listeners(config: Config) -> None:
         view = config.for_listener(listener)
         if view is not config:
             build_parts(view)
+        if "anvil_rate_time_unit" in listener.overrides:
+            # One anvil for all listeners, as in Postfix, where anvil reads
+            # main.cf and a -o on smtpd never reaches it.
+            maillog.warning("master", f"{listener.name}: anvil_rate_time_unit is a main.cf "
+                            "parameter (one for all listeners); the listener's value "
+                            "is ignored")
 
 
 def build_smtp_agent(config: Config) -> SmtpDelivery:
@@ -153,7 +159,7 @@ class Receiver:
             ctx = SmtpdContext(
                 config=view, listener=listener, spool=self.spool,
                 restrictions=view_parts.restrictions,
-                connections=ConnectionRegistry(view),
+                connections=ConnectionRegistry(view, config.anvil_rate_time_unit),
                 names=NameCache(view.smtpd_peername_lookup),
                 on_queued=lambda envelope: self.on_queued(envelope.qid), loop=loop,
                 security=security[listener.name])
@@ -192,6 +198,7 @@ class Receiver:
             server.ctx.config = view
             server.ctx.restrictions = restrictions
             server.ctx.connections.config = view
+            server.ctx.connections.rate_time_unit = build.config.anvil_rate_time_unit
             server.ctx.security = build.security[name]
         self.config = build.config
 

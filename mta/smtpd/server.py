@@ -114,8 +114,13 @@ class ConnectionRegistry:
     at shutdown.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, rate_time_unit: float | None = None) -> None:
         self.config = config
+        # anvil_rate_time_unit is anvil's, one for the whole daemon as in
+        # Postfix (a listener's -o is ignored, and warned of at load): the
+        # main.cf value, which the master's count uses with workers too.
+        self.rate_time_unit = (config.anvil_rate_time_unit if rate_time_unit is None
+                               else rate_time_unit)
         self.per_client: dict[str, int] = {}
         self.total = 0
         self.anvil: Anvil | None = None
@@ -179,7 +184,7 @@ class ConnectionRegistry:
         if self.anvil is None:
             mine = self.per_client.get(address, 0)
             rate = self.rates.event("", address, "connection",
-                                    config.anvil_rate_time_unit) if rate_limit else 0
+                                    self.rate_time_unit) if rate_limit else 0
             verdict = decide(self.total, mine, total_limit, client_limit, rate, rate_limit)
             count = {"total": self.total, "rate": rate}.get(verdict, mine)
         elif not client_limit and not rate_limit and refuse_later is not None:
@@ -229,7 +234,7 @@ class ConnectionRegistry:
         one included when count: the master's, or this process's own."""
         if self.anvil is not None:
             return await self.anvil.event(address, event, count)
-        return self.rates.event("", address, event, self.config.anvil_rate_time_unit, count)
+        return self.rates.event("", address, event, self.rate_time_unit, count)
 
     def _counted(self, slot: Slot, peer: str, service: str,
                  refuse_later: Callable[[str], None],

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from mta.config import from_text
+from mta.master import Receiver, check_listeners
 from mta.smtpd.rates import ClientRates
+from mta.spool import Spool
 from tests.helpers import IN_PROCESS_CF, in_process_smtpd, one_at_a_time
 
 
@@ -97,3 +100,27 @@ async def test_one_process_counts_mail_and_rcpt_itself(tmp_path: Path,
         "for service smtp",
         "smtpd: warning: Message delivery request rate limit exceeded: 2 from "
         "unknown[127.0.0.1] for service smtp"]
+
+
+async def test_the_rate_time_unit_is_one_for_all_listeners(
+        tmp_path: Path, maillog_lines: list[str]) -> None:
+    """anvil_rate_time_unit is anvil's: a listener's -o is warned of and
+    ignored in one process too, as it is with workers (the master counts
+    with the main.cf value) and in Postfix (anvil reads main.cf)."""
+    config = from_text("smtp/inet = 127.0.0.1:0\nsubmission/inet = 127.0.0.1:0\n"
+                       "anvil_rate_time_unit = 90s\n"
+                       "submission/inet/anvil_rate_time_unit = 1s\n"
+                       f"queue_directory = {tmp_path / 'queue'}\n")
+    check_listeners(config)
+    assert ("master: warning: submission: anvil_rate_time_unit is a main.cf parameter "
+            "(one for all listeners); the listener's value is ignored") in maillog_lines
+    assert sum("anvil_rate_time_unit" in line for line in maillog_lines) == 1
+    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
+    spool.create()
+    receiver = Receiver(config, on_queued=lambda qid: None, spool=spool)
+    await receiver.start()
+    try:
+        assert [server.ctx.connections.rate_time_unit for server in receiver.servers] == [90, 90]
+    finally:
+        await receiver.shutdown(0)
+        spool.close()
