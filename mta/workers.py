@@ -162,6 +162,10 @@ class _Worker:
     # reopen and the master's reading of the "r" would be missed otherwise.
     ready: bool = False
     reopen_missed: bool = False
+    # What the worker's full channel could not take yet (it is busy): sent
+    # in order when it reads again, so that no answer, relay or stress
+    # change is lost (a lost answer would hold a session for 5 seconds).
+    outbox: deque[bytes] = field(default_factory=deque)
 
 
 class Supervisor:
@@ -210,6 +214,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         worker.ready = False
         worker.reopen_missed = False
+        worker.outbox.clear()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = ",".join(f"{name}={sock.fileno()}" for name, sock in self.sockets.items())
         # The worker runs the main.cf text the master runs, not whatever the
@@ -232,8 +237,7 @@ class Supervisor:
         worker.channel = mine
         loop.add_reader(mine.fileno(), self._readable, worker)
         for listener in self._stressed:  # a worker (re)started under stress
-            with contextlib.suppress(OSError):
-                mine.send(f"T{listener}\t1".encode())
+            self._tell(worker, f"T{listener}\t1".encode())
 
     def _readable(self, worker: _Worker) -> None:
         assert worker.channel is not None
@@ -266,7 +270,7 @@ class Supervisor:
                 worker.ready = True
                 if worker.reopen_missed:
                     worker.reopen_missed = False
-                    self._send(worker, signal.SIGHUP)
+                    self._signal_worker(worker, signal.SIGHUP)
             elif kind == b"k":
                 # The worker has switched to the configuration sent (or kept
                 # its own when that failed there: it logged why).
@@ -280,9 +284,8 @@ class Supervisor:
 
     def _relay(self, source: _Worker | None, message: bytes) -> None:
         for other in self.workers:
-            if other is not source and other.channel is not None:
-                with contextlib.suppress(OSError):
-                    other.channel.send(message)
+            if other is not source:
+                self._tell(other, message)
 
     def _admit(self, worker: _Worker, request: str) -> None:
         """Postfix's anvil: one count of connections per listener and client
@@ -317,9 +320,39 @@ class Supervisor:
         self._answer(worker, serial, "ok", rate)
 
     def _answer(self, worker: _Worker, serial: str, verdict: str, count: int) -> None:
-        if worker.channel is not None:
-            with contextlib.suppress(OSError):
-                worker.channel.send(f"a{serial}\t{verdict}\t{count}".encode())
+        self._tell(worker, f"a{serial}\t{verdict}\t{count}".encode())
+
+    def _tell(self, worker: _Worker, message: bytes) -> bool:
+        """Send one message to a worker, or keep it (in order) until the
+        worker's channel takes it; False when the worker is gone."""
+        channel = worker.channel
+        if channel is None:
+            return False
+        if not worker.outbox:
+            try:
+                channel.send(message)
+                return True
+            except BlockingIOError:
+                asyncio.get_running_loop().add_writer(channel.fileno(), self._drain, worker)
+            except OSError:  # the worker is gone; _watch sees its exit
+                return False
+        worker.outbox.append(message)
+        return True
+
+    def _drain(self, worker: _Worker) -> None:
+        channel = worker.channel
+        while worker.outbox and channel is not None:
+            try:
+                channel.send(worker.outbox[0])
+            except BlockingIOError:
+                return
+            except OSError:
+                break
+            worker.outbox.popleft()
+        worker.outbox.clear()
+        if channel is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_writer(channel.fileno())
 
     def _count(self, worker: _Worker, key: tuple[str, str], delta: int) -> None:
         _bump(worker.connections, key, delta)
@@ -346,8 +379,11 @@ class Supervisor:
             if worker.channel is not None:
                 with contextlib.suppress(ValueError, OSError):
                     asyncio.get_running_loop().remove_reader(worker.channel.fileno())
+                with contextlib.suppress(ValueError, OSError):
+                    asyncio.get_running_loop().remove_writer(worker.channel.fileno())
                 worker.channel.close()
                 worker.channel = None
+                worker.outbox.clear()
             if self._stopping:
                 return
             self._forget(worker)
@@ -374,8 +410,7 @@ class Supervisor:
                 continue
             if worker.polled is None or worker.polled.done():
                 worker.polled = loop.create_future()
-                with contextlib.suppress(OSError):
-                    worker.channel.send(b"P")
+                self._tell(worker, b"P")
             waiting.append(worker.polled)
         if waiting:
             await asyncio.wait(waiting, timeout=timeout)
@@ -392,9 +427,7 @@ class Supervisor:
             if worker.channel is None:
                 continue
             worker.reloaded = loop.create_future()
-            try:
-                worker.channel.send(message)
-            except OSError:
+            if not self._tell(worker, message):
                 worker.reloaded = None
                 continue
             waiting.append(worker.reloaded)
@@ -412,10 +445,10 @@ class Supervisor:
             if signum == signal.SIGHUP and not worker.ready:
                 worker.reopen_missed = True  # sent when it says it is ready
                 continue
-            self._send(worker, signum)
+            self._signal_worker(worker, signum)
 
     @staticmethod
-    def _send(worker: _Worker, signum: int) -> None:
+    def _signal_worker(worker: _Worker, signum: int) -> None:
         if worker.process is not None and worker.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.send_signal(signum)

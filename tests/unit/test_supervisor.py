@@ -1,0 +1,85 @@
+"""The master's side of its receiver workers (mta/workers.py Supervisor):
+signals, and messages to a worker whose channel is full."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+
+from mta.config import from_text
+from mta.workers import Supervisor, _Worker
+
+
+class _SignalledProcess:
+    returncode = None
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+
+    def send_signal(self, signum: int) -> None:
+        self.signals.append(signum)
+
+
+async def test_a_rotation_before_a_worker_is_ready_reaches_it_when_it_is() -> None:
+    """The master sends no SIGHUP to a worker that has not said "r" (it may
+    have no handler yet), but one that came meanwhile is sent on the "r":
+    the worker's own reopen may have come before the rotation."""
+    supervisor = Supervisor(from_text("smtp/inet = 127.0.0.1:2525\n"), 1, lambda qid: None)
+    worker = _Worker(1)
+    process = _SignalledProcess()
+    worker.process = process  # type: ignore[assignment]
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    mine.setblocking(False)
+    worker.channel = mine
+    supervisor.workers = [worker]
+    try:
+        supervisor.signal(signal.SIGHUP)
+        assert process.signals == []
+        theirs.send(b"r")
+        supervisor._readable(worker)
+        assert process.signals == [signal.SIGHUP]
+        supervisor.signal(signal.SIGHUP)  # ready now: sent at once, no more
+        assert process.signals == [signal.SIGHUP] * 2
+    finally:
+        mine.close()
+        theirs.close()
+
+
+async def test_messages_to_a_busy_worker_wait_for_it_in_order() -> None:
+    """A worker that does not read for a while (a busy loop) fills its
+    channel: the master keeps what does not fit and sends it, in order,
+    when the worker reads again; no answer or stress change is lost."""
+    supervisor = Supervisor(from_text("smtp/inet = 127.0.0.1:2525\n"), 1, lambda qid: None)
+    worker = _Worker(1)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    mine.setblocking(False)
+    worker.channel = mine
+    supervisor.workers = [worker]
+    try:
+        sent = 0
+        while not worker.outbox:
+            supervisor._answer(worker, str(sent), "ok", 0)
+            sent += 1
+        supervisor._relay(None, b"Tsmtp\t1")
+        for serial in range(sent, sent + 100):
+            supervisor._answer(worker, str(serial), "ok", 0)
+        assert len(worker.outbox) == 102
+        theirs.setblocking(False)
+        got: list[bytes] = []
+
+        async def read_all() -> None:
+            while len(got) < sent + 101:
+                try:
+                    got.append(theirs.recv(100))
+                except BlockingIOError:
+                    await asyncio.sleep(0)  # the master's loop drains meanwhile
+
+        await asyncio.wait_for(read_all(), 10)
+        expected = [f"a{n}\tok\t0".encode() for n in range(sent)] + [b"Tsmtp\t1"] + [
+            f"a{n}\tok\t0".encode() for n in range(sent, sent + 100)]
+        assert got == expected
+        assert not worker.outbox
+    finally:
+        mine.close()
+        theirs.close()
