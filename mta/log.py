@@ -143,9 +143,13 @@ def client(qid: str, peer: str, sasl_method: str | None = None,
 
 
 def reject(qid: str | None, command: str, peer: str, reply: str, sender: str | None,
-           recipient: str | None, proto: str, helo: str | None) -> None:
-    """``NOQUEUE: reject: RCPT from host[ip]: 554 5.7.1 …; from=<s> to=<r> proto=ESMTP helo=<h>``"""
-    text = f"{qid or 'NOQUEUE'}: reject: {command} from {peer}: {reply};"
+           recipient: str | None, proto: str, helo: str | None, *,
+           action: str = "reject") -> None:
+    """``NOQUEUE: reject: RCPT from host[ip]: 554 5.7.1 …; from=<s> to=<r> proto=ESMTP helo=<h>``
+
+    Postfix's log_whatsup: action is also ``warn`` or ``info`` (an access
+    map's WARN and INFO), with the table's text in place of the reply."""
+    text = f"{qid or 'NOQUEUE'}: {action}: {command} from {peer}: {reply};"
     if sender is not None:
         text += f" from=<{sender}>"
     if recipient is not None:

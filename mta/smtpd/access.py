@@ -53,7 +53,6 @@ _POSTFIX_ONLY = frozenset({"HANGUP", "FILTER", "HOLD", "DELAY", "DISCARD", "REDI
 # subject and detail of 1-3 digits, then a space or the end.
 _DSN = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?=\s|\Z)")
 _WORD = re.compile(r"([^ \t]*)[ \t]*(.*)", re.S)
-_LOG_FIELDS = {HELO: "helo", SENDER: "from", RECIPIENT: "to"}
 _REPLY_LIMIT = 510  # smtpd_check_reject: RFC 5321 §4.5.3.1.5 less the CRLF
 
 # smtpd_dsn_fix.c: an address status (X.1.Y) fitted to what is refused;
@@ -273,21 +272,15 @@ class AccessMap:
                     return key, self._action(value)
         return None
 
-    def answer(self, keys: Iterable[Key], name: str, peer: str) -> Action | None:
-        """The action for the first key found (None: no key is listed), after
-        logging what it asks to log: WARN and INFO, and an unsupported action
-        (as Postfix warns of an unknown restriction at each use)."""
+    def answer(self, keys: Iterable[Key]) -> Action | None:
+        """The action for the first key found (None: no key is listed),
+        warning of an unsupported action at each use, as Postfix warns of
+        an unknown restriction. WARN and INFO are logged by the session
+        (ClientFacts.whatsup), which knows the queue ID, command and protocol."""
         found = self.find(keys)
         if found is None:
             return None
         key, action = found
-        if action.verdict == LOG:
-            # Postfix's log_whatsup line less what a restriction cannot see
-            # (queue ID, command, protocol): the client, the text, and what
-            # matched, named as in Postfix's from=<> to=<> helo=<> fields.
-            field = _LOG_FIELDS.get(self.what)
-            where = f"; {field}=<{name}>" if field else ""
-            maillog.info("smtpd", f"{action.word.lower()}: {peer}: {action.text}{where}")
-        elif action.verdict == UNSUPPORTED:
+        if action.verdict == UNSUPPORTED:
             maillog.warning("smtpd", f"{self.restriction} {self.spec}: {key}: {action.problem}")
         return action

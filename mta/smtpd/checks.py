@@ -79,6 +79,10 @@ class ClientFacts:
     ccert_trusted: bool = False
     ccert_fingerprints: tuple[str, ...] = ()
     extra: dict[str, object] = field(default_factory=dict)
+    # (action, text) of the access maps' WARN and INFO met by the last
+    # decision: the session logs them with what only it knows (queue ID,
+    # command, protocol), as Postfix's log_whatsup does, and clears them.
+    whatsup: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def peer(self) -> str:
@@ -253,8 +257,11 @@ class Restrictions:
                client: ClientFacts) -> Decision:
         """An access map's answer as a restriction's: permit, a refusal
         (451 4.3.5 for an action Postern cannot carry out), or dunno."""
-        action = table.answer(keys, name, client.peer)
-        if action is None or action.verdict in (access.DUNNO, access.LOG):
+        action = table.answer(keys)
+        if action is None or action.verdict == access.DUNNO:
+            return DUNNO
+        if action.verdict == access.LOG:
+            client.whatsup.append((action.word.lower(), action.text))
             return DUNNO
         if action.verdict == access.PERMIT:
             return PERMIT

@@ -373,6 +373,7 @@ class SmtpdProtocol(SMTP):
         only before a 220. A table's 421 ends the session (_refusal_reply).
         """
         refusal = self.ctx.restrictions.check_client(self.client)
+        self._log_whatsup("CONNECT", None, None)
         if refusal is None:
             return False
         self.access_denied = refusal
@@ -696,6 +697,7 @@ class SmtpdProtocol(SMTP):
         """
         name = helo_argument(argument)
         refusal = self.ctx.restrictions.check_helo(self.client, name)
+        self._log_whatsup(command, self.txn.sender, None, printable(name))
         if refusal is None:
             return False
         # Postfix's log writer makes the whole line printable; the reply
@@ -803,6 +805,7 @@ class SmtpdProtocol(SMTP):
         """smtpd_sender_restrictions at MAIL (smtpd_delay_reject = no); at
         RCPT they run inside check_recipient. The sender is judged as sent."""
         refusal = self.ctx.restrictions.check_sender(self.client, sender)
+        self._log_whatsup("MAIL", sender, None)
         if refusal is None:
             return False
         self._reject("MAIL", refusal, sender, None)
@@ -852,6 +855,7 @@ class SmtpdProtocol(SMTP):
             return
         refusal = None if postmaster else self.ctx.restrictions.check_recipient(
             self.client, self.txn.sender, recipient, self.helo)
+        self._log_whatsup("RCPT", self.txn.sender, recipient)
         if refusal:
             self._reject("RCPT", refusal, self.txn.sender, recipient)
             return
@@ -872,6 +876,21 @@ class SmtpdProtocol(SMTP):
                        "ESMTP" if self.esmtp else "SMTP", self.helo)
         self.ctx.metrics_reject(command, reply[:3])
         self._refusal_reply(reply)
+
+    def _log_whatsup(self, command: str, sender: str | None, recipient: str | None,
+                     helo: str | None = None) -> None:
+        """Log the access maps' WARN and INFO that the last decision met, as
+        Postfix's log_whatsup: ``NOQUEUE: warn: RCPT from host[ip]: TEXT;
+        from=<s> to=<r> proto=ESMTP helo=<h>``. helo: the name being judged
+        at HELO/EHLO, else the session's."""
+        notes = self.client.whatsup
+        if not notes:
+            return
+        for action, text in notes:
+            maillog.reject(self.txn.qid, command, self.client.peer, printable(text), sender,
+                           recipient, "ESMTP" if self.esmtp else "SMTP",
+                           helo if helo is not None else self.helo, action=action)
+        notes.clear()
 
     def _refusal_reply(self, reply: str) -> None:
         """A refusal's reply; a 421 (an access map's "421 text") ends the
@@ -1061,6 +1080,7 @@ class SmtpdProtocol(SMTP):
             sender = self.txn.sender
             refusal = self.ctx.restrictions.check_recipient(self.client, sender, address,
                                                             self.helo)
+            self._log_whatsup("VRFY", sender, address)
             if refusal:
                 self._reject("VRFY", refusal, sender, address)
                 return

@@ -6,7 +6,8 @@ unknown[127.0.0.1] to both) and to an in-process Postern receiver; each
 conversation must get the same replies to MAIL and RCPT, and each refusal the
 same reject line. The cases cover parent-domain keys, the null sender,
 user@ keys, DEFER, numeric replies, enhanced codes fitted to what is refused,
-the all-numeric OK, and the client key ``unknown``.
+the all-numeric OK, the client key ``unknown``, and WARN (logged as Postfix's
+log_whatsup logs it, with the queue ID, command and protocol).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ TABLES = {
              "defer.test      DEFER\n"
              "code.test       450 5.7.2 soft\n"
              "dsn.test        REJECT 5.1.1 custom\n"
-             "numeric.test    550\n"),
+             "numeric.test    550\n"
+             "warn.test       WARN suspicious (helo)\n"),
     "senders": ("<>              REJECT no bounces\n"
                 "s.test          REJECT 5.1.1 sender dsn\n"
-                "user@           REJECT localpart\n"),
+                "user@           REJECT localpart\n"
+                "w.test          WARN watched sender\n"),
     "recipients": "r.test          REJECT 5.1.7 recipient dsn\n",
     "clients": "unknown         REJECT\n",
 }
@@ -49,12 +52,17 @@ CASES = [  # (HELO name, sender, recipient)
     ("c.test", "user@any.test", ELSEWHERE),
     ("c.test", "a@b.test", "x@r.test"),
     ("c.test", "a@b.test", ELSEWHERE),
+    # WARN: logged, then on to the next restriction (here: refused by the
+    # recipient table, or accepted).
+    ("warn.test", "a@b.test", ELSEWHERE),
+    ("warn.test", "a@w.test", "x@r.test"),
 ]
-REJECTED = re.compile(r"NOQUEUE: reject: (RCPT from .*)$")
+REJECTED = re.compile(r"(?:NOQUEUE|[0-9A-Z]+): ((?:reject|warn): RCPT from .*)$")
 
 
 def rejects(lines: list[str]) -> list[str]:
-    """The reject lines from "RCPT from" on (the prefixes name each program)."""
+    """The reject and warn lines from "RCPT from" on (the prefixes name each
+    program; the queue IDs differ)."""
     return [match.group(1) for line in lines if (match := REJECTED.search(line))]
 
 
@@ -87,4 +95,7 @@ async def test_postern_answers_access_maps_as_postfix_does(
                             "recipient dsn"] in ours
     refusals = [reply for _, reply in ours if reply[0] in "45"]
     postfix.wait_log(r"NOQUEUE: reject: .*", count=len(refusals))
+    postfix.wait_log(r": warn: .*", count=3)
     assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
+    assert "warn: RCPT from unknown[127.0.0.1]: suspicious (helo); from=<a@b.test> " \
+        "to=<x@elsewhere.test> proto=ESMTP helo=<warn.test>" in rejects(maillog_lines)

@@ -35,7 +35,7 @@ from mta.smtpd.access import (
     parse_action,
 )
 from mta.smtpd.checks import ClientFacts, Restrictions
-from tests.helpers import IN_PROCESS_CF, in_process_smtpd, one_at_a_time
+from tests.helpers import IN_PROCESS_CF, in_process_smtpd, one_at_a_time, until
 
 OUTSIDE = ClientFacts(address="192.0.2.7", hostname="mail.sub.example.org")
 NAMELESS = ClientFacts(address="192.0.2.7")  # no reverse name: "unknown"
@@ -282,13 +282,15 @@ def test_an_unsupported_action_is_a_451_never_a_permit(maillog_lines: list[str])
             "configuration error") in maillog_lines
 
 
-def test_warn_logs_and_goes_on(maillog_lines: list[str]) -> None:
+def test_warn_is_noted_for_the_session_and_goes_on() -> None:
+    """The session logs it (tests/interop/test_postfix_access.py: the line
+    as Postfix's), with the queue ID, command and protocol only it knows."""
     built = restrictions("smtpd_sender_restrictions = check_sender_access "
                          "inline:{ b.test=WARN watch this one }, reject\n")
-    assert built.check_sender(NAMELESS, "a@b.test") == (
+    client = ClientFacts("192.0.2.7")
+    assert built.check_sender(client, "a@b.test") == (
         "554 5.7.1 <a@b.test>: Sender address rejected: Access denied")
-    assert "smtpd: warn: unknown[192.0.2.7]: watch this one; from=<a@b.test>" \
-        in maillog_lines
+    assert client.whatsup == [("warn", "watch this one")]
 
 
 def test_start_warns_of_what_a_table_cannot_mean(tmp_path: Path) -> None:
@@ -437,3 +439,29 @@ async def test_a_client_listed_ok_may_relay_on_the_wire(tmp_path: Path) -> None:
 def test_a_trailing_dot_is_no_way_around_a_listed_address() -> None:
     """a@bad.example. is a@bad.example (relay control strips the dot too)."""
     assert access.mail_keys("a@bad.example.", "+") == access.mail_keys("a@bad.example", "+")
+
+
+async def test_warn_lines_name_the_queue_id_command_and_protocol(
+        tmp_path: Path, maillog_lines: list[str]) -> None:
+    """Postfix's log_whatsup: NOQUEUE before the transaction has a queue ID
+    (the first RCPT's check comes before the ID), the ID after; at HELO
+    without smtpd_delay_reject, the HELO command and the name judged."""
+    cf = ("smtpd_delay_reject = no\n"
+          "smtpd_helo_restrictions = check_helo_access inline:{ watched.test=WARN helo }\n"
+          "smtpd_recipient_restrictions = check_recipient_access "
+          "inline:{ relay.test=WARN rcpt }\n")
+    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + cf) as smtpd:
+        said = await one_at_a_time(smtpd.port, [
+            "HELO watched.test", "MAIL FROM:<a@client.test>", "RCPT TO:<b@relay.test>",
+            "RCPT TO:<c@relay.test>", "QUIT"])
+        await until(lambda: any("disconnect from" in line for line in maillog_lines))
+    assert said[:4] == ["250 mx.test", "250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok"]
+    [qid] = [line.split(":")[1].strip() for line in maillog_lines if ": client=" in line]
+    warned = [line for line in maillog_lines if ": warn: " in line]
+    assert warned == [
+        "smtpd: NOQUEUE: warn: HELO from unknown[127.0.0.1]: helo; proto=SMTP "
+        "helo=<watched.test>",
+        "smtpd: NOQUEUE: warn: RCPT from unknown[127.0.0.1]: rcpt; from=<a@client.test> "
+        "to=<b@relay.test> proto=SMTP helo=<watched.test>",
+        f"smtpd: {qid}: warn: RCPT from unknown[127.0.0.1]: rcpt; from=<a@client.test> "
+        "to=<c@relay.test> proto=SMTP helo=<watched.test>"]
