@@ -35,6 +35,7 @@ from mta.sasl import FailureTracker
 from mta.smtp import tlshook
 from mta.smtp.agent import SmtpDelivery
 from mta.smtpd.checks import Restrictions
+from mta.smtpd.rates import ClientRates
 from mta.smtpd.security import ListenerSecurity, build_security
 from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdServer
 from mta.spool import Spool
@@ -146,6 +147,9 @@ class Receiver:
         self.sockets = sockets or {}
         self.sasl_failures = FailureTracker()
         self.servers: list[SmtpdServer] = []
+        # The client counts and rates of all listeners (one process only; with
+        # workers the master's Supervisor keeps them), anvil's statistics too.
+        self.rates = ClientRates()
 
     async def start(self) -> None:
         config = self.config
@@ -159,10 +163,11 @@ class Receiver:
             ctx = SmtpdContext(
                 config=view, listener=listener, spool=self.spool,
                 restrictions=view_parts.restrictions,
-                connections=ConnectionRegistry(view, config.anvil_rate_time_unit),
+                connections=ConnectionRegistry(view, config.anvil_rate_time_unit, self.rates),
                 names=NameCache(view.smtpd_peername_lookup),
                 on_queued=lambda envelope: self.on_queued(envelope.qid), loop=loop,
                 security=security[listener.name])
+            ctx.connections.service = listener.name
             server = SmtpdServer(ctx)
             sock = self.sockets.get(listener.name)
             await server.start(sock=sock)
@@ -267,6 +272,7 @@ class Daemon:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _reloads: set[asyncio.Task[None]] = field(default_factory=set)
+    _statistics: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -306,8 +312,29 @@ class Daemon:
             self.metrics = MetricsServer(where.host, where.port, registry,
                                          self.workers.refresh if self.workers else None)
             await self.metrics.start()
+        self._statistics = asyncio.ensure_future(self._report_statistics())
         maillog.info("master", f"daemon started -- version {_version()}, configuration "
                      f"{config.path}")
+
+    @property
+    def rates(self) -> ClientRates:
+        """Where the clients' counts and rates are kept (anvil's table)."""
+        if self.workers is not None:
+            return self.workers.rates
+        assert self.receiver is not None
+        return self.receiver.rates
+
+    def _log_statistics(self) -> None:
+        for line in self.rates.statistics(self.config.anvil_rate_time_unit):
+            maillog.info("anvil", line)
+
+    async def _report_statistics(self) -> None:
+        """anvil's statistics every anvil_status_update_time, when there is
+        anything to report (and once more at stop, which Postfix's anvil,
+        killed by its master, does not do)."""
+        while True:
+            await asyncio.sleep(self.config.anvil_status_update_time)
+            self._log_statistics()
 
     def reload(self) -> asyncio.Task[None]:
         """SIGHUP: re-read main.cf (in a thread) and switch over; on error
@@ -397,6 +424,9 @@ class Daemon:
             await self.receiver.shutdown()
         if self.workers is not None:
             await self.workers.stop(timeout=self.config.smtpd_timeout + 5)
+        if self._statistics is not None:
+            self._statistics.cancel()
+            self._log_statistics()
         await self.qmgr.stop()
         await self.smtp.close()
         if self.certificates is not None:

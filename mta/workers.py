@@ -179,7 +179,7 @@ class Supervisor:
         self.workers: list[_Worker] = []
         self._totals: dict[str, int] = {}  # open connections per listener
         self._clients: dict[tuple[str, str], int] = {}  # and per client address
-        self._rates = ClientRates()  # per listener and client address, for all workers
+        self.rates = ClientRates()  # per listener and client address, for all workers
         # Listeners under stress (docs/smtpd.md "Stress"), with their total
         # limit as the last request said, which the end of stress is judged by.
         self._stressed: dict[str, int] = {}
@@ -294,8 +294,9 @@ class Supervisor:
         key = (listener, address)
         total = self._totals.get(listener, 0)
         count = self._clients.get(key, 0)
-        rate = self._rates.event(listener, address, "connection",
-                                 self.config.anvil_rate_time_unit) if int(rate_limit) else 0
+        counted = int(client_limit) or int(rate_limit)  # else exempt, or no limit
+        rate = self.rates.event(listener, address, "connection",
+                                 self.config.anvil_rate_time_unit) if counted else 0
         verdict = decide(total, count, int(total_limit), int(client_limit), rate,
                          int(rate_limit))
         if listener in self._stressed:
@@ -304,6 +305,8 @@ class Supervisor:
             self._stressed[listener] = int(total_limit)
         if verdict == "ok":
             self._count(worker, key, 1)
+            if counted:
+                self.rates.connections(listener, address, count + 1)
         elif verdict == "total" and listener not in self._stressed:
             self._stressed[listener] = int(total_limit)
             stress_began(listener, int(total_limit))
@@ -315,7 +318,7 @@ class Supervisor:
         """Postfix's anvil: a client's rate of one event (mta.smtpd.rates)
         over all workers, counting this one unless only asked."""
         serial, listener, address, event, count = request.split("\t")
-        rate = self._rates.event(listener, address, event, self.config.anvil_rate_time_unit,
+        rate = self.rates.event(listener, address, event, self.config.anvil_rate_time_unit,
                                  count == "1")
         self._answer(worker, serial, "ok", rate)
 

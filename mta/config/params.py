@@ -177,6 +177,10 @@ _int("smtpd_client_new_tls_session_rate_limit", "0",
 _int("smtpd_client_auth_rate_limit", "0",
      "The maximal number of AUTH commands one client address may send to one service per "
      "anvil_rate_time_unit (0: no limit); past it, 450 4.7.1.")
+_time("anvil_status_update_time", "600s",
+      "How often the master logs anvil's statistics: the highest connection count and "
+      "rates of one client since the last report (only when there were any).",
+      minimum=1)
 _time("anvil_rate_time_unit", "60s",
       "The time unit of the smtpd_client_*_rate_limit limits: a client's counts start over "
       "at its first event after a whole unit has passed since the first of the last unit.",

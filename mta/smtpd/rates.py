@@ -9,14 +9,18 @@ start again from zero at its first event after a whole unit has passed (a
 fixed window per client, not a sliding one), so a client held at the limit
 gets through again once a unit after its first counted event.
 
-One instance counts for a whole listener: the master's (workers.Supervisor)
-when receiver workers share the listener, else the ConnectionRegistry's own.
+One instance counts for the whole daemon: the master's (workers.Supervisor)
+when receiver workers share the listeners, else the one the listeners'
+ConnectionRegistry objects share (master.Receiver). It also keeps anvil's
+statistics: the highest connection count and rates since the last report,
+which the master logs every anvil_status_update_time as anvil does.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 # The events and the parameter that limits each (0: no limit, Postfix's default).
 LIMITS = {
@@ -26,6 +30,24 @@ LIMITS = {
     "newtls": "smtpd_client_new_tls_session_rate_limit",
     "auth": "smtpd_client_auth_rate_limit",
 }
+
+
+# anvil's names for the events in its statistics lines.
+_STATISTICS = (("connection", "connection rate"), ("message", "message rate"),
+               ("recipient", "recipient rate"), ("newtls", "newtls rate"),
+               ("auth", "auth rate"))
+
+
+@dataclass
+class _Maximum:
+    value: int
+    ident: str  # listener:address, anvil's service:address
+    when: float  # wall-clock time
+
+
+def _stamp(when: float) -> str:
+    """ctime(3) less the weekday and the year, as anvil prints it: Nov 23 04:36:10."""
+    return time.strftime("%b %e %H:%M:%S", time.localtime(when))
 
 
 class _Client:
@@ -43,6 +65,8 @@ class ClientRates:
         self._clock = clock
         self._clients: dict[tuple[str, str], _Client] = {}
         self._swept = clock()
+        self._maxima: dict[str, _Maximum] = {}  # by event, and "count"
+        self._max_cache: tuple[int, float] = (0, 0.0)
 
     def event(self, listener: str, address: str, event: str, unit: float,
               count: bool = True) -> int:
@@ -61,7 +85,43 @@ class ClientRates:
         if count:
             rate += 1
             client.counts[event] = rate
+            self._note(event, rate, key)
+            if len(self._clients) > self._max_cache[0]:
+                self._max_cache = (len(self._clients), time.time())
         return rate
+
+    def connections(self, listener: str, address: str, count: int) -> None:
+        """A client's connection count now (this connection included), for
+        the statistics; the count itself is kept by whoever admits."""
+        self._note("count", count, (listener, address))
+
+    def _note(self, what: str, value: int, key: tuple[str, str]) -> None:
+        best = self._maxima.get(what)
+        if best is None or value > best.value:
+            self._maxima[what] = _Maximum(value, f"{key[0]}:{key[1]}", time.time())
+
+    def statistics(self, unit: float) -> list[str]:
+        """anvil's statistics lines for the maxima since the last call (none
+        when nothing was counted), which then start again."""
+        lines = []
+        per = f"/{int(unit)}s"
+        for event, name in _STATISTICS[:1]:
+            if (best := self._maxima.get(event)) is not None:
+                lines.append(f"statistics: max {name} {best.value}{per} for ({best.ident}) "
+                             f"at {_stamp(best.when)}")
+        if (best := self._maxima.get("count")) is not None:
+            lines.append(f"statistics: max connection count {best.value} for ({best.ident}) "
+                         f"at {_stamp(best.when)}")
+        for event, name in _STATISTICS[1:]:
+            if (best := self._maxima.get(event)) is not None:
+                lines.append(f"statistics: max {name} {best.value}{per} for ({best.ident}) "
+                             f"at {_stamp(best.when)}")
+        size, when = self._max_cache
+        if size:
+            lines.append(f"statistics: max cache size {size} at {_stamp(when)}")
+        self._maxima.clear()
+        self._max_cache = (0, 0.0)
+        return lines
 
     def _sweep(self, now: float, unit: float) -> None:
         """Forget clients whose unit is over, once per unit (anvil's

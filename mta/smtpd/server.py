@@ -114,7 +114,8 @@ class ConnectionRegistry:
     at shutdown.
     """
 
-    def __init__(self, config: Config, rate_time_unit: float | None = None) -> None:
+    def __init__(self, config: Config, rate_time_unit: float | None = None,
+                 rates: ClientRates | None = None) -> None:
         self.config = config
         # anvil_rate_time_unit is anvil's, one for the whole daemon as in
         # Postfix (a listener's -o is ignored, and warned of at load): the
@@ -124,9 +125,9 @@ class ConnectionRegistry:
         self.per_client: dict[str, int] = {}
         self.total = 0
         self.anvil: Anvil | None = None
-        # Without an anvil (one process): this listener's alone, so keyed by
-        # client address only (listener "").
-        self.rates = ClientRates()
+        # Without an anvil (one process): shared by the listeners of the
+        # process (master.Receiver), keyed by listener and client address.
+        self.rates = rates if rates is not None else ClientRates()
         # Stress (docs/smtpd.md "Stress"): decided here in one process, by
         # the master with workers (set_stress). The live sessions are known
         # so that the stress timeouts reach them at once.
@@ -183,10 +184,14 @@ class ConnectionRegistry:
             client_limit = rate_limit = 0
         if self.anvil is None:
             mine = self.per_client.get(address, 0)
-            rate = self.rates.event("", address, "connection",
-                                    self.rate_time_unit) if rate_limit else 0
+            # As Postfix's anvil: a client it is asked about is counted for
+            # its rate too (the statistics show it), whichever limit is set.
+            rate = self.rates.event(service, address, "connection",
+                                    self.rate_time_unit) if client_limit or rate_limit else 0
             verdict = decide(self.total, mine, total_limit, client_limit, rate, rate_limit)
             count = {"total": self.total, "rate": rate}.get(verdict, mine)
+            if verdict == "ok" and (client_limit or rate_limit):
+                self.rates.connections(service, address, mine + 1)
         elif not client_limit and not rate_limit and refuse_later is not None:
             slot = self._take(address)
             slot.counted = self.anvil.ask(address, total_limit, client_limit, 0)
@@ -234,7 +239,7 @@ class ConnectionRegistry:
         one included when count: the master's, or this process's own."""
         if self.anvil is not None:
             return await self.anvil.event(address, event, count)
-        return self.rates.event("", address, event, self.rate_time_unit, count)
+        return self.rates.event(self.service, address, event, self.rate_time_unit, count)
 
     def _counted(self, slot: Slot, peer: str, service: str,
                  refuse_later: Callable[[str], None],

@@ -124,3 +124,19 @@ async def test_the_rate_time_unit_is_one_for_all_listeners(
     finally:
         await receiver.shutdown(0)
         spool.close()
+
+
+def test_statistics_report_the_maxima_since_the_last_report() -> None:
+    rates = ClientRates(Clock())
+    assert rates.statistics(60) == []  # nothing counted: no lines, as anvil
+    for _ in range(2):
+        rates.event("smtp", "192.0.2.1", "connection", 60)
+    rates.connections("smtp", "192.0.2.1", 2)
+    rates.event("submission", "192.0.2.2", "auth", 60)
+    lines = [line.rsplit(" at ", 1)[0] for line in rates.statistics(60)]
+    assert lines == ["statistics: max connection rate 2/60s for (smtp:192.0.2.1)",
+                     "statistics: max connection count 2 for (smtp:192.0.2.1)",
+                     "statistics: max auth rate 1/60s for (submission:192.0.2.2)",
+                     "statistics: max cache size 2"]
+    assert rates.statistics(60) == []  # the maxima start again after a report
+    assert rates.event("smtp", "192.0.2.1", "connection", 60) == 3  # the rates do not
