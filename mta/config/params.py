@@ -256,6 +256,14 @@ _list("smtpd_sender_restrictions", "",
       "smtpd_sender_login_maps, and are ignored with a warning where "
       "smtpd_sasl_auth_enable = no), check_client_access type:table, check_sender_access "
       "type:table. The null sender skips the login checks.")
+_int("access_map_reject_code", "554",
+     "The SMTP reply code of an access map's REJECT (the enhanced code's class follows "
+     "it).", 400, 599)
+_int("access_map_defer_code", "450",
+     "The SMTP reply code of an access map's DEFER (do not change it unless you know RFC "
+     "5321 well, as Postfix says).", 400, 599)
+_str("smtpd_null_access_lookup_key", "<>",
+     "The key check_sender_access looks up for the null sender (MAIL FROM:<>).")
 _str("smtpd_sender_login_maps", "",
      "Tables from envelope sender to the SASL login names that own it (separated by commas "
      "or spaces), looked up as user+ext@domain, user@domain, user+ext and user (local "

@@ -26,9 +26,11 @@ HELO = "Helo command"
 SENDER = "Sender address"
 RECIPIENT = "Recipient address"
 
-NULL_SENDER_KEY = "<>"  # smtpd_null_access_lookup_key
-REJECT_CODE = 554  # access_map_reject_code
-DEFER_CODE = 450  # access_map_defer_code
+# Postfix's defaults of smtpd_null_access_lookup_key, access_map_reject_code
+# and access_map_defer_code (the restrictions pass the configured ones).
+NULL_SENDER_KEY = "<>"
+REJECT_CODE = 554
+DEFER_CODE = 450
 
 # (key, partial): Postfix looks up parent domains, shorter address prefixes
 # and address parts with DICT_FLAG_FIXED, which pattern tables (cidr:) do
@@ -104,12 +106,13 @@ def client_keys(hostname: str, address: str) -> list[Key]:
     return [*domain_keys(hostname), *address_keys(address)]
 
 
-def mail_keys(address: str, delimiter: str) -> list[Key]:
+def mail_keys(address: str, delimiter: str, null_key: str = NULL_SENDER_KEY) -> list[Key]:
     """check_mail_access (mail_addr_find with FULL, NOEXT, DOMAIN, PDMS and
     LOCALPART_AT): user+ext@domain, user@domain, the domain and its parent
-    domains, user+ext@, user@. The null sender is the key ``<>``."""
+    domains, user+ext@, user@. The null sender is the key null_key
+    (smtpd_null_access_lookup_key, ``<>``)."""
     if not address:
-        return [(NULL_SENDER_KEY, False)]
+        return [(null_key, False)]
     if "@" not in address:
         return [(address, False)]  # not qualified: cannot happen after qualify()
     # The domain as relay control judges it (addr.split: a trailing dot off,
@@ -166,10 +169,12 @@ class Action:
         return _printable(text[:_REPLY_LIMIT])
 
 
-def parse_action(value: str) -> Action:
+def parse_action(value: str, reject_code: int = REJECT_CODE,
+                 defer_code: int = DEFER_CODE) -> Action:
     """What a table value means, in check_table_result's order: DUNNO,
     REJECT, DEFER, INFO, WARN, an all-numeric value (OK), 4NN/5NN text, OK
-    and RELAY, the restriction "permit"; anything else is not supported."""
+    and RELAY, the restriction "permit"; anything else is not supported.
+    REJECT and DEFER answer access_map_reject_code and access_map_defer_code."""
     match = _WORD.match(value)
     assert match is not None  # the pattern matches any string
     word, rest = match.groups()
@@ -177,9 +182,9 @@ def parse_action(value: str) -> Action:
     if action == "DUNNO":
         return Action(DUNNO, word=word)
     if action == "REJECT":
-        return _refusal(REJECT_CODE, "5.7.1", rest, word)
+        return _refusal(reject_code, "5.7.1", rest, word)
     if action == "DEFER":
-        return _refusal(DEFER_CODE, "4.7.1", rest, word)
+        return _refusal(defer_code, "4.7.1", rest, word)
     if action in ("INFO", "WARN"):
         return Action(LOG, text=rest, word=word)
     if action not in _POSTFIX_ONLY and value:
@@ -232,11 +237,13 @@ def _printable(text: str) -> str:
 class AccessMap:
     """The tables of one check_*_access restriction, each value read once at load."""
 
-    def __init__(self, restriction: str, spec: str, tables: TableList, what: str) -> None:
+    def __init__(self, restriction: str, spec: str, tables: TableList, what: str,
+                 reject_code: int = REJECT_CODE, defer_code: int = DEFER_CODE) -> None:
         self.restriction = restriction
         self.spec = spec
         self.tables = tables
         self.what = what
+        self._codes = (reject_code, defer_code)
         self.warnings: list[str] = []  # for whoever builds the restrictions to log
         self._actions: dict[str, Action] = {}
         self.can_permit = False  # whether some entry answers OK
@@ -256,7 +263,7 @@ class AccessMap:
     def _action(self, value: str) -> Action:
         action = self._actions.get(value)
         if action is None:
-            action = self._actions[value] = parse_action(value)
+            action = self._actions[value] = parse_action(value, *self._codes)
         return action
 
     def find(self, keys: Iterable[Key]) -> tuple[str, Action] | None:

@@ -50,6 +50,13 @@ _ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
     "check_sender_access": (access.SENDER, (*_RELAY_LISTS, "smtpd_sender_restrictions")),
     "check_recipient_access": (access.RECIPIENT, _RELAY_LISTS),
 }
+# Postfix's generic_checks: a bare type:table in a list is the access
+# restriction of the list's own subject.
+_IMPLICIT_ACCESS = {"smtpd_client_restrictions": "check_client_access",
+                    "smtpd_helo_restrictions": "check_helo_access",
+                    "smtpd_sender_restrictions": "check_sender_access",
+                    "smtpd_recipient_restrictions": "check_recipient_access",
+                    "smtpd_relay_restrictions": "check_recipient_access"}
 # What the client chooses freely: an OK for it before the relay control
 # lets anyone who says so relay.
 _FORGEABLE = {"check_helo_access": "HELO name", "check_sender_access": "sender address"}
@@ -237,6 +244,14 @@ class Restrictions:
                     self._access_maps[name, index] = table
                 compiled.append(access_checks[item](table))
                 continue
+            if ":" in item and name in _IMPLICIT_ACCESS:
+                restriction = _IMPLICIT_ACCESS[name]
+                table = self._access_map(where, restriction, items[index],
+                                         _ACCESS[restriction][0])
+                if name in _RELAY_LISTS:
+                    self._access_maps[name, index] = table
+                compiled.append(access_checks[restriction](table))
+                continue
             function = known.get(item)
             if function is None:
                 raise ConfigError(f"{where}: unknown restriction {items[index]!r}")
@@ -248,7 +263,8 @@ class Restrictions:
             tables = open_tables(spec, Path(self.config.directory))
         except ConfigError as error:
             raise ConfigError(f"{where}: {restriction} {spec}: {error}") from None
-        table = AccessMap(restriction, spec, tables, what)
+        table = AccessMap(restriction, spec, tables, what, self.config.access_map_reject_code,
+                          self.config.access_map_defer_code)
         self.warnings += [w for w in table.warnings if w not in self.warnings]
         return table
 
@@ -275,7 +291,8 @@ class Restrictions:
         """The sender as sent names it in the refusal; looked up as
         user@$myorigin when unqualified, as Postfix looks up its rewritten form."""
         keys = access.mail_keys(addr.qualify(sender, self.config.myorigin),
-                                self.config.recipient_delimiter)
+                                self.config.recipient_delimiter,
+                                self.config.smtpd_null_access_lookup_key)
         return self._judge(table, keys, sender, client)
 
     def _access_in_recipient_lists(self) -> dict[str, Callable[[AccessMap], Restriction]]:

@@ -71,10 +71,10 @@ def write_tables(directory: Path) -> None:
         (directory / name).write_text(text)
 
 
-async def replies(port: int) -> list[list[str]]:
+async def replies(port: int, cases: list[tuple[str, str, str]] = CASES) -> list[list[str]]:
     return [(await one_at_a_time(port, [f"EHLO {helo}", f"MAIL FROM:<{sender}>",
                                         f"RCPT TO:<{recipient}>", "QUIT"]))[1:3]
-            for helo, sender, recipient in CASES]
+            for helo, sender, recipient in cases]
 
 
 async def test_postern_answers_access_maps_as_postfix_does(
@@ -99,3 +99,32 @@ async def test_postern_answers_access_maps_as_postfix_does(
     assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
     assert "warn: RCPT from unknown[127.0.0.1]: suspicious (helo); from=<a@b.test> " \
         "to=<x@elsewhere.test> proto=ESMTP helo=<warn.test>" in rejects(maillog_lines)
+
+
+SETTINGS = ("access_map_reject_code = 550\naccess_map_defer_code = 451\n"
+            "smtpd_null_access_lookup_key = <null>\n")
+CODED_TABLES = {"helo": "defer.test      DEFER\nbad.test        REJECT\n",
+                "senders": "<null>          REJECT no bounces\n<>   OK\n",
+                "recipients": "", "clients": ""}
+CODED_CASES = [("mail.bad.test", "a@b.test", ELSEWHERE), ("defer.test", "a@b.test", ELSEWHERE),
+               ("c.test", "", ELSEWHERE)]
+
+
+async def test_the_access_map_settings_as_postfix_has_them(
+        postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
+    """access_map_reject_code, access_map_defer_code and
+    smtpd_null_access_lookup_key, set alike on both."""
+    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + SETTINGS
+                              + RESTRICTIONS.format(dir="$config_directory"))
+    for name, text in CODED_TABLES.items():
+        (postfix.conf / name).write_text(text)
+        (tmp_path / name).write_text(text)
+    postfix.start()
+    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + SETTINGS
+                                + RESTRICTIONS.format(dir=tmp_path)) as smtpd:
+        ours = await replies(smtpd.port, CODED_CASES)
+    theirs = await replies(postfix.port, CODED_CASES)
+    assert ours == theirs
+    assert [reply[:9] for _, reply in ours] == ["550 5.7.1", "451 4.7.1", "550 5.7.1"]
+    postfix.wait_log(r"NOQUEUE: reject: .*", count=3)
+    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())

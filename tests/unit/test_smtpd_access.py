@@ -465,3 +465,24 @@ async def test_warn_lines_name_the_queue_id_command_and_protocol(
         "to=<b@relay.test> proto=SMTP helo=<watched.test>",
         f"smtpd: {qid}: warn: RCPT from unknown[127.0.0.1]: rcpt; from=<a@client.test> "
         "to=<c@relay.test> proto=SMTP helo=<watched.test>"]
+
+
+def test_a_bare_table_is_the_access_restriction_of_its_list() -> None:
+    """Postfix's generic_checks: type:table alone means check_client_access
+    in smtpd_client_restrictions, check_helo_access in the HELO list,
+    check_sender_access in the sender list, check_recipient_access in the
+    recipient and relay lists."""
+    built = restrictions("smtpd_client_restrictions = inline:{ 192.0.2.7=REJECT c }\n"
+                         "smtpd_helo_restrictions = inline:{ h.test=REJECT h }\n"
+                         "smtpd_sender_restrictions = inline:{ s.test=REJECT s }\n"
+                         "smtpd_relay_restrictions = inline:{ r@relay.test=REJECT r }, "
+                         "permit_mynetworks, reject_unauth_destination\n")
+    assert built.check_client(NAMELESS) == \
+        "554 5.7.1 <unknown[192.0.2.7]>: Client host rejected: c"
+    other = ClientFacts("192.0.2.8")
+    assert built.check_helo(other, "h.test") == "554 5.7.1 <h.test>: Helo command rejected: h"
+    assert built.check_sender(other, "a@s.test") == \
+        "554 5.7.1 <a@s.test>: Sender address rejected: s"
+    assert built.check_recipient(other, "a@b.test", "r@relay.test") == \
+        "554 5.7.1 <r@relay.test>: Recipient address rejected: r"
+    assert built.check_recipient(other, "a@b.test", "q@relay.test") is None
