@@ -60,19 +60,26 @@ async def _wait_deferred(spool: Spool, count: int) -> None:
     raise AssertionError(f"{len(spool.scan('deferred'))} of {count} deferred")
 
 
-async def test_deliveries_waiting_for_a_slot_are_deferred_once_the_destination_is_dead(
-        tmp_path: Path, lines: list[str]) -> None:
+async def _one_slot_qmgr(tmp_path: Path, agent: DeadSiteAgent) -> tuple[Spool, QueueManager]:
+    """A started queue manager whose destinations have one slot and suspend
+    for 300s after one failed cohort."""
     config = from_text("myhostname = mx.test\nmydestination = mx.test\n")
     spool = Spool(tmp_path / "queue", lane=0, fsync=False)
     spool.create()
-    agent = DeadSiteAgent()
-    # One slot, one failed cohort: the first failure kills the destination
-    # while the other nine messages wait for the slot.
     qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)),
                         {"smtp": agent},
                         destination_factory=lambda key, limit: FeedbackDestination(
                             key, limit, initial=1, cohort_limit=1, suspend_for=300))
     await qmgr.start()
+    return spool, qmgr
+
+
+async def test_deliveries_waiting_for_a_slot_are_deferred_once_the_destination_is_dead(
+        tmp_path: Path, lines: list[str]) -> None:
+    agent = DeadSiteAgent()
+    # One slot, one failed cohort: the first failure kills the destination
+    # while the other nine messages wait for the slot.
+    spool, qmgr = await _one_slot_qmgr(tmp_path, agent)
     try:
         for n in range(10):
             await _queue(spool, qmgr, f"r{n}@dead.test")
@@ -128,15 +135,8 @@ async def test_a_named_flush_tries_a_suspended_destination_again(
     """mta queue flush QID (postqueue -i) revives dead destinations, as
     Postfix's flush server asks the queue manager to; only the named
     message goes, the other keeps its time."""
-    config = from_text("myhostname = mx.test\nmydestination = mx.test\n")
-    spool = Spool(tmp_path / "queue", lane=0, fsync=False)
-    spool.create()
     agent = RevivingAgent()
-    qmgr = QueueManager(config, spool, Router(config, Mailboxes.from_config(config)),
-                        {"smtp": agent},
-                        destination_factory=lambda key, limit: FeedbackDestination(
-                            key, limit, initial=1, cohort_limit=1, suspend_for=300))
-    await qmgr.start()
+    spool, qmgr = await _one_slot_qmgr(tmp_path, agent)
     try:
         named = await _queue(spool, qmgr, "a@dead.test")
         other = await _queue(spool, qmgr, "b@dead.test")
