@@ -330,8 +330,8 @@ class Daemon:
 
     async def _report_statistics(self) -> None:
         """anvil's statistics every anvil_status_update_time, when there is
-        anything to report (and once more at stop, which Postfix's anvil,
-        killed by its master, does not do)."""
+        anything to report, and once more at stop (Postfix's anvil reports
+        when it exits on its own, idle, but not when its master stops it)."""
         while True:
             await asyncio.sleep(self.config.anvil_status_update_time)
             self._log_statistics()

@@ -294,9 +294,12 @@ class Supervisor:
         key = (listener, address)
         total = self._totals.get(listener, 0)
         count = self._clients.get(key, 0)
-        counted = int(client_limit) or int(rate_limit)  # else exempt, or no limit
-        rate = self.rates.event(listener, address, "connection",
-                                 self.config.anvil_rate_time_unit) if counted else 0
+        rate = 0
+        if int(client_limit) or int(rate_limit):  # else exempt, or no limit
+            rate = self.rates.event(listener, address, "connection",
+                                    self.config.anvil_rate_time_unit)
+            # anvil counts every connect, a refused one too.
+            self.rates.connections(listener, address, count + 1)
         verdict = decide(total, count, int(total_limit), int(client_limit), rate,
                          int(rate_limit))
         if listener in self._stressed:
@@ -305,8 +308,6 @@ class Supervisor:
             self._stressed[listener] = int(total_limit)
         if verdict == "ok":
             self._count(worker, key, 1)
-            if counted:
-                self.rates.connections(listener, address, count + 1)
         elif verdict == "total" and listener not in self._stressed:
             self._stressed[listener] = int(total_limit)
             stress_began(listener, int(total_limit))

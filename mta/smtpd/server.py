@@ -186,12 +186,13 @@ class ConnectionRegistry:
             mine = self.per_client.get(address, 0)
             # As Postfix's anvil: a client it is asked about is counted for
             # its rate too (the statistics show it), whichever limit is set.
-            rate = self.rates.event(service, address, "connection",
-                                    self.rate_time_unit) if client_limit or rate_limit else 0
+            rate = 0
+            if client_limit or rate_limit:
+                rate = self.rates.event(service, address, "connection", self.rate_time_unit)
+                # anvil counts every connect, a refused one too.
+                self.rates.connections(service, address, mine + 1)
             verdict = decide(self.total, mine, total_limit, client_limit, rate, rate_limit)
             count = {"total": self.total, "rate": rate}.get(verdict, mine)
-            if verdict == "ok" and (client_limit or rate_limit):
-                self.rates.connections(service, address, mine + 1)
         elif not client_limit and not rate_limit and refuse_later is not None:
             slot = self._take(address)
             slot.counted = self.anvil.ask(address, total_limit, client_limit, 0)

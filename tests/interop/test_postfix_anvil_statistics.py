@@ -84,3 +84,29 @@ def test_anvil_statistics_as_postfix_logs_them(postfix_factory: PostfixFactory,
         "statistics: max message rate 3/60s for (SERVICE:127.0.0.1) at TIME",
         "statistics: max recipient rate 6/60s for (SERVICE:127.0.0.1) at TIME",
         "statistics: max cache size 1 at TIME"]
+
+
+def refused_second(port: int) -> None:
+    """Two sessions at once from one client with a concurrency limit of 1:
+    the second is refused (421), then both end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as first:
+        assert first.makefile("rb").readline()[:3] == b"220"
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as second:
+            assert second.makefile("rb").readline()[:3] == b"421"
+        first.sendall(b"QUIT\r\n")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_refused_connection_is_in_the_count_as_in_postfix(
+        postfix_factory: PostfixFactory, daemon_factory: DaemonFactory, workers: int) -> None:
+    """anvil counts every connect, the one smtpd then refuses too: the
+    report says 2 where the limit is 1."""
+    limit = LIMITS + "smtpd_client_connection_count_limit = 1\n"
+    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + limit).start()
+    refused_second(postfix.port)
+    theirs = last_report(postfix.log_text, len(postfix.log_text()))
+    daemon = daemon_factory(f"receiver_processes = {workers}\n" + limit).start()
+    refused_second(daemon.smtp_port)
+    ours = last_report(daemon.log_text, len(daemon.log_text()))
+    assert ours == theirs
+    assert "statistics: max connection count 2 for (SERVICE:127.0.0.1) at TIME" in ours
