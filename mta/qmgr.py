@@ -166,7 +166,7 @@ class QueueManager:
         self._scan_now = asyncio.Event()
         self._rearm = asyncio.Event()
         self._flush = False
-        self._forced: set[str] = set()  # deferred queue ids a flush named
+        self._revive = False
         self._next_due: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wakeup: asyncio.DatagramTransport | None = None
@@ -232,10 +232,7 @@ class QueueManager:
 
         class _Wakeup(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: object) -> None:
-                if data.startswith(b"I"):  # mta queue flush QID… / --site: I\nQID\n…
-                    manager.flush_ids(data.decode("ascii", "replace").split()[1:])
-                else:
-                    manager.wake(flush=data.startswith(b"F"))
+                manager.wake(flush=data.startswith(b"F"), revive=data.startswith(b"S"))
 
         try:
             transport, _ = await loop.create_datagram_endpoint(_Wakeup, sock=sock)
@@ -250,20 +247,17 @@ class QueueManager:
         if not self._stopping:
             self._incoming.put_nowait(qid)
 
-    def wake(self, *, flush: bool = False) -> None:
-        """Look at incoming/ (and deferred/ when flushing) now."""
+    def wake(self, *, flush: bool = False, revive: bool = False) -> None:
+        """Look at incoming/ and at what is due in deferred/ now: with flush,
+        at all of deferred/ (``mta queue flush``, postqueue -f); with flush or
+        revive (``--site``, as Postfix's flush service asks the queue manager
+        to flush its dead destinations), every suspended destination is tried
+        again. Mail that ``flush QID`` or ``--site`` marked is due, and its
+        mark makes its attempt a flush's (Spool.activate)."""
         if flush:
             self._flush = True
-        self._scan_now.set()
-
-    def flush_ids(self, qids: list[str]) -> None:
-        """Deliver these deferred messages now (``mta queue flush QID…`` and
-        ``--site``, Postfix's postqueue -i and -s): as for a whole flush,
-        defer_transports do not hold them back and every suspended
-        destination is tried again (Postfix's flush server asks the queue
-        manager to flush its dead destinations with them); the rest of
-        deferred/ waits for its time."""
-        self._forced.update(qids)
+        if revive:
+            self._revive = True
         self._scan_now.set()
 
     # -- the activation pipeline -----------------------------------------------------
@@ -312,9 +306,9 @@ class QueueManager:
             await self._wait_for_scan()
             self._scan_now.clear()
             flush, self._flush = self._flush, False
-            forced, self._forced = self._forced, set()
+            revive, self._revive = self._revive, False
             self._next_due = None
-            if flush or forced:
+            if flush or revive:
                 for destination in self.destinations.values():
                     destination.resume()
             # Incoming first: a wake-up from another process (sendmail) names no id.
@@ -323,12 +317,11 @@ class QueueManager:
                     self._incoming.put_nowait(entry.qid)
             now = self.clock()
             for entry in await self.spool.run(self.spool.scan, "deferred"):
-                named = flush or entry.qid in forced
-                if not named and entry.mtime > now:
+                if not flush and entry.mtime > now:
                     self._note_due(entry.mtime)
                     continue
                 if entry.qid not in self._active:
-                    await self._admit(entry.qid, forced=named, source="deferred")
+                    await self._admit(entry.qid, forced=flush, source="deferred")
             await self.spool.run(self._update_gauges)
 
     def _note_due(self, when: float) -> None:
@@ -382,7 +375,8 @@ class QueueManager:
         try:
             keep = _KEEP_IN_MEMORY if len(self._active) <= _KEEP_WHILE_ACTIVE else 0
             async with self._activating:
-                queue_file = await self.spool.run(self.spool.activate, qid, source, keep)
+                queue_file, flushed = await self.spool.run(self.spool.activate, qid, source,
+                                                           keep)
         except FileNotFoundError:
             return  # deleted meanwhile, or already taken
         except CorruptQueueFile as error:
@@ -396,7 +390,7 @@ class QueueManager:
         envelope = queue_file.envelope
         pending = queue_file.pending()
         maillog.queue_active(qid, envelope.sender, envelope.size, len(pending))
-        attempt = _Attempt(qid, queue_file, entered, forced)
+        attempt = _Attempt(qid, queue_file, entered, forced or flushed)
         groups: dict[Route, list[Recipient]] = {}
         for index in pending:
             address = envelope.recipients[index]
@@ -462,10 +456,14 @@ class QueueManager:
             # is qmgr's, as in Postfix (docs/outbound.md).
             results = results_for_all(request, "deferred", "4.3.2", "deferred transport")
             program = "qmgr"
-        elif (reason := destination.suspended_reason()) is not None:
+        elif not attempt.forced and (reason := destination.suspended_reason()) is not None:
             results = self._suspended(request, reason)
             program = "qmgr"
         else:
+            if attempt.forced:
+                # A flush tries the message's destination again, as Postfix's
+                # qmgr unthrottles the queues of a message marked for it.
+                destination.resume()
             program = agent.name
             async with destination.slot():
                 # The destination may have died while this delivery waited for

@@ -26,6 +26,7 @@ import io
 import logging
 import os
 import socket
+import stat
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 
 QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
 WAKEUP_SOCKET = "public/qmgr"
+# The mark of a deferred file that `mta queue flush QID|--site` asked for
+# (Postfix's MAIL_QUEUE_STAT_UNTHROTTLE, a mode bit too): it travels with
+# the file, so whichever scan starts the message delivers it as a flush
+# does, and a lost wake-up loses nothing but time.
+FLUSH_MARK = stat.S_IXGRP
 _BUFFER_LIMIT = 256 * 1024
 _READ_WHOLE = 64 * 1024  # queue files up to this size are read in one piece
 _THREADS = 8  # concurrent fsyncs share journal commits
@@ -282,12 +288,21 @@ class Spool:
         finally:
             os.close(fd)
 
-    def activate(self, qid: str, source: str, keep: int = 0) -> QueueFile:
+    def activate(self, qid: str, source: str, keep: int = 0) -> tuple[QueueFile, bool]:
         """Move a message into active/ (unless it is there) and read it: one
-        trip to the thread pool for what the queue manager does first."""
+        trip to the thread pool for what the queue manager does first. True
+        with it when a flush marked it (FLUSH_MARK, then cleared); only a
+        deferred file can carry the mark, so new mail pays no extra call."""
         if source != "active":
             self.move(qid, source, "active")
-        return self.read("active", qid, keep=keep)
+        flushed = False
+        if source == "deferred":
+            path = self.file("active", qid)
+            mode = os.stat(path).st_mode
+            if mode & FLUSH_MARK:
+                os.chmod(path, stat.S_IMODE(mode) & ~FLUSH_MARK)
+                flushed = True
+        return self.read("active", qid, keep=keep), flushed
 
     def read_content(self, queue: str, qid: str, queue_file: QueueFile) -> bytes:
         with open(self.file(queue, qid), "rb") as stream:
@@ -475,6 +490,13 @@ class Spool:
 
     def set_next_attempt(self, queue: str, qid: str, when: float) -> None:
         os.utime(self.file(queue, qid), (when, when))
+
+    def mark_flush(self, queue: str, qid: str, when: float) -> None:
+        """Due at when, and marked for a flush (FLUSH_MARK): the queue manager
+        delivers it past defer_transports and its destination's suspension."""
+        path = self.file(queue, qid)
+        os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) | FLUSH_MARK)
+        os.utime(path, (when, when))
 
     # -- wake-up ------------------------------------------------------------------------
     @property

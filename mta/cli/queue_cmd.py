@@ -11,10 +11,11 @@
 
 A queue id of - reads queue ids from standard input, one a line (postsuper
 -d -); ALL followed by queue names acts on those queues only (postsuper -d ALL
-deferred). flush with queue ids or --site only makes those deferred messages
-due: unlike postqueue -i and -s, it neither overrides defer_transports nor
-ends a destination's suspension, which a plain flush does. README.md, "mta
-queue in scripts", has the details.
+deferred). flush with queue ids or --site makes those deferred messages due
+and delivers them past defer_transports and their destinations' suspension,
+as postqueue -i and -s do; --site also tries every suspended destination
+again, as a plain flush does. README.md, "mta queue in scripts", has the
+details.
 """
 
 from __future__ import annotations
@@ -41,9 +42,6 @@ from mta.spool import Spool
 DELETE_QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
 HOLD_QUEUES = ("incoming", "active", "deferred")
 RELEASE_QUEUES = ("hold",)
-# Queue ids named in one wake-up datagram (13 bytes each): well inside what
-# an AF_UNIX datagram carries.
-FLUSH_IDS_PER_WAKEUP = 1000
 # Where the running queue manager moves mail from incoming/, active/ and
 # deferred/ while a command acts on it: to active/, on to deferred/ when
 # delivery is deferred, back to active/ for a retry.
@@ -319,19 +317,20 @@ def flush_queue(args: argparse.Namespace) -> int:
     now = time.time()
 
     def make_due(queue: str, qid: str) -> bool:
-        spool.set_next_attempt(queue, qid, now)
+        spool.mark_flush(queue, qid, now)
         return True
 
-    # Due now (so that a daemon started later takes them too), and named to
-    # the queue manager, which delivers them as a flush does: past
-    # defer_transports and suspended destinations. Not F, which would take
-    # every deferred message. A message the queue manager took for a retry
-    # meanwhile (to active/) is under way already and left alone.
-    touched = [qid for qid in chosen
-               if _chase(spool, qid, "deferred", ("deferred",), make_due)]
-    for start in range(0, len(touched), FLUSH_IDS_PER_WAKEUP):
-        spool.wake(b"\n".join([b"I", *(qid.encode() for qid in
-                                        touched[start:start + FLUSH_IDS_PER_WAKEUP])]))
+    # Due now and marked (Spool.mark_flush): whichever scan of the queue
+    # manager's takes it, now or after a restart, delivers it as a flush
+    # does, past defer_transports and its destination's suspension, as
+    # Postfix's flush service marks the files it flushes. Not F, which would
+    # take every deferred message; --site also asks the queue manager to try
+    # every suspended destination again (S), as postqueue -s does, -i not. A
+    # message the queue manager took for a retry meanwhile (to active/) is
+    # under way already and left alone.
+    touched = sum(_chase(spool, qid, "deferred", ("deferred",), make_due) for qid in chosen)
+    if touched:
+        spool.wake(b"S" if sites else b"W")
     return 0
 
 

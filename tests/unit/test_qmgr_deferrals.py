@@ -130,23 +130,38 @@ class RevivingAgent(DeadSiteAgent):
                 for r in request.recipients]
 
 
-async def test_a_named_flush_tries_a_suspended_destination_again(
+async def test_a_flushed_message_tries_its_suspended_destination_again(
         tmp_path: Path, lines: list[str]) -> None:
-    """mta queue flush QID (postqueue -i) revives dead destinations, as
-    Postfix's flush server asks the queue manager to; only the named
-    message goes, the other keeps its time."""
+    """mta queue flush QID (postqueue -i) marks the file; whichever scan
+    takes it, a plain wake-up here, its attempt tries its own destination
+    again, as Postfix's qmgr unthrottles the queues of a message the flush
+    service marked. Another suspended destination stays suspended (only
+    --site, postqueue -s, revives them all), and the other message keeps
+    its time."""
     agent = RevivingAgent()
     spool, qmgr = await _one_slot_qmgr(tmp_path, agent)
     try:
         named = await _queue(spool, qmgr, "a@dead.test")
         other = await _queue(spool, qmgr, "b@dead.test")
-        await _wait_deferred(spool, 2)
-        assert agent.calls == 1  # the second was deferred by the suspension
+        elsewhere = await _queue(spool, qmgr, "c@other.test")
+        await _wait_deferred(spool, 3)
+        assert agent.calls == 2  # one per destination; b was deferred by the suspension
         agent.alive = True
-        qmgr.flush_ids([named])
+        spool.mark_flush("deferred", named, time.time())
+        qmgr.wake()
         await until(lambda: f"qmgr: {named}: removed" in lines)
-        assert agent.calls == 2
-        assert [entry.qid for entry in spool.scan("deferred")] == [other]
+        assert agent.calls == 3
+        assert [entry.qid for entry in spool.scan("deferred")] == [other, elsewhere]
+        # other.test is still suspended: new mail for it waits.
+        fresh = await _queue(spool, qmgr, "d@other.test")
+        await until(lambda: any(f"{fresh}: to=<d@other.test>" in line and
+                                "delivery temporarily suspended" in line for line in lines))
+        assert agent.calls == 3
+        # --site's S revives every destination: the next mail goes.
+        qmgr.wake(revive=True)
+        await until(lambda: not qmgr._scan_now.is_set())  # the scan began: revived
+        last = await _queue(spool, qmgr, "e@other.test")
+        await until(lambda: f"qmgr: {last}: removed" in lines)
     finally:
         await qmgr.stop(grace=0)
         spool.close()

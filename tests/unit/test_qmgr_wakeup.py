@@ -56,7 +56,8 @@ async def test_the_wakeup_socket_is_made_and_removed_off_the_event_loop(
     try:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o622
         flushed: list[bool] = []
-        monkeypatch.setattr(qmgr, "wake", lambda *, flush=False: flushed.append(flush))
+        monkeypatch.setattr(qmgr, "wake",
+                            lambda *, flush=False, revive=False: flushed.append(flush))
         assert spool.wake(b"F")  # mta queue flush reaches the daemon
         await until(lambda: flushed == [True])
     finally:

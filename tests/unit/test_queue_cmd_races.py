@@ -5,6 +5,7 @@ queues it was asked to act on."""
 
 from __future__ import annotations
 
+import os
 import time
 from argparse import Namespace
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 
 from mta.cli import queue_cmd
 from mta.cli.queue_cmd import _chase
-from mta.spool import Spool
+from mta.spool import FLUSH_MARK, Spool
 from tests.unit.test_spool import commit
 
 
@@ -122,7 +123,7 @@ async def test_delete_all_hold_does_not_follow_a_release(
     assert capsys.readouterr().err == "postsuper: Deleted: 0 messages\n"
 
 
-async def test_flush_by_id_makes_it_due_and_names_it_without_flushing_all(
+async def test_flush_by_id_marks_it_due_and_wakes_without_flushing_all(
         spool: Spool, cli: list[bytes]) -> None:
     flushed, other = await deferred(spool), await deferred(spool)
     before = time.time()
@@ -130,21 +131,28 @@ async def test_flush_by_id_makes_it_due_and_names_it_without_flushing_all(
     assert before <= spool.scan("deferred")[0].mtime <= time.time()
     assert spool.scan("deferred")[1].mtime == 2e9
     assert [e.qid for e in spool.scan("deferred")] == [flushed, other]
-    # I names the message to the queue manager; F would take every deferred one.
-    assert cli == [b"I\n" + flushed.encode()]
+    # The mark is on the file, so any scan delivers it as a flush does (and
+    # the activation takes the mark off); the other is not marked.
+    assert os.stat(spool.file("deferred", flushed)).st_mode & FLUSH_MARK
+    assert not os.stat(spool.file("deferred", other)).st_mode & FLUSH_MARK
+    # W: the queue manager takes what is due; F would take every deferred one.
+    assert cli == [b"W"]
+    _, marked = spool.activate(flushed, "deferred")
+    assert marked and not os.stat(spool.file("active", flushed)).st_mode & FLUSH_MARK
+    assert spool.activate(other, "deferred")[1] is False
 
 
 async def test_flush_leaves_a_message_a_retry_took_meanwhile(
         spool: Spool, cli: list[bytes], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     qid = await deferred(spool)
-    set_next_attempt = spool.set_next_attempt
+    mark_flush = spool.mark_flush
 
     def racing(queue: str, qid: str, when: float) -> None:
         spool.move(qid, "deferred", "active")  # under way already
-        set_next_attempt(queue, qid, when)
+        mark_flush(queue, qid, when)
 
-    monkeypatch.setattr(spool, "set_next_attempt", racing)
+    monkeypatch.setattr(spool, "mark_flush", racing)
     assert queue_cmd.flush_queue(Namespace(qids=[qid], sites=[])) == 0
     assert spool.find(qid) == "active"
     assert capsys.readouterr().err == ""
