@@ -234,7 +234,9 @@ _list("smtpd_relay_restrictions",
 _list("smtpd_recipient_restrictions", "",
       "Further restrictions on RCPT TO (those of smtpd_relay_restrictions, and "
       "check_client_access, check_helo_access, check_sender_access and "
-      "check_recipient_access with a type:table each).")
+      "check_recipient_access with a type:table each, or a bare type:table for the "
+      "recipient). In every list, warn_if_reject before a restriction logs its refusal "
+      "as reject_warning and goes on.")
 _list("smtpd_client_restrictions", "",
       "Restrictions on the client's name and address: permit_mynetworks, "
       "permit_sasl_authenticated, permit_tls_clientcerts, permit_tls_all_clientcerts, "

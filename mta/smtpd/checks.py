@@ -19,7 +19,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mta import address as addr
 from mta.config import Config
@@ -50,6 +50,9 @@ _ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
     "check_sender_access": (access.SENDER, (*_RELAY_LISTS, "smtpd_sender_restrictions")),
     "check_recipient_access": (access.RECIPIENT, _RELAY_LISTS),
 }
+# Postfix's modifier: the next restriction's refusal is logged as
+# "reject_warning" instead of answered.
+WARN_IF_REJECT = "warn_if_reject"
 # Postfix's generic_checks: a bare type:table in a list is the access
 # restriction of the list's own subject.
 _IMPLICIT_ACCESS = {"smtpd_client_restrictions": "check_client_access",
@@ -177,12 +180,14 @@ class Restrictions:
         gets a warning: the client writes those."""
         before_stopper: list[tuple[str, int]] = []
         for name in _RELAY_LISTS:
+            warned = False  # a stopper after warn_if_reject only logs
             for index, item in self._restrictions_of(name):
                 if item == "permit":
                     break  # what follows it is never reached
-                if item in _RELAY_STOPPERS:
+                if item in _RELAY_STOPPERS and not warned:
                     self._warn_forgeable_ok(before_stopper, item)
                     return
+                warned = item == WARN_IF_REJECT
                 before_stopper.append((name, index))
         raise ConfigError(
             f"{self.config.where('smtpd_relay_restrictions')}: in parameters "
@@ -226,37 +231,46 @@ class Restrictions:
         compiled = []
         items = self._items(name)
         where = f"{self.config.where(name)}: {name}"
+        warned = False  # the item before was warn_if_reject
         for index, item in self._restrictions_of(name):
-            if item in _ACCESS:
-                what, lists = _ACCESS[item]
-                spec = items[index + 1] if index + 1 < len(items) else None
-                if spec is None:
-                    raise ConfigError(f"{where}: unknown restriction {items[index]!r} without "
-                                      f"a table: write {item} type:name")
-                if ":" not in spec:
-                    raise ConfigError(f"{where}: restriction {item}: bad argument {spec!r}: "
-                                      "need type:name")
-                if name not in lists:
-                    raise ConfigError(f"{where}: {item} judges no {what.lower()} here: it "
-                                      f"works in {', '.join(lists)}")
-                table = self._access_map(where, item, spec, what)
-                if name in _RELAY_LISTS:
-                    self._access_maps[name, index] = table
-                compiled.append(access_checks[item](table))
+            if item == WARN_IF_REJECT:
+                warned = True
                 continue
-            if ":" in item and name in _IMPLICIT_ACCESS:
-                restriction = _IMPLICIT_ACCESS[name]
-                table = self._access_map(where, restriction, items[index],
-                                         _ACCESS[restriction][0])
-                if name in _RELAY_LISTS:
-                    self._access_maps[name, index] = table
-                compiled.append(access_checks[restriction](table))
-                continue
+            restriction = self._compile_one(name, where, items, index, item, known,
+                                            access_checks)
+            compiled.append(_warn_if_reject(restriction) if warned else restriction)
+            warned = False
+        if warned:
+            raise ConfigError(f"{where}: warn_if_reject must be followed by a restriction")
+        return compiled
+
+    def _compile_one(self, name: str, where: str, items: list[str], index: int, item: str,
+                     known: Mapping[str, _R], access_checks: AccessBuilders[_R]) -> _R:
+        """One restriction of a list: a name, an access restriction with its
+        table, or a bare table (the access restriction of the list's subject)."""
+        if item in _ACCESS:
+            what, lists = _ACCESS[item]
+            spec = items[index + 1] if index + 1 < len(items) else None
+            if spec is None:
+                raise ConfigError(f"{where}: unknown restriction {items[index]!r} without "
+                                  f"a table: write {item} type:name")
+            if ":" not in spec:
+                raise ConfigError(f"{where}: restriction {item}: bad argument {spec!r}: "
+                                  "need type:name")
+            if name not in lists:
+                raise ConfigError(f"{where}: {item} judges no {what.lower()} here: it "
+                                  f"works in {', '.join(lists)}")
+        elif ":" in item and name in _IMPLICIT_ACCESS:
+            item, spec = _IMPLICIT_ACCESS[name], items[index]
+        else:
             function = known.get(item)
             if function is None:
                 raise ConfigError(f"{where}: unknown restriction {items[index]!r}")
-            compiled.append(function)
-        return compiled
+            return function
+        table = self._access_map(where, item, spec, _ACCESS[item][0])
+        if name in _RELAY_LISTS:
+            self._access_maps[name, index] = table
+        return access_checks[item](table)
 
     def _access_map(self, where: str, restriction: str, spec: str, what: str) -> AccessMap:
         try:
@@ -517,6 +531,20 @@ class Restrictions:
         if domain and self.mailboxes.is_local_domain(domain) and not self.mailboxes.exists(rcpt):
             return replies.USER_UNKNOWN.format(address=rcpt)
         return DUNNO
+
+
+def _warn_if_reject(restriction: _R) -> _R:
+    """Postfix's warn_if_reject: the restriction's refusal (a 4xx or 5xx) is
+    logged as ``reject_warning`` (ClientFacts.whatsup, logged by the
+    session with the command) and the list goes on; a permit stays one."""
+    def warned(client: ClientFacts, *rest: Any) -> Decision:
+        decision = restriction(client, *rest)
+        if decision is PERMIT or decision is DUNNO:
+            return decision
+        client.whatsup.append(("reject_warning", decision))
+        return DUNNO
+
+    return warned
 
 
 def _refusal(restrictions: list[HeloRestriction], client: ClientFacts, what: str) -> str | None:

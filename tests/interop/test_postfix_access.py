@@ -128,3 +128,39 @@ async def test_the_access_map_settings_as_postfix_has_them(
     assert [reply[:9] for _, reply in ours] == ["550 5.7.1", "451 4.7.1", "550 5.7.1"]
     postfix.wait_log(r"NOQUEUE: reject: .*", count=3)
     assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
+
+
+WARNED = ("smtpd_helo_restrictions = warn_if_reject reject_non_fqdn_helo_hostname\n"
+          "smtpd_recipient_restrictions = warn_if_reject check_recipient_access "
+          "texthash:{dir}/recipients\n")
+WARNING = re.compile(r"(?:NOQUEUE|[0-9A-Z]+): (reject_warning: RCPT from .*)$")
+
+
+async def test_warn_if_reject_logs_the_refusal_as_postfix_does(
+        postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
+    """warn_if_reject: the next restriction's refusal is logged as
+    reject_warning, with the reply, and the request goes on (accepted here)."""
+    table = "r.test          REJECT 5.1.7 recipient dsn\n"
+    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n"
+                              + WARNED.format(dir="$config_directory"))
+    (postfix.conf / "recipients").write_text(table)
+    (tmp_path / "recipients").write_text(table)
+    postfix.start()
+    cases = [("localhost", "a@b.test", "x@r.test")]
+    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + WARNED.format(dir=tmp_path)) \
+            as smtpd:
+        ours = await replies(smtpd.port, cases)
+    theirs = await replies(postfix.port, cases)
+    assert ours == theirs == [["250 2.1.0 Ok", "250 2.1.5 Ok"]]
+    postfix.wait_log(r"reject_warning: .*", count=2)
+
+    def warnings(lines: list[str]) -> list[str]:
+        return [match.group(1) for line in lines if (match := WARNING.search(line))]
+
+    assert warnings(maillog_lines) == warnings(postfix.log_text().splitlines())
+    assert warnings(maillog_lines) == [
+        "reject_warning: RCPT from unknown[127.0.0.1]: 504 5.5.2 <localhost>: Helo command "
+        "rejected: need fully-qualified hostname; from=<a@b.test> to=<x@r.test> proto=ESMTP "
+        "helo=<localhost>",
+        "reject_warning: RCPT from unknown[127.0.0.1]: 554 5.1.3 <x@r.test>: Recipient address "
+        "rejected: recipient dsn; from=<a@b.test> to=<x@r.test> proto=ESMTP helo=<localhost>"]

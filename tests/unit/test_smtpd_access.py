@@ -486,3 +486,23 @@ def test_a_bare_table_is_the_access_restriction_of_its_list() -> None:
     assert built.check_recipient(other, "a@b.test", "r@relay.test") == \
         "554 5.7.1 <r@relay.test>: Recipient address rejected: r"
     assert built.check_recipient(other, "a@b.test", "q@relay.test") is None
+
+
+def test_a_warned_stopper_does_not_keep_the_server_from_relaying() -> None:
+    """warn_if_reject reject_unauth_destination only logs: with nothing
+    else that refuses other domains, the configuration is an open relay
+    and is refused, as one without the stopper would be."""
+    with pytest.raises(ConfigError, match="specify at least one working instance"):
+        build_parts(from_text(IN_PROCESS_CF + "smtpd_relay_restrictions = warn_if_reject "
+                              "reject_unauth_destination\n"))
+    with pytest.raises(ConfigError, match="warn_if_reject must be followed by a restriction"):
+        restrictions("smtpd_helo_restrictions = reject_invalid_helo_hostname, warn_if_reject\n")
+
+
+def test_warn_if_reject_notes_the_refusal_and_goes_on() -> None:
+    built = restrictions("smtpd_sender_restrictions = warn_if_reject check_sender_access "
+                         "inline:{ b.test=REJECT no }, permit\n")
+    client = ClientFacts("192.0.2.7")
+    assert built.check_sender(client, "a@b.test") is None
+    assert client.whatsup == [
+        ("reject_warning", "554 5.7.1 <a@b.test>: Sender address rejected: no")]
