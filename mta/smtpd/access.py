@@ -25,6 +25,7 @@ CLIENT = "Client host"
 HELO = "Helo command"
 SENDER = "Sender address"
 RECIPIENT = "Recipient address"
+CCERT = "Client certificate"
 
 # Postfix's defaults of smtpd_null_access_lookup_key, access_map_reject_code
 # and access_map_defer_code (the restrictions pass the configured ones).

@@ -49,6 +49,7 @@ _ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
     "check_helo_access": (access.HELO, (*_RELAY_LISTS, "smtpd_helo_restrictions")),
     "check_sender_access": (access.SENDER, (*_RELAY_LISTS, "smtpd_sender_restrictions")),
     "check_recipient_access": (access.RECIPIENT, _RELAY_LISTS),
+    "check_ccert_access": (access.CCERT, _ALL_LISTS),
 }
 # Postfix's modifier: the next restriction's refusal is logged as
 # "reject_warning" instead of answered.
@@ -87,7 +88,8 @@ class ClientFacts:
     tls: bool = False
     sasl_username: str | None = None
     ccert_trusted: bool = False
-    ccert_fingerprints: tuple[str, ...] = ()
+    ccert_fingerprints: tuple[str, ...] = ()  # certificate, public key (Postfix's order)
+    ccert_name: str = ""  # the client certificate's CN
     extra: dict[str, object] = field(default_factory=dict)
     # (action, text) of the access maps' WARN and INFO met by the last
     # decision: the session logs them with what only it knows (queue ID,
@@ -309,6 +311,17 @@ class Restrictions:
                                 self.config.smtpd_null_access_lookup_key)
         return self._judge(table, keys, sender, client)
 
+    def _ccert_access(self, table: AccessMap, client: ClientFacts) -> Decision:
+        """check_ccert_access: the client certificate's fingerprint, then its
+        public key's (smtpd's digest, sha256), as Postfix looks them up; any
+        certificate the client presented, trusted or not ("When directly
+        checking the fingerprint, it is OK if the issuing CA is not
+        trusted"). A refusal names the certificate's CN, as Postfix's does."""
+        if not client.ccert_fingerprints:
+            return DUNNO
+        keys = [(fingerprint, False) for fingerprint in client.ccert_fingerprints]
+        return self._judge(table, keys, client.ccert_name, client)
+
     def _access_in_recipient_lists(self) -> dict[str, Callable[[AccessMap], Restriction]]:
         def by_client(table: AccessMap) -> Restriction:
             return lambda client, sender, rcpt, helo: self._client_access(table, client)
@@ -328,13 +341,17 @@ class Restrictions:
                 table, access.mail_keys(rcpt, self.config.recipient_delimiter), rcpt, client)
 
         return {"check_client_access": by_client, "check_helo_access": by_helo,
-                "check_sender_access": by_sender, "check_recipient_access": by_recipient}
+                "check_sender_access": by_sender, "check_recipient_access": by_recipient,
+                "check_ccert_access": lambda table: lambda client, sender, rcpt, helo: (
+                    self._ccert_access(table, client))}
 
     def _access_in_client_list(self) -> dict[str, Callable[[AccessMap], ClientRestriction]]:
         def by_client(table: AccessMap) -> ClientRestriction:
             return lambda client, name: self._client_access(table, client)
 
-        return {"check_client_access": by_client}
+        return {"check_client_access": by_client,
+                "check_ccert_access": lambda table: lambda client, name: (
+                    self._ccert_access(table, client))}
 
     def _access_in_helo_list(self) -> dict[str, Callable[[AccessMap], HeloRestriction]]:
         def by_client(table: AccessMap) -> HeloRestriction:
@@ -343,7 +360,9 @@ class Restrictions:
         def by_helo(table: AccessMap) -> HeloRestriction:
             return lambda client, helo: self._judge(table, access.domain_keys(helo), helo, client)
 
-        return {"check_client_access": by_client, "check_helo_access": by_helo}
+        return {"check_client_access": by_client, "check_helo_access": by_helo,
+                "check_ccert_access": lambda table: lambda client, helo: (
+                    self._ccert_access(table, client))}
 
     def _access_in_sender_list(self) -> dict[str, Callable[[AccessMap], SenderRestriction]]:
         def by_client(table: AccessMap) -> SenderRestriction:
@@ -352,7 +371,9 @@ class Restrictions:
         def by_sender(table: AccessMap) -> SenderRestriction:
             return lambda client, sender: self._sender_access(table, client, sender)
 
-        return {"check_client_access": by_client, "check_sender_access": by_sender}
+        return {"check_client_access": by_client, "check_sender_access": by_sender,
+                "check_ccert_access": lambda table: lambda client, sender: (
+                    self._ccert_access(table, client))}
 
     def _client_permits(self, adapt: Callable[[Restriction], _R]) -> dict[str, _R]:
         """The permits every list has, which judge the client alone, in the

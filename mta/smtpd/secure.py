@@ -375,6 +375,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         self.client.tls = True
         self.client.ccert_trusted = bool(peer and peer.trusted)
         self.client.ccert_fingerprints = peer.fingerprints if peer else ()
+        self.client.ccert_name = peer.common_name if peer else ""
         if not self.security.ask_ccert:
             return
         if peer is None:

@@ -506,3 +506,22 @@ def test_warn_if_reject_notes_the_refusal_and_goes_on() -> None:
     assert built.check_sender(client, "a@b.test") is None
     assert client.whatsup == [
         ("reject_warning", "554 5.7.1 <a@b.test>: Sender address rejected: no")]
+
+
+def test_check_ccert_access_looks_up_the_certificate_then_its_key() -> None:
+    """Postfix's order: the certificate's fingerprint, then the public
+    key's; any presented certificate (trusted or not); a refusal names the
+    certificate's CN. Without a certificate there is nothing to look up."""
+    built = restrictions("smtpd_relay_restrictions = check_ccert_access inline:{ "
+                         "AA:01=OK, BB:02=REJECT, CC:03=OK }, reject_unauth_destination\n")
+    by_cert = ClientFacts("192.0.2.7", ccert_fingerprints=("AA:01", "BB:02"),
+                          ccert_name="laptop.test")
+    assert built.check_recipient(by_cert, "a@b.test", "x@elsewhere.test") is None
+    refused = ClientFacts("192.0.2.7", ccert_fingerprints=("BB:02", "CC:03"),
+                          ccert_name="stolen.test")
+    assert built.check_recipient(refused, "a@b.test", "x@elsewhere.test") == \
+        "554 5.7.1 <stolen.test>: Client certificate rejected: Access denied"
+    by_key = ClientFacts("192.0.2.7", ccert_fingerprints=("DD:04", "CC:03"))
+    assert built.check_recipient(by_key, "a@b.test", "x@elsewhere.test") is None
+    assert built.check_recipient(NAMELESS, "a@b.test", "x@elsewhere.test") == \
+        "554 5.7.1 <x@elsewhere.test>: Relay access denied"
