@@ -143,6 +143,11 @@ class _Attempt:
     queue_file: QueueFile
     entered_active: float
     forced: bool = False  # by a flush: defer_transports do not hold it back
+    # Marked by mta queue flush QID/--site (Spool.FLUSH_MARK): its own
+    # destination is tried again even if suspended, as Postfix's qmgr
+    # unthrottles the queues of a marked message (QMGR_FLUSH_EACH). A plain
+    # flush revives every destination once, at its scan, not per message.
+    marked: bool = False
 
 
 class QueueManager:
@@ -390,7 +395,7 @@ class QueueManager:
         envelope = queue_file.envelope
         pending = queue_file.pending()
         maillog.queue_active(qid, envelope.sender, envelope.size, len(pending))
-        attempt = _Attempt(qid, queue_file, entered, forced or flushed)
+        attempt = _Attempt(qid, queue_file, entered, forced or flushed, flushed)
         groups: dict[Route, list[Recipient]] = {}
         for index in pending:
             address = envelope.recipients[index]
@@ -456,11 +461,11 @@ class QueueManager:
             # is qmgr's, as in Postfix (docs/outbound.md).
             results = results_for_all(request, "deferred", "4.3.2", "deferred transport")
             program = "qmgr"
-        elif not attempt.forced and (reason := destination.suspended_reason()) is not None:
+        elif not attempt.marked and (reason := destination.suspended_reason()) is not None:
             results = self._suspended(request, reason)
             program = "qmgr"
         else:
-            if attempt.forced:
+            if attempt.marked:
                 # A flush tries the message's destination again, as Postfix's
                 # qmgr unthrottles the queues of a message marked for it.
                 destination.resume()

@@ -291,12 +291,14 @@ class Spool:
     def activate(self, qid: str, source: str, keep: int = 0) -> tuple[QueueFile, bool]:
         """Move a message into active/ (unless it is there) and read it: one
         trip to the thread pool for what the queue manager does first. True
-        with it when a flush marked it (FLUSH_MARK, then cleared); only a
-        deferred file can carry the mark, so new mail pays no extra call."""
+        with it when a flush marked it (FLUSH_MARK, then cleared): a deferred
+        file, or one left in active/ by a crash before its mark was cleared
+        (recovery); new mail from incoming/ cannot carry it and pays no
+        extra call."""
         if source != "active":
             self.move(qid, source, "active")
         flushed = False
-        if source == "deferred":
+        if source != "incoming":
             path = self.file("active", qid)
             mode = os.stat(path).st_mode
             if mode & FLUSH_MARK:

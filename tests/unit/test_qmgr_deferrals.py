@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,6 +163,36 @@ async def test_a_flushed_message_tries_its_suspended_destination_again(
         await until(lambda: not qmgr._scan_now.is_set())  # the scan began: revived
         last = await _queue(spool, qmgr, "e@other.test")
         await until(lambda: f"qmgr: {last}: removed" in lines)
+    finally:
+        await qmgr.stop(grace=0)
+        spool.close()
+
+
+async def test_a_plain_flush_revives_a_dead_destination_once(
+        tmp_path: Path, lines: list[str]) -> None:
+    """mta queue flush (postqueue -f) ends every suspension once, at its
+    scan, as Postfix's QMGR_FLUSH_ONCE; only a message a flush marked tries
+    its destination again by itself. So the first flushed message tries the
+    dead site, and the others, activated one by one after it failed again,
+    are deferred by the new suspension without a delivery attempt."""
+    agent = DeadSiteAgent()
+    spool, qmgr = await _one_slot_qmgr(tmp_path, agent)
+    try:
+        count = 20
+        for n in range(count):
+            await _queue(spool, qmgr, f"r{n}@dead.test")
+        await _wait_deferred(spool, count)
+        assert agent.calls == 1
+        activate = spool.activate
+
+        def slow(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.02)  # a real disk: the attempts start one after another
+            return activate(*args, **kwargs)
+
+        spool.activate = slow  # type: ignore[method-assign]
+        qmgr.wake(flush=True)
+        await until(lambda: sum("status=deferred" in line for line in lines) >= 2 * count)
+        assert agent.calls == 2
     finally:
         await qmgr.stop(grace=0)
         spool.close()

@@ -142,6 +142,19 @@ async def test_flush_by_id_marks_it_due_and_wakes_without_flushing_all(
     assert spool.activate(other, "deferred")[1] is False
 
 
+async def test_a_mark_left_in_active_by_a_crash_is_honoured_at_recovery(
+        spool: Spool, cli: list[bytes]) -> None:
+    """A kill between activate's rename and its chmod leaves the mark on a
+    file in active/: the queue manager's recovery (source active) honours
+    and clears it, as Postfix's qmgr_active_feed does, so it cannot force
+    some later, unrelated retry."""
+    qid = await deferred(spool)
+    spool.mark_flush("deferred", qid, time.time())
+    spool.move(qid, "deferred", "active")  # ... and the process died here
+    _, marked = spool.activate(qid, "active")
+    assert marked and not os.stat(spool.file("active", qid)).st_mode & FLUSH_MARK
+
+
 async def test_flush_leaves_a_message_a_retry_took_meanwhile(
         spool: Spool, cli: list[bytes], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
