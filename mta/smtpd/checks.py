@@ -243,7 +243,9 @@ class Restrictions:
             compiled.append(_warn_if_reject(restriction) if warned else restriction)
             warned = False
         if warned:
-            raise ConfigError(f"{where}: warn_if_reject must be followed by a restriction")
+            # Postfix ignores it; say so once.
+            self.warnings.append(f"{where}: warn_if_reject at the end of the list has no "
+                                 "restriction to act on; ignored")
         return compiled
 
     def _compile_one(self, name: str, where: str, items: list[str], index: int, item: str,
@@ -560,7 +562,11 @@ def _warn_if_reject(restriction: _R) -> _R:
     session with the command) and the list goes on; a permit stays one."""
     def warned(client: ClientFacts, *rest: Any) -> Decision:
         decision = restriction(client, *rest)
-        if decision is PERMIT or decision is DUNNO:
+        if decision is PERMIT or decision is DUNNO \
+                or decision == replies.SERVER_CONFIGURATION_ERROR:
+            # "Configuration errors cannot be converted into warnings"
+            # (Postfix's smtpd_check_reject): an action we cannot carry out
+            # (HOLD, DISCARD, …) must not let the mail through.
             return decision
         client.whatsup.append(("reject_warning", decision))
         return DUNNO

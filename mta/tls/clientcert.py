@@ -69,6 +69,23 @@ class VerifyRecord:
         return self.called and self.error == 0
 
 
+# Postfix's CCERT_BUFSIZ: a peer name this long or longer is no name.
+_NAME_LIMIT = 256
+
+
+def peer_text_name(value: str) -> str:
+    """A peer certificate's CN (or issuer CN) as Postfix's tls_text_name
+    takes it: trailing NULs off, then "" for a name of 256 bytes or more,
+    one with a NUL inside, or one with a non-printable ASCII character; the
+    CN then names nobody in logs, headers and replies, as in Postfix."""
+    value = value.rstrip("\0")
+    if len(value.encode("utf-8", "surrogatepass")) >= _NAME_LIMIT:
+        return ""
+    if any(char < " " or char == "\x7f" for char in value):
+        return ""  # NUL and the other ASCII controls
+    return value
+
+
 @dataclass(frozen=True)
 class PeerCertificate:
     """The facts about a presented certificate that policy, logs and headers use."""
@@ -84,9 +101,9 @@ class PeerCertificate:
     @classmethod
     def from_certificate(cls, cert: x509.Certificate, record: VerifyRecord,
                          digest: str = "sha256") -> PeerCertificate:
-        issuer = (name_attribute(cert.issuer)
-                  or name_attribute(cert.issuer, NameOID.ORGANIZATION_NAME))
-        return cls(common_name=name_attribute(cert.subject),
+        issuer = (peer_text_name(name_attribute(cert.issuer))
+                  or peer_text_name(name_attribute(cert.issuer, NameOID.ORGANIZATION_NAME)))
+        return cls(common_name=peer_text_name(name_attribute(cert.subject)),
                    issuer_common_name=issuer,
                    cert_fingerprint=cert_fingerprint(cert, digest),
                    pkey_fingerprint=pubkey_fingerprint(cert, digest),

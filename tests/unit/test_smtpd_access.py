@@ -495,8 +495,11 @@ def test_a_warned_stopper_does_not_keep_the_server_from_relaying() -> None:
     with pytest.raises(ConfigError, match="specify at least one working instance"):
         build_parts(from_text(IN_PROCESS_CF + "smtpd_relay_restrictions = warn_if_reject "
                               "reject_unauth_destination\n"))
-    with pytest.raises(ConfigError, match="warn_if_reject must be followed by a restriction"):
-        restrictions("smtpd_helo_restrictions = reject_invalid_helo_hostname, warn_if_reject\n")
+    # Last in a list it acts on nothing: ignored, as Postfix ignores it, with a warning.
+    built = restrictions("smtpd_helo_restrictions = reject_invalid_helo_hostname, "
+                         "warn_if_reject\n")
+    assert any("warn_if_reject at the end of the list has no restriction to act on" in w
+               for w in built.warnings)
 
 
 def test_warn_if_reject_notes_the_refusal_and_goes_on() -> None:
@@ -525,3 +528,14 @@ def test_check_ccert_access_looks_up_the_certificate_then_its_key() -> None:
     assert built.check_recipient(by_key, "a@b.test", "x@elsewhere.test") is None
     assert built.check_recipient(NAMELESS, "a@b.test", "x@elsewhere.test") == \
         "554 5.7.1 <x@elsewhere.test>: Relay access denied"
+
+
+def test_warn_if_reject_does_not_turn_a_configuration_error_into_a_pass() -> None:
+    """"Configuration errors cannot be converted into warnings" (Postfix's
+    smtpd_check_reject): an action Postern cannot carry out still answers
+    451 4.3.5, never lets the mail through."""
+    built = restrictions("smtpd_recipient_restrictions = warn_if_reject check_recipient_access "
+                         "inline:{ relay.test=HOLD }\n")
+    client = ClientFacts("192.0.2.7")
+    assert built.check_recipient(client, "a@b.test", "x@relay.test") == SERVER_ERROR
+    assert client.whatsup == []

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mta.config.types import BadValue
 from mta.tls import certs, keys
-from mta.tls.clientcert import PeerCertificate, VerifyRecord
+from mta.tls.clientcert import PeerCertificate, VerifyRecord, peer_text_name
 from mta.tls.evaluation import CertSummary
 from mta.tls.fingerprints import (
     cert_fingerprint,
@@ -67,3 +67,18 @@ def test_parse() -> None:
 def test_bad(text: str, message: str) -> None:
     with pytest.raises(BadValue, match=message):
         parse_fingerprint(text)
+
+
+def test_a_peer_name_postfix_would_not_take_is_no_name() -> None:
+    """Postfix's tls_text_name: a CN with a NUL inside or a control
+    character, or of 256 bytes or more, gives "" (the reply of
+    check_ccert_access then names <>); trailing NULs are dropped."""
+    assert peer_text_name("laptop.test") == "laptop.test"
+    assert peer_text_name("laptop.test\0\0") == "laptop.test"
+    assert peer_text_name("lap\0top.test") == ""
+    assert peer_text_name("lap\ttop.test") == ""
+    assert peer_text_name("lap\x7ftop") == ""
+    assert peer_text_name("x" * 255) == "x" * 255
+    assert peer_text_name("x" * 256) == ""
+    assert peer_text_name("é" * 128) == ""  # 256 bytes of UTF-8
+    assert peer_text_name("Zoë's phone") == "Zoë's phone"
