@@ -58,6 +58,11 @@ _RESTART_DELAY = 1.0
 _ORPHAN_GRACE = 5.0
 _BIND_RETRY = 10.0
 _ANVIL_TIMEOUT = 5.0  # then a new session is served uncounted (Postfix: the same)
+# Messages the master keeps for a worker that does not read them: a worker
+# this far behind is stuck (each session of it asks and waits), and is
+# killed to be restarted, as Postfix's watchdog ends a stuck process. Its
+# accepted mail is on disk; only its open sessions end.
+_OUTBOX_LIMIT = 10_000
 
 
 def bind_listener(listener: ListenerSpec) -> socket.socket:
@@ -341,6 +346,13 @@ class Supervisor:
             except OSError:  # the worker is gone; _watch sees its exit
                 return False
         worker.outbox.append(message)
+        if len(worker.outbox) > _OUTBOX_LIMIT and worker.process is not None \
+                and worker.process.returncode is None:
+            maillog.warning("master", f"process postern/smtpd pid {worker.process.pid} reads "
+                            f"nothing of {len(worker.outbox)} messages: killing it")
+            worker.outbox.clear()
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()  # _watch restarts it
         return True
 
     def _drain(self, worker: _Worker) -> None:

@@ -7,6 +7,9 @@ import asyncio
 import signal
 import socket
 
+import pytest
+
+from mta import workers
 from mta.config import from_text
 from mta.workers import Supervisor, _Worker
 
@@ -81,5 +84,43 @@ async def test_messages_to_a_busy_worker_wait_for_it_in_order() -> None:
         assert got == expected
         assert not worker.outbox
     finally:
+        mine.close()
+        theirs.close()
+
+
+class _KillableProcess(_SignalledProcess):
+    pid = 4242
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.killed = 0
+
+    def kill(self) -> None:
+        self.killed += 1
+
+
+async def test_a_worker_that_reads_nothing_for_too_long_is_killed(
+        monkeypatch: pytest.MonkeyPatch, maillog_lines: list[str]) -> None:
+    """Its outbox is not left to grow without end: past the limit the
+    worker is stuck, and is killed to be restarted (its accepted mail is on
+    disk), as Postfix's watchdog ends a stuck process."""
+    monkeypatch.setattr(workers, "_OUTBOX_LIMIT", 5)
+    supervisor = Supervisor(from_text("smtp/inet = 127.0.0.1:2525\n"), 1, lambda qid: None)
+    worker = _Worker(1)
+    process = _KillableProcess()
+    worker.process = process  # type: ignore[assignment]
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    mine.setblocking(False)
+    worker.channel = mine
+    try:
+        while not worker.outbox:
+            supervisor._answer(worker, "1", "ok", 0)
+        for _ in range(5):
+            supervisor._answer(worker, "2", "ok", 0)
+        assert process.killed == 1 and not worker.outbox
+        assert "master: warning: process postern/smtpd pid 4242 reads nothing of 6 " \
+            "messages: killing it" in maillog_lines
+    finally:
+        asyncio.get_running_loop().remove_writer(mine.fileno())
         mine.close()
         theirs.close()
