@@ -273,6 +273,9 @@ class Daemon:
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _reloads: set[asyncio.Task[None]] = field(default_factory=set)
     _statistics: asyncio.Task[None] | None = None
+    # How long a bind waits for a killed master's workers to let go of a port
+    # (None: the Supervisor's default; 0 when the last master stopped cleanly).
+    bind_retry: float | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -299,7 +302,9 @@ class Daemon:
         self._agents = agents
         await self.qmgr.start()
         if config.receiver_processes:
-            self.workers = Supervisor(config, config.receiver_processes, self.qmgr.queued)
+            self.workers = Supervisor(config, config.receiver_processes, self.qmgr.queued,
+                                      **({} if self.bind_retry is None
+                                         else {"bind_retry": self.bind_retry}))
             await self.workers.start()
         else:
             self.receiver = Receiver(config, on_queued=self.qmgr.queued, spool=self.spool)
@@ -447,8 +452,8 @@ def _version() -> str:
     return __version__
 
 
-async def run(config: Config) -> int:
-    daemon = Daemon(config)
+async def run(config: Config, *, bind_retry: float | None = None) -> int:
+    daemon = Daemon(config, bind_retry=bind_retry)
     loop = asyncio.get_running_loop()
     try:
         await daemon.start()
@@ -495,4 +500,6 @@ def main(config_path: str) -> int:
         return 1
     # Held until the process exits (the kernel drops the lock with the
     # descriptor), so `mta stop --wait` returns only when nothing is left.
-    return asyncio.run(run(config))
+    code = asyncio.run(run(config, bind_retry=None if lock.unclean else 0.0))
+    lock.clear()  # every worker has stopped: the next start need not wait for one
+    return code

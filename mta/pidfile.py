@@ -39,6 +39,10 @@ class MasterLock:
     def __init__(self, queue_directory: str | Path) -> None:
         self.path = path_of(queue_directory)
         self._fd: int | None = None
+        # The last master did not clear its pid (cleared()): it was killed,
+        # and its receiver workers may still hold the listening ports for a
+        # moment, so the new master waits for them before it gives up a bind.
+        self.unclean = False
 
     def acquire(self) -> None:
         """Lock the pid file and write our pid, as Postfix does (the number
@@ -50,9 +54,17 @@ class MasterLock:
         except BaseException:
             os.close(fd)
             raise
+        self.unclean = bool(os.pread(fd, 32, 0).strip())
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)
         self._fd = fd
+
+    def clear(self) -> None:
+        """At a clean exit, with the lock still held: an empty pid file tells
+        the next master that no worker of ours is left (`mta status` trusts
+        the lock, not the number, so nothing else reads it then)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
 
     def release(self) -> None:
         if self._fd is not None:

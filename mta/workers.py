@@ -176,7 +176,9 @@ class _Worker:
 class Supervisor:
     """Starts, watches, restarts and stops the receiver workers."""
 
-    def __init__(self, config: Config, count: int, on_queued: Callable[[str], None]) -> None:
+    def __init__(self, config: Config, count: int, on_queued: Callable[[str], None], *,
+                 bind_retry: float = _BIND_RETRY) -> None:
+        self.bind_retry = bind_retry  # 0 when no killed master's workers can hold a port
         self.config = config
         self.count = count
         self.on_queued = on_queued
@@ -204,8 +206,9 @@ class Supervisor:
 
     async def _bind(self, listener: ListenerSpec) -> socket.socket:
         """Bind, waiting a little while the workers of a master that was
-        killed let go of the port (they stop as soon as they notice)."""
-        deadline = asyncio.get_running_loop().time() + _BIND_RETRY
+        killed let go of the port (they stop as soon as they notice); at
+        once when the last master stopped cleanly (pidfile.MasterLock)."""
+        deadline = asyncio.get_running_loop().time() + self.bind_retry
         while True:
             try:
                 return bind_listener(listener)
