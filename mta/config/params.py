@@ -234,15 +234,17 @@ _list("smtpd_relay_restrictions",
 _list("smtpd_recipient_restrictions", "",
       "Further restrictions on RCPT TO (those of smtpd_relay_restrictions, and "
       "check_client_access, check_helo_access, check_sender_access and "
-      "check_recipient_access, check_ccert_access with a type:table each, or a bare "
+      "check_recipient_access, check_ccert_access, check_sasl_access with a type:table "
+      "each, or a bare "
       "type:table for the "
       "recipient). In every list, warn_if_reject before a restriction logs its refusal "
       "as reject_warning and goes on.")
 _list("smtpd_client_restrictions", "",
       "Restrictions on the client's name and address: permit_mynetworks, "
       "permit_sasl_authenticated, permit_tls_clientcerts, permit_tls_all_clientcerts, "
-      "permit, reject, check_client_access type:table, check_ccert_access type:table "
-      "(warn_if_reject before one logs its refusal). Judged at RCPT TO and VRFY before "
+      "permit, reject, reject_plaintext_session, check_client_access type:table, "
+      "check_ccert_access type:table, check_sasl_access type:table (warn_if_reject "
+      "before one logs its refusal). Judged at RCPT TO and VRFY before "
       "smtpd_helo_restrictions, or with smtpd_delay_reject = no once at connect, where a "
       "refusal replaces the greeting and every later command but QUIT gets 503 5.7.0 "
       "Error: access denied for host[address].")
@@ -250,9 +252,9 @@ _list("smtpd_helo_restrictions", "",
       "Restrictions on the HELO/EHLO name: permit_mynetworks, permit_sasl_authenticated, "
       "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, "
       "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname, check_client_access "
-      "type:table, check_helo_access type:table, check_ccert_access type:table (and "
-      "warn_if_reject). Skipped for a client that sent no "
-      "HELO/EHLO.")
+      "type:table, check_helo_access type:table, check_ccert_access type:table, "
+      "check_sasl_access type:table, reject_plaintext_session (and warn_if_reject). "
+      "Skipped for a client that sent no HELO/EHLO.")
 _list("smtpd_sender_restrictions", "",
       "Restrictions on the MAIL FROM address: permit_mynetworks, permit_sasl_authenticated, "
       "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, "
@@ -260,8 +262,12 @@ _list("smtpd_sender_restrictions", "",
       "reject_unauthenticated_sender_login_mismatch (the last three judge "
       "smtpd_sender_login_maps, and are ignored with a warning where "
       "smtpd_sasl_auth_enable = no), check_client_access type:table, check_sender_access "
-      "type:table, check_ccert_access type:table (and warn_if_reject). The null sender "
+      "type:table, check_ccert_access type:table, check_sasl_access type:table, "
+      "reject_plaintext_session (and warn_if_reject). The null sender "
       "skips the login checks.")
+_int("plaintext_reject_code", "450",
+     "The SMTP reply code of reject_plaintext_session (a restriction that refuses a "
+     "session without TLS: \"Session encryption is required\").", 400, 599)
 _int("access_map_reject_code", "554",
      "The SMTP reply code of an access map's REJECT (the enhanced code's class follows "
      "it).", 400, 599)

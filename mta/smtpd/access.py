@@ -26,6 +26,7 @@ HELO = "Helo command"
 SENDER = "Sender address"
 RECIPIENT = "Recipient address"
 CCERT = "Client certificate"
+SASL_USER = "SASL login name"
 
 # Postfix's defaults of smtpd_null_access_lookup_key, access_map_reject_code
 # and access_map_defer_code (the restrictions pass the configured ones).

@@ -50,6 +50,7 @@ _ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
     "check_sender_access": (access.SENDER, (*_RELAY_LISTS, "smtpd_sender_restrictions")),
     "check_recipient_access": (access.RECIPIENT, _RELAY_LISTS),
     "check_ccert_access": (access.CCERT, _ALL_LISTS),
+    "check_sasl_access": (access.SASL_USER, _ALL_LISTS),
 }
 # Postfix's modifier: the next restriction's refusal is logged as
 # "reject_warning" instead of answered.
@@ -137,6 +138,7 @@ class Restrictions:
             "reject_unauth_destination": self._reject_unauth_destination,
             "defer_unauth_destination": self._defer_unauth_destination,
             "permit_auth_destination": self._permit_auth_destination,
+            "reject_plaintext_session": self._reject_plaintext_session,
             "reject_unlisted_recipient": self._reject_unlisted_recipient,
             "permit": lambda client, sender, rcpt, helo: PERMIT,
             "reject": lambda client, sender, rcpt, helo: replies.ACCESS_DENIED.format(
@@ -271,6 +273,11 @@ class Restrictions:
             if function is None:
                 raise ConfigError(f"{where}: unknown restriction {items[index]!r}")
             return function
+        if item == "check_sasl_access" and not self.config.smtpd_sasl_auth_enable:
+            # As Postfix's "restriction `check_sasl_access' ignored: no SASL
+            # support": nobody logs in here, so it never matches.
+            self.warnings.append(f"{where}: restriction 'check_sasl_access' ignored: "
+                                 "smtpd_sasl_auth_enable = no")
         table = self._access_map(where, item, spec, _ACCESS[item][0])
         if name in _RELAY_LISTS:
             self._access_maps[name, index] = table
@@ -324,6 +331,15 @@ class Restrictions:
         keys = [(fingerprint, False) for fingerprint in client.ccert_fingerprints]
         return self._judge(table, keys, client.ccert_name, client)
 
+    def _sasl_access(self, table: AccessMap, client: ClientFacts) -> Decision:
+        """check_sasl_access: the SASL login name, as it is (no partial
+        keys), for an authenticated client only; a refusal names it with
+        its unprintable characters as "_", as Postfix's does."""
+        if not client.sasl_username:
+            return DUNNO
+        name = "".join(c if c.isprintable() else "_" for c in client.sasl_username)
+        return self._judge(table, [(client.sasl_username, False)], name, client)
+
     def _access_in_recipient_lists(self) -> dict[str, Callable[[AccessMap], Restriction]]:
         def by_client(table: AccessMap) -> Restriction:
             return lambda client, sender, rcpt, helo: self._client_access(table, client)
@@ -345,7 +361,9 @@ class Restrictions:
         return {"check_client_access": by_client, "check_helo_access": by_helo,
                 "check_sender_access": by_sender, "check_recipient_access": by_recipient,
                 "check_ccert_access": lambda table: lambda client, sender, rcpt, helo: (
-                    self._ccert_access(table, client))}
+                    self._ccert_access(table, client)),
+                "check_sasl_access": lambda table: lambda client, sender, rcpt, helo: (
+                    self._sasl_access(table, client))}
 
     def _access_in_client_list(self) -> dict[str, Callable[[AccessMap], ClientRestriction]]:
         def by_client(table: AccessMap) -> ClientRestriction:
@@ -353,7 +371,9 @@ class Restrictions:
 
         return {"check_client_access": by_client,
                 "check_ccert_access": lambda table: lambda client, name: (
-                    self._ccert_access(table, client))}
+                    self._ccert_access(table, client)),
+                "check_sasl_access": lambda table: lambda client, name: (
+                    self._sasl_access(table, client))}
 
     def _access_in_helo_list(self) -> dict[str, Callable[[AccessMap], HeloRestriction]]:
         def by_client(table: AccessMap) -> HeloRestriction:
@@ -364,7 +384,9 @@ class Restrictions:
 
         return {"check_client_access": by_client, "check_helo_access": by_helo,
                 "check_ccert_access": lambda table: lambda client, helo: (
-                    self._ccert_access(table, client))}
+                    self._ccert_access(table, client)),
+                "check_sasl_access": lambda table: lambda client, helo: (
+                    self._sasl_access(table, client))}
 
     def _access_in_sender_list(self) -> dict[str, Callable[[AccessMap], SenderRestriction]]:
         def by_client(table: AccessMap) -> SenderRestriction:
@@ -375,15 +397,19 @@ class Restrictions:
 
         return {"check_client_access": by_client, "check_sender_access": by_sender,
                 "check_ccert_access": lambda table: lambda client, sender: (
-                    self._ccert_access(table, client))}
+                    self._ccert_access(table, client)),
+                "check_sasl_access": lambda table: lambda client, sender: (
+                    self._sasl_access(table, client))}
 
     def _client_permits(self, adapt: Callable[[Restriction], _R]) -> dict[str, _R]:
-        """The permits every list has, which judge the client alone, in the
-        shape of one list's restrictions (adapt)."""
+        """The restrictions every list has that judge the client alone (the
+        permits, and reject_plaintext_session), in the shape of one list's
+        restrictions (adapt)."""
         return {"permit_mynetworks": adapt(self._permit_mynetworks),
                 "permit_sasl_authenticated": adapt(self._permit_sasl_authenticated),
                 "permit_tls_all_clientcerts": adapt(self._permit_tls_all_clientcerts),
-                "permit_tls_clientcerts": adapt(self._permit_tls_clientcerts)}
+                "permit_tls_clientcerts": adapt(self._permit_tls_clientcerts),
+                "reject_plaintext_session": adapt(self._reject_plaintext_session)}
 
     def _client_known(self) -> dict[str, ClientRestriction]:
         def about_client(restriction: Restriction) -> ClientRestriction:
@@ -510,6 +536,15 @@ class Restrictions:
     def _permit_sasl_authenticated(self, client: ClientFacts, sender: str | None,
                                    rcpt: str, helo: str | None = None) -> Decision:
         return PERMIT if client.sasl_username else DUNNO
+
+    def _reject_plaintext_session(self, client: ClientFacts, sender: str | None,
+                                  rcpt: str, helo: str | None = None) -> Decision:
+        """Postfix's reject_plaintext_session: a session without TLS is
+        refused (plaintext_reject_code, 450 by default)."""
+        if client.tls:
+            return DUNNO
+        code = self.config.plaintext_reject_code
+        return replies.PLAINTEXT_SESSION.format(code=code, code_class=str(code)[0])
 
     def _permit_tls_all_clientcerts(self, client: ClientFacts, sender: str | None,
                                     rcpt: str, helo: str | None = None) -> Decision:

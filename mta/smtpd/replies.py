@@ -60,6 +60,8 @@ USER_UNKNOWN = ("550 5.1.1 <{address}>: Recipient address rejected: "
 # what: Postfix's reply class, "Recipient address", "Sender address",
 # "Helo command" or "Client host".
 ACCESS_DENIED = "554 5.7.1 <{address}>: {what} rejected: Access denied"
+# reject_plaintext_session (the code is plaintext_reject_code, Postfix's 450).
+PLAINTEXT_SESSION = "{code} {code_class}.7.1 Session encryption is required"
 # smtpd_client_restrictions refused the client at connect (smtpd_delay_reject
 # = no): the answer to every later command but QUIT (Postfix's smtpd.c, "RFC
 # 2821 Sec 3.1"); peer is host[address].

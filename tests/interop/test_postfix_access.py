@@ -164,3 +164,22 @@ async def test_warn_if_reject_logs_the_refusal_as_postfix_does(
         "helo=<localhost>",
         "reject_warning: RCPT from unknown[127.0.0.1]: 554 5.1.3 <x@r.test>: Recipient address "
         "rejected: recipient dsn; from=<a@b.test> to=<x@r.test> proto=ESMTP helo=<localhost>"]
+
+
+PLAINTEXT = ("smtpd_relay_restrictions = reject_plaintext_session, permit_mynetworks, "
+             "reject_unauth_destination\n")
+
+
+async def test_reject_plaintext_session_as_postfix_has_it(
+        postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
+    """A session without TLS gets Postfix's 450 4.7.1 and its reject line."""
+    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + PLAINTEXT).start()
+    cases = [("c.test", "a@b.test", ELSEWHERE)]
+    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + PLAINTEXT) as smtpd:
+        ours = await replies(smtpd.port, cases)
+    theirs = await replies(postfix.port, cases)
+    assert ours == theirs == [["250 2.1.0 Ok", "450 4.7.1 Session encryption is required"]]
+    postfix.wait_log(r"NOQUEUE: reject: .*")
+    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines()) == [
+        "reject: RCPT from unknown[127.0.0.1]: 450 4.7.1 Session encryption is required; "
+        "from=<a@b.test> to=<x@elsewhere.test> proto=ESMTP helo=<c.test>"]

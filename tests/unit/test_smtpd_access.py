@@ -539,3 +539,37 @@ def test_warn_if_reject_does_not_turn_a_configuration_error_into_a_pass() -> Non
     client = ClientFacts("192.0.2.7")
     assert built.check_recipient(client, "a@b.test", "x@relay.test") == SERVER_ERROR
     assert client.whatsup == []
+
+
+def test_reject_plaintext_session_refuses_a_session_without_tls() -> None:
+    built = restrictions("smtpd_relay_restrictions = reject_plaintext_session, "
+                         "permit_mynetworks, reject_unauth_destination\n"
+                         "smtpd_client_restrictions = reject_plaintext_session\n")
+    plain, encrypted = ClientFacts("127.0.0.1"), ClientFacts("127.0.0.1", tls=True)
+    assert built.check_recipient(plain, "a@b.test", "x@elsewhere.test") == \
+        "450 4.7.1 Session encryption is required"
+    assert built.check_recipient(encrypted, "a@b.test", "x@elsewhere.test") is None
+    assert built.check_client(plain) == "450 4.7.1 Session encryption is required"
+    five = restrictions("plaintext_reject_code = 554\n"
+                        "smtpd_client_restrictions = reject_plaintext_session\n")
+    assert five.check_client(plain) == "554 5.7.1 Session encryption is required"
+
+
+def test_check_sasl_access_looks_up_the_login_name() -> None:
+    """Only for a client that logged in; a refusal names the login, its
+    unprintable characters as "_", as Postfix's does."""
+    built = restrictions("smtpd_sasl_auth_enable = yes\n"
+                         "smtpd_relay_restrictions = check_sasl_access inline:{ "
+                         "mallory@example.test=REJECT, carol=OK }, permit_sasl_authenticated, "
+                         "reject_unauth_destination\n")
+    mallory = ClientFacts("192.0.2.7", sasl_username="mallory@example.test")
+    assert built.check_recipient(mallory, "a@b.test", "x@elsewhere.test") == \
+        "554 5.7.1 <mallory@example.test>: SASL login name rejected: Access denied"
+    alice = ClientFacts("192.0.2.7", sasl_username="alice")
+    assert built.check_recipient(alice, "a@b.test", "x@elsewhere.test") is None
+    assert built.check_recipient(NAMELESS, "a@b.test", "x@elsewhere.test") == \
+        "554 5.7.1 <x@elsewhere.test>: Relay access denied"
+    off = restrictions("smtpd_sasl_auth_enable = no\nsmtpd_client_restrictions = "
+                       "check_sasl_access inline:{ a=REJECT }\n")
+    assert any("restriction 'check_sasl_access' ignored: smtpd_sasl_auth_enable = no" in w
+               for w in off.warnings)
