@@ -24,18 +24,26 @@ class _SignalledProcess:
         self.signals.append(signum)
 
 
-async def test_a_rotation_before_a_worker_is_ready_reaches_it_when_it_is() -> None:
-    """The master sends no SIGHUP to a worker that has not said "r" (it may
-    have no handler yet), but one that came meanwhile is sent on the "r":
-    the worker's own reopen may have come before the rotation."""
+def _one_worker(process: object | None = None
+                ) -> tuple[Supervisor, _Worker, socket.socket, socket.socket]:
+    """A supervisor with one worker (process: a stand-in for its process)
+    and the channel between them: the master's end, and the worker's."""
     supervisor = Supervisor(from_text("smtp/inet = 127.0.0.1:2525\n"), 1, lambda qid: None)
     worker = _Worker(1)
-    process = _SignalledProcess()
     worker.process = process  # type: ignore[assignment]
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     mine.setblocking(False)
     worker.channel = mine
     supervisor.workers = [worker]
+    return supervisor, worker, mine, theirs
+
+
+async def test_a_rotation_before_a_worker_is_ready_reaches_it_when_it_is() -> None:
+    """The master sends no SIGHUP to a worker that has not said "r" (it may
+    have no handler yet), but one that came meanwhile is sent on the "r":
+    the worker's own reopen may have come before the rotation."""
+    process = _SignalledProcess()
+    supervisor, worker, mine, theirs = _one_worker(process)
     try:
         supervisor.signal(signal.SIGHUP)
         assert process.signals == []
@@ -53,12 +61,7 @@ async def test_messages_to_a_busy_worker_wait_for_it_in_order() -> None:
     """A worker that does not read for a while (a busy loop) fills its
     channel: the master keeps what does not fit and sends it, in order,
     when the worker reads again; no answer or stress change is lost."""
-    supervisor = Supervisor(from_text("smtp/inet = 127.0.0.1:2525\n"), 1, lambda qid: None)
-    worker = _Worker(1)
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    mine.setblocking(False)
-    worker.channel = mine
-    supervisor.workers = [worker]
+    supervisor, worker, mine, theirs = _one_worker()
     try:
         sent = 0
         while not worker.outbox:
@@ -105,13 +108,8 @@ async def test_a_worker_that_reads_nothing_for_too_long_is_killed(
     worker is stuck, and is killed to be restarted (its accepted mail is on
     disk), as Postfix's watchdog ends a stuck process."""
     monkeypatch.setattr(workers, "_OUTBOX_LIMIT", 5)
-    supervisor = Supervisor(from_text("smtp/inet = 127.0.0.1:2525\n"), 1, lambda qid: None)
-    worker = _Worker(1)
     process = _KillableProcess()
-    worker.process = process  # type: ignore[assignment]
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    mine.setblocking(False)
-    worker.channel = mine
+    supervisor, worker, mine, theirs = _one_worker(process)
     try:
         while not worker.outbox:
             supervisor._answer(worker, "1", "ok", 0)
