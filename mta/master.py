@@ -41,7 +41,7 @@ from mta.smtpd.server import ConnectionRegistry, NameCache, SmtpdContext, SmtpdS
 from mta.spool import Spool
 from mta.tls import certs, expiry
 from mta.tls.clientcert import relay_clientcerts_lookup
-from mta.workers import MergedRegistry, Supervisor
+from mta.workers import BIND_RETRY, MergedRegistry, Supervisor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -274,8 +274,8 @@ class Daemon:
     _reloads: set[asyncio.Task[None]] = field(default_factory=set)
     _statistics: asyncio.Task[None] | None = None
     # How long a bind waits for a killed master's workers to let go of a port
-    # (None: the Supervisor's default; 0 when the last master stopped cleanly).
-    bind_retry: float | None = None
+    # (0 when the last master stopped cleanly: no worker of ours can hold it).
+    bind_retry: float = BIND_RETRY
 
     async def start(self) -> None:
         config = self.config
@@ -303,8 +303,7 @@ class Daemon:
         await self.qmgr.start()
         if config.receiver_processes:
             self.workers = Supervisor(config, config.receiver_processes, self.qmgr.queued,
-                                      **({} if self.bind_retry is None
-                                         else {"bind_retry": self.bind_retry}))
+                                      bind_retry=self.bind_retry)
             await self.workers.start()
         else:
             self.receiver = Receiver(config, on_queued=self.qmgr.queued, spool=self.spool)
@@ -452,7 +451,7 @@ def _version() -> str:
     return __version__
 
 
-async def run(config: Config, *, bind_retry: float | None = None) -> int:
+async def run(config: Config, *, bind_retry: float = BIND_RETRY) -> int:
     daemon = Daemon(config, bind_retry=bind_retry)
     loop = asyncio.get_running_loop()
     try:
@@ -500,6 +499,6 @@ def main(config_path: str) -> int:
         return 1
     # Held until the process exits (the kernel drops the lock with the
     # descriptor), so `mta stop --wait` returns only when nothing is left.
-    code = asyncio.run(run(config, bind_retry=None if lock.unclean else 0.0))
+    code = asyncio.run(run(config, bind_retry=BIND_RETRY if lock.unclean else 0.0))
     lock.clear()  # every worker has stopped: the next start need not wait for one
     return code

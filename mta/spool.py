@@ -498,7 +498,7 @@ class Spool:
         delivers it past defer_transports and its destination's suspension."""
         path = self.file(queue, qid)
         os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) | FLUSH_MARK)
-        os.utime(path, (when, when))
+        self.set_next_attempt(queue, qid, when)
 
     # -- wake-up ------------------------------------------------------------------------
     @property

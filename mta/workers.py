@@ -56,13 +56,64 @@ from mta.smtpd.server import decide, stress_began, stress_ended, stress_is_over
 _SNAPSHOT_INTERVAL = 1.0
 _RESTART_DELAY = 1.0
 _ORPHAN_GRACE = 5.0
-_BIND_RETRY = 10.0
+BIND_RETRY = 10.0  # how long a bind waits for a killed master's workers
 _ANVIL_TIMEOUT = 5.0  # then a new session is served uncounted (Postfix: the same)
 # Messages the master keeps for a worker that does not read them: a worker
 # this far behind is stuck (each session of it asks and waits), and is
 # killed to be restarted, as Postfix's watchdog ends a stuck process. Its
 # accepted mail is on disk; only its open sessions end.
 _OUTBOX_LIMIT = 10_000
+
+
+class Outbox:
+    """Messages over one end of the master-worker channel (non-blocking
+    SEQPACKET), in order. What the other end's full buffer cannot take yet
+    waits, and a writer callback sends it when that end reads again; the
+    master and each worker use one each, for what must not be lost (a lost
+    connection count would hold a session or leak its slot)."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        self.channel = channel
+        self._waiting: deque[bytes] = deque()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def send(self, message: bytes, keep: bool = True) -> bool:
+        """Send message now, or (keep) once the channel takes it; False when
+        it was not sent and will not be: dropped (not keep) or the other end
+        is gone (the reader of this end sees its EOF)."""
+        if not self._waiting:
+            try:
+                self.channel.send(message)
+                return True
+            except BlockingIOError:
+                pass
+            except OSError:
+                return False
+        if not keep:
+            return False
+        if not self._waiting:
+            asyncio.get_running_loop().add_writer(self.channel.fileno(), self._drain)
+        self._waiting.append(message)
+        return True
+
+    def _drain(self) -> None:
+        while self._waiting:
+            try:
+                self.channel.send(self._waiting[0])
+            except BlockingIOError:
+                return
+            except OSError:
+                break  # the other end is gone
+            self._waiting.popleft()
+        self.close()
+
+    def close(self) -> None:
+        """Forget what waits, and stop waiting for the channel to take it."""
+        self._waiting.clear()
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_writer(self.channel.fileno())
 
 
 def bind_listener(listener: ListenerSpec) -> socket.socket:
@@ -167,17 +218,17 @@ class _Worker:
     # reopen and the master's reading of the "r" would be missed otherwise.
     ready: bool = False
     reopen_missed: bool = False
-    # What the worker's full channel could not take yet (it is busy): sent
-    # in order when it reads again, so that no answer, relay or stress
-    # change is lost (a lost answer would hold a session for 5 seconds).
-    outbox: deque[bytes] = field(default_factory=deque)
+    # To the worker's channel, in order, also while it is busy: no answer,
+    # relay or stress change is lost (a lost answer would hold a session for
+    # 5 seconds). None while the worker is not running.
+    outbox: Outbox | None = None
 
 
 class Supervisor:
     """Starts, watches, restarts and stops the receiver workers."""
 
     def __init__(self, config: Config, count: int, on_queued: Callable[[str], None], *,
-                 bind_retry: float = _BIND_RETRY) -> None:
+                 bind_retry: float = BIND_RETRY) -> None:
         self.bind_retry = bind_retry  # 0 when no killed master's workers can hold a port
         self.config = config
         self.count = count
@@ -222,7 +273,6 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         worker.ready = False
         worker.reopen_missed = False
-        worker.outbox.clear()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = ",".join(f"{name}={sock.fileno()}" for name, sock in self.sockets.items())
         # The worker runs the main.cf text the master runs, not whatever the
@@ -243,6 +293,7 @@ class Supervisor:
             theirs.close()
         mine.setblocking(False)
         worker.channel = mine
+        worker.outbox = Outbox(mine)
         loop.add_reader(mine.fileno(), self._readable, worker)
         for listener in self._stressed:  # a worker (re)started under stress
             self._tell(worker, f"T{listener}\t1".encode())
@@ -337,41 +388,17 @@ class Supervisor:
     def _tell(self, worker: _Worker, message: bytes) -> bool:
         """Send one message to a worker, or keep it (in order) until the
         worker's channel takes it; False when the worker is gone."""
-        channel = worker.channel
-        if channel is None:
-            return False
-        if not worker.outbox:
-            try:
-                channel.send(message)
-                return True
-            except BlockingIOError:
-                asyncio.get_running_loop().add_writer(channel.fileno(), self._drain, worker)
-            except OSError:  # the worker is gone; _watch sees its exit
-                return False
-        worker.outbox.append(message)
-        if len(worker.outbox) > _OUTBOX_LIMIT and worker.process is not None \
+        outbox = worker.outbox
+        if outbox is None or not outbox.send(message):
+            return False  # gone: _watch sees its exit
+        if len(outbox) > _OUTBOX_LIMIT and worker.process is not None \
                 and worker.process.returncode is None:
             maillog.warning("master", f"process postern/smtpd pid {worker.process.pid} reads "
-                            f"nothing of {len(worker.outbox)} messages: killing it")
-            worker.outbox.clear()
+                            f"nothing of {len(outbox)} messages: killing it")
+            outbox.close()
             with contextlib.suppress(ProcessLookupError):
                 worker.process.kill()  # _watch restarts it
         return True
-
-    def _drain(self, worker: _Worker) -> None:
-        channel = worker.channel
-        while worker.outbox and channel is not None:
-            try:
-                channel.send(worker.outbox[0])
-            except BlockingIOError:
-                return
-            except OSError:
-                break
-            worker.outbox.popleft()
-        worker.outbox.clear()
-        if channel is not None:
-            with contextlib.suppress(ValueError, OSError):
-                asyncio.get_running_loop().remove_writer(channel.fileno())
 
     def _count(self, worker: _Worker, key: tuple[str, str], delta: int) -> None:
         _bump(worker.connections, key, delta)
@@ -398,11 +425,11 @@ class Supervisor:
             if worker.channel is not None:
                 with contextlib.suppress(ValueError, OSError):
                     asyncio.get_running_loop().remove_reader(worker.channel.fileno())
-                with contextlib.suppress(ValueError, OSError):
-                    asyncio.get_running_loop().remove_writer(worker.channel.fileno())
+                if worker.outbox is not None:
+                    worker.outbox.close()
+                    worker.outbox = None
                 worker.channel.close()
                 worker.channel = None
-                worker.outbox.clear()
             if self._stopping:
                 return
             self._forget(worker)
@@ -584,42 +611,18 @@ async def _worker_main(config_path: str, config_fd: int, lane: int,
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
-    outbox: deque[bytes] = deque()  # what a busy master could not take yet
-
-    def flush() -> None:
-        while outbox:
-            try:
-                channel.send(outbox[0])
-            except BlockingIOError:
-                return
-            except OSError:
-                outbox.clear()  # the master is gone; from_master sees the EOF
-                break
-            outbox.popleft()
-        loop.remove_writer(channel_fd)
+    outbox = Outbox(channel)  # what a busy master could not take yet waits
 
     def notify(kind: bytes, body: bytes) -> None:
-        if not outbox:
-            try:
-                channel.send(kind + body)
-                return
-            except BlockingIOError:
-                pass
-            except OSError:  # the master is gone; from_master sees the EOF
-                outbox.clear()
-        if kind in b"AVRFSkr":
-            # Connection counts must arrive (an unanswered request would hold
-            # a session, a lost release would leak its slot), and so should
-            # AUTH failures and a reload's acknowledgement (the master's reload
-            # line waits for it): keep them until the busy master reads again.
-            if not outbox:
-                loop.add_writer(channel_fd, flush)
-            outbox.append(kind + body)
-        elif kind == b"Q":
+        # Connection counts must arrive (an unanswered request would hold a
+        # session, a lost release would leak its slot), and so should AUTH
+        # failures and a reload's acknowledgement (the master's reload line
+        # waits for it): they wait until the busy master reads again. A
+        # metrics snapshot is replaced by the next one.
+        if not outbox.send(kind + body, keep=kind in b"AVRFSkr") and kind == b"Q":
             # The message is safe in incoming/; wake whichever queue manager
             # runs now so it does not wait for its next queue_run_delay scan.
             receiver.spool.wake(b"W")
-        # A metrics snapshot is replaced by the next one.
 
     receiver = master.Receiver(config, lane=lane,
                                on_queued=lambda qid: notify(b"Q", qid.encode()),

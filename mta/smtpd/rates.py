@@ -32,10 +32,11 @@ LIMITS = {
 }
 
 
-# anvil's names for the events in its statistics lines.
-_STATISTICS = (("connection", "connection rate"), ("message", "message rate"),
-               ("recipient", "recipient rate"), ("newtls", "newtls rate"),
-               ("auth", "auth rate"))
+# anvil's statistics lines, in its order: what is counted, its name there,
+# and whether it is a rate (per time unit) or the connection count.
+_STATISTICS = (("connection", "connection rate", True), ("count", "connection count", False),
+               ("message", "message rate", True), ("recipient", "recipient rate", True),
+               ("newtls", "newtls rate", True), ("auth", "auth rate", True))
 
 
 @dataclass
@@ -104,16 +105,9 @@ class ClientRates:
         """anvil's statistics lines for the maxima since the last call (none
         when nothing was counted), which then start again."""
         lines = []
-        per = f"/{int(unit)}s"
-        for event, name in _STATISTICS[:1]:
-            if (best := self._maxima.get(event)) is not None:
-                lines.append(f"statistics: max {name} {best.value}{per} for ({best.ident}) "
-                             f"at {_stamp(best.when)}")
-        if (best := self._maxima.get("count")) is not None:
-            lines.append(f"statistics: max connection count {best.value} for ({best.ident}) "
-                         f"at {_stamp(best.when)}")
-        for event, name in _STATISTICS[1:]:
-            if (best := self._maxima.get(event)) is not None:
+        for what, name, per_unit in _STATISTICS:
+            if (best := self._maxima.get(what)) is not None:
+                per = f"/{int(unit)}s" if per_unit else ""
                 lines.append(f"statistics: max {name} {best.value}{per} for ({best.ident}) "
                              f"at {_stamp(best.when)}")
         size, when = self._max_cache

@@ -34,6 +34,7 @@ def _one_worker(process: object | None = None
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     mine.setblocking(False)
     worker.channel = mine
+    worker.outbox = workers.Outbox(mine)
     supervisor.workers = [worker]
     return supervisor, worker, mine, theirs
 
