@@ -89,33 +89,62 @@ async def read_data(reader: asyncio.StreamReader, sink: Callable[[bytes], Awaita
     progress is called after every read with the number of bytes read (the
     session's idle timer: smtpd_timeout limits each read, as in Postfix, not
     the whole transfer; and its byte count for a lost connection's log line).
+
+    A read can end anywhere, inside the terminator too ("…\r\n." then
+    "\r\n"): bytes that may begin it are held back until the next read
+    decides, and the search looks at the last two bytes fed before them.
     """
     result = DataResult()
     decoder = DataDecoder()
-    tail = b"\r\n"  # the last two raw bytes seen: a terminator can span chunks
+    fed = b"\r\n"  # the last two bytes fed (at first, the DATA command's line end)
+    held = b""  # raw bytes not fed yet: a possible start of the terminator
     while True:
         raw = await reader.read(CHUNK)
         if not raw:
             raise ConnectionResetError("connection closed during DATA")
         if progress is not None:
             progress(len(raw))
-        window = tail + raw
-        end = window.find(_TERMINATOR)
-        if end != -1:
-            body_end = end + 2 - len(tail)  # keep the CRLF that precedes the dot
-            leftover = window[end + len(_TERMINATOR):]
-            # body_end >= 0: a terminator starting in the tail starts with its
-            # CRLF, which was already fed as the end of the last line.
-            unread(reader, leftover)
+        window = held + raw if held else raw
+        body_end = _content_end(fed, window)
+        if body_end != -1:
+            # Keep the CRLF that precedes the dot; what follows the
+            # terminator is the client's next commands.
+            unread(reader, window[body_end + 3:])
             result.raw_bytes += body_end
-            await _deliver(decoder.feed(raw[:body_end], final=True), sink, result, limit)
+            await _deliver(decoder.feed(window[:body_end], final=True), sink, result, limit)
             break
-        result.raw_bytes += len(raw)
-        tail = window[-2:]
-        await _deliver(decoder.feed(raw), sink, result, limit)
+        keep = _terminator_start(fed, window)
+        ready = window[:len(window) - keep]
+        held = window[len(window) - keep:]
+        if ready:
+            fed = (fed + ready[-2:])[-2:]
+            result.raw_bytes += len(ready)
+            await _deliver(decoder.feed(ready), sink, result, limit)
     result.bare_lf = decoder.bare_lf
     result.bare_cr = decoder.bare_cr
     return result
+
+
+def _content_end(fed: bytes, window: bytes) -> int:
+    """Where the content in window ends (the CRLF before the dot included),
+    or -1 without a terminator. The earliest terminator counts: one that
+    starts in the two bytes fed before window (those end the last line)
+    comes before any inside it."""
+    at = (fed + window[:4]).find(_TERMINATOR)
+    if at != -1:
+        return at + 2 - len(fed)
+    at = window.find(_TERMINATOR)
+    return -1 if at == -1 else at + 2
+
+
+def _terminator_start(fed: bytes, window: bytes) -> int:
+    """How many bytes at window's end may be the first part of a terminator
+    that the next read completes (with the bytes fed before them)."""
+    tail = fed + window[-4:]
+    for size in (4, 3, 2, 1):
+        if tail.endswith(_TERMINATOR[:size]):
+            return min(size, len(window))
+    return 0
 
 
 async def _deliver(content: bytes, sink: Callable[[bytes], Awaitable[None]],

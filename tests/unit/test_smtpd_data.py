@@ -14,16 +14,22 @@ from mta.smtpd.data import DataDecoder, DataResult, read_data
 
 
 async def run(chunks: list[bytes], limit: int = 0) -> tuple[bytes, bytes, DataResult]:
+    """read_data over chunks that arrive one at a time: each one is given to
+    the reader only once it has taken all before it, so that every chunk is
+    one read, as when the client's segments arrive apart."""
     reader = asyncio.StreamReader(limit=2048)
-    for chunk in chunks:
-        reader.feed_data(chunk)
-    reader.feed_eof()
     received = bytearray()
 
     async def sink(data: bytes) -> None:
         received.extend(data)
 
-    result = await read_data(reader, sink, limit)
+    reading = asyncio.ensure_future(read_data(reader, sink, limit))
+    for chunk in chunks:
+        reader.feed_data(chunk)  # after the end: pipelined commands, left to read
+        while reader._buffer and not reading.done():  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+    reader.feed_eof()
+    result = await reading
     rest = await reader.read()
     return bytes(received), rest, result
 
@@ -48,11 +54,22 @@ async def test_data_end_and_normalisation(wire: bytes, content: bytes, rest: byt
     assert b"\r\n.\r\n" not in b"\r\n" + got.replace(b"\r\n.", b"\r\n..")
 
 
-@pytest.mark.parametrize("split", range(1, 12))
+@pytest.mark.parametrize("split", range(1, 19))
 async def test_terminator_split_across_reads(split: int) -> None:
+    """Wherever the reads split it, the terminator ends the message; before
+    the fix a split inside it ("…\r\n." then "\r\n") left the session
+    waiting for an end that had come."""
     wire = b"line one\r\n.\r\nNOOP\r\n"
-    got, left, _ = await run([wire[:split], wire[split:]])
+    got, left, result = await run([wire[:split], wire[split:]])
     assert (got, left) == (b"line one\r\n", b"NOOP\r\n")
+    assert result.raw_bytes == len(b"line one\r\n")
+
+
+@pytest.mark.parametrize("wire", [b".\r\n", b"a\r\n.\r\n", b"..\r\n.\r\n", b"a\r\n.b\r\n.\r\n",
+                                  b"a\n.\r\nb\r\n.\r\n", b"a\r\n.\rb\r\n.\r\n"])
+async def test_any_split_into_single_bytes_reads_the_same(wire: bytes) -> None:
+    whole = await run([wire])
+    assert await run([bytes([byte]) for byte in wire]) == whole
 
 
 async def test_size_limit_reads_to_the_end_but_keeps_nothing() -> None:
