@@ -229,20 +229,23 @@ _list("smtpd_relay_restrictions",
       "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
       "Relay control, evaluated for every RCPT before smtpd_recipient_restrictions. As in "
       "Postfix, a configuration is refused unless this list or smtpd_recipient_restrictions "
-      "holds reject_unauth_destination, defer_unauth_destination or reject before any "
+      "holds reject_unauth_destination, defer_unauth_destination, reject or defer before any "
       "unconditional permit (no open relay by mistake).")
 _list("smtpd_recipient_restrictions", "",
-      "Further restrictions on RCPT TO (those of smtpd_relay_restrictions, and "
-      "check_client_access, check_helo_access, check_sender_access and "
-      "check_recipient_access, check_ccert_access, check_sasl_access with a type:table "
-      "each, or a bare "
-      "type:table for the "
-      "recipient). In every list, warn_if_reject before a restriction logs its refusal "
-      "as reject_warning and goes on.")
+      "Further restrictions on RCPT TO: those of smtpd_relay_restrictions "
+      "(permit_mynetworks, permit_sasl_authenticated, permit_tls_clientcerts, "
+      "permit_tls_all_clientcerts, permit_auth_destination, reject_unauth_destination, "
+      "defer_unauth_destination, reject_unlisted_recipient, reject_plaintext_session, "
+      "permit, reject, defer), reject_non_fqdn_sender, reject_non_fqdn_recipient, "
+      "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname, and "
+      "check_client_access, check_helo_access, check_sender_access, "
+      "check_recipient_access, check_ccert_access and check_sasl_access with a type:table "
+      "each, or a bare type:table for the recipient. In every list, warn_if_reject "
+      "before a restriction logs its refusal as reject_warning and goes on.")
 _list("smtpd_client_restrictions", "",
       "Restrictions on the client's name and address: permit_mynetworks, "
       "permit_sasl_authenticated, permit_tls_clientcerts, permit_tls_all_clientcerts, "
-      "permit, reject, reject_plaintext_session, check_client_access type:table, "
+      "permit, reject, defer, reject_plaintext_session, check_client_access type:table, "
       "check_ccert_access type:table, check_sasl_access type:table (warn_if_reject "
       "before one logs its refusal). Judged at RCPT TO and VRFY before "
       "smtpd_helo_restrictions, or with smtpd_delay_reject = no once at connect, where a "
@@ -250,14 +253,15 @@ _list("smtpd_client_restrictions", "",
       "Error: access denied for host[address].")
 _list("smtpd_helo_restrictions", "",
       "Restrictions on the HELO/EHLO name: permit_mynetworks, permit_sasl_authenticated, "
-      "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, "
+      "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, defer, "
       "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname, check_client_access "
       "type:table, check_helo_access type:table, check_ccert_access type:table, "
       "check_sasl_access type:table, reject_plaintext_session (and warn_if_reject). "
       "Skipped for a client that sent no HELO/EHLO.")
 _list("smtpd_sender_restrictions", "",
       "Restrictions on the MAIL FROM address: permit_mynetworks, permit_sasl_authenticated, "
-      "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, "
+      "permit_tls_clientcerts, permit_tls_all_clientcerts, permit, reject, defer, "
+      "reject_non_fqdn_sender, "
       "reject_sender_login_mismatch, reject_authenticated_sender_login_mismatch, "
       "reject_unauthenticated_sender_login_mismatch (the last three judge "
       "smtpd_sender_login_maps, and are ignored with a warning where "
@@ -268,6 +272,16 @@ _list("smtpd_sender_restrictions", "",
 _int("plaintext_reject_code", "450",
      "The SMTP reply code of reject_plaintext_session (a restriction that refuses a "
      "session without TLS: \"Session encryption is required\").", 400, 599)
+_int("reject_code", "554",
+     "The SMTP reply code of the reject restriction (\"Access denied\").", 400, 599)
+_int("defer_code", "450",
+     "The SMTP reply code of the defer restriction (\"Try again later\").", 400, 599)
+_int("non_fqdn_reject_code", "504",
+     "The SMTP reply code of reject_non_fqdn_helo_hostname, reject_non_fqdn_sender and "
+     "reject_non_fqdn_recipient.", 400, 599)
+_int("invalid_hostname_reject_code", "501",
+     "The SMTP reply code of reject_invalid_helo_hostname, and of either HELO restriction "
+     "for an invalid address literal.", 400, 599)
 _int("access_map_reject_code", "554",
      "The SMTP reply code of an access map's REJECT (the enhanced code's class follows "
      "it).", 400, 599)

@@ -28,14 +28,14 @@ from mta.mailboxes import Mailboxes
 from mta.maps import TableList, open_tables, split_specs
 from mta.smtpd import access, hostnames, replies
 from mta.smtpd.access import AccessMap
-from mta.smtpd.sender_login import SenderLogins, access_denied
+from mta.smtpd.sender_login import SenderLogins
 
 PERMIT = "permit"
 DUNNO = None
 # What keeps a server from relaying for anyone (Postfix's list, less what we
-# do not implement: defer, defer_if_permit, check_relay_domains).
+# do not implement: defer_if_permit, check_relay_domains).
 _RELAY_STOPPERS = frozenset({"reject_unauth_destination", "defer_unauth_destination",
-                             "reject"})
+                             "reject", "defer"})
 _RELAY_LISTS = ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
 _ALL_LISTS = (*_RELAY_LISTS, "smtpd_client_restrictions", "smtpd_helo_restrictions",
               "smtpd_sender_restrictions")
@@ -62,6 +62,23 @@ _IMPLICIT_ACCESS = {"smtpd_client_restrictions": "check_client_access",
                     "smtpd_sender_restrictions": "check_sender_access",
                     "smtpd_recipient_restrictions": "check_recipient_access",
                     "smtpd_relay_restrictions": "check_recipient_access"}
+# The restrictions that judge one part of the request, and the lists that
+# know it (for the error that names them; the access restrictions are in
+# _ACCESS). The client, HELO and sender lists see no recipient, and the
+# client and sender lists no HELO name (see _ACCESS).
+_HELO_CHECKS = ("reject_invalid_helo_hostname", "reject_non_fqdn_helo_hostname",
+                "reject_invalid_hostname", "reject_non_fqdn_hostname")
+_WORKS_IN: dict[str, tuple[str, tuple[str, ...]]] = {
+    **{name: ("Helo command", (*_RELAY_LISTS, "smtpd_helo_restrictions"))
+       for name in _HELO_CHECKS},
+    "reject_non_fqdn_sender": ("Sender address", (*_RELAY_LISTS, "smtpd_sender_restrictions")),
+    **{name: ("Sender address", ("smtpd_sender_restrictions",)) for name in (
+        "reject_sender_login_mismatch", "reject_authenticated_sender_login_mismatch",
+        "reject_unauthenticated_sender_login_mismatch")},
+    **{name: ("Recipient address", _RELAY_LISTS) for name in (
+        "reject_non_fqdn_recipient", "reject_unauth_destination", "defer_unauth_destination",
+        "permit_auth_destination", "reject_unlisted_recipient")},
+}
 # What the client chooses freely: an OK for it before the relay control
 # lets anyone who says so relay.
 _FORGEABLE = {"check_helo_access": "HELO name", "check_sender_access": "sender address"}
@@ -140,9 +157,17 @@ class Restrictions:
             "permit_auth_destination": self._permit_auth_destination,
             "reject_plaintext_session": self._reject_plaintext_session,
             "reject_unlisted_recipient": self._reject_unlisted_recipient,
+            "reject_non_fqdn_recipient": lambda client, sender, rcpt, helo: (
+                self._non_fqdn(rcpt, access.RECIPIENT)),
+            # The sender and HELO restrictions judge their part here too, as
+            # in Postfix; without one (VRFY, no HELO) they have nothing to judge.
+            "reject_non_fqdn_sender": lambda client, sender, rcpt, helo: (
+                DUNNO if not sender else self._non_fqdn(sender, access.SENDER)),
+            **{name: functools.partial(_about_helo, check)
+               for name, check in self._helo_name_checks().items()},
             "permit": lambda client, sender, rcpt, helo: PERMIT,
-            "reject": lambda client, sender, rcpt, helo: replies.ACCESS_DENIED.format(
-                address=rcpt, what="Recipient address"),
+            "reject": lambda client, sender, rcpt, helo: self._reject(rcpt, access.RECIPIENT),
+            "defer": lambda client, sender, rcpt, helo: self._defer(rcpt, access.RECIPIENT),
         }
         recipient_access = self._access_in_recipient_lists()
         self.relay = self._compile("smtpd_relay_restrictions", self._known, recipient_access)
@@ -270,6 +295,10 @@ class Restrictions:
             item, spec = _IMPLICIT_ACCESS[name], items[index]
         else:
             function = known.get(item)
+            if function is None and item in _WORKS_IN:
+                what, lists = _WORKS_IN[item]
+                raise ConfigError(f"{where}: {item} judges no {what.lower()} here: it works "
+                                  f"in {', '.join(lists)}")
             if function is None:
                 raise ConfigError(f"{where}: unknown restriction {items[index]!r}")
             return function
@@ -355,8 +384,10 @@ class Restrictions:
                 DUNNO if sender is None else self._sender_access(table, client, sender))
 
         def by_recipient(table: AccessMap) -> Restriction:
+            # Looked up as user@$myorigin when unqualified, named as sent.
             return lambda client, sender, rcpt, helo: self._judge(
-                table, access.mail_keys(rcpt, self.config.recipient_delimiter), rcpt, client)
+                table, access.mail_keys(addr.qualify(rcpt, self.config.myorigin),
+                                        self.config.recipient_delimiter), rcpt, client)
 
         return {"check_client_access": by_client, "check_helo_access": by_helo,
                 "check_sender_access": by_sender, "check_recipient_access": by_recipient,
@@ -418,8 +449,8 @@ class Restrictions:
         return {
             **self._client_permits(about_client),
             "permit": lambda client, name: PERMIT,
-            "reject": lambda client, name: replies.ACCESS_DENIED.format(
-                address=name, what=access.CLIENT),
+            "reject": lambda client, name: self._reject(name, access.CLIENT),
+            "defer": lambda client, name: self._defer(name, access.CLIENT),
         }
 
     def _helo_known(self) -> dict[str, HeloRestriction]:
@@ -429,14 +460,22 @@ class Restrictions:
         return {
             **self._client_permits(about_client),
             "permit": lambda client, helo: PERMIT,
-            "reject": lambda client, helo: replies.ACCESS_DENIED.format(
-                address=helo, what="Helo command"),
-            "reject_invalid_helo_hostname": reject_invalid_helo_hostname,
-            "reject_non_fqdn_helo_hostname": reject_non_fqdn_helo_hostname,
-            # The names before Postfix 2.3, which Postfix still takes.
-            "reject_invalid_hostname": reject_invalid_helo_hostname,
-            "reject_non_fqdn_hostname": reject_non_fqdn_helo_hostname,
+            "reject": lambda client, helo: self._reject(helo, access.HELO),
+            "defer": lambda client, helo: self._defer(helo, access.HELO),
+            **self._helo_name_checks(),
         }
+
+    def _helo_name_checks(self) -> dict[str, HeloRestriction]:
+        invalid = self.config.invalid_hostname_reject_code
+        non_fqdn = self.config.non_fqdn_reject_code
+        reject_invalid = functools.partial(reject_invalid_helo_hostname, code=invalid)
+        reject_non_fqdn = functools.partial(reject_non_fqdn_helo_hostname, code=non_fqdn,
+                                            invalid_code=invalid)
+        # The names before Postfix 2.3, which Postfix still takes, too.
+        return {"reject_invalid_helo_hostname": reject_invalid,
+                "reject_non_fqdn_helo_hostname": reject_non_fqdn,
+                "reject_invalid_hostname": reject_invalid,
+                "reject_non_fqdn_hostname": reject_non_fqdn}
 
     def _sender_known(self) -> dict[str, SenderRestriction]:
         def about_client(restriction: Restriction) -> SenderRestriction:
@@ -445,7 +484,11 @@ class Restrictions:
         known: dict[str, SenderRestriction] = {
             **self._client_permits(about_client),
             "permit": lambda client, sender: PERMIT,
-            "reject": lambda client, sender: access_denied(sender),
+            "reject": lambda client, sender: self._reject(sender, access.SENDER),
+            "defer": lambda client, sender: self._defer(sender, access.SENDER),
+            # The null sender is not judged (Postfix: "*state->sender").
+            "reject_non_fqdn_sender": lambda client, sender: (
+                self._non_fqdn(sender, access.SENDER) if sender else DUNNO),
             "reject_authenticated_sender_login_mismatch": self._reject_authenticated_mismatch,
             "reject_unauthenticated_sender_login_mismatch":
                 self._reject_unauthenticated_mismatch,
@@ -467,6 +510,19 @@ class Restrictions:
                 known[name] = lambda client, sender: DUNNO
         return known
 
+    # -- the replies of reject, defer and reject_non_fqdn_* -------------------------
+    def _reject(self, name: str, what: str) -> str:
+        return _coded(replies.ACCESS_DENIED, self.config.reject_code, address=name, what=what)
+
+    def _defer(self, name: str, what: str) -> str:
+        return _coded(replies.TRY_AGAIN_LATER, self.config.defer_code, address=name, what=what)
+
+    def _non_fqdn(self, address: str, what: str) -> Decision:
+        if not hostnames.non_fqdn_address(address):
+            return DUNNO
+        return _coded(replies.NOT_FQDN_ADDRESS, self.config.non_fqdn_reject_code,
+                      address=address, what=what)
+
     # -- the questions ------------------------------------------------------------
     def check_client(self, client: ClientFacts) -> str | None:
         """None to let the client pass, else the reject reply (a permit ends
@@ -486,7 +542,10 @@ class Restrictions:
 
     def check_recipient(self, client: ClientFacts, sender: str | None, recipient: str,
                         helo: str | None = None) -> str | None:
-        """None to accept the recipient, else the reject reply. helo is the
+        """None to accept the recipient, else the reject reply. The sender and
+        the recipient are as the client sent them (an unqualified address is
+        looked up as user@$myorigin where a table or a domain is asked, and
+        named as sent in replies, as Postfix names it). helo is the
         session's HELO name as kept; without one the HELO restrictions are
         skipped, as Postfix's smtpd_check_helo() skips a missing name.
         sender is None outside a transaction (VRFY): the sender restrictions
@@ -585,8 +644,10 @@ class Restrictions:
 
     def _reject_unlisted_recipient(self, client: ClientFacts, sender: str | None,
                                    rcpt: str, helo: str | None = None) -> Decision:
-        domain = addr.domain_of(rcpt)
-        if domain and self.mailboxes.is_local_domain(domain) and not self.mailboxes.exists(rcpt):
+        qualified = addr.qualify(rcpt, self.config.myorigin)
+        domain = addr.domain_of(qualified)
+        if domain and self.mailboxes.is_local_domain(domain) \
+                and not self.mailboxes.exists(qualified):
             return replies.USER_UNKNOWN.format(address=rcpt)
         return DUNNO
 
@@ -609,6 +670,18 @@ def _warn_if_reject(restriction: _R) -> _R:
     return warned
 
 
+def _coded(template: str, code: int, **fields: str) -> str:
+    """A refusal with the configured code; the enhanced code's class is the
+    code's ("SMTP has the higher precedence", Postfix's smtpd_check_reject)."""
+    return template.format(code=code, code_class=str(code)[0], **fields)
+
+
+def _about_helo(check: HeloRestriction, client: ClientFacts, sender: str | None, rcpt: str,
+                helo: str | None) -> Decision:
+    """A HELO restriction in the relay or recipient list: no HELO, nothing judged."""
+    return DUNNO if helo is None else check(client, helo)
+
+
 def _refusal(restrictions: list[HeloRestriction], client: ClientFacts, what: str) -> str | None:
     """The first answer of one list that is not dunno: None for a permit (it
     ends only this list) or the end of the list, else the reject reply."""
@@ -622,30 +695,31 @@ def _refusal(restrictions: list[HeloRestriction], client: ClientFacts, what: str
 
 
 # -- the HELO name restrictions (smtpd_check.c) ----------------------------------------
-def reject_invalid_helo_hostname(client: ClientFacts, helo: str) -> Decision:
+def reject_invalid_helo_hostname(client: ClientFacts, helo: str, code: int = 501) -> Decision:
     """A name that is neither a hostname nor an IP address, or an address
     literal that is not a valid address. A bare address passes, as Postfix
     lets it ("XXX back compat"); one trailing dot is allowed."""
     if helo.startswith("["):
-        return _reject_invalid_address_literal(helo)
+        return _reject_invalid_address_literal(helo, code)
     name = hostnames.without_root_dot(helo)
     if hostnames.valid_hostname(name) or hostnames.valid_hostaddr(name):
         return DUNNO
-    return replies.HELO_INVALID.format(name=helo)
+    return _coded(replies.HELO_INVALID, code, name=helo)
 
 
-def reject_non_fqdn_helo_hostname(client: ClientFacts, helo: str) -> Decision:
+def reject_non_fqdn_helo_hostname(client: ClientFacts, helo: str, code: int = 504,
+                                  invalid_code: int = 501) -> Decision:
     """A name that is not a valid hostname with a dot in it (a bare IP
     address fails too); an address literal is judged as an address."""
     if helo.startswith("["):
-        return _reject_invalid_address_literal(helo)
+        return _reject_invalid_address_literal(helo, invalid_code)
     name = hostnames.without_root_dot(helo)
     if hostnames.valid_hostname(name) and "." in name:
         return DUNNO
-    return replies.HELO_NOT_FQDN.format(name=helo)
+    return _coded(replies.HELO_NOT_FQDN, code, name=helo)
 
 
-def _reject_invalid_address_literal(helo: str) -> Decision:
+def _reject_invalid_address_literal(helo: str, code: int) -> Decision:
     if hostnames.valid_address_literal(helo):
         return DUNNO
-    return replies.HELO_INVALID_ADDRESS.format(name=helo)
+    return _coded(replies.HELO_INVALID_ADDRESS, code, name=helo)

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
 _QUOTED = r'"(?:[^"\\\r\n]|\\.)*"'
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+# RFC 5321's sub-domain, with "_" allowed anywhere in a label, as Postfix's
+# valid_hostname allows it (real hosts have them; Postfix 3.7 takes
+# user@under_score.example, compared in tests/interop).
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*\.?"
 _LITERAL = r"\[[^\[\]\\\s]+\]"
 _MAILBOX = re.compile(rf"(?:{_DOT_ATOM}|{_QUOTED})(?:@(?:{_DOMAIN}|{_LITERAL}))?\Z")

@@ -1,7 +1,8 @@
 """HELO name syntax as Postfix judges it (util/valid_hostname.c, global/valid_mailhost_addr.c).
 
 These decide reject_invalid_helo_hostname and reject_non_fqdn_helo_hostname,
-so they follow Postfix's rules rather than RFC 5321's grammar: an underscore
+and the domain of reject_non_fqdn_sender and reject_non_fqdn_recipient, so
+they follow Postfix's rules rather than RFC 5321's grammar: an underscore
 is allowed in a label ("grr.." says the source: too many hosts have one), an
 all-numeric name is not a hostname, and a bare dotted quad or IPv6 address
 passes as an address.
@@ -116,3 +117,15 @@ def without_root_dot(name: str) -> str:
     if len(name) > 1 and name.endswith(".") and name[-2] != ".":
         return name[:-1]
     return name
+
+
+def non_fqdn_address(address: str) -> bool:
+    """Whether reject_non_fqdn_sender/recipient refuse the address: its domain
+    (after the last "@"; none is "") is not a hostname with a dot once one
+    trailing dot is taken off. An address literal ("user@[192.0.2.1]") is not
+    judged, as Postfix's reject_non_fqdn_address skips it."""
+    domain = address.rpartition("@")[2] if "@" in address else ""
+    if domain.startswith("[") and domain.endswith("]"):
+        return False
+    domain = without_root_dot(domain)
+    return not valid_hostname(domain) or "." not in domain

@@ -783,7 +783,9 @@ class SmtpdProtocol(SMTP):
             return
         if self.ctx.restrictions.sender_at_mail and self._sender_refused(path.address):
             return
-        self.txn.sender = addr.qualify(path.address, self.ctx.config.myorigin)
+        # As sent: the restrictions judge it, and the reject lines name it, so
+        # (Postfix's state->sender); qualified with @$myorigin at the commit.
+        self.txn.sender = path.address
         self.txn.declared_size = size
         self.reply(replies.MAIL_OK)
 
@@ -844,7 +846,6 @@ class SmtpdProtocol(SMTP):
         postmaster = recipient.lower() == "postmaster"
         if postmaster:
             recipient = "postmaster"
-        recipient = addr.qualify(recipient, self.ctx.config.myorigin)
         if len(self.txn.recipients) >= self.ctx.config.smtpd_recipient_limit:
             # Postfix's smtpd_recipient_overshoot_limit: a client that sends
             # more recipients than allowed is not an error until it overshoots.
@@ -853,6 +854,8 @@ class SmtpdProtocol(SMTP):
             self.reply(replies.TOO_MANY_RECIPIENTS, counts_as_error=self.txn.overshoot
                        > self.ctx.config.smtpd_recipient_overshoot_limit)
             return
+        # Judged and logged as sent, queued qualified (Postfix: smtpd's
+        # state->recipient, then cleanup's rewrite).
         refusal = None if postmaster else self.ctx.restrictions.check_recipient(
             self.client, self.txn.sender, recipient, self.helo)
         self._log_whatsup("RCPT", self.txn.sender, recipient)
@@ -862,6 +865,7 @@ class SmtpdProtocol(SMTP):
         if self.txn.qid is None:
             self.txn.qid = self.ctx.spool.new_qid()
             maillog.client(self.txn.qid, self.client.peer, *self.sasl_log_fields())
+        recipient = addr.qualify(recipient, self.ctx.config.myorigin)
         if recipient not in self.txn.recipients:
             self.txn.recipients.append(recipient)
         self.reply(replies.RCPT_OK)
@@ -930,7 +934,8 @@ class SmtpdProtocol(SMTP):
         self.reply(replies.START_DATA)
         await self.flush()
         envelope = Envelope(
-            qid=txn.qid, arrival=time.time(), sender=txn.sender or "",
+            qid=txn.qid, arrival=time.time(),
+            sender=addr.qualify(txn.sender or "", config.myorigin),
             recipients=list(txn.recipients), client=self.client.peer,
             helo=self.helo or "", proto=self.protocol_name)
         writer = ctx.spool.writer(envelope)
@@ -973,12 +978,12 @@ class SmtpdProtocol(SMTP):
                 await writer.abort()
                 text = replies.BARE_NEWLINE if result.bare_lf else replies.BARE_CR
                 self._reject("END-OF-MESSAGE", text.format(host=self.hostname),
-                             envelope.sender, None)
+                             txn.sender, None)
                 self._hang_up()
                 return
             if result.too_big:
                 await writer.abort()
-                self._reject("END-OF-MESSAGE", replies.MESSAGE_TOO_BIG, envelope.sender, None)
+                self._reject("END-OF-MESSAGE", replies.MESSAGE_TOO_BIG, txn.sender, None)
                 return
             if failure is None:
                 try:
@@ -988,7 +993,7 @@ class SmtpdProtocol(SMTP):
                         # message is not queued, the session goes on.
                         await writer.abort()
                         self._reject("END-OF-MESSAGE", replies.TOO_MANY_HOPS,
-                                     envelope.sender, None)
+                                     txn.sender, None)
                         return
                     await writer.commit()
                 except OSError as error:
@@ -1073,8 +1078,8 @@ class SmtpdProtocol(SMTP):
         if address.lower() != "postmaster":  # always ours, as for RCPT
             # Postfix's vrfy_cmd runs smtpd_check_rcpt: the relay and recipient
             # restrictions as for RCPT, so VRFY tells an outsider no more than
-            # RCPT would (Relay access denied for a foreign address).
-            address = addr.qualify(address, self.ctx.config.myorigin)
+            # RCPT would (Relay access denied for a foreign address). The
+            # address is judged as sent, as for RCPT.
             # Inside a transaction its sender is judged and logged too, as
             # Postfix's smtpd_check_rcpt sees the session's sender.
             sender = self.txn.sender

@@ -59,7 +59,15 @@ USER_UNKNOWN = ("550 5.1.1 <{address}>: Recipient address rejected: "
                 "User unknown in local recipient table")
 # what: Postfix's reply class, "Recipient address", "Sender address",
 # "Helo command" or "Client host".
-ACCESS_DENIED = "554 5.7.1 <{address}>: {what} rejected: Access denied"
+# reject (reject_code, 554) and defer (defer_code, 450) in any list; code_class
+# is the code's first digit, which the enhanced code's class follows, as in
+# Postfix's smtpd_check_reject.
+ACCESS_DENIED = "{code} {code_class}.7.1 <{address}>: {what} rejected: Access denied"
+TRY_AGAIN_LATER = "{code} {code_class}.3.2 <{address}>: {what} rejected: Try again later"
+# reject_non_fqdn_sender and reject_non_fqdn_recipient (non_fqdn_reject_code,
+# 504): the address as the client sent it.
+NOT_FQDN_ADDRESS = ("{code} {code_class}.5.2 <{address}>: {what} rejected: need "
+                    "fully-qualified address")
 # reject_plaintext_session (the code is plaintext_reject_code, Postfix's 450).
 PLAINTEXT_SESSION = "{code} {code_class}.7.1 Session encryption is required"
 # smtpd_client_restrictions refused the client at connect (smtpd_delay_reject
@@ -81,12 +89,13 @@ ACCESS_MAP_REFUSED = "{code} {dsn} <{name}>: {what} rejected: {text}"
 ACCESS_MAP_TEXT = "Access denied"
 # Postfix's reject_server_error: a table action it cannot carry out.
 SERVER_CONFIGURATION_ERROR = "451 4.3.5 Server configuration error"
-# The HELO restrictions (smtpd_check.c), with Postfix's default
-# invalid_hostname_reject_code (501) and non_fqdn_reject_code (504); name is
-# the HELO name as it was judged.
-HELO_INVALID = "501 5.5.2 <{name}>: Helo command rejected: Invalid name"
-HELO_INVALID_ADDRESS = "501 5.5.2 <{name}>: Helo command rejected: invalid ip address"
-HELO_NOT_FQDN = "504 5.5.2 <{name}>: Helo command rejected: need fully-qualified hostname"
+# The HELO restrictions (smtpd_check.c), with invalid_hostname_reject_code
+# (501) and non_fqdn_reject_code (504); name is the HELO name as it was judged.
+HELO_INVALID = "{code} {code_class}.5.2 <{name}>: Helo command rejected: Invalid name"
+HELO_INVALID_ADDRESS = ("{code} {code_class}.5.2 <{name}>: Helo command rejected: invalid ip "
+                        "address")
+HELO_NOT_FQDN = ("{code} {code_class}.5.2 <{name}>: Helo command rejected: need "
+                 "fully-qualified hostname")
 
 TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Error: too many connections from {address}"
 # The smtpd_client_*_rate_limit refusals (smtpd.c, smtpd_sasl_proto.c): the

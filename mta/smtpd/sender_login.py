@@ -65,8 +65,3 @@ class SenderLogins:
         if login is not None or self.owners(sender) is None:
             return None
         return replies.SENDER_NOT_LOGGED_IN.format(sender=shown)
-
-
-def access_denied(sender: str) -> str:
-    """``reject`` in smtpd_sender_restrictions (the null sender shows as <>)."""
-    return replies.ACCESS_DENIED.format(address=sender, what="Sender address")

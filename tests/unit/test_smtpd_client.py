@@ -131,9 +131,12 @@ def test_the_client_is_judged_before_the_helo_name_and_the_sender() -> None:
 
 
 @pytest.mark.parametrize(("item", "message"), [
-    ("reject_unauth_destination", "unknown restriction 'reject_unauth_destination'"),
-    ("reject_invalid_helo_hostname", "unknown restriction 'reject_invalid_helo_hostname'"),
-    ("permit_auth_destination", "unknown restriction 'permit_auth_destination'"),
+    ("reject_unauth_destination", "reject_unauth_destination judges no recipient address "
+                                  "here"),
+    ("reject_invalid_helo_hostname", "reject_invalid_helo_hostname judges no helo command "
+                                     "here"),
+    ("permit_auth_destination", "permit_auth_destination judges no recipient address here"),
+    ("reject_no_such_thing", "unknown restriction 'reject_no_such_thing'"),
     ("check_helo_access inline:{ a=OK }", "check_helo_access judges no helo command here"),
     ("check_sender_access inline:{ a=OK }",
      "check_sender_access judges no sender address here"),

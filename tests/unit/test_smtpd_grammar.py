@@ -18,6 +18,7 @@ from mta.smtpd.grammar import PathError, helo_name, parse_path, parse_vrfy
     ("FROM:<@relay.example,@other.example:bob@example.org>", "bob@example.org", {}),
     ("FROM:<bob@[192.0.2.1]>", "bob@[192.0.2.1]", {}),
     ("FROM:<postmaster>", "postmaster", {}),
+    ("FROM:<a@under_score.example>", "a@under_score.example", {}),  # as Postfix takes it
 ])
 def test_good_paths(argument: str, address: str, params: dict) -> None:
     path = parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)

@@ -68,7 +68,8 @@ def test_helo_name_verdicts(name: str, invalid: str | None, non_fqdn: str | None
 ])
 def test_address_literals_are_judged_as_addresses(literal: str, valid: bool) -> None:
     """Both restrictions judge "[...]" with reject_invalid_hostaddr."""
-    expected = None if valid else replies.HELO_INVALID_ADDRESS.format(name=literal)
+    expected = None if valid else replies.HELO_INVALID_ADDRESS.format(
+        code=501, code_class="5", name=literal)
     assert reject_invalid_helo_hostname(CLIENT, literal) == expected
     assert reject_non_fqdn_helo_hostname(CLIENT, literal) == expected
 
