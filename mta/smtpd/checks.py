@@ -221,8 +221,8 @@ class Restrictions:
         raise ConfigError(
             f"{self.config.where('smtpd_relay_restrictions')}: in parameters "
             "smtpd_relay_restrictions and smtpd_recipient_restrictions, specify at least "
-            "one working instance of: reject_unauth_destination, defer_unauth_destination "
-            "or reject")
+            "one working instance of: reject_unauth_destination, defer_unauth_destination, "
+            "reject or defer")
 
     def _warn_forgeable_ok(self, positions: list[tuple[str, int]], stopper: str) -> None:
         for name, index in positions:
@@ -580,10 +580,11 @@ class Restrictions:
         return any(ip.version == net.version and ip in net for net in self.mynetworks)
 
     def is_auth_destination(self, recipient: str) -> bool:
-        """Mail for this domain is ours to take: local or relay_domains."""
-        domain = addr.domain_of(recipient)
-        if not domain:
-            return True  # unqualified: becomes @$myorigin
+        """Mail for this domain is ours to take: local or relay_domains. An
+        unqualified recipient (as sent) is judged as user@$myorigin, where it
+        goes, as Postfix's smtpd_resolve_addr rewrites it first: $myorigin
+        need not be ours (a relay whose domain is hosted elsewhere)."""
+        domain = addr.domain_of(addr.qualify(recipient, self.config.myorigin))
         return self.mailboxes.is_local_domain(domain) or addr.domain_in(
             domain, self.relay_domains, subdomains=True)
 

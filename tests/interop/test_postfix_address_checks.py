@@ -131,3 +131,22 @@ async def test_reject_takes_reject_code_as_postfix_does(
         ["250 2.1.0 Ok", "553 5.7.1 <c.test>: Helo command rejected: Access denied"]]
     postfix.wait_log(r"NOQUEUE: reject: .*")
     assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
+
+
+OUTSIDE = "mynetworks = 192.0.2.0/24\nmyorigin = hosted-elsewhere.test\n"
+OUTSIDE_CASES = [("c.test", "a@b.test", "user"), ("c.test", "a@b.test", "user@origin.test")]
+
+
+async def test_an_unqualified_recipient_is_no_way_around_the_relay_control(
+        postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
+    """For a client outside mynetworks, user is user@$myorigin, not ours
+    here: both refuse to relay it, naming it as sent."""
+    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + OUTSIDE).start()
+    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + OUTSIDE) as smtpd:
+        ours = await replies(smtpd.port, OUTSIDE_CASES)
+    theirs = await replies(postfix.port, OUTSIDE_CASES)
+    assert ours == theirs == [
+        ["250 2.1.0 Ok", "554 5.7.1 <user>: Relay access denied"],
+        ["250 2.1.0 Ok", "554 5.7.1 <user@origin.test>: Relay access denied"]]
+    postfix.wait_log(r"NOQUEUE: reject: .*", count=2)
+    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())

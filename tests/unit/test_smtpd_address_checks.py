@@ -184,3 +184,20 @@ async def test_a_session_names_addresses_as_sent_and_queues_them_qualified(
     assert any(line.endswith("reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <no>: Recipient "
                              "address rejected: Access denied; from=<me> to=<no> proto=ESMTP "
                              "helo=<c.test>") for line in maillog_lines)
+
+
+def test_an_unqualified_recipient_is_relayed_only_where_myorigin_is_ours() -> None:
+    """user is user@$myorigin, and $myorigin need not be ours (a relay whose
+    domain is hosted elsewhere): an outside client may not relay to it, as
+    Postfix judges the address after rewriting it. The review of the change
+    that passed addresses as sent found it relayed."""
+    judged = restrictions("myorigin = hosted-elsewhere.test\n")
+    assert judged.check_recipient(OUTSIDE, "a@b.test", "user") == \
+        "554 5.7.1 <user>: Relay access denied"
+    assert judged.check_recipient(INSIDE, "a@b.test", "user") is None
+    ours = restrictions("myorigin = relay.test\n")  # in relay_domains
+    assert ours.check_recipient(OUTSIDE, "a@b.test", "user") is None
+    permitted = restrictions("myorigin = hosted-elsewhere.test\nsmtpd_relay_restrictions = "
+                             "permit_auth_destination, reject\n")
+    assert permitted.check_recipient(OUTSIDE, "a@b.test", "user") == \
+        "554 5.7.1 <user>: Recipient address rejected: Access denied"
