@@ -60,12 +60,15 @@ class DataDecoder:
             self.bare_lf = self.bare_lf or data.count(b"\n") != crlf
             self.bare_cr = self.bare_cr or data.count(b"\r") != crlf
             data = to_crlf(data)
+        # Where the next chunk starts, judged before un-stuffing: a chunk that
+        # ends in a line's stuffing dot ("\r\n." or a lone ".") leaves the
+        # next one mid-line, and its first dot is content.
+        ends_line = data.endswith(b"\r\n")
         # RFC 5321 §4.5.2: remove the first '.' of every line that starts with one.
         if self._line_start and data.startswith(b"."):
             data = data[1:]
         data = data.replace(b"\r\n.", b"\r\n")
-        if data:
-            self._line_start = data.endswith(b"\r\n")
+        self._line_start = ends_line
         return data
 
 

@@ -66,7 +66,8 @@ async def test_terminator_split_across_reads(split: int) -> None:
 
 
 @pytest.mark.parametrize("wire", [b".\r\n", b"a\r\n.\r\n", b"..\r\n.\r\n", b"a\r\n.b\r\n.\r\n",
-                                  b"a\n.\r\nb\r\n.\r\n", b"a\r\n.\rb\r\n.\r\n"])
+                                  b"a\n.\r\nb\r\n.\r\n", b"a\r\n.\rb\r\n.\r\n",
+                                  b"line\n..foo\r\n.\r\n", b"..\r\n..x\r\n.\r\n"])
 async def test_any_split_into_single_bytes_reads_the_same(wire: bytes) -> None:
     whole = await run([wire])
     assert await run([bytes([byte]) for byte in wire]) == whole
@@ -96,6 +97,19 @@ def test_any_input_yields_crlf_only_content(parts: list[bytes], data: st.DataObj
     assert got.count(b"\n") == got.count(b"\r\n") == got.count(b"\r")
     stuffed = (b"\r\n" + got).replace(b"\r\n.", b"\r\n..")  # as a relaying client does
     assert b"\r\n.\r\n" not in stuffed
+
+
+@pytest.mark.parametrize("split", range(1, 15))
+def test_a_stuffing_dot_at_a_chunk_end_is_removed_once(split: int) -> None:
+    """The decoder alone, fed in two pieces anywhere (the reader holds back
+    only what may start the terminator, so "line\\n." can end a piece): the
+    content is that of one piece. Found by the review of f66fbe7: a piece
+    ending in a stuffing dot took the next piece's first dot too."""
+    wire = b"line\n..foo\r\n"
+    whole = DataDecoder().feed(wire, final=True)
+    decoder = DataDecoder()
+    assert decoder.feed(wire[:split]) + decoder.feed(wire[split:], final=True) == whole
+    assert whole == b"line\r\n.foo\r\n"
 
 
 def test_decoder_holds_a_trailing_cr() -> None:
