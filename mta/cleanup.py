@@ -53,7 +53,7 @@ class ReceivedInfo:
     myhostname: str
     mail_name: str
     qid: str
-    recipients: list[str]
+    recipients: list[str]  # "for <…>" when there is one
     tls_lines: list[str] = field(default_factory=list)
     when: float | None = None
 

@@ -123,9 +123,30 @@ def non_fqdn_address(address: str) -> bool:
     """Whether reject_non_fqdn_sender/recipient refuse the address: its domain
     (after the last "@"; none is "") is not a hostname with a dot once one
     trailing dot is taken off. An address literal ("user@[192.0.2.1]") is not
-    judged, as Postfix's reject_non_fqdn_address skips it."""
+    judged, as Postfix's reject_non_fqdn_address skips it. The address is
+    judged in Postfix's internal form, its quotes and backslashes taken
+    off: <"a@b.example"> has the domain b.example there."""
+    address = _unquoted(address)
     domain = address.rpartition("@")[2] if "@" in address else ""
     if domain.startswith("[") and domain.endswith("]"):
         return False
     domain = without_root_dot(domain)
     return not valid_hostname(domain) or "." not in domain
+
+
+def _unquoted(address: str) -> str:
+    """The address without RFC 5321 quoting: quotes dropped, a backslash's
+    character kept (Postfix's internal form, what its restrictions see)."""
+    if '"' not in address and "\\" not in address:
+        return address
+    out = []
+    escaped = False
+    for char in address:
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char != '"':
+            out.append(char)
+    return "".join(out)

@@ -83,6 +83,10 @@ class Transaction:
     def __init__(self) -> None:
         self.sender: str | None = None
         self.recipients: list[str] = []
+        # Postfix's state->recipient and rcpt_count, for Received's "for":
+        # the first accepted recipient as sent, and the RCPTs accepted.
+        self.first_recipient = ""
+        self.accepted = 0
         self.qid: str | None = None
         self.declared_size = 0
         self.body_type = ""
@@ -865,6 +869,9 @@ class SmtpdProtocol(SMTP):
         if self.txn.qid is None:
             self.txn.qid = self.ctx.spool.new_qid()
             maillog.client(self.txn.qid, self.client.peer, *self.sasl_log_fields())
+        self.txn.accepted += 1
+        if self.txn.accepted == 1:
+            self.txn.first_recipient = path.address
         recipient = addr.qualify(recipient, self.ctx.config.myorigin)
         if recipient not in self.txn.recipients:
             self.txn.recipients.append(recipient)
@@ -943,7 +950,10 @@ class SmtpdProtocol(SMTP):
             helo=self.helo, client_name=self.client.hostname,
             client_address=self.client.address, protocol=self.protocol_name,
             myhostname=config.myhostname, mail_name=config.mail_name, qid=txn.qid,
-            recipients=envelope.recipients, tls_lines=self.received_tls_lines()))
+            # "for <…>" names the one recipient as the client sent it (Postfix's
+            # smtpd: state->recipient when rcpt_count is 1).
+            recipients=[txn.first_recipient] if txn.accepted == 1 else [],
+            tls_lines=self.received_tls_lines()))
         cleanup = CleanupStream(
             writer, received=received, add_missing=ctx.adds_missing_headers(self.client),
             myhostname=config.myhostname, header_size_limit=config.header_size_limit)

@@ -32,6 +32,7 @@ CASES = [  # (HELO name, sender, recipient)
     ("c.test", "user@b.test.", ELSEWHERE),
     ("c.test", "user@[127.0.0.1]", ELSEWHERE),
     ("c.test", "", ELSEWHERE),
+    ("c.test", '"user@b.test"', ELSEWHERE),  # judged unquoted: user@b.test
     ("c.test", "a@b.test", "user"),
     ("c.test", "a@b.test", "user@host"),
     ("c.test", "a@b.test", "user@r.test."),

@@ -46,6 +46,11 @@ def restrictions(extra: str) -> Restrictions:
     ("user@[anything]", False),
     ('"a@b"@host', True),  # the last "@" starts the domain
     ('"a@host"@b.test', False),
+    # Judged unquoted, as Postfix judges its internal form: "a@b.test" is
+    # a@b.test there (the review of the change found us refusing it).
+    ('"a@b.test"', False),
+    ('"a@host"', True),
+    ('"a\\"@b.test"', False),
 ])
 def test_which_addresses_are_not_fully_qualified(address: str, refused: bool) -> None:
     assert non_fqdn_address(address) is refused
@@ -201,3 +206,21 @@ def test_an_unqualified_recipient_is_relayed_only_where_myorigin_is_ours() -> No
                              "permit_auth_destination, reject\n")
     assert permitted.check_recipient(OUTSIDE, "a@b.test", "user") == \
         "554 5.7.1 <user>: Recipient address rejected: Access denied"
+
+
+async def test_received_names_the_one_recipient_as_sent(tmp_path: Path) -> None:
+    """Postfix's smtpd writes "for <…>" with the recipient as the client sent
+    it, and only when it accepted one RCPT (two that are one once
+    qualified are two RCPTs)."""
+    cf = IN_PROCESS_CF + "myorigin = origin.test\n"
+    async with in_process_smtpd(tmp_path, cf) as smtpd:
+        for recipients in (["you"], ["you", "you@origin.test"]):
+            replies = await one_at_a_time(smtpd.port, [
+                "EHLO c.test", "MAIL FROM:<me>", *[f"RCPT TO:<{r}>" for r in recipients],
+                "DATA", "Subject: x\r\n\r\nbody\r\n.", "QUIT"])
+            assert replies[-2].startswith("250 2.0.0 Ok: queued as ")
+    texts = [path.read_bytes() for path in (tmp_path / "queue").rglob("*")
+             if path.is_file() and b"Received: " in path.read_bytes()]
+    assert len(texts) == 2
+    assert sum(b"\tfor <you>; " in text for text in texts) == 1
+    assert not any(b"for <you@origin.test>" in text for text in texts)
