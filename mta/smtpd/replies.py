@@ -130,7 +130,9 @@ CCERT_NOT_TRUSTED = "Client certificate not trusted"
 AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"
 AUTH_IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
-AUTH_ENCRYPTION_REQUIRED = "504 5.5.4 Encryption required for requested authentication " \
+# RFC 4954 §4 and §6 (Postfix 3.7 answers "503 5.5.1 Error: authentication not
+# enabled" there: docs/inbound-tls.md, Differences from Postfix).
+AUTH_ENCRYPTION_REQUIRED = "538 5.7.11 Encryption required for requested authentication " \
                            "mechanism"
 AUTH_ALREADY = "503 5.5.1 Error: already authenticated"
 AUTH_SYNTAX = "501 5.5.4 Syntax: AUTH mechanism"

@@ -25,6 +25,7 @@ from mta import log as maillog
 from mta import sasl
 from mta.errors import ConfigError
 from mta.smtpd import replies
+from mta.smtpd.grammar import printable
 from mta.smtpd.protocol import SmtpdProtocol, Transaction, sync_verbs
 from mta.smtpd.security import AUTH, CLIENT_CERTIFICATES, HANDSHAKES, ListenerSecurity
 from mta.tls import summary as tls_summary
@@ -466,7 +467,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         initial = words[1] if len(words) == 2 else None
         peer = self.client.peer
         try:
-            user, password = await self._sasl_exchange(mechanism, initial)
+            user, password, for_another = await self._sasl_exchange(mechanism, initial)
         except _Aborted:
             maillog.warning("smtpd", f"{peer}: SASL {mechanism} authentication aborted")
             self._auth_metric(mechanism, "aborted")
@@ -481,6 +482,10 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             # that sends garbage may be guessing too, and fail2ban must see it.
             await self._auth_failed(mechanism, str(error))
             return
+        if for_another:
+            # We do not let one user act for another (PLAIN's authzid).
+            await self._auth_failed(mechanism, "authentication failure", user)
+            return
         try:
             ok = await security.sasl.check(user, password)
         except ConfigError as error:
@@ -490,19 +495,23 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             self.reply(replies.AUTH_UNAVAILABLE)
             return
         if not ok:
-            await self._auth_failed(mechanism, "authentication failure")
+            await self._auth_failed(mechanism, "authentication failure", user)
             return
         self.client.sasl_username = user
         self.sasl_method = mechanism
         self._auth_metric(mechanism, "success")
         self.reply(replies.AUTH_OK)
 
-    async def _auth_failed(self, mechanism: str, reason: str) -> None:
-        """A failed AUTH: the warning, the metric, the slow-down, then 535."""
+    async def _auth_failed(self, mechanism: str, reason: str, user: str | None = None) -> None:
+        """A failed AUTH: the warning, the metric, the slow-down, then 535.
+        user: the login name tried, when the response named one."""
         assert self.security is not None and self.security.sasl is not None
-        # fail2ban's postfix-sasl filter matches this line.
+        # fail2ban's postfix-sasl filter matches this line. Postfix 3.7 ends
+        # it with the name tried, or "(unavailable)" (compared on the wire:
+        # tests/interop/test_postfix_auth.py).
+        name = printable(user) if user else "(unavailable)"
         maillog.warning("smtpd", f"{self.client.peer}: SASL {mechanism} authentication "
-                        f"failed: {reason}")
+                        f"failed: {reason}, sasl_username={name}")
         self._auth_metric(mechanism, "failure")
         await self.security.sasl.failed(self.client.address)
         self.reply(replies.AUTH_FAILED.format(reason=reason))
@@ -510,24 +519,24 @@ class SecureSmtpdProtocol(SmtpdProtocol):
     def _auth_metric(self, mechanism: str, result: str) -> None:
         AUTH.labels(self.ctx.listener.name, mechanism, result).inc()
 
-    async def _sasl_exchange(self, mechanism: str, initial: str | None) -> tuple[str, str]:
-        """Run the mechanism's challenges; (user, password) on a well-formed answer.
-        A bad PLAIN authorization identity comes back as a user that cannot match."""
+    async def _sasl_exchange(self, mechanism: str, initial: str | None
+                             ) -> tuple[str, str, bool]:
+        """Run the mechanism's challenges; (user, password, whether the client
+        asked to act for another user: a PLAIN authorization identity that is
+        not the user) on a well-formed answer."""
         if mechanism == "PLAIN":
             if initial is not None:
                 message = _decode(initial, "initial")
             else:
                 message = _decode(await self._sasl_response(""), "continued")
             authzid, user, password = sasl.parse_plain(message)
-            if authzid and authzid != user:
-                return "", password  # we do not let one user act for another
-            return user, password
+            return user, password, bool(authzid) and authzid != user
         if initial is not None:
             user = _utf8(_decode(initial, "initial"))
         else:
             user = _utf8(_decode(await self._sasl_response(sasl.LOGIN_USERNAME), "continued"))
         password = _utf8(_decode(await self._sasl_response(sasl.LOGIN_PASSWORD), "continued"))
-        return user, password
+        return user, password, False
 
     async def _sasl_response(self, challenge: str) -> str:
         self.reply(f"334 {challenge}")

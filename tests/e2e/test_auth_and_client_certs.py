@@ -46,7 +46,7 @@ def test_auth_refused_before_tls_and_accepted_after(site: SecureSite) -> None:
     session.ehlo("laptop.example")
     assert not session.has_extn("auth")
     assert session.docmd("AUTH", f"PLAIN {plain(ALICE, USERS[ALICE])}") == (
-        504, b"5.5.4 Encryption required for requested authentication mechanism")
+        538, b"5.7.11 Encryption required for requested authentication mechanism")
     session.starttls(context=site.context())
     assert session.docmd("AUTH", f"PLAIN {plain(ALICE, USERS[ALICE])}") == (
         503, b"5.5.1 Error: send HELO/EHLO first")  # EHLO is forgotten after STARTTLS
@@ -89,7 +89,10 @@ def test_wrong_password_gets_535_and_is_slowed_down(site: SecureSite) -> None:
     session.quit()
     # fail2ban's postfix-sasl filter matches this line.
     site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL PLAIN authentication "
-                         r"failed: authentication failure$", count=4)
+                         r"failed: authentication failure, sasl_username=alice@example\.test$",
+                         count=3)
+    site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL PLAIN authentication "
+                         r"failed: authentication failure, sasl_username=nobody$")
     site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL PLAIN authentication "
                          r"aborted$")
 
@@ -111,9 +114,11 @@ def test_a_response_that_is_not_base64_is_a_failure(site: SecureSite) -> None:
     assert time.monotonic() - start >= 0.5
     session.quit()
     site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL PLAIN authentication "
-                         r"failed: Invalid base64 data in initial response$")
+                         r"failed: Invalid base64 data in initial response, "
+                         r"sasl_username=\(unavailable\)$")
     site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL LOGIN authentication "
-                         r"failed: Invalid base64 data in continued response$")
+                         r"failed: Invalid base64 data in continued response, "
+                         r"sasl_username=\(unavailable\)$")
     site.daemon.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=2 starttls=1 "
                          r"auth=0/2 quit=1 commands=4/6$")
     lines = [f'mta_smtpd_auth_total{{listener="submission",mechanism="{mechanism}",'
@@ -218,6 +223,6 @@ def test_a_malformed_response_is_a_failure_and_an_over_long_one_is_500(site: Sec
     assert session.docmd("NOOP") == (250, b"2.0.0 Ok")  # the line was read to its end
     session.quit()
     site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL PLAIN authentication "
-                         r"failed: malformed PLAIN response$")
+                         r"failed: malformed PLAIN response, sasl_username=\(unavailable\)$")
     site.daemon.wait_log(r"warning: localhost\[127\.0\.0\.1\]: SASL LOGIN authentication "
-                         r"failed: response is not UTF-8$")
+                         r"failed: response is not UTF-8, sasl_username=\(unavailable\)$")
