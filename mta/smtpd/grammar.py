@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mta.smtpd import hostnames
+
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
 _QUOTED = r'"(?:[^"\\\r\n]|\\.)*"'
@@ -31,12 +33,17 @@ _PARAM = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([!-<>-~]*))?\Z")
 class PathError(ValueError):
     """A path that is not a valid mailbox; .utf8 when it only lacks SMTPUTF8,
     .missing when there is no path at all ("MAIL FROM:"), which Postfix
-    answers with the command's syntax reply, not the address syntax reply."""
+    answers with the command's syntax reply, not the address syntax reply.
+    .illegal is the path as sent (brackets and all) when Postfix's
+    extract_addr would refuse it, which logs "Illegal address syntax"; a
+    path its tokenizer cannot read (an unbalanced "<") is refused unlogged."""
 
-    def __init__(self, message: str, *, utf8: bool = False, missing: bool = False) -> None:
+    def __init__(self, message: str, *, utf8: bool = False, missing: bool = False,
+                 illegal: str | None = None) -> None:
         super().__init__(message)
         self.utf8 = utf8
         self.missing = missing
+        self.illegal = illegal
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +98,9 @@ def parse_path(argument: str, keyword: str, *, allow_empty: bool,
         # Postfix's argc < 3: "MAIL FROM:" is a syntax error, not the null
         # sender, which must be written <> (RFC 5321 §4.1.2 Reverse-path).
         raise PathError("no path", missing=True)
-    path_text, rest = _split_path(argument[len(keyword):])
+    sent = argument[len(keyword):].lstrip(" ")
+    path_text, rest = _split_path(sent)
+    sent = sent[:len(sent) - len(rest)].rstrip(" ")  # the path as sent
     if path_text.startswith("@"):
         # A source route <@a,@b:user@c>: accepted and ignored (RFC 5321 §4.1.1.3).
         path_text = path_text.partition(":")[2]
@@ -99,8 +108,13 @@ def parse_path(argument: str, keyword: str, *, allow_empty: bool,
     if not path_text:
         if allow_empty:
             return Path("", params, texts)
-        raise PathError("empty address")
-    _check_mailbox(path_text, smtputf8)
+        raise PathError("empty address", illegal=sent)
+    try:
+        _check_mailbox(path_text, smtputf8)
+    except PathError as error:
+        if not error.utf8:
+            error.illegal = sent
+        raise
     return Path(path_text, params, texts)
 
 
@@ -141,8 +155,12 @@ def parse_vrfy(argument: str) -> str:
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
     if not text:
-        raise PathError("empty address")
-    _check_mailbox(text, smtputf8=False)
+        raise PathError("empty address", illegal=" ".join(argument.split()))
+    try:
+        _check_mailbox(text, smtputf8=False)
+    except PathError as error:
+        error.illegal = " ".join(argument.split())
+        raise
     return text
 
 
@@ -157,6 +175,18 @@ def _check_mailbox(path_text: str, smtputf8: bool) -> None:
             raise PathError("bad address syntax")
         if not smtputf8:
             raise PathError("unicode address without SMTPUTF8", utf8=True)
-    local, at, _domain = path_text.rpartition("@")
+    local, at, domain = path_text.rpartition("@")
     if at and len(local) > 64 * 4:
         raise PathError("local part too long")
+    if at and not _valid_domain(domain):
+        raise PathError("bad domain")
+
+
+def _valid_domain(domain: str) -> bool:
+    """A domain Postfix's trivial-rewrite resolves (resolve.c): a hostname
+    (one root dot allowed; not all digits, so user@192.0.2.1 without
+    brackets is no address), or a valid address literal (user@[192.0.2.1],
+    user@[IPv6:2001:db8::1]; not user@[bogus] or [256.1.1.1])."""
+    if domain.startswith("["):
+        return hostnames.valid_address_literal(domain)
+    return hostnames.valid_hostname(hostnames.without_root_dot(domain))

@@ -754,6 +754,7 @@ class SmtpdProtocol(SMTP):
         try:
             path = parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
         except PathError as error:
+            self._log_illegal(error, "MAIL")
             if error.utf8:
                 self.reply(replies.SMTPUTF8_NEEDED)
             elif error.missing or argument[:5].upper() != "FROM:":
@@ -793,6 +794,12 @@ class SmtpdProtocol(SMTP):
         self.txn.declared_size = size
         self.reply(replies.MAIL_OK)
 
+    def _log_illegal(self, error: PathError, command: str) -> None:
+        """Postfix's extract_addr warning for an address it cannot take."""
+        if error.illegal is not None:
+            maillog.warning("smtpd", f"Illegal address syntax from {self.client.peer} in "
+                            f"{command} command: {printable(error.illegal)}")
+
     def _enough_space(self, declared: int) -> bool:
         """Postfix's queue_minfree rule, checked at MAIL: room for 1.5 times the
         largest message (or queue_minfree), and for what the client declared."""
@@ -831,6 +838,7 @@ class SmtpdProtocol(SMTP):
         try:
             path = parse_path(argument, "TO:", allow_empty=False, smtputf8=False)
         except PathError as error:
+            self._log_illegal(error, "RCPT")
             if error.utf8:
                 self.reply(replies.SMTPUTF8_NEEDED)
             elif error.missing or argument[:3].upper() != "TO:":
@@ -1082,7 +1090,8 @@ class SmtpdProtocol(SMTP):
             return
         try:
             address = parse_vrfy(argument)
-        except PathError:
+        except PathError as error:
+            self._log_illegal(error, "VRFY")
             self.reply(replies.BAD_RECIPIENT_SYNTAX)
             return
         if address.lower() != "postmaster":  # always ours, as for RCPT

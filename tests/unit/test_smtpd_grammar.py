@@ -19,6 +19,9 @@ from mta.smtpd.grammar import PathError, helo_name, parse_path, parse_vrfy
     ("FROM:<bob@[192.0.2.1]>", "bob@[192.0.2.1]", {}),
     ("FROM:<postmaster>", "postmaster", {}),
     ("FROM:<a@under_score.example>", "a@under_score.example", {}),  # as Postfix takes it
+    ("FROM:<a@[192.0.2.1]>", "a@[192.0.2.1]", {}),
+    ("FROM:<a@[IPv6:2001:db8::1]>", "a@[IPv6:2001:db8::1]", {}),
+    ("FROM:<a@1b.example.>", "a@1b.example.", {}),
 ])
 def test_good_paths(argument: str, address: str, params: dict) -> None:
     path = parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
@@ -29,6 +32,9 @@ def test_good_paths(argument: str, address: str, params: dict) -> None:
     "FROM:<bob@exa mple.org>", "FROM:<bob@@example.org>", "FROM:<bob@example.org",
     "FROM:<bob@-example.org>", "FROM:<bo\x00b@example.org>", "FROM:<a..b@example.org>",
     "TO:<bob@example.org>", "FROM:<bob@example.org> =x",
+    # Domains Postfix's trivial-rewrite cannot resolve (resolve.c): all
+    # digits without brackets, an address literal that is no address.
+    "FROM:<bob@192.0.2.1>", "FROM:<bob@1.2.3>", "FROM:<bob@[bogus]>", "FROM:<bob@[256.0.0.1]>",
 ])
 def test_bad_paths(argument: str) -> None:
     with pytest.raises(PathError):
@@ -92,3 +98,17 @@ def test_bad_vrfy_addresses(argument: str) -> None:
 ])
 def test_helo_name_is_kept_as_postfix_keeps_it(argument: str, kept: str) -> None:
     assert helo_name(argument) == kept
+
+
+@pytest.mark.parametrize(("argument", "illegal"), [
+    ("FROM:<bob@192.0.2.1>", "<bob@192.0.2.1>"),
+    ("FROM: <bob@[bogus]> SIZE=10", "<bob@[bogus]>"),
+    ("FROM:bob@-x.example", "bob@-x.example"),
+    ("FROM:<bob@example.org", None),  # Postfix's tokenizer refuses it: no warning
+    ("FROM:<jöran@example.org>", None),  # SMTPUTF8's own reply
+])
+def test_what_postfix_would_log_as_illegal(argument: str, illegal: str | None) -> None:
+    """Postfix's extract_addr logs "Illegal address syntax ... : <as sent>"."""
+    with pytest.raises(PathError) as caught:
+        parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
+    assert caught.value.illegal == illegal
