@@ -178,6 +178,10 @@ def _check_mailbox(path_text: str, smtputf8: bool) -> None:
     local, at, domain = path_text.rpartition("@")
     if at and len(local) > 64 * 4:
         raise PathError("local part too long")
+    # The domain as Postfix's trivial-rewrite sees it: after the last "@" of
+    # the unquoted (internal) form ("a@b"@c.example is a@b@c.example there,
+    # and "a@b.example" is a@b.example).
+    _, at, domain = hostnames.unquoted(path_text).rpartition("@")
     if at and not _valid_domain(domain):
         raise PathError("bad domain")
 

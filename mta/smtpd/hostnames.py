@@ -126,7 +126,7 @@ def non_fqdn_address(address: str) -> bool:
     judged, as Postfix's reject_non_fqdn_address skips it. The address is
     judged in Postfix's internal form, its quotes and backslashes taken
     off: <"a@b.example"> has the domain b.example there."""
-    address = _unquoted(address)
+    address = unquoted(address)
     domain = address.rpartition("@")[2] if "@" in address else ""
     if domain.startswith("[") and domain.endswith("]"):
         return False
@@ -134,7 +134,7 @@ def non_fqdn_address(address: str) -> bool:
     return not valid_hostname(domain) or "." not in domain
 
 
-def _unquoted(address: str) -> str:
+def unquoted(address: str) -> str:
     """The address without RFC 5321 quoting: quotes dropped, a backslash's
     character kept (Postfix's internal form, what its restrictions see)."""
     if '"' not in address and "\\" not in address:

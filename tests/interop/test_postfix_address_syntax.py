@@ -24,7 +24,8 @@ pytestmark = pytest.mark.interop
 RECIPIENTS = ["x@1.2.3.4", "x@1.2.3", "x@[bogus]", "x@[256.1.1.1]", "x@[1.2.3.4]",
               "x@[IPv6:2001:db8::1]", "x@-dash.test", "x@b.test..", "x@a..b.test",
               "x@under_score.test", "x@1b.test", "x@b.test."]
-SENDERS = ["s@1.2.3.4", "s@[bogus]", "s@-dash.test", "s@[192.0.2.1]"]
+SENDERS = ["s@1.2.3.4", "s@[bogus]", "s@-dash.test", "s@[192.0.2.1]", '"s@1.2.3.4"',
+           '"s@b.test"', '"s@b"@c.test']
 CASES = ([("c.test", "a@b.test", recipient) for recipient in RECIPIENTS]
          + [("c.test", sender, "x@elsewhere.test") for sender in SENDERS])
 RAW = [["EHLO c.test", "MAIL FROM:<a@b.test>", "RCPT TO:<>"],

@@ -22,6 +22,8 @@ from mta.smtpd.grammar import PathError, helo_name, parse_path, parse_vrfy
     ("FROM:<a@[192.0.2.1]>", "a@[192.0.2.1]", {}),
     ("FROM:<a@[IPv6:2001:db8::1]>", "a@[IPv6:2001:db8::1]", {}),
     ("FROM:<a@1b.example.>", "a@1b.example.", {}),
+    ('FROM:<"a@b.example">', '"a@b.example"', {}),  # Postfix: a@b.example, resolvable
+    ('FROM:<"a@b"@c.example>', '"a@b"@c.example', {}),
 ])
 def test_good_paths(argument: str, address: str, params: dict) -> None:
     path = parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
@@ -35,6 +37,7 @@ def test_good_paths(argument: str, address: str, params: dict) -> None:
     # Domains Postfix's trivial-rewrite cannot resolve (resolve.c): all
     # digits without brackets, an address literal that is no address.
     "FROM:<bob@192.0.2.1>", "FROM:<bob@1.2.3>", "FROM:<bob@[bogus]>", "FROM:<bob@[256.0.0.1]>",
+    'FROM:<"a@b"@1.2.3.4>', 'FROM:<"a@1.2.3.4">',  # judged unquoted, as Postfix does
 ])
 def test_bad_paths(argument: str) -> None:
     with pytest.raises(PathError):
