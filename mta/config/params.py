@@ -269,6 +269,19 @@ _list("smtpd_sender_restrictions", "",
       "type:table, check_ccert_access type:table, check_sasl_access type:table, "
       "reject_plaintext_session (and warn_if_reject). The null sender "
       "skips the login checks.")
+_list("smtpd_data_restrictions", "",
+      "Restrictions on DATA, judged before its 354: permit_mynetworks, "
+      "permit_sasl_authenticated, permit_tls_clientcerts, permit_tls_all_clientcerts, "
+      "permit, reject, defer, reject_plaintext_session, reject_non_fqdn_sender, "
+      "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname, "
+      "reject_multi_recipient_bounce (the null sender with more than one recipient), "
+      "reject_unauth_pipelining (a client that pipelined without PIPELINING; with "
+      "smtpd_forbid_unauth_pipelining = yes, the default, such a session has already "
+      "ended), check_client_access, check_helo_access, check_sender_access, "
+      "check_recipient_access (for a single recipient only, as in Postfix), "
+      "check_ccert_access and check_sasl_access type:table (and warn_if_reject).")
+_int("multi_recipient_bounce_reject_code", "550",
+     "The SMTP reply code of reject_multi_recipient_bounce.", 400, 599)
 _int("plaintext_reject_code", "450",
      "The SMTP reply code of reject_plaintext_session (a restriction that refuses a "
      "session without TLS: \"Session encryption is required\").", 400, 599)

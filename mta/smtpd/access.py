@@ -25,6 +25,7 @@ CLIENT = "Client host"
 HELO = "Helo command"
 SENDER = "Sender address"
 RECIPIENT = "Recipient address"
+DATA = "Data command"
 CCERT = "Client certificate"
 SASL_USER = "SASL login name"
 

@@ -38,7 +38,8 @@ _RELAY_STOPPERS = frozenset({"reject_unauth_destination", "defer_unauth_destinat
                              "reject", "defer"})
 _RELAY_LISTS = ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
 _ALL_LISTS = (*_RELAY_LISTS, "smtpd_client_restrictions", "smtpd_helo_restrictions",
-              "smtpd_sender_restrictions")
+              "smtpd_sender_restrictions", "smtpd_data_restrictions")
+_DATA = "smtpd_data_restrictions"
 # The access restrictions: what each judges (the reply's class), and the
 # lists that can ask it. The client, HELO and sender lists are judged
 # without the rest of the envelope (with smtpd_delay_reject = no there is
@@ -46,9 +47,10 @@ _ALL_LISTS = (*_RELAY_LISTS, "smtpd_client_restrictions", "smtpd_helo_restrictio
 # their own subject only.
 _ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
     "check_client_access": (access.CLIENT, _ALL_LISTS),
-    "check_helo_access": (access.HELO, (*_RELAY_LISTS, "smtpd_helo_restrictions")),
-    "check_sender_access": (access.SENDER, (*_RELAY_LISTS, "smtpd_sender_restrictions")),
-    "check_recipient_access": (access.RECIPIENT, _RELAY_LISTS),
+    "check_helo_access": (access.HELO, (*_RELAY_LISTS, "smtpd_helo_restrictions", _DATA)),
+    "check_sender_access": (access.SENDER, (*_RELAY_LISTS, "smtpd_sender_restrictions",
+                                            _DATA)),
+    "check_recipient_access": (access.RECIPIENT, (*_RELAY_LISTS, _DATA)),
     "check_ccert_access": (access.CCERT, _ALL_LISTS),
     "check_sasl_access": (access.SASL_USER, _ALL_LISTS),
 }
@@ -69,9 +71,12 @@ _IMPLICIT_ACCESS = {"smtpd_client_restrictions": "check_client_access",
 _HELO_CHECKS = ("reject_invalid_helo_hostname", "reject_non_fqdn_helo_hostname",
                 "reject_invalid_hostname", "reject_non_fqdn_hostname")
 _WORKS_IN: dict[str, tuple[str, tuple[str, ...]]] = {
-    **{name: ("Helo command", (*_RELAY_LISTS, "smtpd_helo_restrictions"))
+    **{name: ("Helo command", (*_RELAY_LISTS, "smtpd_helo_restrictions", _DATA))
        for name in _HELO_CHECKS},
-    "reject_non_fqdn_sender": ("Sender address", (*_RELAY_LISTS, "smtpd_sender_restrictions")),
+    "reject_non_fqdn_sender": ("Sender address", (*_RELAY_LISTS, "smtpd_sender_restrictions",
+                                                  _DATA)),
+    **{name: ("Data command", (_DATA,)) for name in (
+        "reject_multi_recipient_bounce", "reject_unauth_pipelining")},
     **{name: ("Sender address", ("smtpd_sender_restrictions",)) for name in (
         "reject_sender_login_mismatch", "reject_authenticated_sender_login_mismatch",
         "reject_unauthenticated_sender_login_mismatch")},
@@ -127,7 +132,24 @@ Restriction = Callable[[ClientFacts, str | None, str, str | None], Decision]
 ClientRestriction = Callable[[ClientFacts, str], Decision]
 HeloRestriction = Callable[[ClientFacts, str], Decision]  # (client, HELO name)
 SenderRestriction = Callable[[ClientFacts, str], Decision]  # (client, MAIL FROM address)
-_R = TypeVar("_R", Restriction, ClientRestriction, HeloRestriction, SenderRestriction)
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What smtpd_data_restrictions judge at DATA, besides the client."""
+
+    sender: str  # as sent; "" is the null sender
+    # The recipient as sent when one RCPT was accepted; None for several, as
+    # Postfix's smtpd_check_data judges no recipient then.
+    recipient: str | None
+    recipients: int  # RCPT commands accepted
+    helo: str | None
+    ill_pipelining: bool  # the client pipelined without PIPELINING
+
+
+DataRestriction = Callable[[ClientFacts, DataFacts], Decision]
+_R = TypeVar("_R", Restriction, ClientRestriction, HeloRestriction, SenderRestriction,
+             DataRestriction)
 AccessBuilders = Mapping[str, Callable[[AccessMap], _R]]
 _LOGIN_MISMATCH = ("reject_sender_login_mismatch", "reject_authenticated_sender_login_mismatch",
                    "reject_unauthenticated_sender_login_mismatch")
@@ -199,6 +221,8 @@ class Restrictions:
         # The same two moments as the HELO restrictions (smtpd_delay_reject).
         self.sender_at_mail = bool(self.sender) and not config.smtpd_delay_reject
         self.sender_at_rcpt = bool(self.sender) and config.smtpd_delay_reject
+        # Judged at DATA, before the 354 (Postfix's smtpd_check_data).
+        self.data = self._compile(_DATA, self._data_known(), self._access_in_data_list())
 
     def _refuse_open_relay(self) -> None:
         """Postfix refuses to start (smtpd_check.c) unless one of the two
@@ -432,6 +456,59 @@ class Restrictions:
                 "check_sasl_access": lambda table: lambda client, sender: (
                     self._sasl_access(table, client))}
 
+    def _access_in_data_list(self) -> dict[str, Callable[[AccessMap], DataRestriction]]:
+        def by_client(table: AccessMap) -> DataRestriction:
+            return lambda client, facts: self._client_access(table, client)
+
+        def by_helo(table: AccessMap) -> DataRestriction:
+            return lambda client, facts: DUNNO if facts.helo is None else self._judge(
+                table, access.domain_keys(facts.helo), facts.helo, client)
+
+        def by_sender(table: AccessMap) -> DataRestriction:
+            return lambda client, facts: self._sender_access(table, client, facts.sender)
+
+        def by_recipient(table: AccessMap) -> DataRestriction:
+            return lambda client, facts: DUNNO if facts.recipient is None else self._judge(
+                table, access.mail_keys(addr.qualify(facts.recipient, self.config.myorigin),
+                                        self.config.recipient_delimiter),
+                facts.recipient, client)
+
+        return {"check_client_access": by_client, "check_helo_access": by_helo,
+                "check_sender_access": by_sender, "check_recipient_access": by_recipient,
+                "check_ccert_access": lambda table: lambda client, facts: (
+                    self._ccert_access(table, client)),
+                "check_sasl_access": lambda table: lambda client, facts: (
+                    self._sasl_access(table, client))}
+
+    def _data_known(self) -> dict[str, DataRestriction]:
+        """smtpd_data_restrictions: what judges the client, the HELO name, the
+        sender and a single recipient, as in the other lists, and the two
+        that only DATA can judge. A refusal of the command itself names
+        <DATA> and "Data command", as Postfix's does."""
+        def about_client(restriction: Restriction) -> DataRestriction:
+            return lambda client, facts: restriction(client, facts.sender, "", facts.helo)
+
+        helo_checks = self._helo_name_checks()
+        return {
+            **self._client_permits(about_client),
+            "permit": lambda client, facts: PERMIT,
+            "reject": lambda client, facts: self._reject("DATA", access.DATA),
+            "defer": lambda client, facts: self._defer("DATA", access.DATA),
+            "reject_non_fqdn_sender": lambda client, facts: (
+                self._non_fqdn(facts.sender, access.SENDER) if facts.sender else DUNNO),
+            **{name: functools.partial(_data_helo, check) for name, check in helo_checks.items()},
+            # Postfix counts the RCPTs accepted; at DATA a bounce for more
+            # than one recipient is a forgery (bounces go to one sender).
+            "reject_multi_recipient_bounce": lambda client, facts: (
+                _coded(replies.MULTI_RECIPIENT_BOUNCE,
+                       self.config.multi_recipient_bounce_reject_code, address="DATA",
+                       what=access.DATA)
+                if facts.sender == "" and facts.recipients > 1 else DUNNO),
+            "reject_unauth_pipelining": lambda client, facts: (
+                replies.UNAUTH_PIPELINING.format(address="DATA", what=access.DATA)
+                if facts.ill_pipelining else DUNNO),
+        }
+
     def _client_permits(self, adapt: Callable[[Restriction], _R]) -> dict[str, _R]:
         """The restrictions every list has that judge the client alone (the
         permits, and reject_plaintext_session), in the shape of one list's
@@ -539,6 +616,11 @@ class Restrictions:
         """None to let the MAIL FROM address pass, else the reject reply (a
         permit ends only this list, as for the HELO restrictions)."""
         return _refusal(self.sender, client, sender)
+
+    def check_data(self, client: ClientFacts, facts: DataFacts) -> str | None:
+        """None to let DATA go on to its 354, else the reject reply (a permit
+        ends the list)."""
+        return _refusal(self.data, client, facts)
 
     def check_recipient(self, client: ClientFacts, sender: str | None, recipient: str,
                         helo: str | None = None) -> str | None:
@@ -677,13 +759,19 @@ def _coded(template: str, code: int, **fields: str) -> str:
     return template.format(code=code, code_class=str(code)[0], **fields)
 
 
+def _data_helo(check: HeloRestriction, client: ClientFacts, facts: DataFacts) -> Decision:
+    """A HELO restriction in the DATA list: no HELO, nothing judged."""
+    return DUNNO if facts.helo is None else check(client, facts.helo)
+
+
 def _about_helo(check: HeloRestriction, client: ClientFacts, sender: str | None, rcpt: str,
                 helo: str | None) -> Decision:
     """A HELO restriction in the relay or recipient list: no HELO, nothing judged."""
     return DUNNO if helo is None else check(client, helo)
 
 
-def _refusal(restrictions: list[HeloRestriction], client: ClientFacts, what: str) -> str | None:
+def _refusal(restrictions: list[Callable[[ClientFacts, Any], Decision]], client: ClientFacts,
+             what: Any) -> str | None:
     """The first answer of one list that is not dunno: None for a permit (it
     ends only this list) or the end of the list, else the reject reply."""
     for restriction in restrictions:

@@ -27,7 +27,7 @@ from mta import log as maillog
 from mta.cleanup import CleanupStream, ReceivedInfo, received_header
 from mta.queuefile import Envelope
 from mta.smtpd import replies
-from mta.smtpd.checks import ClientFacts
+from mta.smtpd.checks import ClientFacts, DataFacts
 from mta.smtpd.data import read_data
 from mta.smtpd.grammar import PathError, helo_argument, helo_name, parse_path, parse_vrfy, printable
 from mta.smtpd.rates import LIMITS
@@ -794,6 +794,20 @@ class SmtpdProtocol(SMTP):
         self.txn.declared_size = size
         self.reply(replies.MAIL_OK)
 
+    def _data_refused(self) -> bool:
+        """smtpd_data_restrictions, before the 354 (Postfix's smtpd_check_data);
+        a refusal leaves the transaction as it was."""
+        txn = self.txn
+        single = txn.first_recipient if txn.accepted == 1 else None
+        refusal = self.ctx.restrictions.check_data(self.client, DataFacts(
+            sender=txn.sender or "", recipient=single, recipients=txn.accepted,
+            helo=self.helo, ill_pipelining=self._ill_pipelining))
+        self._log_whatsup("DATA", txn.sender, single)
+        if refusal is None:
+            return False
+        self._reject("DATA", refusal, txn.sender, single)
+        return True
+
     def _log_illegal(self, error: PathError, command: str) -> None:
         """Postfix's extract_addr warning for an address it cannot take."""
         if error.illegal is not None:
@@ -941,6 +955,8 @@ class SmtpdProtocol(SMTP):
             # outside a transaction, "no valid recipients" inside one.
             self.reply(replies.NEED_RCPT if self.txn.sender is None
                        else replies.NO_VALID_RECIPIENTS)
+            return
+        if self.ctx.restrictions.data and self._data_refused():
             return
         txn, self.txn = self.txn, Transaction()
         assert txn.qid is not None

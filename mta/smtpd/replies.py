@@ -64,6 +64,13 @@ USER_UNKNOWN = ("550 5.1.1 <{address}>: Recipient address rejected: "
 # Postfix's smtpd_check_reject.
 ACCESS_DENIED = "{code} {code_class}.7.1 <{address}>: {what} rejected: Access denied"
 TRY_AGAIN_LATER = "{code} {code_class}.3.2 <{address}>: {what} rejected: Try again later"
+# smtpd_data_restrictions (address is "DATA", what "Data command"):
+# reject_multi_recipient_bounce (multi_recipient_bounce_reject_code, 550)
+# and reject_unauth_pipelining (always 503 in Postfix).
+MULTI_RECIPIENT_BOUNCE = ("{code} {code_class}.5.3 <{address}>: {what} rejected: "
+                          "Multi-recipient bounce")
+UNAUTH_PIPELINING = ("503 5.5.0 <{address}>: {what} rejected: Improper use of SMTP command "
+                     "pipelining")
 # reject_non_fqdn_sender and reject_non_fqdn_recipient (non_fqdn_reject_code,
 # 504): the address as the client sent it.
 NOT_FQDN_ADDRESS = ("{code} {code_class}.5.2 <{address}>: {what} rejected: need "
