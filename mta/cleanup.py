@@ -129,39 +129,43 @@ class CleanupStream:
             await self.writer.write(data)
             return
         self._header += data
-        end = self._header_end()
-        if end is not None:
-            await self._flush_header(end)
-        elif len(self._header) > self.header_size_limit:
-            # Postfix's rule: what does not fit in header_size_limit is body.
-            await self._flush_header(len(self._header), separator=False)
+        found = self._header_end()
+        if found is not None:
+            await self._flush_header(*found)
 
     async def finish(self) -> None:
         if self._in_header:
             if self._header and not self._header.endswith(b"\r\n"):
                 # RFC 5322 lines end in CRLF, also the last one.
                 self._header += b"\r\n"
-            end = self._header_end()
-            await self._flush_header(len(self._header) if end is None else end)
+            found = self._header_end()
+            await self._flush_header(*(found or (len(self._header), True)))
 
-    def _header_end(self) -> int | None:
-        """Offset where the header section ends (at its blank line or at the
-        first line that is not a header field), or None if not seen yet."""
+    def _header_end(self) -> tuple[int, bool] | None:
+        """(offset where the header section ends, whether it ended there by
+        itself: at its blank line or at the first line that is not a header
+        field), or None if not seen yet. What does not fit in
+        header_size_limit is body (Postfix's rule), from the first line
+        that does not fit, wherever the reads that brought it were cut: the
+        header kept is the same however the client's segments arrive."""
         buffer = self._header
         position = self._scanned
+        limit = self.header_size_limit
         while True:
             eol = buffer.find(b"\r\n", position)
-            if eol == -1:
+            if eol == -1 or eol + 2 > limit:
+                if eol != -1 or len(buffer) > limit:
+                    return position, False  # this line does not fit
                 self._scanned = position
                 return None
             line = bytes(buffer[position:eol])
             if not line:
-                return position
+                return position, True
             if not (_FIELD.match(line) or (position and line[:1] in (b" ", b"\t"))):
-                return position
+                return position, True
             position = eol + 2
 
-    async def _flush_header(self, end: int, *, separator: bool = True) -> None:
+    async def _flush_header(self, end: int, separator: bool) -> None:
         self._in_header = False
         buffer = bytes(self._header)
         self._header = bytearray()
@@ -174,7 +178,10 @@ class CleanupStream:
             self.message_id = re.sub(rb"\s+", b" ", match.group(1)).decode(
                 "utf-8", "replace").strip()
         added: list[bytes] = list(self.extra_headers)
-        if self.add_missing:
+        # A header section cut at header_size_limit (separator False: the
+        # rest follows as it came) may hold a Date or Message-ID past the
+        # cut; adding ours could make two, so none is added then.
+        if self.add_missing and separator:
             if not _DATE.search(head):
                 added.append(f"Date: {mail_date()}\r\n".encode())
             if not match:

@@ -316,7 +316,10 @@ _p("smtpd_forbid_bare_newline", "normalize", t.choice("normalize", "reject", "no
    "Bare LF (or CR) line endings: normalize them to CRLF, or reject the session.")
 _int("line_length_limit", "2048",
      "The maximal length of an SMTP command line (DATA lines may be longer).", 512)
-_int("header_size_limit", "102400", "The maximal size of a message header section.", 1024)
+_int("header_size_limit", "102400",
+     "The maximal size of a message header section held in memory. From the first line "
+     "that does not fit, the rest goes on as it came, without a Date or Message-ID "
+     "added (one may be past the cut).", 1024)
 _int("hopcount_limit", "50",
      "The hop count at which a message is refused: one with this many Received headers or "
      "more (ours included, as Postfix counts them) is refused at the end of DATA (554 5.4.0 "

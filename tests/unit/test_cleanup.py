@@ -102,3 +102,33 @@ async def test_a_body_without_headers_gets_a_separator() -> None:
 async def test_headers_only_message_without_final_newline() -> None:
     out, _ = await clean([b"Subject: x"], add_missing=False)
     assert out == "Received: x\r\nSubject: x\r\n"
+
+
+async def _clean_limited(chunks: list[bytes]) -> tuple[str, CleanupStream]:
+    sink = Sink()
+    stream = CleanupStream(sink, received=b"Received: x\r\n", add_missing=True,
+                           myhostname="mx.example.test", header_size_limit=1024)
+    for chunk in chunks:
+        await stream.feed(chunk)
+    await stream.finish()
+    return re.sub(r"\d{14}", "STAMP", re.sub(r"Date: [^\r]*", "Date: D", sink.data.decode())), \
+        stream
+
+
+async def test_a_header_over_the_limit_is_cut_at_a_line_whatever_the_reads() -> None:
+    """What does not fit in header_size_limit is body, from the first line
+    that does not fit, however the content was split: a cut at a read's
+    boundary glued the added Date into a header line (Message-ID: <Date:
+    ...m@x>), or added a second Message-ID. Found by a review that split
+    DATA reads at every position."""
+    message = (b"Subject: hi\r\nX-Long: " + b"a" * 1000 + b"\r\nMessage-ID: <m@x>\r\n"
+               b"\r\nbody\r\n")
+    whole, stream = await _clean_limited([message])
+    # Nothing added: the Message-ID past the cut is not seen, and ours would
+    # make two.
+    assert whole == "Received: x\r\n" + message.decode()
+    assert stream.message_id is None
+    for split in range(1, len(message)):
+        out, split_stream = await _clean_limited([message[:split], message[split:]])
+        assert (out, split_stream.message_id, split_stream.hops) == \
+            (whole, stream.message_id, stream.hops), split
