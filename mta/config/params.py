@@ -285,6 +285,10 @@ _int("multi_recipient_bounce_reject_code", "550",
 _int("plaintext_reject_code", "450",
      "The SMTP reply code of reject_plaintext_session (a restriction that refuses a "
      "session without TLS: \"Session encryption is required\").", 400, 599)
+_bool("allow_untrusted_routing", "no",
+      "Let a client that is not permitted to relay send to a relay_domains address that "
+      "carries a route (user%elsewhere@, \"user@elsewhere\"@ or elsewhere!user@): no, as "
+      "in Postfix, because the next hop may honour the route and relay for anyone.")
 _int("reject_code", "554",
      "The SMTP reply code of the reject restriction (\"Access denied\").", 400, 599)
 _int("defer_code", "450",

@@ -666,9 +666,17 @@ class Restrictions:
         unqualified recipient (as sent) is judged as user@$myorigin, where it
         goes, as Postfix's smtpd_resolve_addr rewrites it first: $myorigin
         need not be ours (a relay whose domain is hosted elsewhere)."""
-        domain = addr.domain_of(addr.qualify(recipient, self.config.myorigin))
-        return self.mailboxes.is_local_domain(domain) or addr.domain_in(
-            domain, self.relay_domains, subdomains=True)
+        qualified = addr.qualify(recipient, self.config.myorigin)
+        domain = addr.domain_of(qualified)
+        if self.mailboxes.is_local_domain(domain):
+            return True
+        if not addr.domain_in(domain, self.relay_domains, subdomains=True):
+            return False
+        # Postfix's allow_untrusted_routing = no: an address in a relay
+        # domain that routes on (user%elsewhere@, "user@elsewhere"@,
+        # elsewhere!user@) is no destination of ours, or the next hop, if it
+        # honours the route, relays for anyone (the backup-MX hole).
+        return self.config.allow_untrusted_routing or not routed(qualified)
 
     # -- the restrictions ---------------------------------------------------------
     def _permit_mynetworks(self, client: ClientFacts, sender: str | None, rcpt: str,
@@ -812,3 +820,10 @@ def _reject_invalid_address_literal(helo: str, code: int) -> Decision:
     if hostnames.valid_address_literal(helo):
         return DUNNO
     return _coded(replies.HELO_INVALID_ADDRESS, code, name=helo)
+
+
+def routed(address: str) -> bool:
+    """Whether an address carries a sender-specified route: "@", "%" or "!"
+    in its local part, quotes taken off (Postfix's RESOLVE_FLAG_ROUTED)."""
+    local = hostnames.unquoted(address).rpartition("@")[0]
+    return any(char in local for char in "@%!")

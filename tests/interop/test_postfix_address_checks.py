@@ -151,3 +151,24 @@ async def test_an_unqualified_recipient_is_no_way_around_the_relay_control(
         ["250 2.1.0 Ok", "554 5.7.1 <user@origin.test>: Relay access denied"]]
     postfix.wait_log(r"NOQUEUE: reject: .*", count=2)
     assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
+
+
+ROUTED = "mynetworks = 192.0.2.0/24\nrelay_domains = relayed.test\n"
+ROUTED_CASES = [("c.test", "a@b.test", recipient) for recipient in (
+    "x%victim.example@relayed.test", "victim.example!x@relayed.test", "x@relayed.test")]
+
+
+async def test_a_routed_address_is_no_way_around_the_relay_control(
+        postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
+    """allow_untrusted_routing = no (both defaults): a relay domain's address
+    with a route is refused to a client outside mynetworks."""
+    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + ROUTED).start()
+    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + ROUTED) as smtpd:
+        ours = await replies(smtpd.port, ROUTED_CASES)
+    theirs = await replies(postfix.port, ROUTED_CASES)
+    assert ours == theirs == [
+        ["250 2.1.0 Ok", "554 5.7.1 <x%victim.example@relayed.test>: Relay access denied"],
+        ["250 2.1.0 Ok", "554 5.7.1 <victim.example!x@relayed.test>: Relay access denied"],
+        ["250 2.1.0 Ok", "250 2.1.5 Ok"]]
+    postfix.wait_log(r"NOQUEUE: reject: .*", count=2)
+    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())

@@ -224,3 +224,19 @@ async def test_received_names_the_one_recipient_as_sent(tmp_path: Path) -> None:
     assert len(texts) == 2
     assert sum(b"\tfor <you>; " in text for text in texts) == 1
     assert not any(b"for <you@origin.test>" in text for text in texts)
+
+
+@pytest.mark.parametrize("recipient", [
+    "x%victim.example@relay.test", '"x@victim.example"@relay.test',
+    "victim.example!x@relay.test", "x%victim.example@sub.relay.test"])
+def test_a_routed_address_in_a_relay_domain_is_not_ours(recipient: str) -> None:
+    """Postfix's allow_untrusted_routing = no: the next hop may honour the
+    route (the percent hack) and deliver to victim.example, so an outside
+    client may not send it there. A review found us relaying these."""
+    judged = restrictions("")
+    assert judged.check_recipient(OUTSIDE, "a@b.test", recipient) == \
+        f"554 5.7.1 <{recipient}>: Relay access denied"
+    assert judged.check_recipient(INSIDE, "a@b.test", recipient) is None  # mynetworks
+    assert judged.check_recipient(OUTSIDE, "a@b.test", "x@relay.test") is None
+    allowed = restrictions("allow_untrusted_routing = yes\n")
+    assert allowed.check_recipient(OUTSIDE, "a@b.test", recipient) is None
