@@ -21,6 +21,10 @@ _MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*
 _DATE = re.compile(rb"(?im)^date:")
 _RECEIVED = re.compile(rb"(?im)^received[ \t]*:")
 _FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
+# The start of a line that may still become a header field: a name (at most
+# a line's 998 octets, RFC 5322 §2.1.1) and blanks, up to a colon if any.
+_FIELD_START = re.compile(rb"(?:[!-9;-~]{1,998}[ \t]*(?::.*)?|[!-9;-~]{0,998}[ \t]*)",
+                          re.DOTALL)
 
 
 def mail_date(when: float | None = None) -> str:
@@ -153,24 +157,35 @@ class CleanupStream:
         limit = self.header_size_limit
         while True:
             eol = buffer.find(b"\r\n", position)
-            if eol == -1 or eol + 2 > limit:
-                if eol != -1 or len(buffer) > limit:
-                    return position, False  # this line does not fit
+            if eol != -1 and eol + 2 <= limit:
+                line = bytes(buffer[position:eol])
+                if not line:
+                    return position, True
+                if not (_FIELD.match(line) or (position and line[:1] in (b" ", b"\t"))):
+                    return position, True
+                position = eol + 2
+                continue
+            if len(buffer) < limit:
                 self._scanned = position
                 return None
-            line = bytes(buffer[position:eol])
-            if not line:
-                return position, True
-            if not (_FIELD.match(line) or (position and line[:1] in (b" ", b"\t"))):
-                return position, True
-            position = eol + 2
+            # A line that does not fit. It is judged by its bytes within the
+            # limit only, so that the verdict is the same however the reads
+            # were cut: one that may be a header field (or a continuation)
+            # is cut there, the rest following as it came; one that cannot
+            # ends the section, as a shorter one would.
+            window = bytes(buffer[position:limit])
+            if (position and window[:1] in (b" ", b"\t")) or _FIELD_START.fullmatch(window):
+                return position, False
+            return position, True
 
     async def _flush_header(self, end: int, separator: bool) -> None:
         self._in_header = False
         buffer = bytes(self._header)
         self._header = bytearray()
         head, rest = buffer[:end], buffer[end:]
-        if separator and rest and not rest.startswith(b"\r\n"):
+        # Content is CRLF only: a rest that starts with CR starts with the
+        # blank line, even if its LF is still to come.
+        if separator and rest and not rest.startswith(b"\r"):
             rest = b"\r\n" + rest  # a body must follow a blank line (RFC 5322 §2.1)
         self.hops = len(_RECEIVED.findall(head)) + (1 if self._received else 0)
         match = _MESSAGE_ID.search(head)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mta.cleanup import CleanupStream, ReceivedInfo, received_header
 
@@ -132,3 +135,39 @@ async def test_a_header_over_the_limit_is_cut_at_a_line_whatever_the_reads() -> 
         out, split_stream = await _clean_limited([message[:split], message[split:]])
         assert (out, split_stream.message_id, split_stream.hops) == \
             (whole, stream.message_id, stream.hops), split
+
+
+@pytest.mark.parametrize("name", ["blank", "text"])
+async def test_a_header_that_ends_by_itself_near_the_limit_is_not_cut(name: str) -> None:
+    """The blank line, or a first line that is no header field, ends the
+    section whatever its length: the missing headers are added and a body
+    line gets its separator (the review of the cut found both treated as
+    a cut)."""
+    if name == "blank":  # the blank line starts within the limit, ends past it
+        message = b"Subject: " + b"s" * (1024 - len(b"Subject: \r\n") - 1) + b"\r\n\r\nbody\r\n"
+    else:  # a first body line longer than the limit: no header field's name
+        message = b"Subject: s\r\n" + b"x" * 3000 + b"\r\n"
+    whole, _ = await _clean_limited([message])
+    assert "Date: D\r\nMessage-ID: <STAMP.2K04EZMPDJ00@mx.example.test>\r\n\r\n" in whole
+    assert whole.endswith(("\r\nbody\r\n", "x" * 3000 + "\r\n"))
+    for split in (1, 500, 1023, 1024, 1025, 2000):
+        assert (await _clean_limited([message[:split], message[split:]]))[0] == whole, split
+
+
+_LINES = st.sampled_from([
+    b"Subject: s\r\n", b"X-Long: " + b"a" * 700 + b"\r\n", b"Message-ID: <m@x>\r\n",
+    b" folded\r\n", b"\r\n", b"body line\r\n", b"y" * 1100 + b"\r\n", b"Date: today\r\n",
+    b"Name" + b"n" * 995 + b":\r\n"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_LINES, max_size=8), st.lists(st.integers(0, 3000), max_size=3))
+def test_the_header_kept_never_depends_on_the_reads(lines: list[bytes], cuts: list[int]) -> None:
+    message = b"".join(lines)
+    points = sorted({min(cut, len(message)) for cut in cuts})
+    pieces = [message[a:b] for a, b in zip([0, *points], [*points, len(message)], strict=True)
+              if b > a]
+    whole = asyncio.run(_clean_limited([message]))
+    split = asyncio.run(_clean_limited(pieces))
+    assert (split[0], split[1].message_id, split[1].hops) == \
+        (whole[0], whole[1].message_id, whole[1].hops)
