@@ -76,15 +76,15 @@ def _split_path(text: str) -> tuple[str, str]:
 
 
 def parse_params(text: str) -> tuple[dict[str, str | None], dict[str, str]]:
-    """(values, texts as sent), both by upper-cased parameter name."""
+    """(values, texts as sent), both by upper-cased parameter name. An item
+    that is no esmtp-param (``=x``) is kept whole as its own name: Postfix
+    answers it as any option it does not know, 555 Unsupported option."""
     params: dict[str, str | None] = {}
     texts: dict[str, str] = {}
     for item in text.split():
         match = _PARAM.match(item)
-        if not match:
-            raise PathError(f"bad parameter {item!r}")
-        name = match.group(1).upper()
-        params[name] = match.group(2)
+        name = match.group(1).upper() if match else item.upper()
+        params[name] = match.group(2) if match else None
         texts[name] = item
     return params, texts
 
@@ -100,21 +100,27 @@ def parse_path(argument: str, keyword: str, *, allow_empty: bool,
         raise PathError("no path", missing=True)
     sent = argument[len(keyword):].lstrip(" ")
     path_text, rest = _split_path(sent)
+    if rest and not rest.startswith(" "):
+        # "<a@b.example>junk": Postfix's argument is the whole word, an
+        # address with junk after it.
+        raise PathError("junk after the path", illegal=sent.split(" ", 1)[0])
     sent = sent[:len(sent) - len(rest)].rstrip(" ")  # the path as sent
     if path_text.startswith("@"):
         # A source route <@a,@b:user@c>: accepted and ignored (RFC 5321 §4.1.1.3).
         path_text = path_text.partition(":")[2]
-    params, texts = parse_params(rest)
+    # The path first, then the parameters, as Postfix's extract_addr judges
+    # (and logs) the address before mail_cmd looks at an option.
     if not path_text:
-        if allow_empty:
-            return Path("", params, texts)
-        raise PathError("empty address", illegal=sent)
-    try:
-        _check_mailbox(path_text, smtputf8)
-    except PathError as error:
-        if not error.utf8:
-            error.illegal = sent
-        raise
+        if not allow_empty:
+            raise PathError("empty address", illegal=sent)
+    else:
+        try:
+            _check_mailbox(path_text, smtputf8)
+        except PathError as error:
+            if not error.utf8:
+                error.illegal = sent
+            raise
+    params, texts = parse_params(rest)
     return Path(path_text, params, texts)
 
 

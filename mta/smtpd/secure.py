@@ -509,7 +509,8 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         # fail2ban's postfix-sasl filter matches this line. Postfix 3.7 ends
         # it with the name tried, or "(unavailable)" (compared on the wire:
         # tests/interop/test_postfix_auth.py).
-        name = printable(user) if user else "(unavailable)"
+        # Postfix's "%.100s": at most 100 characters of the name.
+        name = printable(user)[:100] if user else "(unavailable)"
         maillog.warning("smtpd", f"{self.client.peer}: SASL {mechanism} authentication "
                         f"failed: {reason}, sasl_username={name}")
         self._auth_metric(mechanism, "failure")

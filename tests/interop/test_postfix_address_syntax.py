@@ -29,6 +29,9 @@ SENDERS = ["s@1.2.3.4", "s@[bogus]", "s@-dash.test", "s@[192.0.2.1]", '"s@1.2.3.
 CASES = ([("c.test", "a@b.test", recipient) for recipient in RECIPIENTS]
          + [("c.test", sender, "x@elsewhere.test") for sender in SENDERS])
 RAW = [["EHLO c.test", "MAIL FROM:<a@b.test>", "RCPT TO:<>"],
+       ["EHLO c.test", "MAIL FROM:<s@b.test> =x", "MAIL FROM:<s@1.2.3.4> =x",
+        "MAIL FROM:<s@b.test>junk>", "MAIL FROM:<s@b.test>", "RCPT TO:<x@b.test> =x",
+        "RCPT TO:<x@1.2.3.4> =x", "RCPT TO:<x@b.test>junk>"],
        ["EHLO c.test", "MAIL FROM:<a@b.test>", "RCPT TO:<x@b.test"],
        ["EHLO c.test", "VRFY x@1.2.3.4", "VRFY <x@[bogus]>", "VRFY x@b.test"]]
 WARNING = re.compile(r"smtpd(?:\[\d+\])?: (warning: Illegal address syntax .*)$")

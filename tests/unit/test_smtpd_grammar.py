@@ -33,7 +33,7 @@ def test_good_paths(argument: str, address: str, params: dict) -> None:
 @pytest.mark.parametrize("argument", [
     "FROM:<bob@exa mple.org>", "FROM:<bob@@example.org>", "FROM:<bob@example.org",
     "FROM:<bob@-example.org>", "FROM:<bo\x00b@example.org>", "FROM:<a..b@example.org>",
-    "TO:<bob@example.org>", "FROM:<bob@example.org> =x",
+    "TO:<bob@example.org>", "FROM:<bob@example.org>junk",
     # Domains Postfix's trivial-rewrite cannot resolve (resolve.c): all
     # digits without brackets, an address literal that is no address.
     "FROM:<bob@192.0.2.1>", "FROM:<bob@1.2.3>", "FROM:<bob@[bogus]>", "FROM:<bob@[256.0.0.1]>",
@@ -42,6 +42,13 @@ def test_good_paths(argument: str, address: str, params: dict) -> None:
 def test_bad_paths(argument: str) -> None:
     with pytest.raises(PathError):
         parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
+
+
+def test_a_malformed_parameter_is_an_unknown_option() -> None:
+    """Postfix answers "=x" as any option it does not know (555), not as
+    address syntax."""
+    path = parse_path("FROM:<bob@example.org> =x", "FROM:", allow_empty=True, smtputf8=False)
+    assert path.param_texts == {"=X": "=x"}
 
 
 def test_empty_recipient_is_refused() -> None:
