@@ -164,15 +164,48 @@ def open_table(spec: str, base: Path) -> Table:
         if not match:
             raise ConfigError(f"inline table {spec!r}: expected inline:{{ key=value, ... }}")
         entries = []
-        for item in (part.strip() for part in match.group(1).split(",")):
-            if not item:
-                continue
+        for item in _inline_items(match.group(1), spec):
             key, eq, value = item.partition("=")
             if not eq:
-                raise ConfigError(f"inline table {spec!r}: {item!r} is not key=value")
+                raise ConfigError(f"inline table {spec!r}: {item!r} is not key=value (a value "
+                                  "with spaces or commas goes in braces: { key = some text })")
             entries.append(Entry(key.strip(), value.strip(), spec, 0))
         return HashTable(spec, entries)
     raise ConfigError(f"unsupported table type {kind!r} in {spec!r}")
+
+
+def _inline_items(text: str, spec: str) -> list[str]:
+    """The entries of inline:{ ... }: separated by commas; an entry in
+    braces ({ key = text with spaces, or commas }) taken whole without its
+    braces, as Postfix's dict_inline takes it. Unlike Postfix, blanks do not
+    separate entries: a value may hold spaces without braces."""
+    items: list[str] = []
+    current = ""
+    depth = 0
+    braced = False  # the entry started with "{": its braces are not part of it
+    for char in text:
+        if char == "{":
+            depth += 1
+            if depth == 1 and not current.strip():
+                current, braced = "", True
+                continue
+        elif char == "}" and depth:
+            depth -= 1
+            if depth == 0 and braced:
+                items.append(current.strip())
+                current, braced = "", False
+                continue
+        if char == "," and depth == 0:
+            if current.strip():
+                items.append(current.strip())
+            current = ""
+            continue
+        current += char
+    if depth:
+        raise ConfigError(f"inline table {spec!r}: unbalanced {{")
+    if current.strip():
+        items.append(current.strip())
+    return items
 
 
 def split_specs(text: str) -> list[str]:

@@ -132,6 +132,19 @@ def test_inline() -> None:
         open_table("inline:a=b", Path("."))
 
 
+def test_inline_entries_in_braces() -> None:
+    """Postfix's form for a value with spaces or commas: { key = text }; it
+    was read as the key "{127.0.0.1", which never matched (found by a
+    review)."""
+    table = open_table("inline:{ {127.0.0.1 = REJECT go away, now}, a={x}, { e=f } }",
+                       Path("."))
+    assert table.lookup("127.0.0.1") == "REJECT go away, now"
+    assert table.lookup("a") == "{x}"
+    assert table.lookup("e") == "f"
+    with pytest.raises(ConfigError, match="unbalanced"):
+        open_table("inline:{ {a=b }", Path("."))
+
+
 def test_static() -> None:
     table = open_table("static:encrypt", Path("."))
     assert isinstance(table, StaticTable)
