@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import IN_PROCESS_CF, in_process_smtpd, one_at_a_time
-from tests.interop.postfix import PostfixFactory
+from tests.interop.postfix import PostfixFactory, PostfixInstance
 
 pytestmark = pytest.mark.interop
 
@@ -66,37 +66,48 @@ def rejects(lines: list[str]) -> list[str]:
     return [match.group(1) for line in lines if (match := REJECTED.search(line))]
 
 
-def write_tables(directory: Path) -> None:
-    for name, text in TABLES.items():
-        (directory / name).write_text(text)
-
-
 async def replies(port: int, cases: list[tuple[str, str, str]] = CASES) -> list[list[str]]:
     return [(await one_at_a_time(port, [f"EHLO {helo}", f"MAIL FROM:<{sender}>",
                                         f"RCPT TO:<{recipient}>", "QUIT"]))[1:3]
             for helo, sender, recipient in cases]
 
 
+async def same_replies(postfix_factory: PostfixFactory, tmp_path: Path, main_cf: str,
+                       cases: list[tuple[str, str, str]], tables: dict[str, str] | None = None,
+                       ) -> tuple[list[list[str]], PostfixInstance]:
+    """The replies to MAIL and RCPT of each case, the same from a Postfix and
+    an in-process Postern given main_cf ({dir}: where tables are); the
+    Postfix instance, for its log."""
+    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n"
+                              + main_cf.format(dir="$config_directory"))
+    for name, text in (tables or {}).items():
+        (postfix.conf / name).write_text(text)
+        (tmp_path / name).write_text(text)
+    postfix.start()
+    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + main_cf.format(dir=tmp_path)) \
+            as smtpd:
+        ours = await replies(smtpd.port, cases)
+    assert ours == await replies(postfix.port, cases)
+    return ours, postfix
+
+
+def same_rejects(postfix: PostfixInstance, maillog_lines: list[str], count: int) -> list[str]:
+    """Our reject lines, once Postfix has logged count, the same as its."""
+    postfix.wait_log(r"NOQUEUE: reject: .*", count=count)
+    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
+    return rejects(maillog_lines)
+
+
 async def test_postern_answers_access_maps_as_postfix_does(
         postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
-    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + RESTRICTIONS.format(
-        dir="$config_directory"))
-    write_tables(postfix.conf)
-    postfix.start()
-    write_tables(tmp_path)
-    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + RESTRICTIONS.format(dir=tmp_path)) \
-            as smtpd:
-        ours = await replies(smtpd.port)
-    theirs = await replies(postfix.port)
-    assert ours == theirs
+    ours, postfix = await same_replies(postfix_factory, tmp_path, RESTRICTIONS, CASES, TABLES)
     # Not a vacuous comparison: each kind of answer is among them.
     assert ["250 2.1.0 Ok", "250 2.1.5 Ok"] in ours
     assert ["250 2.1.0 Ok", "554 5.1.3 <x@r.test>: Recipient address rejected: "
                             "recipient dsn"] in ours
     refusals = [reply for _, reply in ours if reply[0] in "45"]
-    postfix.wait_log(r"NOQUEUE: reject: .*", count=len(refusals))
     postfix.wait_log(r": warn: .*", count=3)
-    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
+    same_rejects(postfix, maillog_lines, len(refusals))
     assert "warn: RCPT from unknown[127.0.0.1]: suspicious (helo); from=<a@b.test> " \
         "to=<x@elsewhere.test> proto=ESMTP helo=<warn.test>" in rejects(maillog_lines)
 
@@ -114,20 +125,10 @@ async def test_the_access_map_settings_as_postfix_has_them(
         postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
     """access_map_reject_code, access_map_defer_code and
     smtpd_null_access_lookup_key, set alike on both."""
-    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + SETTINGS
-                              + RESTRICTIONS.format(dir="$config_directory"))
-    for name, text in CODED_TABLES.items():
-        (postfix.conf / name).write_text(text)
-        (tmp_path / name).write_text(text)
-    postfix.start()
-    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + SETTINGS
-                                + RESTRICTIONS.format(dir=tmp_path)) as smtpd:
-        ours = await replies(smtpd.port, CODED_CASES)
-    theirs = await replies(postfix.port, CODED_CASES)
-    assert ours == theirs
+    ours, postfix = await same_replies(postfix_factory, tmp_path, SETTINGS + RESTRICTIONS,
+                                       CODED_CASES, CODED_TABLES)
     assert [reply[:9] for _, reply in ours] == ["550 5.7.1", "451 4.7.1", "550 5.7.1"]
-    postfix.wait_log(r"NOQUEUE: reject: .*", count=3)
-    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
+    same_rejects(postfix, maillog_lines, 3)
 
 
 WARNED = ("smtpd_helo_restrictions = warn_if_reject reject_non_fqdn_helo_hostname\n"

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import IN_PROCESS_CF, in_process_smtpd
 from tests.interop.postfix import PostfixFactory
-from tests.interop.test_postfix_access import ELSEWHERE, rejects, replies
+from tests.interop.test_postfix_access import ELSEWHERE, same_rejects, same_replies
 
 pytestmark = pytest.mark.interop
 
@@ -43,28 +42,16 @@ CASES = [  # (HELO name, sender, recipient)
 
 async def test_non_fqdn_addresses_are_refused_as_postfix_refuses_them(
         postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
-    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + ORIGIN
-                              + FQDN.format(dir="$config_directory"))
-    for name, text in TABLES.items():
-        (postfix.conf / name).write_text(text)
-        (tmp_path / name).write_text(text)
-    postfix.start()
-    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + ORIGIN + FQDN.format(dir=tmp_path)) \
-            as smtpd:
-        ours = await replies(smtpd.port, CASES)
-    theirs = await replies(postfix.port, CASES)
-    assert ours == theirs
+    ours, postfix = await same_replies(postfix_factory, tmp_path, ORIGIN + FQDN, CASES, TABLES)
     assert ["250 2.1.0 Ok", "504 5.5.2 <user>: Sender address rejected: need fully-qualified "
                             "address"] in ours
     assert ["250 2.1.0 Ok", "504 5.5.2 <user@host>: Recipient address rejected: need "
                             "fully-qualified address"] in ours
     assert ["250 2.1.0 Ok", "250 2.1.5 Ok"] in ours
     refusals = [reply for _, reply in ours if reply[0] in "45"]
-    postfix.wait_log(r"NOQUEUE: reject: .*", count=len(refusals))
-    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
     assert "reject: RCPT from unknown[127.0.0.1]: 504 5.5.2 <user>: Sender address rejected: " \
         "need fully-qualified address; from=<user> to=<x@elsewhere.test> proto=ESMTP " \
-        "helo=<c.test>" in rejects(maillog_lines)
+        "helo=<c.test>" in same_rejects(postfix, maillog_lines, len(refusals))
 
 
 LISTED = [("c.test", "listed", ELSEWHERE), ("c.test", "a@b.test", "listed")]
@@ -74,25 +61,15 @@ LOOKED_UP = ("smtpd_recipient_restrictions = check_sender_access texthash:{dir}/
 
 async def test_unqualified_addresses_are_looked_up_qualified_and_named_as_sent(
         postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
-    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + ORIGIN
-                              + LOOKED_UP.format(dir="$config_directory"))
-    for name, text in TABLES.items():
-        (postfix.conf / name).write_text(text)
-        (tmp_path / name).write_text(text)
-    postfix.start()
-    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + ORIGIN
-                                + LOOKED_UP.format(dir=tmp_path)) as smtpd:
-        ours = await replies(smtpd.port, LISTED)
-    theirs = await replies(postfix.port, LISTED)
-    assert ours == theirs == [
+    ours, postfix = await same_replies(postfix_factory, tmp_path, ORIGIN + LOOKED_UP, LISTED,
+                                       TABLES)
+    assert ours == [
         ["250 2.1.0 Ok", "554 5.7.1 <listed>: Sender address rejected: unqualified sender "
                          "listed"],
         ["250 2.1.0 Ok", "554 5.7.1 <listed>: Recipient address rejected: unqualified "
                          "recipient listed"]]
-    postfix.wait_log(r"NOQUEUE: reject: .*", count=2)
-    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
-    assert rejects(maillog_lines)[1].endswith("from=<a@b.test> to=<listed> proto=ESMTP "
-                                              "helo=<c.test>")
+    assert same_rejects(postfix, maillog_lines, 2)[1].endswith(
+        "from=<a@b.test> to=<listed> proto=ESMTP helo=<c.test>")
 
 
 CODES = ("non_fqdn_reject_code = 550\ndefer_code = 451\n"
@@ -104,71 +81,47 @@ CODED_CASES = [("c.test", "user", ELSEWHERE), ("c.test", "a@b.test", ELSEWHERE),
 async def test_defer_and_the_reply_codes_as_postfix_has_them(
         postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
     """defer, with defer_code; non_fqdn_reject_code; the null sender deferred too."""
-    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + CODES).start()
-    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + CODES) as smtpd:
-        ours = await replies(smtpd.port, CODED_CASES)
-    theirs = await replies(postfix.port, CODED_CASES)
-    assert ours == theirs == [
+    ours, postfix = await same_replies(postfix_factory, tmp_path, CODES, CODED_CASES)
+    assert ours == [
         ["250 2.1.0 Ok", "550 5.5.2 <user>: Sender address rejected: need fully-qualified "
                          "address"],
         ["250 2.1.0 Ok", "451 4.3.2 <a@b.test>: Sender address rejected: Try again later"],
         ["250 2.1.0 Ok", "451 4.3.2 <>: Sender address rejected: Try again later"]]
-    postfix.wait_log(r"NOQUEUE: reject: .*", count=3)
-    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
-
-
-REJECT_CODE = ("reject_code = 553\n"
-               "smtpd_helo_restrictions = reject\n")
+    same_rejects(postfix, maillog_lines, 3)
 
 
 async def test_reject_takes_reject_code_as_postfix_does(
         postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
-    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + REJECT_CODE).start()
-    cases = [("c.test", "a@b.test", ELSEWHERE)]
-    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + REJECT_CODE) as smtpd:
-        ours = await replies(smtpd.port, cases)
-    theirs = await replies(postfix.port, cases)
-    assert ours == theirs == [
-        ["250 2.1.0 Ok", "553 5.7.1 <c.test>: Helo command rejected: Access denied"]]
-    postfix.wait_log(r"NOQUEUE: reject: .*")
-    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
-
-
-OUTSIDE = "mynetworks = 192.0.2.0/24\nmyorigin = hosted-elsewhere.test\n"
-OUTSIDE_CASES = [("c.test", "a@b.test", "user"), ("c.test", "a@b.test", "user@origin.test")]
+    ours, postfix = await same_replies(
+        postfix_factory, tmp_path, "reject_code = 553\nsmtpd_helo_restrictions = reject\n",
+        [("c.test", "a@b.test", ELSEWHERE)])
+    assert ours == [["250 2.1.0 Ok", "553 5.7.1 <c.test>: Helo command rejected: Access denied"]]
+    same_rejects(postfix, maillog_lines, 1)
 
 
 async def test_an_unqualified_recipient_is_no_way_around_the_relay_control(
         postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
     """For a client outside mynetworks, user is user@$myorigin, not ours
     here: both refuse to relay it, naming it as sent."""
-    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + OUTSIDE).start()
-    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + OUTSIDE) as smtpd:
-        ours = await replies(smtpd.port, OUTSIDE_CASES)
-    theirs = await replies(postfix.port, OUTSIDE_CASES)
-    assert ours == theirs == [
-        ["250 2.1.0 Ok", "554 5.7.1 <user>: Relay access denied"],
-        ["250 2.1.0 Ok", "554 5.7.1 <user@origin.test>: Relay access denied"]]
-    postfix.wait_log(r"NOQUEUE: reject: .*", count=2)
-    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
-
-
-ROUTED = "mynetworks = 192.0.2.0/24\nrelay_domains = relayed.test\n"
-ROUTED_CASES = [("c.test", "a@b.test", recipient) for recipient in (
-    "x%victim.example@relayed.test", "victim.example!x@relayed.test", "x@relayed.test")]
+    ours, postfix = await same_replies(
+        postfix_factory, tmp_path,
+        "mynetworks = 192.0.2.0/24\nmyorigin = hosted-elsewhere.test\n",
+        [("c.test", "a@b.test", "user"), ("c.test", "a@b.test", "user@origin.test")])
+    assert ours == [["250 2.1.0 Ok", "554 5.7.1 <user>: Relay access denied"],
+                    ["250 2.1.0 Ok", "554 5.7.1 <user@origin.test>: Relay access denied"]]
+    same_rejects(postfix, maillog_lines, 2)
 
 
 async def test_a_routed_address_is_no_way_around_the_relay_control(
         postfix_factory: PostfixFactory, tmp_path: Path, maillog_lines: list[str]) -> None:
     """allow_untrusted_routing = no (both defaults): a relay domain's address
     with a route is refused to a client outside mynetworks."""
-    postfix = postfix_factory(main_cf="smtpd_peername_lookup = no\n" + ROUTED).start()
-    async with in_process_smtpd(tmp_path, IN_PROCESS_CF + ROUTED) as smtpd:
-        ours = await replies(smtpd.port, ROUTED_CASES)
-    theirs = await replies(postfix.port, ROUTED_CASES)
-    assert ours == theirs == [
+    ours, postfix = await same_replies(
+        postfix_factory, tmp_path, "mynetworks = 192.0.2.0/24\nrelay_domains = relayed.test\n",
+        [("c.test", "a@b.test", recipient) for recipient in (
+            "x%victim.example@relayed.test", "victim.example!x@relayed.test", "x@relayed.test")])
+    assert ours == [
         ["250 2.1.0 Ok", "554 5.7.1 <x%victim.example@relayed.test>: Relay access denied"],
         ["250 2.1.0 Ok", "554 5.7.1 <victim.example!x@relayed.test>: Relay access denied"],
         ["250 2.1.0 Ok", "250 2.1.5 Ok"]]
-    postfix.wait_log(r"NOQUEUE: reject: .*", count=2)
-    assert rejects(maillog_lines) == rejects(postfix.log_text().splitlines())
+    same_rejects(postfix, maillog_lines, 2)

@@ -60,10 +60,11 @@ class Sink:
         self.data += data
 
 
-async def clean(chunks: list[bytes], add_missing: bool = True) -> tuple[str, CleanupStream]:
+async def clean(chunks: list[bytes], add_missing: bool = True,
+                limit: int = 4096) -> tuple[str, CleanupStream]:
     sink = Sink()
     stream = CleanupStream(sink, received=b"Received: x\r\n", add_missing=add_missing,
-                           myhostname="mx.example.test", header_size_limit=4096)
+                           myhostname="mx.example.test", header_size_limit=limit)
     for chunk in chunks:
         await stream.feed(chunk)
     await stream.finish()
@@ -108,14 +109,9 @@ async def test_headers_only_message_without_final_newline() -> None:
 
 
 async def _clean_limited(chunks: list[bytes]) -> tuple[str, CleanupStream]:
-    sink = Sink()
-    stream = CleanupStream(sink, received=b"Received: x\r\n", add_missing=True,
-                           myhostname="mx.example.test", header_size_limit=1024)
-    for chunk in chunks:
-        await stream.feed(chunk)
-    await stream.finish()
-    return re.sub(r"\d{14}", "STAMP", re.sub(r"Date: [^\r]*", "Date: D", sink.data.decode())), \
-        stream
+    """clean() with header_size_limit 1024, the added Date and stamp masked."""
+    out, stream = await clean(chunks, limit=1024)
+    return re.sub(r"\d{14}", "STAMP", re.sub(r"Date: [^\r]*", "Date: D", out)), stream
 
 
 async def test_a_header_over_the_limit_is_cut_at_a_line_whatever_the_reads() -> None:
