@@ -667,16 +667,16 @@ class Restrictions:
         goes, as Postfix's smtpd_resolve_addr rewrites it first: $myorigin
         need not be ours (a relay whose domain is hosted elsewhere)."""
         qualified = addr.qualify(recipient, self.config.myorigin)
-        domain = addr.domain_of(qualified)
-        if self.mailboxes.is_local_domain(domain):
-            return True
-        if not addr.domain_in(domain, self.relay_domains, subdomains=True):
+        # Postfix's allow_untrusted_routing = no: an address that routes on
+        # (user%elsewhere@, "user@elsewhere"@, elsewhere!user@) is no
+        # destination of ours: in a relay domain the next hop may honour the
+        # route and relay for anyone (the backup-MX hole), and in a local
+        # domain Postfix resolves the route to elsewhere.
+        if not self.config.allow_untrusted_routing and routed(qualified):
             return False
-        # Postfix's allow_untrusted_routing = no: an address in a relay
-        # domain that routes on (user%elsewhere@, "user@elsewhere"@,
-        # elsewhere!user@) is no destination of ours, or the next hop, if it
-        # honours the route, relays for anyone (the backup-MX hole).
-        return self.config.allow_untrusted_routing or not routed(qualified)
+        domain = addr.domain_of(qualified)
+        return self.mailboxes.is_local_domain(domain) or addr.domain_in(
+            domain, self.relay_domains, subdomains=True)
 
     # -- the restrictions ---------------------------------------------------------
     def _permit_mynetworks(self, client: ClientFacts, sender: str | None, rcpt: str,
@@ -708,13 +708,14 @@ class Restrictions:
 
     def _reject_unauth_destination(self, client: ClientFacts, sender: str | None,
                                    rcpt: str, helo: str | None = None) -> Decision:
+        # Named in Postfix's internal form ("x@y"@z is x@y@z there).
         return DUNNO if self.is_auth_destination(rcpt) else replies.RELAY_DENIED.format(
-            address=rcpt)
+            address=hostnames.unquoted(rcpt))
 
     def _defer_unauth_destination(self, client: ClientFacts, sender: str | None,
                                   rcpt: str, helo: str | None = None) -> Decision:
         return DUNNO if self.is_auth_destination(rcpt) else replies.RELAY_DEFERRED.format(
-            address=rcpt)
+            address=hostnames.unquoted(rcpt))
 
     def _permit_auth_destination(self, client: ClientFacts, sender: str | None,
                                  rcpt: str, helo: str | None = None) -> Decision:

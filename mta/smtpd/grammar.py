@@ -28,6 +28,8 @@ _UTF8_MAILBOX = re.compile(r"(?:[^\s@\"<>()\[\]\\,;:]+(?:\.[^\s@\"<>()\[\]\\,;:]
 # An empty value (SIZE=) parses: the command handler rejects it with the
 # parameter's own reply, as Postfix does ("Bad message size syntax").
 _PARAM = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([!-<>-~]*))?\Z")
+_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+_BLANK = re.compile(r"[ \t]")
 
 
 class PathError(ValueError):
@@ -59,8 +61,9 @@ def _split_path(text: str) -> tuple[str, str]:
     """(path text, rest) where path text may be bracketed."""
     text = text.lstrip(" ")
     if not text.startswith("<"):
-        address, _, rest = text.partition(" ")
-        return address, rest
+        # Without brackets the path is the first word (blanks: space or tab).
+        match = _BLANK.search(text)
+        return (text, "") if match is None else (text[:match.start()], text[match.start():])
     quoted = False
     escaped = False
     for index, char in enumerate(text[1:], start=1):
@@ -83,8 +86,18 @@ def parse_params(text: str) -> tuple[dict[str, str | None], dict[str, str]]:
     texts: dict[str, str] = {}
     for item in text.split():
         match = _PARAM.match(item)
-        name = match.group(1).upper() if match else item.upper()
-        params[name] = match.group(2) if match else None
+        if match:
+            name, value = match.group(1).upper(), match.group(2)
+        else:
+            # A keyword with a value no esmtp-value allows (SIZE=1=2): the
+            # keyword's own check judges the value, as Postfix's mail_cmd
+            # matches "SIZE=" by its prefix; anything else is one name.
+            keyword, eq, rest = item.partition("=")
+            if eq and _KEYWORD.match(keyword):
+                name, value = keyword.upper(), rest
+            else:
+                name, value = item.upper(), None
+        params[name] = value
         texts[name] = item
     return params, texts
 
@@ -100,11 +113,11 @@ def parse_path(argument: str, keyword: str, *, allow_empty: bool,
         raise PathError("no path", missing=True)
     sent = argument[len(keyword):].lstrip(" ")
     path_text, rest = _split_path(sent)
-    if rest and not rest.startswith(" "):
+    if rest and not _BLANK.match(rest):
         # "<a@b.example>junk": Postfix's argument is the whole word, an
         # address with junk after it.
-        raise PathError("junk after the path", illegal=sent.split(" ", 1)[0])
-    sent = sent[:len(sent) - len(rest)].rstrip(" ")  # the path as sent
+        raise PathError("junk after the path", illegal=_BLANK.split(sent, 1)[0])
+    sent = sent[:len(sent) - len(rest)].rstrip(" \t")  # the path as sent
     if path_text.startswith("@"):
         # A source route <@a,@b:user@c>: accepted and ignored (RFC 5321 §4.1.1.3).
         path_text = path_text.partition(":")[2]

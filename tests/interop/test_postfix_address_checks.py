@@ -119,9 +119,12 @@ async def test_a_routed_address_is_no_way_around_the_relay_control(
     ours, postfix = await same_replies(
         postfix_factory, tmp_path, "mynetworks = 192.0.2.0/24\nrelay_domains = relayed.test\n",
         [("c.test", "a@b.test", recipient) for recipient in (
-            "x%victim.example@relayed.test", "victim.example!x@relayed.test", "x@relayed.test")])
+            "x%victim.example@relayed.test", "victim.example!x@relayed.test",
+            '"x@victim.example"@relayed.test', "x@relayed.test")])
     assert ours == [
         ["250 2.1.0 Ok", "554 5.7.1 <x%victim.example@relayed.test>: Relay access denied"],
         ["250 2.1.0 Ok", "554 5.7.1 <victim.example!x@relayed.test>: Relay access denied"],
+        # Named unquoted, as Postfix names its internal form.
+        ["250 2.1.0 Ok", "554 5.7.1 <x@victim.example@relayed.test>: Relay access denied"],
         ["250 2.1.0 Ok", "250 2.1.5 Ok"]]
-    same_rejects(postfix, maillog_lines, 2)
+    same_rejects(postfix, maillog_lines, 3)

@@ -33,6 +33,11 @@ RAW = [["EHLO c.test", "MAIL FROM:<a@b.test>", "RCPT TO:<>"],
         "MAIL FROM:<s@b.test>junk>", "MAIL FROM:<s@b.test>", "RCPT TO:<x@b.test> =x",
         "RCPT TO:<x@1.2.3.4> =x", "RCPT TO:<x@b.test>junk>"],
        ["EHLO c.test", "MAIL FROM:<a@b.test>", "RCPT TO:<x@b.test"],
+       # Parameters after a path without brackets, after a tab, with a value
+       # no esmtp-value allows (the review of 24d9880 found the first two
+       # refused).
+       ["EHLO c.test", "MAIL FROM:a@b.test SIZE=5", "RSET", "MAIL FROM:<a@b.test>\tSIZE=100",
+        "RSET", "MAIL FROM:<a@b.test> SIZE=1=2", "MAIL FROM:<a@b.test> BODY=8BITMIME"],
        ["EHLO c.test", "VRFY x@1.2.3.4", "VRFY <x@[bogus]>", "VRFY x@b.test"]]
 WARNING = re.compile(r"smtpd(?:\[\d+\])?: (warning: Illegal address syntax .*)$")
 

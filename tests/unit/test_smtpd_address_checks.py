@@ -235,8 +235,20 @@ def test_a_routed_address_in_a_relay_domain_is_not_ours(recipient: str) -> None:
     client may not send it there. A review found us relaying these."""
     judged = restrictions("")
     assert judged.check_recipient(OUTSIDE, "a@b.test", recipient) == \
-        f"554 5.7.1 <{recipient}>: Relay access denied"
+        f"554 5.7.1 <{recipient.replace(chr(34), '')}>: Relay access denied"
     assert judged.check_recipient(INSIDE, "a@b.test", recipient) is None  # mynetworks
     assert judged.check_recipient(OUTSIDE, "a@b.test", "x@relay.test") is None
     allowed = restrictions("allow_untrusted_routing = yes\n")
     assert allowed.check_recipient(OUTSIDE, "a@b.test", recipient) is None
+
+
+@pytest.mark.parametrize("recipient", ["x%victim.example@mx.test", "victim.example!x@mx.test",
+                                       '"x@victim.example"@mx.test', "x%victim.example"])
+def test_a_routed_address_in_a_local_domain_is_not_ours_either(recipient: str) -> None:
+    """Postfix resolves the route of a local address to elsewhere (the
+    percent hack), so it is foreign to an outside client: Relay access
+    denied, not User unknown (and permit_auth_destination does not permit
+    it). Found by a review; compared with Postfix by the reviewer."""
+    judged = build_parts(from_text(IN_PROCESS_CF + "myorigin = mx.test\n")).restrictions
+    assert judged.check_recipient(OUTSIDE, "a@b.test", recipient) == \
+        f"554 5.7.1 <{recipient.replace(chr(34), '')}>: Relay access denied"

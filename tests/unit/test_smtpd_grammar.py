@@ -44,6 +44,18 @@ def test_bad_paths(argument: str) -> None:
         parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
 
 
+@pytest.mark.parametrize(("argument", "address", "params"), [
+    ("FROM:a@b.test SIZE=5", "a@b.test", {"SIZE": "5"}),
+    ("FROM:<a@b.test>\tSIZE=100", "a@b.test", {"SIZE": "100"}),
+    ("FROM:a@b.test\tBODY=8BITMIME", "a@b.test", {"BODY": "8BITMIME"}),
+    ("FROM:<a@b.test> SIZE=1=2", "a@b.test", {"SIZE": "1=2"}),  # SIZE's check refuses it
+])
+def test_parameters_after_any_blank(argument: str, address: str, params: dict) -> None:
+    """The review of 24d9880 found the first two refused as junk."""
+    path = parse_path(argument, "FROM:", allow_empty=True, smtputf8=False)
+    assert (path.address, path.params) == (address, params)
+
+
 def test_a_malformed_parameter_is_an_unknown_option() -> None:
     """Postfix answers "=x" as any option it does not know (555), not as
     address syntax."""
