@@ -55,6 +55,9 @@ class Path:
     # Each parameter as the client sent it, by upper-cased name: Postfix's
     # "Unsupported option: foo=bar" quotes the whole parameter verbatim.
     param_texts: dict[str, str] = field(default_factory=dict)
+    # (name, value, text as sent) of every parameter in order, a repeated
+    # one included: Postfix's mail_cmd judges each in turn.
+    sent_params: tuple[tuple[str, str | None, str], ...] = ()
 
 
 def _split_path(text: str) -> tuple[str, str]:
@@ -78,12 +81,11 @@ def _split_path(text: str) -> tuple[str, str]:
     raise PathError("unbalanced <")
 
 
-def parse_params(text: str) -> tuple[dict[str, str | None], dict[str, str]]:
-    """(values, texts as sent), both by upper-cased parameter name. An item
+def parse_params(text: str) -> list[tuple[str, str | None, str]]:
+    """(upper-cased name, value, text as sent) of each parameter. An item
     that is no esmtp-param (``=x``) is kept whole as its own name: Postfix
     answers it as any option it does not know, 555 Unsupported option."""
-    params: dict[str, str | None] = {}
-    texts: dict[str, str] = {}
+    found = []
     for item in text.split():
         match = _PARAM.match(item)
         if match:
@@ -97,9 +99,8 @@ def parse_params(text: str) -> tuple[dict[str, str | None], dict[str, str]]:
                 name, value = keyword.upper(), rest
             else:
                 name, value = item.upper(), None
-        params[name] = value
-        texts[name] = item
-    return params, texts
+        found.append((name, value, item))
+    return found
 
 
 def parse_path(argument: str, keyword: str, *, allow_empty: bool,
@@ -133,8 +134,9 @@ def parse_path(argument: str, keyword: str, *, allow_empty: bool,
             if not error.utf8:
                 error.illegal = sent
             raise
-    params, texts = parse_params(rest)
-    return Path(path_text, params, texts)
+    found = parse_params(rest)
+    return Path(path_text, {name: value for name, value, _ in found},
+                {name: text for name, _, text in found}, tuple(found))
 
 
 # Postfix's smtpd.c NEUTER_CHARACTERS: what a HELO name may not carry into

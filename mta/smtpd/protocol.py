@@ -768,7 +768,7 @@ class SmtpdProtocol(SMTP):
         # Postfix's mail_cmd: SIZE= must be all digits; BODY=7BIT and
         # BODY=8BITMIME are the only BODY values; anything else, "SIZE" without
         # a value included, is an unsupported option, quoted as sent.
-        for name, value in path.params.items():
+        for name, value, text in path.sent_params:
             if name == "SIZE" and value is not None:
                 if not value.isdigit() or not value.isascii():
                     self.reply(replies.BAD_SIZE)
@@ -777,7 +777,7 @@ class SmtpdProtocol(SMTP):
             elif name == "BODY" and (value or "").upper() in ("7BIT", "8BITMIME"):
                 self.txn.body_type = (value or "").upper()
             else:
-                self.reply(replies.BAD_PARAMETER.format(name=path.param_texts[name]))
+                self.reply(replies.BAD_PARAMETER.format(name=text))
                 return
         limit = self.ctx.config.message_size_limit
         if limit and size > limit:
@@ -860,9 +860,8 @@ class SmtpdProtocol(SMTP):
             else:
                 self.reply(replies.BAD_RECIPIENT_SYNTAX)
             return
-        if path.params:
-            name = next(iter(path.params))
-            self.reply(replies.BAD_PARAMETER.format(name=path.param_texts[name]))
+        if path.sent_params:
+            self.reply(replies.BAD_PARAMETER.format(name=path.sent_params[0][2]))
             return
         recipient = path.address
         # RFC 5321 §4.5.1: a bare "postmaster" (any case, no domain) must be

@@ -38,6 +38,9 @@ RAW = [["EHLO c.test", "MAIL FROM:<a@b.test>", "RCPT TO:<>"],
        # refused).
        ["EHLO c.test", "MAIL FROM:a@b.test SIZE=5", "RSET", "MAIL FROM:<a@b.test>\tSIZE=100",
         "RSET", "MAIL FROM:<a@b.test> SIZE=1=2", "MAIL FROM:<a@b.test> BODY=8BITMIME"],
+       # A repeated parameter: each is judged, as Postfix's mail_cmd does.
+       ["EHLO c.test", "MAIL FROM:<a@b.test> SIZE=abc SIZE=1", "MAIL FROM:<a@b.test> SIZE=1 SIZE=x",
+        "MAIL FROM:<a@b.test> SIZE=1 SIZE=2"],
        ["EHLO c.test", "VRFY x@1.2.3.4", "VRFY <x@[bogus]>", "VRFY x@b.test"]]
 WARNING = re.compile(r"smtpd(?:\[\d+\])?: (warning: Illegal address syntax .*)$")
 
