@@ -765,10 +765,20 @@ class SmtpdProtocol(SMTP):
         # Postfix's mail_cmd takes the parameters after HELO too (no
         # extension is refused for want of an EHLO), and so do we.
         size = 0
+        auth = False
         # Postfix's mail_cmd: SIZE= must be all digits; BODY=7BIT and
-        # BODY=8BITMIME are the only BODY values; anything else, "SIZE" without
-        # a value included, is an unsupported option, quoted as sent.
+        # BODY=8BITMIME are the only BODY values; AUTH= (RFC 4954 §5, the
+        # submitter an authenticated client names) is taken, once, and not
+        # otherwise used, AUTH on or off, as Postfix's smtpd_sasl_mail_opt
+        # takes it; anything else, "SIZE" without a value included, is an
+        # unsupported option, quoted as sent.
         for name, value, text in path.sent_params:
+            if name == "AUTH" and value is not None:
+                if auth:
+                    self.reply(replies.MULTIPLE_AUTH)
+                    return
+                auth = True
+                continue
             if name == "SIZE" and value is not None:
                 if not value.isdigit() or not value.isascii():
                     self.reply(replies.BAD_SIZE)

@@ -41,6 +41,7 @@ BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax"
 BAD_RECIPIENT_SYNTAX = "501 5.1.3 Bad recipient address syntax"
 BAD_PARAMETER = "555 5.5.4 Unsupported option: {name}"  # the parameter as sent
 BAD_SIZE = "501 5.5.4 Bad message size syntax"
+MULTIPLE_AUTH = "503 5.5.4 Error: multiple AUTH= options"
 SMTPUTF8_NEEDED = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
 VRFY_DISABLED = "502 5.5.1 VRFY command is disabled"
 # RFC 5321 §3.5.3: will try, cannot verify; the argument as sent (Postfix).

@@ -15,7 +15,6 @@ state from before TLS (RFC 3207 §4.2).
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,14 +35,11 @@ from mta.tls.server import SessionTls
 from mta.tls.summary import TlsSummary
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
     from mta.smtpd.server import SmtpdContext
 
 # Commands a client may give before STARTTLS when TLS is required (Postfix's
 # SMTPD_CMD_FLAG_PRE_TLS, plus RSET and HELP which reveal nothing).
 PRE_TLS = frozenset({"EHLO", "HELO", "STARTTLS", "NOOP", "RSET", "HELP", "QUIT"})
-_AUTH_PARAM = re.compile(r"(?i)[ \t]+AUTH=\S*")
 _HELD_LIMIT = 1 << 16  # a ClientHello is a few hundred bytes, at most 2^14 + headers
 
 
@@ -425,14 +421,6 @@ class SecureSmtpdProtocol(SmtpdProtocol):
             return self.sasl_method, self.client.sasl_username
         return None, None
 
-    # -- MAIL with AUTH= ------------------------------------------------------------------
-    def cmd_mail(self, argument: str) -> Awaitable[None] | None:
-        # RFC 4954 §5: clients that authenticated may name the submitter with
-        # MAIL FROM:<…> AUTH=<…>; accepted (and not otherwise used) when AUTH is on.
-        if self.security is not None and self.security.sasl is not None:
-            argument = _AUTH_PARAM.sub("", argument)
-        return SmtpdProtocol.cmd_mail(self, argument)
-
     # -- AUTH -----------------------------------------------------------------------------
     async def cmd_auth(self, argument: str) -> None:
         # Postfix counts every AUTH command, whatever the state (one where
@@ -556,7 +544,7 @@ class SecureSmtpdProtocol(SmtpdProtocol):
         return text
 
     _commands = {**SmtpdProtocol._commands,
-                 "MAIL": cmd_mail, "STARTTLS": cmd_starttls, "AUTH": cmd_auth}
+                 "STARTTLS": cmd_starttls, "AUTH": cmd_auth}
     _immediate = sync_verbs(_commands)
 
 

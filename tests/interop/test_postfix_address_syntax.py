@@ -41,6 +41,13 @@ RAW = [["EHLO c.test", "MAIL FROM:<a@b.test>", "RCPT TO:<>"],
        # A repeated parameter: each is judged, as Postfix's mail_cmd does.
        ["EHLO c.test", "MAIL FROM:<a@b.test> SIZE=abc SIZE=1", "MAIL FROM:<a@b.test> SIZE=1 SIZE=x",
         "MAIL FROM:<a@b.test> SIZE=1 SIZE=2"],
+       # AUTH= with AUTH off here: taken, once (RFC 4954 §5; Postfix's
+       # smtpd_sasl_mail_opt). After the 503, Postfix keeps the first AUTH=
+       # until RSET and refuses the next MAIL's AUTH= too; we do not copy
+       # that, so the RSET.
+       ["EHLO c.test", "MAIL FROM:<a@b.test> AUTH=<>", "RSET",
+        "MAIL FROM:<a@b.test> AUTH=x@y.test AUTH=<>", "RSET",
+        "MAIL FROM:<a@b.test> SIZE=1 auth=<>"],
        ["EHLO c.test", "VRFY x@1.2.3.4", "VRFY <x@[bogus]>", "VRFY x@b.test"]]
 WARNING = re.compile(r"smtpd(?:\[\d+\])?: (warning: Illegal address syntax .*)$")
 
