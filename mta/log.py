@@ -135,10 +135,14 @@ def connect(peer: str) -> None:
 
 
 def client(qid: str, peer: str, sasl_method: str | None = None,
-           sasl_username: str | None = None) -> None:
+           sasl_username: str | None = None, sasl_sender: str | None = None) -> None:
+    """``QID: client=host[ip], sasl_method=M, sasl_username=U, sasl_sender=S``,
+    each sasl_ field when known, as Postfix's smtpd_sasl_mail_log."""
     text = f"{qid}: client={peer}"
     if sasl_method:
         text += f", sasl_method={sasl_method}, sasl_username={sasl_username}"
+    if sasl_sender:
+        text += f", sasl_sender={sasl_sender}"
     emit("smtpd", text)
 
 

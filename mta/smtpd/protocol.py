@@ -87,6 +87,7 @@ class Transaction:
         # the first accepted recipient as sent, and the RCPTs accepted.
         self.first_recipient = ""
         self.accepted = 0
+        self.auth_sender: str | None = None  # MAIL's AUTH= (not "<>"), printable
         self.qid: str | None = None
         self.declared_size = 0
         self.body_type = ""
@@ -765,7 +766,7 @@ class SmtpdProtocol(SMTP):
         # Postfix's mail_cmd takes the parameters after HELO too (no
         # extension is refused for want of an EHLO), and so do we.
         size = 0
-        auth = False
+        auth: str | None = None
         # Postfix's mail_cmd: SIZE= must be all digits; BODY=7BIT and
         # BODY=8BITMIME are the only BODY values; AUTH= (RFC 4954 §5, the
         # submitter an authenticated client names) is taken, once, and not
@@ -774,10 +775,10 @@ class SmtpdProtocol(SMTP):
         # unsupported option, quoted as sent.
         for name, value, text in path.sent_params:
             if name == "AUTH" and value is not None:
-                if auth:
+                if auth is not None:
                     self.reply(replies.MULTIPLE_AUTH)
                     return
-                auth = True
+                auth = value
                 continue
             if name == "SIZE" and value is not None:
                 if not value.isdigit() or not value.isascii():
@@ -801,6 +802,7 @@ class SmtpdProtocol(SMTP):
         # As sent: the restrictions judge it, and the reject lines name it, so
         # (Postfix's state->sender); qualified with @$myorigin at the commit.
         self.txn.sender = path.address
+        self.txn.auth_sender = printable(auth) if auth and auth != "<>" else None
         self.txn.declared_size = size
         self.reply(replies.MAIL_OK)
 
@@ -908,8 +910,9 @@ class SmtpdProtocol(SMTP):
             self.txn.recipients.append(recipient)
         self.reply(replies.RCPT_OK)
 
-    def sasl_log_fields(self) -> tuple[str | None, str | None]:
-        return None, None
+    def sasl_log_fields(self) -> tuple[str | None, str | None, str | None]:
+        """sasl_method, sasl_username and sasl_sender for the client= line."""
+        return None, None, None
 
     def _reject(self, command: str, reply: str, sender: str | None,
                 recipient: str | None) -> None:

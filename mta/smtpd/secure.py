@@ -416,10 +416,14 @@ class SecureSmtpdProtocol(SmtpdProtocol):
                          f"{tls_summary.comment_safe(self.client.sasl_username)})")
         return lines
 
-    def sasl_log_fields(self) -> tuple[str | None, str | None]:
+    def sasl_log_fields(self) -> tuple[str | None, str | None, str | None]:
+        # Postfix logs the MAIL's AUTH= as sasl_sender where AUTH is on,
+        # logged in or not.
+        if self.security is None or self.security.sasl is None:
+            return None, None, None
         if self.client.sasl_username:
-            return self.sasl_method, self.client.sasl_username
-        return None, None
+            return self.sasl_method, self.client.sasl_username, self.txn.auth_sender
+        return None, None, self.txn.auth_sender
 
     # -- AUTH -----------------------------------------------------------------------------
     async def cmd_auth(self, argument: str) -> None:

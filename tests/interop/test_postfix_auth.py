@@ -51,6 +51,12 @@ PLAIN_BAD = b64(f"\0{USER}\0wrong")
 CONVERSATIONS: dict[str, list[str]] = {
     "plain": [f"AUTH PLAIN {PLAIN_OK}", f"AUTH PLAIN {PLAIN_OK}", "MAIL FROM:<a@b.test>",
               "RCPT TO:<x@elsewhere.test>"],
+    # MAIL's AUTH= (RFC 4954 §5), logged as sasl_sender in the client= line.
+    "auth-param": [f"AUTH PLAIN {PLAIN_OK}", "MAIL FROM:<a@b.test> AUTH=alice@example.test",
+                   "RCPT TO:<x@elsewhere.test>"],
+    "auth-param-null": [f"AUTH PLAIN {PLAIN_OK}", "MAIL FROM:<a@b.test> AUTH=<>",
+                        "RCPT TO:<x@elsewhere.test>"],
+    "auth-param-no-login": ["MAIL FROM:<a@b.test> AUTH=<bob@b.test>", "RCPT TO:<x@b.test>"],
     "plain-wrong": [f"AUTH PLAIN {PLAIN_BAD}", "MAIL FROM:<a@b.test>",
                     "RCPT TO:<x@elsewhere.test>"],
     "plain-asked": ["AUTH PLAIN", PLAIN_OK],
@@ -159,7 +165,8 @@ async def test_auth_conversations_as_postfix_answers_them(
     assert ours["login-wrong"][-1] == "535 5.7.8 Error: authentication failed: " \
                                       "authentication failure"
     postfix.wait_log(r"SASL LOGIN authentication aborted", count=1)
-    postfix.wait_log(r"client=unknown\[127\.0\.0\.1\], sasl_method=PLAIN", count=1)
+    postfix.wait_log(r"client=unknown\[127\.0\.0\.1\], sasl_method=PLAIN", count=3)
+    assert any(line.endswith(", sasl_sender=alice@example.test") for line in logged(maillog_lines))
     # Postfix also logs the unknown mechanism as a failed login (see above).
     postfix_lines = [line for line in logged(postfix.log_text().splitlines())
                      if "Invalid authentication mechanism" not in line]
