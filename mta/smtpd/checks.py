@@ -373,6 +373,22 @@ class Restrictions:
                                 self.config.smtpd_null_access_lookup_key)
         return self._judge(table, keys, sender, client)
 
+    def _helo_access(self, table: AccessMap, client: ClientFacts, helo: str | None) -> Decision:
+        """The HELO name and its parents; as Postfix's: no HELO/EHLO, no lookup."""
+        if helo is None:
+            return DUNNO
+        return self._judge(table, access.domain_keys(helo), helo, client)
+
+    def _recipient_access(self, table: AccessMap, client: ClientFacts,
+                          recipient: str | None) -> Decision:
+        """The recipient as the sender is looked up (user@$myorigin when
+        unqualified), named as sent; None (several at DATA): no lookup."""
+        if recipient is None:
+            return DUNNO
+        keys = access.mail_keys(addr.qualify(recipient, self.config.myorigin),
+                                self.config.recipient_delimiter)
+        return self._judge(table, keys, recipient, client)
+
     def _ccert_access(self, table: AccessMap, client: ClientFacts) -> Decision:
         """check_ccert_access: the client certificate's fingerprint, then its
         public key's (smtpd's digest, sha256), as Postfix looks them up; any
@@ -398,9 +414,7 @@ class Restrictions:
             return lambda client, sender, rcpt, helo: self._client_access(table, client)
 
         def by_helo(table: AccessMap) -> Restriction:
-            # As Postfix's: no HELO/EHLO, no lookup.
-            return lambda client, sender, rcpt, helo: DUNNO if helo is None else self._judge(
-                table, access.domain_keys(helo), helo, client)
+            return lambda client, sender, rcpt, helo: self._helo_access(table, client, helo)
 
         def by_sender(table: AccessMap) -> Restriction:
             # No sender outside a transaction (VRFY); "" is the null sender.
@@ -408,10 +422,7 @@ class Restrictions:
                 DUNNO if sender is None else self._sender_access(table, client, sender))
 
         def by_recipient(table: AccessMap) -> Restriction:
-            # Looked up as user@$myorigin when unqualified, named as sent.
-            return lambda client, sender, rcpt, helo: self._judge(
-                table, access.mail_keys(addr.qualify(rcpt, self.config.myorigin),
-                                        self.config.recipient_delimiter), rcpt, client)
+            return lambda client, sender, rcpt, helo: self._recipient_access(table, client, rcpt)
 
         return {"check_client_access": by_client, "check_helo_access": by_helo,
                 "check_sender_access": by_sender, "check_recipient_access": by_recipient,
@@ -435,7 +446,7 @@ class Restrictions:
             return lambda client, helo: self._client_access(table, client)
 
         def by_helo(table: AccessMap) -> HeloRestriction:
-            return lambda client, helo: self._judge(table, access.domain_keys(helo), helo, client)
+            return lambda client, helo: self._helo_access(table, client, helo)
 
         return {"check_client_access": by_client, "check_helo_access": by_helo,
                 "check_ccert_access": lambda table: lambda client, helo: (
@@ -461,17 +472,13 @@ class Restrictions:
             return lambda client, facts: self._client_access(table, client)
 
         def by_helo(table: AccessMap) -> DataRestriction:
-            return lambda client, facts: DUNNO if facts.helo is None else self._judge(
-                table, access.domain_keys(facts.helo), facts.helo, client)
+            return lambda client, facts: self._helo_access(table, client, facts.helo)
 
         def by_sender(table: AccessMap) -> DataRestriction:
             return lambda client, facts: self._sender_access(table, client, facts.sender)
 
         def by_recipient(table: AccessMap) -> DataRestriction:
-            return lambda client, facts: DUNNO if facts.recipient is None else self._judge(
-                table, access.mail_keys(addr.qualify(facts.recipient, self.config.myorigin),
-                                        self.config.recipient_delimiter),
-                facts.recipient, client)
+            return lambda client, facts: self._recipient_access(table, client, facts.recipient)
 
         return {"check_client_access": by_client, "check_helo_access": by_helo,
                 "check_sender_access": by_sender, "check_recipient_access": by_recipient,

@@ -9,7 +9,7 @@ after ``FROM:``, a missing pair of angle brackets, a source route, which
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mta.smtpd import hostnames
 
@@ -51,13 +51,18 @@ class PathError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Path:
     address: str
-    params: dict[str, str | None]
-    # Each parameter as the client sent it, by upper-cased name: Postfix's
-    # "Unsupported option: foo=bar" quotes the whole parameter verbatim.
-    param_texts: dict[str, str] = field(default_factory=dict)
-    # (name, value, text as sent) of every parameter in order, a repeated
-    # one included: Postfix's mail_cmd judges each in turn.
+    # (upper-cased name, value, text as sent) of every parameter in order, a
+    # repeated one included: Postfix's mail_cmd judges each in turn, and its
+    # "Unsupported option: foo=bar" quotes the parameter verbatim.
     sent_params: tuple[tuple[str, str | None, str], ...] = ()
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        return {name: value for name, value, _ in self.sent_params}
+
+    @property
+    def param_texts(self) -> dict[str, str]:
+        return {name: text for name, _, text in self.sent_params}
 
 
 def _split_path(text: str) -> tuple[str, str]:
@@ -134,9 +139,7 @@ def parse_path(argument: str, keyword: str, *, allow_empty: bool,
             if not error.utf8:
                 error.illegal = sent
             raise
-    found = parse_params(rest)
-    return Path(path_text, {name: value for name, value, _ in found},
-                {name: text for name, _, text in found}, tuple(found))
+    return Path(path_text, tuple(parse_params(rest)))
 
 
 # Postfix's smtpd.c NEUTER_CHARACTERS: what a HELO name may not carry into
@@ -196,7 +199,7 @@ def _check_mailbox(path_text: str, smtputf8: bool) -> None:
             raise PathError("bad address syntax")
         if not smtputf8:
             raise PathError("unicode address without SMTPUTF8", utf8=True)
-    local, at, domain = path_text.rpartition("@")
+    local, at, _ = path_text.rpartition("@")
     if at and len(local) > 64 * 4:
         raise PathError("local part too long")
     # The domain as Postfix's trivial-rewrite sees it: after the last "@" of
